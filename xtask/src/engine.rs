@@ -1,0 +1,672 @@
+//! `cargo xtask engine up|down|status`: a real Docker engine with BuildKit on a machine that has none.
+//!
+//! When no Docker daemon is reachable, `up` installs Debian's docker.io, docker-buildx and
+//! docker-compose (from the next release's suite, pinned low, through the mirror the machine's
+//! own apt sources name), starts a private dockerd on its own socket under the engine directory
+//! (default `/var/lib/attune-engine`, or `ATTUNE_ENGINE_DIR`), and, when no registry can be
+//! reached, creates the base images the Dockerfiles name from debootstrap plus the host's Rust
+//! toolchain and CA bundle. Every step checks first and does nothing when already done.
+//!
+//! The rest of the xtask finds this engine by itself: [`use_private_engine_if_needed`] points
+//! `DOCKER_HOST` at the private socket when no other engine is configured.
+
+use std::{
+    fs,
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context};
+
+use crate::{flags, Status};
+
+/// The Debian release the images are based on, and the suite Docker's packages come from.
+const DEBIAN_SUITE: &str = "bookworm";
+const ENGINE_SUITE: &str = "trixie";
+pub const RUNTIME_IMAGE: &str = "debian:bookworm-slim";
+
+pub fn rust_image(rust_version: &str) -> String {
+    format!("rust:{rust_version}-slim-{DEBIAN_SUITE}")
+}
+
+/// Where the private engine keeps its state.
+#[derive(Debug, Clone)]
+pub struct EngineDir {
+    pub root: PathBuf,
+}
+
+impl EngineDir {
+    pub fn from_env() -> EngineDir {
+        let root = std::env::var_os("ATTUNE_ENGINE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/attune-engine"));
+        EngineDir { root }
+    }
+    pub fn socket(&self) -> PathBuf {
+        self.root.join("docker.sock")
+    }
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.socket().display())
+    }
+    pub fn pidfile(&self) -> PathBuf {
+        self.root.join("docker.pid")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.root.join("dockerd.log")
+    }
+    fn dockerd_args(&self) -> Vec<String> {
+        vec![
+            format!("--data-root={}", self.root.join("data").display()),
+            format!("--exec-root={}", self.root.join("exec").display()),
+            format!("--pidfile={}", self.pidfile().display()),
+            format!("--host={}", self.docker_host()),
+        ]
+    }
+    /// The pid of the dockerd this directory's pid file names, if that process is alive and
+    /// really is our dockerd (a pid file left by a killed daemon is stale).
+    pub fn running_pid(&self) -> Option<u32> {
+        let pid: u32 = fs::read_to_string(self.pidfile()).ok()?.trim().parse().ok()?;
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        let ours = cmdline.contains("dockerd") && cmdline.contains(&*self.socket().to_string_lossy());
+        ours.then_some(pid)
+    }
+}
+
+/// Points `DOCKER_HOST` at the private engine when the caller configured none, the default socket
+/// does not answer, and the private engine's socket exists. Call once at startup, before threads.
+pub fn use_private_engine_if_needed() {
+    if std::env::var_os("DOCKER_HOST").is_some() || Path::new("/var/run/docker.sock").exists() {
+        return;
+    }
+    let dir = EngineDir::from_env();
+    if dir.running_pid().is_some() {
+        std::env::set_var("DOCKER_HOST", dir.docker_host());
+    }
+}
+
+/// What a probe of the configured engine found.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub server_version: Option<String>,
+    pub buildx_version: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Probe {
+    pub fn reachable(&self) -> bool {
+        self.server_version.is_some()
+    }
+}
+
+pub fn probe() -> Probe {
+    if which::which("docker").is_err() {
+        return Probe {
+            server_version: None,
+            buildx_version: None,
+            error: Some("no `docker` client on PATH".into()),
+        };
+    }
+    let server = capture_with_timeout(
+        Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
+        Duration::from_secs(10),
+    );
+    let buildx = capture_with_timeout(
+        Command::new("docker").args(["buildx", "version"]),
+        Duration::from_secs(10),
+    );
+    match server {
+        Ok(version) => Probe {
+            server_version: Some(version.trim().to_string()),
+            buildx_version: buildx.ok().map(|v| v.trim().to_string()),
+            error: None,
+        },
+        Err(err) => Probe {
+            server_version: None,
+            buildx_version: buildx.ok().map(|v| v.trim().to_string()),
+            error: Some(format!("{err:#}")),
+        },
+    }
+}
+
+pub fn run(root: &Path, args: flags::EngineArgs) -> anyhow::Result<Status> {
+    let dir = EngineDir::from_env();
+    match args.cmd {
+        flags::EngineCmd::Up => up(root, &dir).map(|()| Status::Ok),
+        flags::EngineCmd::Down => down(&dir).map(|()| Status::Ok),
+        flags::EngineCmd::Status => status(root, &dir),
+    }
+}
+
+/// Makes sure an engine with buildx and the base images is reachable, starting the private one if
+/// needed. Used by `engine up` and by every command that needs an engine.
+pub fn up(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
+    let before = probe();
+    if before.reachable() && before.buildx_version.is_some() {
+        eprintln!(
+            "engine: Docker {} reachable{}",
+            before.server_version.as_deref().unwrap_or("?"),
+            docker_host_note()
+        );
+    } else {
+        require_root("start a private Docker engine")?;
+        install_packages()?;
+        start_dockerd(dir)?;
+        std::env::set_var("DOCKER_HOST", dir.docker_host());
+        let after = probe();
+        if !after.reachable() {
+            bail!(
+                "the private dockerd did not answer: {}; see its log {}",
+                after.error.unwrap_or_default(),
+                dir.log().display()
+            );
+        }
+        if after.buildx_version.is_none() {
+            bail!("`docker buildx version` fails although docker-buildx is installed; check `docker buildx ls`");
+        }
+        eprintln!(
+            "engine: private dockerd {} up (pid {}), buildx {}\n  point your shell at it with: export DOCKER_HOST={}",
+            after.server_version.as_deref().unwrap_or("?"),
+            dir.running_pid().map(|p| p.to_string()).unwrap_or_else(|| "?".into()),
+            after.buildx_version.as_deref().unwrap_or("?"),
+            dir.docker_host()
+        );
+    }
+    ensure_base_images(root, dir)
+}
+
+fn docker_host_note() -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) => format!(" at {host}"),
+        Err(_) => String::new(),
+    }
+}
+
+pub fn down(dir: &EngineDir) -> anyhow::Result<()> {
+    let Some(pid) = dir.running_pid() else {
+        eprintln!(
+            "engine: no private dockerd of ours is running (pid file {})",
+            dir.pidfile().display()
+        );
+        let _ = fs::remove_file(dir.pidfile());
+        return Ok(());
+    };
+    signal(pid, libc::SIGTERM);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(100));
+    }
+    if Path::new(&format!("/proc/{pid}")).exists() {
+        eprintln!("engine: dockerd {pid} ignored SIGTERM for 30 s, killing it");
+        signal(pid, libc::SIGKILL);
+    }
+    eprintln!("engine: private dockerd (pid {pid}) stopped");
+    Ok(())
+}
+
+fn status(root: &Path, dir: &EngineDir) -> anyhow::Result<Status> {
+    let probe = probe();
+    match &probe.server_version {
+        Some(version) => println!("engine: Docker {version} reachable{}", docker_host_note()),
+        None => println!(
+            "engine: not reachable ({}); start one with `cargo xtask engine up`",
+            probe.error.as_deref().unwrap_or("unknown error")
+        ),
+    }
+    println!(
+        "buildx: {}",
+        probe.buildx_version.as_deref().unwrap_or("not installed")
+    );
+    match dir.running_pid() {
+        Some(pid) => println!(
+            "private engine: running, pid {pid}, socket {} (export DOCKER_HOST={})",
+            dir.socket().display(),
+            dir.docker_host()
+        ),
+        None => println!("private engine: not running ({})", dir.root.display()),
+    }
+    if probe.reachable() {
+        for image in base_images(root)? {
+            let present = image_exists(&image);
+            println!("base image {image}: {}", if present { "present" } else { "missing" });
+        }
+    }
+    Ok(Status::from_ok(probe.reachable() && probe.buildx_version.is_some()))
+}
+
+/// The base images the Dockerfiles name by default.
+pub fn base_images(root: &Path) -> anyhow::Result<Vec<String>> {
+    let rust_version = workspace_rust_version(root)?;
+    Ok(vec![rust_image(&rust_version), RUNTIME_IMAGE.to_string()])
+}
+
+/// `workspace.package.rust-version` of the root Cargo.toml: the toolchain the images use.
+pub fn workspace_rust_version(root: &Path) -> anyhow::Result<String> {
+    let path = root.join("Cargo.toml");
+    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_rust_version(&text)
+        .with_context(|| format!("{}: no rust-version in [workspace.package]", path.display()))
+}
+
+fn parse_rust_version(manifest: &str) -> Option<String> {
+    let mut in_section = false;
+    for line in manifest.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_section = line == "[workspace.package]";
+            continue;
+        }
+        if in_section {
+            if let Some(value) = line.strip_prefix("rust-version") {
+                let value = value.trim_start().strip_prefix('=')?.trim();
+                return Some(value.trim_matches('"').to_string());
+            }
+        }
+    }
+    None
+}
+
+fn require_root(what: &str) -> anyhow::Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    if euid != 0 {
+        bail!("to {what} this must run as root (uid {euid}); run `sudo cargo xtask engine up`, or start Docker yourself and set DOCKER_HOST");
+    }
+    Ok(())
+}
+
+fn buildx_installed() -> bool {
+    [
+        "/usr/libexec/docker/cli-plugins/docker-buildx",
+        "/usr/lib/docker/cli-plugins/docker-buildx",
+        "/usr/local/lib/docker/cli-plugins/docker-buildx",
+        "/usr/local/libexec/docker/cli-plugins/docker-buildx",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
+}
+
+/// Installs dockerd, buildx and compose from Debian's next release, pinned so that nothing else
+/// comes from it, plus debootstrap from the default suite. Does nothing when all are present.
+fn install_packages() -> anyhow::Result<()> {
+    let mut wanted: Vec<String> = Vec::new();
+    if which::which("dockerd").is_err() {
+        wanted.push(format!("docker.io/{ENGINE_SUITE}"));
+    }
+    if !buildx_installed() {
+        wanted.push(format!("docker-buildx/{ENGINE_SUITE}"));
+    }
+    if !Path::new("/usr/libexec/docker/cli-plugins/docker-compose").exists() {
+        wanted.push(format!("docker-compose/{ENGINE_SUITE}"));
+    }
+    if which::which("docker").is_err() {
+        wanted.push(format!("docker-cli/{ENGINE_SUITE}"));
+    }
+    if which::which("debootstrap").is_err() {
+        wanted.push("debootstrap".into());
+    }
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    if which::which("apt-get").is_err() {
+        bail!("cannot install {}: no apt-get on this machine (the private engine needs Debian's packages); install Docker with buildx yourself and set DOCKER_HOST", wanted.join(" "));
+    }
+    let mirror = debian_mirror()?;
+    write_if_changed(
+        Path::new("/etc/apt/sources.list.d/attune-engine-trixie.sources"),
+        &format!(
+            "# Added by `cargo xtask engine up`: Docker's packages from Debian {ENGINE_SUITE}, pinned low below.\n\
+             Types: deb\nURIs: {mirror}\nSuites: {ENGINE_SUITE}\nComponents: main\n\
+             Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        ),
+    )?;
+    write_if_changed(
+        Path::new("/etc/apt/preferences.d/attune-engine-trixie"),
+        &format!("Package: *\nPin: release n={ENGINE_SUITE}\nPin-Priority: 100\n"),
+    )?;
+    eprintln!("engine: installing {} (from {mirror})", wanted.join(" "));
+    run_checked(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
+    let mut install = Command::new("apt-get");
+    install
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&wanted);
+    run_checked(&mut install, "apt-get install")?;
+    Ok(())
+}
+
+/// The Debian mirror of the machine's own apt sources (never written into the repository).
+pub fn debian_mirror() -> anyhow::Result<String> {
+    let mut texts = Vec::new();
+    if let Ok(entries) = fs::read_dir("/etc/apt/sources.list.d") {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "sources" || e == "list")
+                && !path.to_string_lossy().contains("attune-engine")
+            {
+                texts.push(fs::read_to_string(&path).unwrap_or_default());
+            }
+        }
+    }
+    texts.push(fs::read_to_string("/etc/apt/sources.list").unwrap_or_default());
+    texts
+        .iter()
+        .find_map(|text| mirror_from_sources(text))
+        .context("no Debian mirror for bookworm found in /etc/apt/sources.list.d/*.sources or /etc/apt/sources.list")
+}
+
+/// The first URI serving the main Debian suite, from deb822 `.sources` or one-line `.list` text.
+fn mirror_from_sources(text: &str) -> Option<String> {
+    // deb822: paragraphs with URIs: and Suites:
+    for paragraph in text.split("\n\n") {
+        let field = |name: &str| {
+            paragraph
+                .lines()
+                .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+        };
+        if let (Some(uris), Some(suites)) = (field("URIs:"), field("Suites:")) {
+            if suites.split_whitespace().any(|s| s == DEBIAN_SUITE) {
+                return uris.split_whitespace().next().map(str::to_string);
+            }
+        }
+    }
+    // one-line format: deb [opts] URI suite components
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace().filter(|w| !w.starts_with('['));
+        (words.next()? == "deb").then_some(())?;
+        let uri = words.next()?;
+        (words.next()? == DEBIAN_SUITE).then(|| uri.to_string())
+    })
+}
+
+fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
+    if let Some(pid) = dir.running_pid() {
+        eprintln!("engine: private dockerd already running (pid {pid})");
+        return wait_for_socket(dir);
+    }
+    fs::create_dir_all(&dir.root).with_context(|| format!("cannot create {}", dir.root.display()))?;
+    // a pid file or socket left by a daemon that was killed is stale
+    let _ = fs::remove_file(dir.pidfile());
+    let _ = fs::remove_file(dir.socket());
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.log())
+        .with_context(|| format!("cannot open {}", dir.log().display()))?;
+    let mut cmd = Command::new("dockerd");
+    cmd.args(dir.dockerd_args())
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // its own process group: Ctrl-C in the terminal that started it must not stop the engine
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    let child = cmd.spawn().context("cannot start dockerd")?;
+    eprintln!("engine: started dockerd (pid {}), log {}", child.id(), dir.log().display());
+    wait_for_socket(dir)
+}
+
+fn wait_for_socket(dir: &EngineDir) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ok = Command::new("docker")
+            .args(["--host", &dir.docker_host(), "version", "--format", "{{.Server.Version}}"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "dockerd did not answer on {} within 60 s; see {}",
+                dir.socket().display(),
+                dir.log().display()
+            );
+        }
+        thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn image_exists(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Pulls the base images, or, when no registry answers, makes them locally.
+fn ensure_base_images(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
+    let rust_version = workspace_rust_version(root)?;
+    let rust = rust_image(&rust_version);
+    let missing: Vec<String> = [rust.clone(), RUNTIME_IMAGE.to_string()]
+        .into_iter()
+        .filter(|i| !image_exists(i))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut to_make = Vec::new();
+    for image in missing {
+        let pulled = capture_with_timeout(
+            Command::new("docker").args(["pull", "--quiet", &image]),
+            Duration::from_secs(60),
+        );
+        match pulled {
+            Ok(_) => eprintln!("engine: pulled {image}"),
+            Err(_) => to_make.push(image),
+        }
+    }
+    if to_make.is_empty() {
+        return Ok(());
+    }
+    require_root("create base images with debootstrap")?;
+    if which::which("debootstrap").is_err() {
+        bail!("no registry answers and debootstrap is missing: `apt-get install debootstrap`, then run `cargo xtask engine up` again");
+    }
+    let host_rust = capture_with_timeout(Command::new("rustc").arg("--version"), Duration::from_secs(10))
+        .context("the local rust image is made from the host's toolchain, but `rustc --version` fails")?;
+    if !host_rust.contains(&format!(" {rust_version}.")) {
+        eprintln!(
+            "engine: warning: the host has {} but the workspace's rust-version is {rust_version}; the local {rust} carries the host's toolchain",
+            host_rust.trim()
+        );
+    }
+    let mirror = debian_mirror()?;
+    let work = dir.root.join("rootfs");
+    let _ = fs::remove_dir_all(&work);
+    let jobs: Vec<(String, &str)> = to_make
+        .iter()
+        .map(|image| {
+            let include = if *image == rust {
+                "ca-certificates,gcc,libc6-dev"
+            } else {
+                "ca-certificates"
+            };
+            (image.clone(), include)
+        })
+        .collect();
+    thread::scope(|s| -> anyhow::Result<()> {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(image, include)| {
+                let target = work.join(image.replace([':', '/'], "_"));
+                let mirror = mirror.clone();
+                let is_rust = *image == rust;
+                s.spawn(move || make_base_image(image, include, &target, &mirror, is_rust))
+            })
+            .collect();
+        for handle in handles {
+            handle.join().expect("base image thread panicked")?;
+        }
+        Ok(())
+    })?;
+    let _ = fs::remove_dir_all(&work);
+    Ok(())
+}
+
+fn make_base_image(
+    image: &str,
+    include: &str,
+    rootfs: &Path,
+    mirror: &str,
+    with_rust: bool,
+) -> anyhow::Result<()> {
+    eprintln!("engine: no registry answers; making {image} with debootstrap ({DEBIAN_SUITE}, minbase)");
+    fs::create_dir_all(rootfs)?;
+    let log = rootfs.with_extension("debootstrap.log");
+    let log_file = fs::File::create(&log)?;
+    let status = Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={include}"), DEBIAN_SUITE])
+        .arg(rootfs)
+        .arg(mirror)
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file)
+        .status()
+        .context("cannot run debootstrap")?;
+    if !status.success() {
+        bail!("debootstrap for {image} failed; see {}", log.display());
+    }
+    // the machine may reach registries through an intercepting proxy whose CA only the host trusts
+    let host_ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if host_ca.exists() {
+        fs::copy(host_ca, rootfs.join("etc/ssl/certs/ca-certificates.crt"))
+            .context("cannot copy the host CA bundle into the image")?;
+    }
+    let mut changes = vec![
+        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+    ];
+    if with_rust {
+        let sysroot = capture_with_timeout(
+            Command::new("rustc").args(["--print", "sysroot"]),
+            Duration::from_secs(10),
+        )?;
+        let sysroot = PathBuf::from(sysroot.trim());
+        let dest = rootfs.join("usr/local/rust");
+        fs::create_dir_all(&dest)?;
+        for part in ["bin", "lib", "libexec"] {
+            if sysroot.join(part).exists() {
+                run_checked(
+                    Command::new("cp").arg("-a").arg(sysroot.join(part)).arg(&dest),
+                    "copy the host Rust toolchain",
+                )?;
+            }
+        }
+        changes = vec![
+            "ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into(),
+            "ENV CARGO_HOME=/usr/local/cargo".into(),
+        ];
+    }
+    let mut import = Command::new("docker");
+    import.arg("import");
+    for change in &changes {
+        import.args(["--change", change]);
+    }
+    import.args(["-", image]);
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(rootfs)
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run tar")?;
+    let status = import
+        .stdin(tar.stdout.context("tar has no stdout")?)
+        .stdout(Stdio::null())
+        .status()
+        .context("cannot run docker import")?;
+    if !status.success() {
+        bail!("docker import of {image} failed");
+    }
+    eprintln!("engine: made {image} locally");
+    Ok(())
+}
+
+fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
+    if fs::read_to_string(path).ok().as_deref() == Some(text) {
+        return Ok(());
+    }
+    let mut file = fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+fn signal(pid: u32, sig: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as libc::pid_t, sig);
+    }
+}
+
+pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
+    let status = cmd
+        .stdin(Stdio::null())
+        .status()
+        .with_context(|| format!("cannot start {what} ({:?})", cmd.get_program()))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+/// Runs a command, returns its stdout, and fails with its stderr when it fails or takes too long.
+pub fn capture_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(timeout) {
+        Ok(output) => {
+            let output = output?;
+            if output.status.success() {
+                Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+            } else {
+                bail!("{}", String::from_utf8_lossy(&output.stderr).trim())
+            }
+        }
+        Err(_) => {
+            signal(pid, libc::SIGKILL);
+            bail!("timed out after {} s", timeout.as_secs())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_from_deb822_sources() {
+        let text = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
+                    Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n";
+        assert_eq!(mirror_from_sources(text).as_deref(), Some("http://mirror.example/debian"));
+    }
+
+    #[test]
+    fn mirror_from_one_line_list() {
+        let text = "# comment\ndeb [arch=amd64] http://m.example/debian bookworm main\n";
+        assert_eq!(mirror_from_sources(text).as_deref(), Some("http://m.example/debian"));
+        assert_eq!(mirror_from_sources("deb http://m.example/debian trixie main"), None);
+    }
+
+    #[test]
+    fn rust_version_from_manifest() {
+        let text = "[workspace]\nmembers = []\n[workspace.package]\nversion = \"0.1.0\"\nrust-version = \"1.95\"\n";
+        assert_eq!(parse_rust_version(text).as_deref(), Some("1.95"));
+        assert_eq!(parse_rust_version("[package]\nrust-version = \"1.0\"\n"), None);
+        assert_eq!(rust_image("1.95"), "rust:1.95-slim-bookworm");
+    }
+}
