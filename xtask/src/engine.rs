@@ -68,10 +68,15 @@ impl EngineDir {
     /// The pid of the dockerd this directory's pid file names, if that process is alive and
     /// really is our dockerd (a pid file left by a killed daemon is stale).
     pub fn running_pid(&self) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.pidfile()).ok()?.trim().parse().ok()?;
+        let pid: u32 = fs::read_to_string(self.pidfile())
+            .ok()?
+            .trim()
+            .parse()
+            .ok()?;
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let cmdline = String::from_utf8_lossy(&cmdline);
-        let ours = cmdline.contains("dockerd") && cmdline.contains(&*self.socket().to_string_lossy());
+        let ours =
+            cmdline.contains("dockerd") && cmdline.contains(&*self.socket().to_string_lossy());
         ours.then_some(pid)
     }
 }
@@ -231,10 +236,15 @@ fn status(root: &Path, dir: &EngineDir) -> anyhow::Result<Status> {
     if probe.reachable() {
         for image in base_images(root)? {
             let present = image_exists(&image);
-            println!("base image {image}: {}", if present { "present" } else { "missing" });
+            println!(
+                "base image {image}: {}",
+                if present { "present" } else { "missing" }
+            );
         }
     }
-    Ok(Status::from_ok(probe.reachable() && probe.buildx_version.is_some()))
+    Ok(Status::from_ok(
+        probe.reachable() && probe.buildx_version.is_some(),
+    ))
 }
 
 /// The base images the Dockerfiles name by default.
@@ -246,7 +256,8 @@ pub fn base_images(root: &Path) -> anyhow::Result<Vec<String>> {
 /// `workspace.package.rust-version` of the root Cargo.toml: the toolchain the images use.
 pub fn workspace_rust_version(root: &Path) -> anyhow::Result<String> {
     let path = root.join("Cargo.toml");
-    let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     parse_rust_version(&text)
         .with_context(|| format!("{}: no rust-version in [workspace.package]", path.display()))
 }
@@ -328,7 +339,10 @@ fn install_packages() -> anyhow::Result<()> {
         &format!("Package: *\nPin: release n={ENGINE_SUITE}\nPin-Priority: 100\n"),
     )?;
     eprintln!("engine: installing {} (from {mirror})", wanted.join(" "));
-    run_checked(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
+    run_checked(
+        Command::new("apt-get").args(["update", "-q"]),
+        "apt-get update",
+    )?;
     let mut install = Command::new("apt-get");
     install
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -344,7 +358,9 @@ pub fn debian_mirror() -> anyhow::Result<String> {
     if let Ok(entries) = fs::read_dir("/etc/apt/sources.list.d") {
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.extension().is_some_and(|e| e == "sources" || e == "list")
+            if path
+                .extension()
+                .is_some_and(|e| e == "sources" || e == "list")
                 && !path.to_string_lossy().contains("attune-engine")
             {
                 texts.push(fs::read_to_string(&path).unwrap_or_default());
@@ -387,7 +403,8 @@ fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
         eprintln!("engine: private dockerd already running (pid {pid})");
         return wait_for_socket(dir);
     }
-    fs::create_dir_all(&dir.root).with_context(|| format!("cannot create {}", dir.root.display()))?;
+    fs::create_dir_all(&dir.root)
+        .with_context(|| format!("cannot create {}", dir.root.display()))?;
     // a pid file or socket left by a daemon that was killed is stale
     let _ = fs::remove_file(dir.pidfile());
     let _ = fs::remove_file(dir.socket());
@@ -404,7 +421,11 @@ fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
     // its own process group: Ctrl-C in the terminal that started it must not stop the engine
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let child = cmd.spawn().context("cannot start dockerd")?;
-    eprintln!("engine: started dockerd (pid {}), log {}", child.id(), dir.log().display());
+    eprintln!(
+        "engine: started dockerd (pid {}), log {}",
+        child.id(),
+        dir.log().display()
+    );
     wait_for_socket(dir)
 }
 
@@ -412,7 +433,13 @@ fn wait_for_socket(dir: &EngineDir) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ok = Command::new("docker")
-            .args(["--host", &dir.docker_host(), "version", "--format", "{{.Server.Version}}"])
+            .args([
+                "--host",
+                &dir.docker_host(),
+                "version",
+                "--format",
+                "{{.Server.Version}}",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -469,8 +496,13 @@ fn ensure_base_images(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
     if which::which("debootstrap").is_err() {
         bail!("no registry answers and debootstrap is missing: `apt-get install debootstrap`, then run `cargo xtask engine up` again");
     }
-    let host_rust = capture_with_timeout(Command::new("rustc").arg("--version"), Duration::from_secs(10))
-        .context("the local rust image is made from the host's toolchain, but `rustc --version` fails")?;
+    let host_rust = capture_with_timeout(
+        Command::new("rustc").arg("--version"),
+        Duration::from_secs(10),
+    )
+    .context(
+        "the local rust image is made from the host's toolchain, but `rustc --version` fails",
+    )?;
     if !host_rust.contains(&format!(" {rust_version}.")) {
         eprintln!(
             "engine: warning: the host has {} but the workspace's rust-version is {rust_version}; the local {rust} carries the host's toolchain",
@@ -517,12 +549,18 @@ fn make_base_image(
     mirror: &str,
     with_rust: bool,
 ) -> anyhow::Result<()> {
-    eprintln!("engine: no registry answers; making {image} with debootstrap ({DEBIAN_SUITE}, minbase)");
+    eprintln!(
+        "engine: no registry answers; making {image} with debootstrap ({DEBIAN_SUITE}, minbase)"
+    );
     fs::create_dir_all(rootfs)?;
     let log = rootfs.with_extension("debootstrap.log");
     let log_file = fs::File::create(&log)?;
     let status = Command::new("debootstrap")
-        .args(["--variant=minbase", &format!("--include={include}"), DEBIAN_SUITE])
+        .args([
+            "--variant=minbase",
+            &format!("--include={include}"),
+            DEBIAN_SUITE,
+        ])
         .arg(rootfs)
         .arg(mirror)
         .stdin(Stdio::null())
@@ -539,9 +577,8 @@ fn make_base_image(
         fs::copy(host_ca, rootfs.join("etc/ssl/certs/ca-certificates.crt"))
             .context("cannot copy the host CA bundle into the image")?;
     }
-    let mut changes = vec![
-        "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-    ];
+    let mut changes =
+        vec!["ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     if with_rust {
         let sysroot = capture_with_timeout(
             Command::new("rustc").args(["--print", "sysroot"]),
@@ -553,7 +590,10 @@ fn make_base_image(
         for part in ["bin", "lib", "libexec"] {
             if sysroot.join(part).exists() {
                 run_checked(
-                    Command::new("cp").arg("-a").arg(sysroot.join(part)).arg(&dest),
+                    Command::new("cp")
+                        .arg("-a")
+                        .arg(sysroot.join(part))
+                        .arg(&dest),
                     "copy the host Rust toolchain",
                 )?;
             }
@@ -592,7 +632,8 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
     if fs::read_to_string(path).ok().as_deref() == Some(text) {
         return Ok(());
     }
-    let mut file = fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut file =
+        fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(())
 }
@@ -652,21 +693,33 @@ mod tests {
     fn mirror_from_deb822_sources() {
         let text = "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n\
                     Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n";
-        assert_eq!(mirror_from_sources(text).as_deref(), Some("http://mirror.example/debian"));
+        assert_eq!(
+            mirror_from_sources(text).as_deref(),
+            Some("http://mirror.example/debian")
+        );
     }
 
     #[test]
     fn mirror_from_one_line_list() {
         let text = "# comment\ndeb [arch=amd64] http://m.example/debian bookworm main\n";
-        assert_eq!(mirror_from_sources(text).as_deref(), Some("http://m.example/debian"));
-        assert_eq!(mirror_from_sources("deb http://m.example/debian trixie main"), None);
+        assert_eq!(
+            mirror_from_sources(text).as_deref(),
+            Some("http://m.example/debian")
+        );
+        assert_eq!(
+            mirror_from_sources("deb http://m.example/debian trixie main"),
+            None
+        );
     }
 
     #[test]
     fn rust_version_from_manifest() {
         let text = "[workspace]\nmembers = []\n[workspace.package]\nversion = \"0.1.0\"\nrust-version = \"1.95\"\n";
         assert_eq!(parse_rust_version(text).as_deref(), Some("1.95"));
-        assert_eq!(parse_rust_version("[package]\nrust-version = \"1.0\"\n"), None);
+        assert_eq!(
+            parse_rust_version("[package]\nrust-version = \"1.0\"\n"),
+            None
+        );
         assert_eq!(rust_image("1.95"), "rust:1.95-slim-bookworm");
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Build, verify and maintain the attune workspace's Docker images.
 #[derive(Debug, Parser)]
@@ -13,7 +13,16 @@ pub struct Xtask {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum Cmd {
+    /// Build the images in parallel on BuildKit, with live progress, a log per image and a summary
+    ///
+    /// Exit status: 0 when every build succeeded, 1 when any failed (the others still run to the
+    /// end and are reported), 2 for usage errors, 130 when interrupted.
+    DockerBuild(DockerBuildArgs),
+    /// Run each built image's binary in its container (--version, self-check) and probe /health
+    /// of a running api container; pack binaries run on the host
+    Smoke(SmokeArgs),
     /// Start, stop or inspect the Docker engine (a private dockerd with buildx where none runs)
     Engine(EngineArgs),
     /// Set `sharing=locked` on every cache mount in the Dockerfiles (the conservative fallback)
@@ -26,7 +35,8 @@ pub enum Cmd {
 
 #[derive(Debug, Args)]
 pub struct RewriteArgs {
-    /// Dockerfiles to rewrite (default: every Dockerfile under docker/)
+    /// Dockerfiles, or directories of `Dockerfile*` files, to rewrite (default: every
+    /// `Dockerfile*` under docker/); a path that does not exist is a usage error (exit 2)
     pub paths: Vec<PathBuf>,
     /// Print a unified diff of what would change and write nothing
     #[arg(long, conflicts_with = "check")]
@@ -38,9 +48,10 @@ pub struct RewriteArgs {
 
 #[derive(Debug, Args)]
 pub struct LintArgs {
-    /// Dockerfiles to check (default: every Dockerfile under docker/)
+    /// Dockerfiles, or directories of `Dockerfile*` files, to check (default: every
+    /// `Dockerfile*` under docker/)
     pub paths: Vec<PathBuf>,
-    /// Print the findings as JSON
+    /// Print the findings as JSON (`findings`: id, file, line, message and fix of each)
     #[arg(long)]
     pub json: bool,
 }
@@ -60,4 +71,76 @@ pub enum EngineCmd {
     Down,
     /// Say which engine is reachable, its versions, and whether the base images are present
     Status,
+}
+
+#[derive(Debug, Args)]
+pub struct DockerBuildArgs {
+    /// Images or groups to build (default: all). Images: api, executor, sensor, worker-shell,
+    /// worker-python, worker-node, worker-full, pack-binaries; groups: services (api executor
+    /// worker-shell sensor), workers, all. Declared in [workspace.metadata.attune] of Cargo.toml
+    pub images: Vec<String>,
+    /// Build strategy (default: the declaration's default-strategy)
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// How many builds run at once (0: all at once)
+    #[arg(long, short = 'j', default_value_t = 0)]
+    pub jobs: usize,
+    /// Image tag (default: the declaration's tag, `dev`)
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Registry and namespace to prefix image names with, e.g. registry.example/attune
+    #[arg(long)]
+    pub registry: Option<String>,
+    /// The buildx builder to use (a remote or Kubernetes BuildKit, for instance)
+    #[arg(long)]
+    pub builder: Option<String>,
+    /// Target platforms, repeatable or comma-separated (e.g. linux/amd64,linux/arm64)
+    #[arg(long, value_delimiter = ',')]
+    pub platform: Vec<String>,
+    /// Push images instead of loading them into the engine
+    #[arg(long)]
+    pub push: bool,
+    /// External cache sources, as for buildx; `{image}` is replaced by the image name
+    #[arg(long)]
+    pub cache_from: Vec<String>,
+    /// External cache destinations, as for buildx; `{image}` is replaced by the image name
+    #[arg(long)]
+    pub cache_to: Vec<String>,
+    /// Extra build arguments (KEY=VALUE) for every image
+    #[arg(long)]
+    pub build_arg: Vec<String>,
+    /// Do not use the layer cache (note: BuildKit then also drops the cache mounts the build uses)
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Always try to pull newer base images
+    #[arg(long)]
+    pub pull: bool,
+    /// Print the exact commands, in the order and grouping in which they would run; run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the summary as JSON on stdout (progress stays on stderr)
+    #[arg(long)]
+    pub json: bool,
+    /// Where each image's log goes, relative to the workspace root
+    #[arg(long, default_value = "target/xtask/logs", env = "ATTUNE_LOG_DIR")]
+    pub log_dir: PathBuf,
+    /// What to do when no engine is reachable: `auto` starts the private one (cargo xtask engine
+    /// up), `external` only reports it
+    #[arg(long, value_enum, default_value_t = EngineMode::Auto, env = "ATTUNE_ENGINE")]
+    pub engine: EngineMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EngineMode {
+    Auto,
+    External,
+}
+
+#[derive(Debug, Args)]
+pub struct SmokeArgs {
+    /// Images or groups to test (default: all)
+    pub images: Vec<String>,
+    /// Image tag (default: the declaration's tag)
+    #[arg(long)]
+    pub tag: Option<String>,
 }

@@ -3,10 +3,16 @@
 //! `main` parses the flags, finds the workspace root and dispatches with one `match`.
 //! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md.
 
+mod build;
+mod dockerfile;
 mod engine;
+mod exec;
 mod flags;
+mod plan;
 mod policy;
+mod smoke;
 mod util;
+mod workspace;
 
 use std::process::ExitCode;
 
@@ -26,6 +32,7 @@ fn main() -> ExitCode {
     match run(flags) {
         Ok(Status::Ok) => ExitCode::SUCCESS,
         Ok(Status::Failed) => ExitCode::from(1),
+        Ok(Status::Interrupted) => ExitCode::from(130),
         Err(err) => {
             eprintln!("error: {err:#}");
             if err.downcast_ref::<UsageError>().is_some() {
@@ -42,6 +49,8 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
     engine::use_private_engine_if_needed();
     match flags.cmd {
         flags::Cmd::Engine(args) => engine::run(&root, args),
+        flags::Cmd::DockerBuild(args) => build::run(&root, args),
+        flags::Cmd::Smoke(args) => smoke::run(&root, args),
         flags::Cmd::RollbackLocked(args) => policy::rollback_locked(&root, args),
         flags::Cmd::RestoreShared(args) => policy::restore_shared(&root, args),
         flags::Cmd::LintDocker(args) => policy::lint_docker(&root, args),

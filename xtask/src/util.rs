@@ -10,6 +10,8 @@ use anyhow::{bail, Context};
 pub enum Status {
     Ok,
     Failed,
+    /// Stopped by Ctrl-C or SIGTERM (exit 130).
+    Interrupted,
 }
 
 impl Status {

@@ -1,0 +1,405 @@
+//! `cargo xtask docker-build`: every image in parallel on BuildKit, with live progress, a log per
+//! image and a summary.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use anyhow::bail;
+use serde::Serialize;
+
+use crate::{
+    engine,
+    exec::{
+        events::CargoStep,
+        progress,
+        runner::{self, Job, JobResult, Outcome},
+    },
+    flags,
+    plan::{self, Plan},
+    workspace::{self, Declaration},
+    Status,
+};
+
+pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> {
+    let decl = workspace::load(root)?;
+    let plan = plan_from_args(&decl, &args)?;
+    if args.dry_run {
+        print!("{}", plan::render_dry_run(&plan));
+        return Ok(Status::Ok);
+    }
+    preflight(root, &plan, args.engine, args.builder.is_some())?;
+    let report = execute(root, &plan, progress::detect_mode());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_summary(&report));
+    }
+    Ok(report.status())
+}
+
+/// The plan the flags ask for; unknown images, groups or strategies are usage errors.
+pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyhow::Result<Plan> {
+    let images = decl.select(&args.images)?;
+    let strategy = args
+        .strategy
+        .clone()
+        .unwrap_or_else(|| decl.default_strategy.clone());
+    decl.strategy(&strategy)?;
+    for arg in &args.build_arg {
+        if !arg.contains('=') {
+            return Err(crate::UsageError(format!("--build-arg `{arg}` is not KEY=VALUE")).into());
+        }
+    }
+    let options = plan::Options {
+        strategy,
+        tag: args.tag.clone().unwrap_or_else(|| decl.tag.clone()),
+        registry: args.registry.clone(),
+        builder: args.builder.clone(),
+        platforms: args.platform.clone(),
+        push: args.push,
+        cache_from: args.cache_from.clone(),
+        cache_to: args.cache_to.clone(),
+        build_args: args.build_arg.clone(),
+        no_cache: args.no_cache,
+        pull: args.pull,
+        log_dir: args.log_dir.clone(),
+        jobs: args.jobs,
+    };
+    Ok(plan::plan(decl, &images, &options))
+}
+
+/// Checks what the builds need, with a hint for each failure; starts the private engine when no
+/// engine is reachable and `--engine auto` (the default) allows it.
+pub fn preflight(
+    root: &Path,
+    plan: &Plan,
+    mode: flags::EngineMode,
+    remote_builder: bool,
+) -> anyhow::Result<()> {
+    for build in &plan.builds {
+        let path = root.join(&build.dockerfile);
+        if !path.is_file() {
+            bail!(
+                "image `{}`: its Dockerfile {} is missing\n  hint: restore it (git checkout -- {}) or fix `dockerfile` in [workspace.metadata.attune]",
+                build.image,
+                build.dockerfile.display(),
+                build.dockerfile.display()
+            );
+        }
+    }
+    if which::which("docker").is_err() {
+        if mode == flags::EngineMode::Auto {
+            eprintln!("engine: no `docker` client on PATH; installing the private engine (cargo xtask engine up)");
+            return engine::up(root, &engine::EngineDir::from_env());
+        }
+        bail!("no `docker` client on PATH\n  hint: install Docker's CLI, or run `cargo xtask engine up` (as root), which installs one with a private engine");
+    }
+    let probe = engine::probe();
+    if !probe.reachable() {
+        let why = probe.error.unwrap_or_default();
+        if mode == flags::EngineMode::Auto {
+            eprintln!("engine: no Docker engine reachable ({why}); starting the private engine (cargo xtask engine up)");
+            return engine::up(root, &engine::EngineDir::from_env());
+        }
+        bail!("the Docker daemon is unreachable: {why}\n  hint: start Docker or set DOCKER_HOST; on a machine without one, `cargo xtask engine up` (as root) starts a private engine");
+    }
+    if probe.buildx_version.is_none() {
+        bail!("the docker buildx plugin is missing (`docker buildx version` fails)\n  hint: install docker-buildx (Debian: apt-get install docker-buildx), or run `cargo xtask engine up`");
+    }
+    if mode == flags::EngineMode::Auto && !remote_builder {
+        let missing: Vec<String> = engine::base_images(root)?
+            .into_iter()
+            .filter(|i| !image_exists(i))
+            .collect();
+        if !missing.is_empty() {
+            eprintln!(
+                "engine: base images missing ({}); making them (cargo xtask engine up)",
+                missing.join(", ")
+            );
+            return engine::up(root, &engine::EngineDir::from_env());
+        }
+    }
+    Ok(())
+}
+
+fn image_exists(image: &str) -> bool {
+    Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", image])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The outcome of one image's build, as the summary and `--json` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    pub image: String,
+    pub result: Outcome,
+    pub exit_code: Option<i32>,
+    pub wall_seconds: f64,
+    /// Whether the cargo step executed or came from the layer cache.
+    pub cargo_step: CargoStep,
+    pub cargo_seconds: Option<f64>,
+    /// The BuildKit step digest of the cargo step: builds that share it ran cargo once together.
+    pub cargo_digest: Option<String>,
+    pub fully_cached: bool,
+    pub tag: Option<String>,
+    pub image_id: Option<String>,
+    pub size_bytes: Option<u64>,
+    pub output_dir: Option<PathBuf>,
+    pub log: PathBuf,
+    #[serde(skip)]
+    pub job: JobResult,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub strategy: String,
+    pub images: Vec<ImageReport>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub images: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub interrupted: usize,
+    pub not_started: usize,
+    pub wall_seconds: f64,
+}
+
+impl Report {
+    pub fn status(&self) -> Status {
+        if self.totals.interrupted + self.totals.not_started > 0 {
+            Status::Interrupted
+        } else {
+            Status::from_ok(self.totals.failed == 0)
+        }
+    }
+}
+
+/// Runs the plan (the engine must be reachable) and collects the report.
+pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
+    let jobs: Vec<Job> = plan
+        .builds
+        .iter()
+        .map(|b| Job {
+            name: b.image.clone(),
+            argv: b.argv.clone(),
+            cwd: root.to_path_buf(),
+            log: root.join(&b.log),
+            env: Vec::new(),
+        })
+        .collect();
+    let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+    let reporter = progress::reporter(mode, &names);
+    let clock = Instant::now();
+    let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
+    let wall = clock.elapsed().as_secs_f64();
+    drop(reporter);
+    let images: Vec<ImageReport> = plan
+        .builds
+        .iter()
+        .zip(results)
+        .map(|(build, job)| {
+            let ok = job.outcome == Outcome::Succeeded;
+            let (image_id, size) = match (&build.tag, build.loaded && ok) {
+                (Some(tag), true) => inspect_image(tag),
+                _ => (None, None),
+            };
+            let size = size.or_else(|| {
+                build
+                    .output_dir
+                    .as_ref()
+                    .filter(|_| ok)
+                    .map(|d| dir_size(&root.join(d)))
+            });
+            let cargo = job.steps.iter().find(|s| s.is_cargo());
+            ImageReport {
+                image: build.image.clone(),
+                result: job.outcome,
+                exit_code: job.exit_code,
+                wall_seconds: job.wall_seconds,
+                cargo_step: job.cargo_step,
+                cargo_seconds: cargo.filter(|s| !s.cached).and_then(|s| s.seconds()),
+                cargo_digest: cargo.map(|s| s.digest.clone()),
+                fully_cached: ok && job.fully_cached(),
+                tag: build.tag.clone(),
+                image_id,
+                size_bytes: size,
+                output_dir: build.output_dir.clone(),
+                log: build.log.clone(),
+                job,
+            }
+        })
+        .collect();
+    let count = |o: Outcome| images.iter().filter(|i| i.result == o).count();
+    let totals = Totals {
+        images: images.len(),
+        succeeded: count(Outcome::Succeeded),
+        failed: count(Outcome::Failed),
+        interrupted: count(Outcome::Interrupted),
+        not_started: count(Outcome::NotStarted),
+        wall_seconds: wall,
+    };
+    Report {
+        strategy: plan.strategy.clone(),
+        images,
+        totals,
+    }
+}
+
+fn inspect_image(tag: &str) -> (Option<String>, Option<u64>) {
+    let out = engine::capture_with_timeout(
+        Command::new("docker").args(["image", "inspect", "--format", "{{.Id}} {{.Size}}", tag]),
+        Duration::from_secs(20),
+    );
+    match out {
+        Ok(text) => {
+            let mut parts = text.split_whitespace();
+            let id = parts.next().map(str::to_string);
+            let size = parts.next().and_then(|s| s.parse().ok());
+            (id, size)
+        }
+        Err(_) => (None, None),
+    }
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_size(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// The summary table, then the tails of failed builds' logs.
+pub fn render_summary(report: &Report) -> String {
+    let mut out = String::new();
+    let width = report
+        .images
+        .iter()
+        .map(|i| i.image.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    // cargo steps shared between builds (one BuildKit step serving several images)
+    let mut shared: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for image in &report.images {
+        if let (Some(digest), CargoStep::Ran) = (&image.cargo_digest, image.cargo_step) {
+            shared.entry(digest).or_default().push(&image.image);
+        }
+    }
+    shared.retain(|_, v| v.len() > 1);
+    let marks: BTreeMap<&str, usize> = shared
+        .keys()
+        .enumerate()
+        .map(|(i, d)| (*d, i + 1))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}",
+        "image", "result", "wall", "cargo step", "size"
+    );
+    for image in &report.images {
+        let result = match image.result {
+            Outcome::Succeeded if image.fully_cached => "ok (cached)",
+            Outcome::Succeeded => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NotStarted => "not started",
+        };
+        let mut cargo = match (image.cargo_step, image.cargo_seconds) {
+            (CargoStep::Ran, Some(s)) => format!("ran {s:.1}s"),
+            (CargoStep::Ran, None) => "ran".to_string(),
+            (CargoStep::Cached, _) => "cached".to_string(),
+            (CargoStep::None, _) => "-".to_string(),
+        };
+        if let Some(mark) = image.cargo_digest.as_deref().and_then(|d| marks.get(d)) {
+            if image.cargo_step == CargoStep::Ran {
+                cargo.push_str(&format!(" [{mark}]"));
+            }
+        }
+        let size = image
+            .size_bytes
+            .map(human_size)
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}",
+            image.image, result, image.wall_seconds, cargo, size
+        );
+    }
+    for (digest, images) in &shared {
+        let _ = writeln!(
+            out,
+            "[{}] one cargo run (the same BuildKit step) served {}",
+            marks[digest],
+            images.join(", ")
+        );
+    }
+    let t = &report.totals;
+    let _ = writeln!(
+        out,
+        "{} image{}: {} ok, {} failed{}{} in {:.1}s (strategy {})",
+        t.images,
+        if t.images == 1 { "" } else { "s" },
+        t.succeeded,
+        t.failed,
+        if t.interrupted > 0 {
+            format!(", {} interrupted", t.interrupted)
+        } else {
+            String::new()
+        },
+        if t.not_started > 0 {
+            format!(", {} not started", t.not_started)
+        } else {
+            String::new()
+        },
+        t.wall_seconds,
+        report.strategy
+    );
+    for image in report.images.iter().filter(|i| i.result == Outcome::Failed) {
+        let _ = writeln!(
+            out,
+            "\n{} failed; the last lines of {}:",
+            image.image,
+            image.log.display()
+        );
+        for line in &image.job.tail {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    if let Some(first) = report.images.first() {
+        if let Some(dir) = first.log.parent() {
+            let _ = writeln!(out, "logs: {}/", dir.display());
+        }
+    }
+    out
+}
+
+pub fn human_size(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{bytes} B")
+    }
+}

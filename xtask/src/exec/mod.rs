@@ -1,0 +1,5 @@
+//! Everything that runs processes for builds: the runner, the BuildKit event parser, progress.
+
+pub mod events;
+pub mod progress;
+pub mod runner;

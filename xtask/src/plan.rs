@@ -1,0 +1,381 @@
+//! The build plan, as data: which images, with which Dockerfile, stage, build arguments, tags and
+//! outputs, and the exact `docker buildx build` argv for each. Pure: nothing here runs a process
+//! or touches the file system, so every option's effect is snapshot-tested.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::workspace::{Declaration, ImageDecl};
+
+/// What the caller chose; every field changes the commands in a way the plan tests pin down.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub strategy: String,
+    pub tag: String,
+    /// `registry/namespace` to prefix image names with (for `--push`).
+    pub registry: Option<String>,
+    pub builder: Option<String>,
+    pub platforms: Vec<String>,
+    pub push: bool,
+    /// Passed through; `{image}` is replaced by the image name.
+    pub cache_from: Vec<String>,
+    pub cache_to: Vec<String>,
+    /// `KEY=VALUE`, given to every build after the declared ones.
+    pub build_args: Vec<String>,
+    pub no_cache: bool,
+    pub pull: bool,
+    /// Where logs and build metadata go, relative to the workspace root.
+    pub log_dir: PathBuf,
+    /// How many builds run at once (0: all).
+    pub jobs: usize,
+}
+
+/// One `docker buildx build` invocation.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Build {
+    pub image: String,
+    /// The full command line, starting with `docker`; run from the workspace root.
+    pub argv: Vec<String>,
+    pub dockerfile: PathBuf,
+    pub target: String,
+    /// `attune-api:dev` for images; `None` for local outputs.
+    pub tag: Option<String>,
+    /// Where a local output lands, relative to the workspace root.
+    pub output_dir: Option<PathBuf>,
+    pub log: PathBuf,
+    pub metadata_file: PathBuf,
+    /// Whether the result is loaded into the engine (and so has a size and an image ID there).
+    pub loaded: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Plan {
+    pub strategy: String,
+    /// How many builds run at once.
+    pub jobs: usize,
+    pub builds: Vec<Build>,
+}
+
+/// The plan for `images` (already selected and validated) under `options`.
+pub fn plan(decl: &Declaration, images: &[&ImageDecl], options: &Options) -> Plan {
+    let shared_dockerfile = decl
+        .strategies
+        .get(&options.strategy)
+        .and_then(|s| s.dockerfile.clone());
+    let builds: Vec<Build> = images
+        .iter()
+        .map(|image| build(decl, image, shared_dockerfile.as_deref(), options))
+        .collect();
+    let jobs = match options.jobs {
+        0 => builds.len().max(1),
+        n => n.min(builds.len().max(1)),
+    };
+    Plan {
+        strategy: options.strategy.clone(),
+        jobs,
+        builds,
+    }
+}
+
+fn build(
+    decl: &Declaration,
+    image: &ImageDecl,
+    shared_dockerfile: Option<&Path>,
+    options: &Options,
+) -> Build {
+    let (dockerfile, target) = match shared_dockerfile {
+        Some(file) => (file.to_path_buf(), image.name.clone()),
+        None => (image.dockerfile.clone(), image.target.clone()),
+    };
+    let tag = (!image.is_local_output()).then(|| {
+        let name = format!("{}{}:{}", decl.image_prefix, image.name, options.tag);
+        match &options.registry {
+            Some(registry) => format!("{}/{name}", registry.trim_end_matches('/')),
+            None => name,
+        }
+    });
+    let log = options.log_dir.join(format!("{}.log", image.name));
+    let metadata_file = options
+        .log_dir
+        .join(format!("{}.metadata.json", image.name));
+
+    let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
+    if let Some(builder) = &options.builder {
+        argv.extend(["--builder".into(), builder.clone()]);
+    }
+    argv.push("--progress=rawjson".into());
+    argv.extend(["--file".into(), path_arg(&dockerfile)]);
+    argv.extend(["--target".into(), target.clone()]);
+    if let Some(service) = &image.service {
+        argv.extend(["--build-arg".into(), format!("SERVICE={service}")]);
+    }
+    for arg in &options.build_args {
+        argv.extend(["--build-arg".into(), arg.clone()]);
+    }
+    if !options.platforms.is_empty() {
+        argv.extend(["--platform".into(), options.platforms.join(",")]);
+    }
+    for from in &options.cache_from {
+        argv.extend(["--cache-from".into(), from.replace("{image}", &image.name)]);
+    }
+    for to in &options.cache_to {
+        argv.extend(["--cache-to".into(), to.replace("{image}", &image.name)]);
+    }
+    if options.no_cache {
+        argv.push("--no-cache".into());
+    }
+    if options.pull {
+        argv.push("--pull".into());
+    }
+    argv.extend(["--metadata-file".into(), path_arg(&metadata_file)]);
+    let loaded = match (&tag, &image.output) {
+        (Some(tag), _) => {
+            argv.extend(["--tag".into(), tag.clone()]);
+            argv.push(if options.push { "--push" } else { "--load" }.into());
+            !options.push
+        }
+        (None, Some(dest)) => {
+            argv.extend([
+                "--output".into(),
+                format!("type=local,dest={}", path_arg(dest)),
+            ]);
+            false
+        }
+        (None, None) => unreachable!("an image without a tag has a local output"),
+    };
+    argv.push(".".into());
+
+    Build {
+        image: image.name.clone(),
+        argv,
+        dockerfile,
+        target,
+        tag,
+        output_dir: image.output.clone(),
+        log,
+        metadata_file,
+        loaded,
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// Quotes an argv for a POSIX shell, for `--dry-run` and error messages.
+pub fn shell_line(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_=.,/:@+%{}".contains(c))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// `--dry-run`'s text: the commands in the order and grouping in which they would run.
+pub fn render_dry_run(plan: &Plan) -> String {
+    let mut out = String::new();
+    let n = plan.builds.len();
+    out.push_str(&format!(
+        "# strategy {}: {n} build{}, {} at a time, from the workspace root\n",
+        plan.strategy,
+        if n == 1 { "" } else { "s" },
+        plan.jobs
+    ));
+    for (wave, chunk) in plan.builds.chunks(plan.jobs.max(1)).enumerate() {
+        if plan.jobs < n {
+            out.push_str(&format!(
+                "# started {}: the next build starts as soon as one finishes\n",
+                if wave == 0 {
+                    "first"
+                } else {
+                    "as slots free up"
+                }
+            ));
+        } else {
+            out.push_str("# started together, running concurrently\n");
+        }
+        for build in chunk {
+            out.push_str(&shell_line(&build.argv));
+            out.push_str(&format!(
+                "   # {} -> {}\n",
+                build.image,
+                build.log.display()
+            ));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workspace::{PackageBins, StrategyDecl};
+
+    fn decl() -> Declaration {
+        let metadata = serde_json::json!({"attune": {
+            "tag": "dev", "image-prefix": "attune-", "default-strategy": "per-service",
+            "groups": {"services": ["api", "worker-shell"]},
+            "strategies": {"per-service": {}, "workspace": {"dockerfile": "docker/Dockerfile.workspace"}},
+            "images": [
+                {"name": "api", "binary": "attune-api", "dockerfile": "docker/Dockerfile.optimized",
+                 "target": "runtime", "service": "api"},
+                {"name": "worker-shell", "binary": "attune-worker",
+                 "dockerfile": "docker/Dockerfile.worker.optimized", "target": "worker-shell"},
+                {"name": "pack-binaries", "binary": "attune-core-timer-sensor",
+                 "dockerfile": "docker/Dockerfile.pack-binaries", "target": "pack-binaries",
+                 "output": "target/pack-binaries"},
+            ],
+        }});
+        let packages: Vec<PackageBins> = ["api", "worker", "core-timer-sensor"]
+            .iter()
+            .map(|s| PackageBins {
+                package: format!("attune-{s}"),
+                dir: PathBuf::from(format!("crates/{s}")),
+                bins: vec![format!("attune-{s}")],
+            })
+            .collect();
+        let decl = crate::workspace::parse(&metadata, &packages).unwrap();
+        assert!(matches!(
+            decl.strategies.get("per-service"),
+            Some(StrategyDecl {
+                dockerfile: None,
+                ..
+            })
+        ));
+        decl
+    }
+
+    fn options() -> Options {
+        Options {
+            strategy: "per-service".into(),
+            tag: "dev".into(),
+            log_dir: PathBuf::from("target/xtask/logs"),
+            ..Options::default()
+        }
+    }
+
+    fn lines(decl: &Declaration, names: &[&str], options: &Options) -> Vec<String> {
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let images = decl.select(&names).unwrap();
+        plan(decl, &images, options)
+            .builds
+            .iter()
+            .map(|b| shell_line(&b.argv))
+            .collect()
+    }
+
+    #[test]
+    fn default_commands_for_each_kind_of_image() {
+        let decl = decl();
+        assert_eq!(
+            lines(&decl, &[], &options()),
+            [
+                "docker buildx build --progress=rawjson --file docker/Dockerfile.optimized --target runtime \
+                 --build-arg SERVICE=api --metadata-file target/xtask/logs/api.metadata.json \
+                 --tag attune-api:dev --load .",
+                "docker buildx build --progress=rawjson --file docker/Dockerfile.worker.optimized \
+                 --target worker-shell --metadata-file target/xtask/logs/worker-shell.metadata.json \
+                 --tag attune-worker-shell:dev --load .",
+                "docker buildx build --progress=rawjson --file docker/Dockerfile.pack-binaries \
+                 --target pack-binaries --metadata-file target/xtask/logs/pack-binaries.metadata.json \
+                 --output type=local,dest=target/pack-binaries .",
+            ]
+        );
+    }
+
+    #[test]
+    fn pass_through_options() {
+        let decl = decl();
+        let options = Options {
+            tag: "1.2.3".into(),
+            registry: Some("registry.example/attune/".into()),
+            builder: Some("k8s".into()),
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            push: true,
+            cache_from: vec!["type=registry,ref=registry.example/cache:{image}".into()],
+            cache_to: vec!["type=registry,ref=registry.example/cache:{image},mode=max".into()],
+            build_args: vec!["RUST_VERSION=1.96".into()],
+            no_cache: true,
+            pull: true,
+            ..options()
+        };
+        assert_eq!(
+            lines(&decl, &["api"], &options),
+            ["docker buildx build --builder k8s --progress=rawjson --file docker/Dockerfile.optimized \
+              --target runtime --build-arg SERVICE=api --build-arg RUST_VERSION=1.96 \
+              --platform linux/amd64,linux/arm64 \
+              --cache-from type=registry,ref=registry.example/cache:api \
+              --cache-to type=registry,ref=registry.example/cache:api,mode=max --no-cache --pull \
+              --metadata-file target/xtask/logs/api.metadata.json \
+              --tag registry.example/attune/attune-api:1.2.3 --push ."]
+        );
+    }
+
+    #[test]
+    fn workspace_strategy_uses_one_dockerfile_with_a_stage_per_image() {
+        let decl = decl();
+        let options = Options {
+            strategy: "workspace".into(),
+            ..options()
+        };
+        let lines = lines(&decl, &["worker-shell", "pack-binaries"], &options);
+        assert_eq!(
+            lines,
+            [
+                "docker buildx build --progress=rawjson --file docker/Dockerfile.workspace --target worker-shell \
+                 --metadata-file target/xtask/logs/worker-shell.metadata.json --tag attune-worker-shell:dev --load .",
+                "docker buildx build --progress=rawjson --file docker/Dockerfile.workspace --target pack-binaries \
+                 --metadata-file target/xtask/logs/pack-binaries.metadata.json \
+                 --output type=local,dest=target/pack-binaries .",
+            ]
+        );
+    }
+
+    #[test]
+    fn jobs_bound_and_dry_run_grouping() {
+        let decl = decl();
+        let images = decl.select(&[]).unwrap();
+        let all = plan(&decl, &images, &options());
+        assert_eq!(all.jobs, 3);
+        let text = render_dry_run(&all);
+        assert!(
+            text.starts_with("# strategy per-service: 3 builds, 3 at a time"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# started together, running concurrently"),
+            "{text}"
+        );
+        let two = plan(
+            &decl,
+            &images,
+            &Options {
+                jobs: 2,
+                ..options()
+            },
+        );
+        assert_eq!(two.jobs, 2);
+        let text = render_dry_run(&two);
+        assert!(text.contains("# started first"), "{text}");
+        assert!(text.contains("# started as slots free up"), "{text}");
+        assert!(
+            text.contains("# pack-binaries -> target/xtask/logs/pack-binaries.log"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn shell_quoting() {
+        let argv: Vec<String> = ["docker", "a b", "it's", "x=1"].map(String::from).into();
+        assert_eq!(shell_line(&argv), r"docker 'a b' 'it'\''s' x=1");
+    }
+}
