@@ -6,7 +6,7 @@ use std::{
     fmt::Write as _,
     path::{Path, PathBuf},
     process::Command,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::bail;
@@ -99,7 +99,17 @@ pub fn preflight(
         }
         bail!("no `docker` client on PATH\n  hint: install Docker's CLI, or run `cargo xtask engine up` (as root), which installs one with a private engine");
     }
-    let probe = engine::probe();
+    // the engine probe and the base-image check run at once: a no-op build is dominated by them
+    let check_bases = mode == flags::EngineMode::Auto && !remote_builder;
+    let bases = if check_bases {
+        engine::base_images(root)?
+    } else {
+        Vec::new()
+    };
+    let (probe, missing) = std::thread::scope(|s| {
+        let missing = s.spawn(|| missing_images(&bases));
+        (engine::probe(), missing.join().unwrap_or_default())
+    });
     if !probe.reachable() {
         let why = probe.error.unwrap_or_default();
         if mode == flags::EngineMode::Auto {
@@ -111,29 +121,51 @@ pub fn preflight(
     if probe.buildx_version.is_none() {
         bail!("the docker buildx plugin is missing (`docker buildx version` fails)\n  hint: install docker-buildx (Debian: apt-get install docker-buildx), or run `cargo xtask engine up`");
     }
-    if mode == flags::EngineMode::Auto && !remote_builder {
-        let missing: Vec<String> = engine::base_images(root)?
-            .into_iter()
-            .filter(|i| !image_exists(i))
-            .collect();
-        if !missing.is_empty() {
-            eprintln!(
-                "engine: base images missing ({}); making them (cargo xtask engine up)",
-                missing.join(", ")
-            );
-            return engine::up(root, &engine::EngineDir::from_env());
-        }
+    if !missing.is_empty() {
+        eprintln!(
+            "engine: base images missing ({}); making them (cargo xtask engine up)",
+            missing.join(", ")
+        );
+        return engine::up(root, &engine::EngineDir::from_env());
     }
     Ok(())
 }
 
-fn image_exists(image: &str) -> bool {
-    Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", image])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// The images of `images` that the engine does not have (one `docker image inspect` for all).
+fn missing_images(images: &[String]) -> Vec<String> {
+    let found = inspect_images(images);
+    images
+        .iter()
+        .filter(|i| !found.contains_key(i.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// `reference -> (image ID, size)` for the references the engine has, in one process.
+fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> {
+    let mut found = BTreeMap::new();
+    if references.is_empty() {
+        return found;
+    }
+    // one line per image, `reference id size`; a missing one only prints an error on stderr
+    let output = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
+        .args(references)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output();
+    let Ok(output) = output else { return found };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let present = references
+        .iter()
+        .filter(|r| !stderr.contains(&format!("No such image: {r}")));
+    for (reference, line) in present.zip(String::from_utf8_lossy(&output.stdout).lines()) {
+        let mut parts = line.split_whitespace();
+        if let (Some(id), Some(size)) = (parts.next(), parts.next().and_then(|s| s.parse().ok())) {
+            found.insert(reference.clone(), (id.to_string(), size));
+        }
+    }
+    found
 }
 
 /// The outcome of one image's build, as the summary and `--json` show it.
@@ -204,15 +236,23 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
     let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
     let wall = clock.elapsed().as_secs_f64();
     drop(reporter);
+    let loaded: Vec<String> = plan
+        .builds
+        .iter()
+        .zip(&results)
+        .filter(|(b, j)| b.loaded && j.outcome == Outcome::Succeeded)
+        .filter_map(|(b, _)| b.tag.clone())
+        .collect();
+    let inspected = inspect_images(&loaded);
     let images: Vec<ImageReport> = plan
         .builds
         .iter()
         .zip(results)
         .map(|(build, job)| {
             let ok = job.outcome == Outcome::Succeeded;
-            let (image_id, size) = match (&build.tag, build.loaded && ok) {
-                (Some(tag), true) => inspect_image(tag),
-                _ => (None, None),
+            let (image_id, size) = match build.tag.as_ref().and_then(|t| inspected.get(t)) {
+                Some((id, size)) => (Some(id.clone()), Some(*size)),
+                None => (None, None),
             };
             let size = size.or_else(|| {
                 build
@@ -253,22 +293,6 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         strategy: plan.strategy.clone(),
         images,
         totals,
-    }
-}
-
-fn inspect_image(tag: &str) -> (Option<String>, Option<u64>) {
-    let out = engine::capture_with_timeout(
-        Command::new("docker").args(["image", "inspect", "--format", "{{.Id}} {{.Size}}", tag]),
-        Duration::from_secs(20),
-    );
-    match out {
-        Ok(text) => {
-            let mut parts = text.split_whitespace();
-            let id = parts.next().map(str::to_string);
-            let size = parts.next().and_then(|s| s.parse().ok());
-            (id, size)
-        }
-        Err(_) => (None, None),
     }
 }
 

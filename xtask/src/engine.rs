@@ -115,14 +115,19 @@ pub fn probe() -> Probe {
             error: Some("no `docker` client on PATH".into()),
         };
     }
-    let server = capture_with_timeout(
-        Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
-        Duration::from_secs(10),
-    );
-    let buildx = capture_with_timeout(
-        Command::new("docker").args(["buildx", "version"]),
-        Duration::from_secs(10),
-    );
+    let (server, buildx) = thread::scope(|s| {
+        let buildx = s.spawn(|| {
+            capture_with_timeout(
+                Command::new("docker").args(["buildx", "version"]),
+                Duration::from_secs(10),
+            )
+        });
+        let server = capture_with_timeout(
+            Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
+            Duration::from_secs(10),
+        );
+        (server, buildx.join().expect("probe thread panicked"))
+    });
     match server {
         Ok(version) => Probe {
             server_version: Some(version.trim().to_string()),

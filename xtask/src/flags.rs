@@ -23,6 +23,11 @@ pub enum Cmd {
     /// Run each built image's binary in its container (--version, self-check) and probe /health
     /// of a running api container; pack binaries run on the host
     Smoke(SmokeArgs),
+    /// Run everything CI checks: fmt, clippy, tests, the Dockerfile policy, then on the real engine
+    /// every image built and smoke-tested and `verify-parallel --quick`
+    ///
+    /// A missing engine is a failure, never a skip. Ends with `ci: N passed, N failed`.
+    Ci(CiArgs),
     /// Start, stop or inspect the Docker engine (a private dockerd with buildx where none runs)
     Engine(EngineArgs),
     /// Set `sharing=locked` on every cache mount in the Dockerfiles (the conservative fallback)
@@ -143,4 +148,18 @@ pub struct SmokeArgs {
     /// Image tag (default: the declaration's tag)
     #[arg(long)]
     pub tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CiArgs {
+    /// Run the full verify-parallel instead of `--quick`
+    #[arg(long)]
+    pub full: bool,
+    /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, engine, docker-build,
+    /// smoke, verify-parallel); repeatable. For local use: CI skips nothing
+    #[arg(long)]
+    pub skip: Vec<String>,
+    /// Stop at the first failed step
+    #[arg(long)]
+    pub fail_fast: bool,
 }

@@ -4,6 +4,7 @@
 //! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md.
 
 mod build;
+mod ci;
 mod dockerfile;
 mod engine;
 mod exec;
@@ -51,6 +52,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::Engine(args) => engine::run(&root, args),
         flags::Cmd::DockerBuild(args) => build::run(&root, args),
         flags::Cmd::Smoke(args) => smoke::run(&root, args),
+        flags::Cmd::Ci(args) => ci::run(&root, args),
         flags::Cmd::RollbackLocked(args) => policy::rollback_locked(&root, args),
         flags::Cmd::RestoreShared(args) => policy::restore_shared(&root, args),
         flags::Cmd::LintDocker(args) => policy::lint_docker(&root, args),

@@ -364,4 +364,64 @@ mod tests {
         let services: Vec<_> = decl.select(&["services".into()]).unwrap();
         assert_eq!(services.len(), 4);
     }
+
+    /// docker-compose.yaml is for `docker compose build --parallel` users: it must describe the
+    /// same images as the declaration (text check: one block per image, no YAML parser needed).
+    #[test]
+    fn compose_file_matches_the_declaration() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let decl = load(root).unwrap();
+        let compose = std::fs::read_to_string(root.join("docker-compose.yaml")).unwrap();
+        let mut blocks: BTreeMap<String, String> = BTreeMap::new();
+        let mut current: Option<String> = None;
+        for line in compose.lines() {
+            if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
+                if !name.starts_with(' ') {
+                    current = Some(name.to_string());
+                    continue;
+                }
+            }
+            if let Some(name) = &current {
+                let block = blocks.entry(name.clone()).or_default();
+                block.push_str(line.trim());
+                block.push('\n');
+            }
+        }
+        let images: Vec<&ImageDecl> = decl
+            .images
+            .iter()
+            .filter(|i| !i.is_local_output())
+            .collect();
+        assert_eq!(
+            blocks.keys().collect::<Vec<_>>(),
+            images
+                .iter()
+                .map(|i| &i.name)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+        );
+        for image in images {
+            let block = &blocks[&image.name];
+            let expect = [
+                format!("image: {}{}:{}", decl.image_prefix, image.name, decl.tag),
+                format!("dockerfile: {}", image.dockerfile.display()),
+                format!("target: {}", image.target),
+            ];
+            for line in expect.iter().chain(
+                image
+                    .service
+                    .iter()
+                    .map(|s| format!("SERVICE: {s}"))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            ) {
+                assert!(
+                    block.lines().any(|l| l == line),
+                    "compose service {}: no `{line}` in\n{block}",
+                    image.name
+                );
+            }
+        }
+    }
 }

@@ -72,6 +72,9 @@ pub struct VertexLog {
     pub vertex: String,
     #[serde(default)]
     pub data: String,
+    /// When BuildKit received the output (RFC 3339).
+    #[serde(default)]
+    pub timestamp: Option<String>,
 }
 
 /// A build step as BuildKit reported it, with times in seconds since the Unix epoch.
@@ -85,6 +88,9 @@ pub struct Step {
     pub completed: Option<f64>,
     pub cached: bool,
     pub error: Option<String>,
+    /// When the step's process printed its first output (BuildKit's log timestamp): with a
+    /// `sharing=locked` cache mount, `started` includes the wait for the lock, this does not.
+    pub first_output: Option<f64>,
 }
 
 impl Step {
@@ -153,6 +159,7 @@ impl Tracker {
                         completed: None,
                         cached: false,
                         error: None,
+                        first_output: None,
                     });
                     self.by_digest
                         .insert(v.digest.clone(), self.steps.len() - 1);
@@ -206,6 +213,12 @@ impl Tracker {
                 .get(&entry.vertex)
                 .map(|&i| self.steps[i].number)
                 .unwrap_or(0);
+            if let Some(&i) = self.by_digest.get(&entry.vertex) {
+                let step = &mut self.steps[i];
+                if step.first_output.is_none() {
+                    step.first_output = entry.timestamp.as_deref().and_then(parse_rfc3339);
+                }
+            }
             let bytes = decode_base64(&entry.data);
             let pending = self.partial.entry(entry.vertex.clone()).or_default();
             pending.push_str(&String::from_utf8_lossy(&bytes));
@@ -240,11 +253,12 @@ impl Tracker {
     }
 }
 
-/// True when every Dockerfile step that appeared was taken from the cache.
+/// True when every Dockerfile step that appeared was taken from the cache (`FROM` steps, which
+/// BuildKit resolves rather than caches, aside).
 pub fn fully_cached(steps: &[Step]) -> bool {
     steps
         .iter()
-        .filter(|s| is_instruction(&s.name))
+        .filter(|s| is_instruction(&s.name) && !s.name.contains("] FROM "))
         .all(|s| s.cached)
 }
 

@@ -1,0 +1,129 @@
+//! `cargo xtask ci`: everything CI checks, in order, each step a real process with its own exit
+//! code: formatting, clippy, the test suite, the Dockerfile policy, then, on the real engine,
+//! every image built, smoke-tested, and the parallel-build verification.
+
+use std::{path::Path, process::Command, time::Instant};
+
+use anyhow::Context;
+
+use crate::{flags, Status};
+
+/// One CI step: a name and the command line it runs (`xtask` means this binary).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: &'static str,
+    pub argv: Vec<String>,
+}
+
+/// The steps, in order. Pure, so the list is tested.
+pub fn steps(quick_verify: bool) -> Vec<Step> {
+    let step = |name, argv: &[&str]| Step {
+        name,
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+    };
+    let mut steps = vec![
+        step("fmt", &["cargo", "fmt", "--all", "--", "--check"]),
+        step(
+            "clippy",
+            &[
+                "cargo",
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ],
+        ),
+        step("test", &["cargo", "test", "--workspace"]),
+        step("lint-docker", &["xtask", "lint-docker"]),
+        step("cache-policy", &["xtask", "restore-shared", "--check"]),
+        step("engine", &["xtask", "engine", "up"]),
+        step("docker-build", &["xtask", "docker-build", "all"]),
+        step("smoke", &["xtask", "smoke", "all"]),
+    ];
+    let mut verify = vec!["xtask", "verify-parallel"];
+    if quick_verify {
+        verify.push("--quick");
+    }
+    steps.push(step("verify-parallel", &verify));
+    steps
+}
+
+pub fn run(root: &Path, args: flags::CiArgs) -> anyhow::Result<Status> {
+    let me = std::env::current_exe().context("cannot find the xtask binary")?;
+    let steps: Vec<Step> = steps(!args.full)
+        .into_iter()
+        .filter(|s| !args.skip.iter().any(|k| k == s.name))
+        .collect();
+    let mut results: Vec<(&str, bool, f64)> = Vec::new();
+    for step in &steps {
+        eprintln!("\n==> ci: {} ({})", step.name, step.argv.join(" "));
+        let clock = Instant::now();
+        let program = if step.argv[0] == "xtask" {
+            me.as_os_str().to_owned()
+        } else {
+            step.argv[0].clone().into()
+        };
+        let status = Command::new(program)
+            .args(&step.argv[1..])
+            .current_dir(root)
+            .status()
+            .with_context(|| format!("cannot start step {}", step.name))?;
+        let ok = status.success();
+        let seconds = clock.elapsed().as_secs_f64();
+        eprintln!(
+            "<== ci: {} {} in {seconds:.1}s",
+            step.name,
+            if ok { "passed" } else { "FAILED" }
+        );
+        results.push((step.name, ok, seconds));
+        if !ok && args.fail_fast {
+            break;
+        }
+    }
+    eprintln!();
+    for (name, ok, seconds) in &results {
+        eprintln!(
+            "{:<16} {:<6} {seconds:>7.1}s",
+            name,
+            if *ok { "passed" } else { "FAILED" }
+        );
+    }
+    let passed = results.iter().filter(|r| r.1).count();
+    let failed = results.len() - passed;
+    println!("ci: {passed} passed, {failed} failed");
+    Ok(Status::from_ok(failed == 0 && results.len() == steps.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ci_builds_and_verifies_on_the_engine_after_the_static_checks() {
+        let names: Vec<&str> = steps(true).iter().map(|s| s.name).collect();
+        assert_eq!(
+            names,
+            [
+                "fmt",
+                "clippy",
+                "test",
+                "lint-docker",
+                "cache-policy",
+                "engine",
+                "docker-build",
+                "smoke",
+                "verify-parallel"
+            ]
+        );
+        assert_eq!(
+            steps(true).last().unwrap().argv,
+            ["xtask", "verify-parallel", "--quick"]
+        );
+        assert_eq!(
+            steps(false).last().unwrap().argv,
+            ["xtask", "verify-parallel"]
+        );
+    }
+}
