@@ -178,8 +178,10 @@ pub struct ImageReport {
     /// Whether the cargo step executed or came from the layer cache.
     pub cargo_step: CargoStep,
     pub cargo_seconds: Option<f64>,
-    /// The BuildKit step digest of the cargo step: builds that share it ran cargo once together.
-    pub cargo_digest: Option<String>,
+    /// The cargo step's Dockerfile text, as BuildKit names it, and when it started by BuildKit's
+    /// clock (seconds since the Unix epoch).
+    pub cargo_name: Option<String>,
+    pub cargo_started: Option<f64>,
     pub fully_cached: bool,
     pub tag: Option<String>,
     pub image_id: Option<String>,
@@ -261,7 +263,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                     .filter(|_| ok)
                     .map(|d| dir_size(&root.join(d)))
             });
-            let cargo = job.steps.iter().find(|s| s.is_cargo());
+            let cargo = crate::exec::events::main_cargo_step(&job.steps);
             ImageReport {
                 image: build.image.clone(),
                 result: job.outcome,
@@ -269,7 +271,8 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 wall_seconds: job.wall_seconds,
                 cargo_step: job.cargo_step,
                 cargo_seconds: cargo.filter(|s| !s.cached).and_then(|s| s.seconds()),
-                cargo_digest: cargo.map(|s| s.digest.clone()),
+                cargo_name: cargo.map(|s| s.name.clone()),
+                cargo_started: cargo.and_then(|s| s.started),
                 fully_cached: ok && job.fully_cached(),
                 tag: build.tag.clone(),
                 image_id,
@@ -320,19 +323,10 @@ pub fn render_summary(report: &Report) -> String {
         .max()
         .unwrap_or(5)
         .max(5);
-    // cargo steps shared between builds (one BuildKit step serving several images)
-    let mut shared: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for image in &report.images {
-        if let (Some(digest), CargoStep::Ran) = (&image.cargo_digest, image.cargo_step) {
-            shared.entry(digest).or_default().push(&image.image);
-        }
-    }
-    shared.retain(|_, v| v.len() > 1);
-    let marks: BTreeMap<&str, usize> = shared
-        .keys()
-        .enumerate()
-        .map(|(i, d)| (*d, i + 1))
-        .collect();
+    // cargo steps shared between builds: one BuildKit step serving several images reports the
+    // same start instant (to the microsecond) in each of their event streams
+    let shared = shared_cargo_runs(&report.images);
+    let mark_of = |image: &str| shared.iter().position(|g| g.iter().any(|i| i == image));
     let _ = writeln!(
         out,
         "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}",
@@ -349,13 +343,12 @@ pub fn render_summary(report: &Report) -> String {
         let mut cargo = match (image.cargo_step, image.cargo_seconds) {
             (CargoStep::Ran, Some(s)) => format!("ran {s:.1}s"),
             (CargoStep::Ran, None) => "ran".to_string(),
+            (CargoStep::Shared, _) => "shared".to_string(),
             (CargoStep::Cached, _) => "cached".to_string(),
             (CargoStep::None, _) => "-".to_string(),
         };
-        if let Some(mark) = image.cargo_digest.as_deref().and_then(|d| marks.get(d)) {
-            if image.cargo_step == CargoStep::Ran {
-                cargo.push_str(&format!(" [{mark}]"));
-            }
+        if let Some(mark) = mark_of(&image.image) {
+            cargo.push_str(&format!(" [{}]", mark + 1));
         }
         let size = image
             .size_bytes
@@ -367,11 +360,11 @@ pub fn render_summary(report: &Report) -> String {
             image.image, result, image.wall_seconds, cargo, size
         );
     }
-    for (digest, images) in &shared {
+    for (mark, images) in shared.iter().enumerate() {
         let _ = writeln!(
             out,
             "[{}] one cargo run (the same BuildKit step) served {}",
-            marks[digest],
+            mark + 1,
             images.join(", ")
         );
     }
@@ -413,6 +406,29 @@ pub fn render_summary(report: &Report) -> String {
         }
     }
     out
+}
+
+/// Groups of images served by one cargo run. BuildKit runs an identical step of concurrent
+/// builds once: either every build's stream reports that one execution (the same step text and
+/// the same duration, to the microsecond), or the later builds wait for it and take its result
+/// from the cache (`Shared`).
+pub fn shared_cargo_runs(images: &[ImageReport]) -> Vec<Vec<String>> {
+    let mut groups: BTreeMap<(String, i64), Vec<String>> = BTreeMap::new();
+    for image in images.iter().filter(|i| i.cargo_step == CargoStep::Ran) {
+        if let (Some(name), Some(seconds)) = (&image.cargo_name, image.cargo_seconds) {
+            let key = (name.clone(), (seconds * 1e5).round() as i64);
+            groups.entry(key).or_default().push(image.image.clone());
+        }
+    }
+    for image in images.iter().filter(|i| i.cargo_step == CargoStep::Shared) {
+        if let Some(group) = groups
+            .iter_mut()
+            .find(|((name, _), _)| Some(name) == image.cargo_name.as_ref())
+        {
+            group.1.push(image.image.clone());
+        }
+    }
+    groups.into_values().filter(|g| g.len() > 1).collect()
 }
 
 pub fn human_size(bytes: u64) -> String {

@@ -111,8 +111,11 @@ pub fn is_cargo_step(name: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum CargoStep {
-    /// It executed (for at least one cargo RUN of the build).
+    /// It executed in this build (for at least one cargo RUN of the build).
     Ran,
+    /// A concurrent build of this engine was running the identical step: this build waited for
+    /// it and took its result (BuildKit shows the step started, never finished, then CACHED).
+    Shared,
     /// Every cargo RUN was taken from the layer cache.
     Cached,
     /// No cargo RUN was seen (the build failed before it, or has none).
@@ -243,14 +246,29 @@ impl Tracker {
 
     pub fn cargo_step(&self) -> CargoStep {
         let cargo = self.cargo_steps();
+        let executed = |s: &&Step| !s.cached && s.started.is_some();
         if cargo.is_empty() {
             CargoStep::None
-        } else if cargo.iter().any(|s| !s.cached && s.started.is_some()) {
+        } else if cargo.iter().any(|s| executed(s) && s.completed.is_some()) {
+            CargoStep::Ran
+        } else if cargo.iter().any(|s| s.cached) && cargo.iter().any(executed) {
+            CargoStep::Shared
+        } else if cargo.iter().any(executed) {
             CargoStep::Ran
         } else {
             CargoStep::Cached
         }
     }
+}
+
+/// See [`Tracker::main_cargo_step`]; BuildKit announces steps it may never start, so the first
+/// cargo step listed is not necessarily the one that ran.
+pub fn main_cargo_step(steps: &[Step]) -> Option<&Step> {
+    let cargo = || steps.iter().filter(|s| s.is_cargo());
+    cargo()
+        .find(|s| !s.cached && s.started.is_some() && s.completed.is_some())
+        .or_else(|| cargo().find(|s| s.started.is_some()))
+        .or_else(|| cargo().next())
 }
 
 /// True when every Dockerfile step that appeared was taken from the cache (`FROM` steps, which
@@ -396,6 +414,19 @@ mod tests {
             log,
             format!("#1 {RUN}\n#1    Compiling serde\n#1 done\n#1 tail\n#1 DONE 1.0s\n")
         );
+    }
+
+    #[test]
+    fn a_cargo_step_waited_for_in_another_build_is_shared() {
+        let mut tracker = Tracker::default();
+        let mut splitter = Splitter::default();
+        let stream = [
+            status(&format!(r#"{{"digest":"sha256:a","name":"{RUN}","started":"2026-11-29T12:00:30Z"}}"#)),
+            status(&format!(r#"{{"digest":"sha256:b","name":"{RUN}","started":"2026-11-29T12:00:31Z","completed":"2026-11-29T12:00:31Z","cached":true}}"#)),
+        ]
+        .join("\n");
+        feed(&mut tracker, &mut splitter, &stream);
+        assert_eq!(tracker.cargo_step(), CargoStep::Shared);
     }
 
     #[test]

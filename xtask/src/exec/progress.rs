@@ -142,6 +142,7 @@ impl Reporter for Bars {
 fn finished_text(result: &JobResult) -> String {
     let cargo = match result.cargo_step {
         super::events::CargoStep::Ran => "cargo ran",
+        super::events::CargoStep::Shared => "cargo shared with a concurrent build",
         super::events::CargoStep::Cached => "cargo cached",
         super::events::CargoStep::None => "no cargo step",
     };
