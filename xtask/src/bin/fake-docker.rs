@@ -1,0 +1,431 @@
+//! A fake `docker` CLI for the xtask's integration tests (`xtask/tests/build_cli.rs`).
+//!
+//! The tests put a link named `docker` to this binary first on PATH; environment variables choose
+//! what it does. It never talks to an engine.
+//!
+//! - `FAKE_DOCKER_LOG=FILE`: append each invocation's argv (`["docker", ...]`, one JSON array a
+//!   line) to FILE.
+//! - `FAKE_DOCKER_TIMES=FILE`: append, for each `buildx build`, one JSON object a line with its
+//!   `--target`, `SERVICE` and the start and end of its cargo step (seconds since the epoch).
+//! - `FAKE_DOCKER_NO_DAEMON=1`: `docker version` fails as without a reachable daemon.
+//! - `FAKE_DOCKER_NO_BUILDX=1`: every `docker buildx ...` fails as without the plugin.
+//! - `docker buildx build`: prints BuildKit `--progress=rawjson` events on stderr for a few steps,
+//!   one of them the `[builder 7/7] RUN ... cargo build ...` step, then writes the
+//!   `--metadata-file` and the `--output type=local,dest=D` directory.
+//!   - `FAKE_DOCKER_SLOW_MS=N`: the cargo step takes N ms.
+//!   - `FAKE_DOCKER_FAIL=A|B`: when an argument contains A or B, the cargo step fails (exit 1,
+//!     with buildx's trailing `ERROR: failed to solve: ...` line).
+//!   - `FAKE_DOCKER_HANG=A|B`: when an argument contains A or B, the cargo step never ends: it
+//!     starts a child process (as docker starts its buildx plugin), writes `PID CHILD_PID` to
+//!     `$FAKE_DOCKER_PIDS/<pid>` (a directory) and sleeps until killed.
+//!   - `FAKE_DOCKER_IGNORE_SIGTERM=1`: the hanging fake and its child ignore SIGTERM (only
+//!     SIGKILL stops them).
+//!   - `FAKE_DOCKER_CACHED=1`: every step comes from the cache.
+//! - `docker image inspect --format F IMAGE...`: for each image, `sha256:fake 1234567` when F asks
+//!   for the size, else `sha256:fake`; with `FAKE_DOCKER_MISSING_IMAGES=A|B`, the images that
+//!   contain A or B are missing (`No such image` on stderr, exit 1).
+//! - Anything else: exit 0 silently.
+
+use std::{
+    env, fs,
+    hash::{Hash, Hasher},
+    io::Write,
+    path::Path,
+    process::{self, Command, Stdio},
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde_json::{json, Value};
+
+/// The argument with which the fake re-runs itself as its "buildx plugin" child during a hang.
+const PLUGIN: &str = "__fake-buildx-plugin";
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(PLUGIN) {
+        sleep_forever();
+    }
+    if let Some(file) = env::var_os("FAKE_DOCKER_LOG") {
+        let mut argv = vec!["docker".to_string()];
+        argv.extend(args.iter().cloned());
+        append(Path::new(&file), &Value::from(argv).to_string());
+    }
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    let code = match words.as_slice() {
+        ["version", ..] => version(),
+        ["buildx", ..] if flag("FAKE_DOCKER_NO_BUILDX") => {
+            eprintln!("docker: 'buildx' is not a docker command.\nSee 'docker --help'");
+            1
+        }
+        ["buildx", "version", ..] => {
+            println!("github.com/docker/buildx 0.13.1 fake");
+            0
+        }
+        ["buildx", "build", ..] => build(&args[2..]),
+        ["image", "inspect", rest @ ..] => inspect(rest),
+        _ => 0,
+    };
+    process::exit(code);
+}
+
+fn version() -> i32 {
+    if flag("FAKE_DOCKER_NO_DAEMON") {
+        eprintln!("Cannot connect to the Docker daemon at unix:///var/run/docker.sock. Is the docker daemon running?");
+        return 1;
+    }
+    println!("26.1.5");
+    0
+}
+
+/// One line per reference, like docker; the references `FAKE_DOCKER_MISSING_IMAGES` names are
+/// missing (an error on stderr, exit 1, as docker does when any is missing).
+fn inspect(args: &[&str]) -> i32 {
+    let format = value_of(args, "--format").unwrap_or("");
+    let mut references = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if *arg == "--format" || *arg == "-f" {
+            rest.next();
+        } else if !arg.starts_with('-') {
+            references.push(arg.to_string());
+        }
+    }
+    let mut code = 0;
+    for reference in &references {
+        if matches(
+            std::slice::from_ref(reference),
+            "FAKE_DOCKER_MISSING_IMAGES",
+        ) {
+            eprintln!("Error response from daemon: No such image: {reference}");
+            code = 1;
+        } else if format.contains("{{.Size}}") {
+            println!("sha256:fake 1234567");
+        } else {
+            println!("sha256:fake");
+        }
+    }
+    code
+}
+
+/// What one `buildx build` was asked for.
+struct Build {
+    target: String,
+    service: Option<String>,
+    dockerfile: String,
+    output_dest: Option<String>,
+    metadata_file: Option<String>,
+    tag: Option<String>,
+}
+
+impl Build {
+    fn parse(args: &[String]) -> Build {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let service = args
+            .windows(2)
+            .filter(|w| w[0] == "--build-arg")
+            .find_map(|w| w[1].strip_prefix("SERVICE="))
+            .map(str::to_string);
+        let output_dest = value_of(&args, "--output").and_then(|o| {
+            o.split(',')
+                .find_map(|kv| kv.strip_prefix("dest="))
+                .map(str::to_string)
+        });
+        Build {
+            target: value_of(&args, "--target").unwrap_or("default").into(),
+            service,
+            dockerfile: value_of(&args, "--file").unwrap_or("Dockerfile").into(),
+            output_dest,
+            metadata_file: value_of(&args, "--metadata-file").map(str::to_string),
+            tag: value_of(&args, "--tag").map(str::to_string),
+        }
+    }
+
+    /// The crate the build compiles, for plausible step names.
+    fn crate_name(&self) -> String {
+        match &self.service {
+            Some(service) => service.clone(),
+            None if self.output_dest.is_some() => "core-timer-sensor".into(),
+            None => "worker".into(),
+        }
+    }
+
+    fn digest(&self, step: usize) -> String {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (&self.dockerfile, &self.target, &self.service, step).hash(&mut hasher);
+        let h = hasher.finish();
+        format!("sha256:{h:016x}{h:016x}{h:016x}{h:016x}")
+    }
+}
+
+fn build(args: &[String]) -> i32 {
+    let b = Build::parse(args);
+    let cached = flag("FAKE_DOCKER_CACHED");
+    let fail = matches(args, "FAKE_DOCKER_FAIL");
+    let hang = matches(args, "FAKE_DOCKER_HANG");
+    let slow = env::var("FAKE_DOCKER_SLOW_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0u64);
+    let krate = b.crate_name();
+    let file_name = Path::new(&b.dockerfile)
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let cargo_step = format!(
+        "[builder 7/7] RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
+         --mount=type=cache,target=/build/target,id=target-builder-{krate},sharing=shared \
+         CARGO_HOME=/cargo-home cargo build --release --package attune-{krate}"
+    );
+    let (last_stage, export) = if b.output_dest.is_some() {
+        (
+            "[pack-binaries 1/1] COPY --from=builder /out/bin/ /".to_string(),
+            "exporting to client directory",
+        )
+    } else {
+        (
+            "[runtime 3/3] COPY --from=builder /out/bin/ /usr/local/bin/".to_string(),
+            "exporting to image",
+        )
+    };
+    let before = [
+        format!("[internal] load build definition from {file_name}"),
+        "[internal] load metadata for docker.io/library/rust:1.95-slim-bookworm".to_string(),
+        "[builder 1/7] FROM docker.io/library/rust:1.95-slim-bookworm".to_string(),
+        format!("[builder 6/7] COPY crates/{krate} crates/{krate}"),
+    ];
+    let mut step = 0;
+    for name in &before {
+        simple_step(&b, step, name, cached);
+        step += 1;
+    }
+
+    // the cargo step
+    let digest = b.digest(step);
+    step += 1;
+    let started = now();
+    if cached {
+        emit(
+            json!({"vertexes": [{"digest": digest, "name": cargo_step, "started": rfc3339(started),
+            "completed": rfc3339(started), "cached": true}]}),
+        );
+    } else {
+        emit(
+            json!({"vertexes": [{"digest": digest, "name": cargo_step, "started": rfc3339(started)}]}),
+        );
+        log_line(
+            &digest,
+            "   Compiling attune-common v0.1.0 (/build/crates/common)\n",
+        );
+        log_line(
+            &digest,
+            &format!("   Compiling attune-{krate} v0.1.0 (/build/crates/{krate})\n"),
+        );
+        if hang {
+            hang_forever();
+        }
+        thread::sleep(Duration::from_millis(slow));
+    }
+    let ended = now();
+    record_times(&b, started, ended);
+    if fail && !cached {
+        log_line(
+            &digest,
+            "error[E0425]: cannot find value `x` in this scope\nerror: could not compile `attune` due to 1 previous error\n",
+        );
+        emit(
+            json!({"vertexes": [{"digest": digest, "name": cargo_step, "started": rfc3339(started),
+            "completed": rfc3339(ended),
+            "error": "process \"/bin/sh -c cargo build --release\" did not complete successfully: exit code: 101"}]}),
+        );
+        eprintln!("ERROR: failed to solve: process \"/bin/sh -c cargo build --release\" did not complete successfully: exit code: 101");
+        return 1;
+    }
+    if !cached {
+        log_line(
+            &digest,
+            &format!(
+                "    Finished `release` profile [optimized] target(s) in {:.2}s\n",
+                ended - started
+            ),
+        );
+        emit(
+            json!({"vertexes": [{"digest": digest, "name": cargo_step, "started": rfc3339(started),
+            "completed": rfc3339(ended)}]}),
+        );
+    }
+    simple_step(&b, step, &last_stage, cached);
+    simple_step(&b, step + 1, export, false);
+
+    if let Some(dest) = &b.output_dest {
+        let dir = Path::new(dest);
+        fs::create_dir_all(dir).expect("create the --output directory");
+        fs::write(
+            dir.join("attune-core-timer-sensor"),
+            "#!/bin/sh\necho fake attune-core-timer-sensor\n",
+        )
+        .expect("write the --output binary");
+    }
+    if let Some(file) = &b.metadata_file {
+        let mut metadata = json!({"buildx.build.ref": "fake/fake/0123456789"});
+        if let Some(tag) = &b.tag {
+            metadata["image.name"] = Value::from(format!("docker.io/library/{tag}"));
+            metadata["containerimage.digest"] = Value::from("sha256:fake");
+        }
+        let _ = fs::write(
+            file,
+            serde_json::to_string_pretty(&metadata).expect("json") + "\n",
+        );
+    }
+    0
+}
+
+/// A step that starts and completes (or comes from the cache) at once.
+fn simple_step(b: &Build, step: usize, name: &str, cached: bool) {
+    let digest = b.digest(step);
+    let t = rfc3339(now());
+    if cached {
+        emit(
+            json!({"vertexes": [{"digest": digest, "name": name, "started": t, "completed": t, "cached": true}]}),
+        );
+    } else {
+        emit(json!({"vertexes": [{"digest": digest, "name": name, "started": t}]}));
+        emit(
+            json!({"vertexes": [{"digest": digest, "name": name, "started": t, "completed": rfc3339(now())}]}),
+        );
+    }
+}
+
+fn log_line(digest: &str, text: &str) {
+    emit(
+        json!({"logs": [{"vertex": digest, "stream": 1, "data": base64(text.as_bytes()),
+        "timestamp": rfc3339(now())}]}),
+    );
+}
+
+/// One status update, as buildx prints it: pretty-printed, `{` and `}` alone on their lines.
+fn emit(status: Value) {
+    let text = serde_json::to_string_pretty(&status).expect("json") + "\n";
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(text.as_bytes());
+    let _ = stderr.flush();
+}
+
+/// Starts the "buildx plugin" child, says both pids, and waits to be killed.
+#[allow(clippy::zombie_processes)] // never returns: the fake and its child are killed together
+fn hang_forever() -> ! {
+    if flag("FAKE_DOCKER_IGNORE_SIGTERM") {
+        // SAFETY: setting a signal's disposition to SIG_IGN has no memory-safety preconditions;
+        // the child inherits it across exec
+        unsafe { libc::signal(libc::SIGTERM, libc::SIG_IGN) };
+    }
+    let exe = env::current_exe().expect("the fake's own path");
+    let child = Command::new(exe)
+        .arg(PLUGIN)
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start the fake buildx plugin");
+    if let Some(dir) = env::var_os("FAKE_DOCKER_PIDS") {
+        let dir = Path::new(&dir);
+        let _ = fs::create_dir_all(dir);
+        let me = process::id();
+        let tmp = dir.join(format!(".{me}.tmp"));
+        fs::write(&tmp, format!("{me} {}\n", child.id())).expect("write the pid file");
+        fs::rename(&tmp, dir.join(me.to_string())).expect("publish the pid file");
+    }
+    sleep_forever()
+}
+
+fn sleep_forever() -> ! {
+    loop {
+        thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn record_times(b: &Build, start: f64, end: f64) {
+    if let Some(file) = env::var_os("FAKE_DOCKER_TIMES") {
+        let line = json!({"target": b.target, "service": b.service, "tag": b.tag,
+            "start": start, "end": end});
+        append(Path::new(&file), &line.to_string());
+    }
+}
+
+/// Appends one line with a single write to a file opened with O_APPEND, so that concurrent
+/// invocations do not interleave.
+fn append(path: &Path, line: &str) {
+    let mut file = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    file.write_all(format!("{line}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+fn flag(name: &str) -> bool {
+    env::var(name).is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Whether any argument contains one of the `|`-separated substrings in the variable `name`.
+fn matches(args: &[String], name: &str) -> bool {
+    let Ok(patterns) = env::var(name) else {
+        return false;
+    };
+    patterns
+        .split('|')
+        .filter(|p| !p.is_empty())
+        .any(|p| args.iter().any(|a| a.contains(p)))
+}
+
+fn value_of<'a>(args: &[&'a str], flag: &str) -> Option<&'a str> {
+    args.windows(2).find(|w| w[0] == flag).map(|w| w[1])
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `2026-11-29T12:26:44.046860576Z` for seconds since the epoch.
+fn rfc3339(t: f64) -> String {
+    let secs = t.floor() as i64;
+    let nanos = ((t - t.floor()) * 1e9) as u64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // civil from days (Howard Hinnant's algorithm)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,802 @@
+//! `cargo xtask docker-build` as the real binary, with a fake `docker` (src/bin/fake-docker.rs)
+//! first on PATH. No test can reach a real engine: the environment is rebuilt from scratch with
+//! `ATTUNE_ENGINE=external` and a `DOCKER_HOST` that does not exist (see build_support).
+//!
+//! Snapshots of the project's real plan live in tests/snapshots/; `UPDATE_SNAPSHOTS=1 cargo test
+//! -p xtask --test build_cli` rewrites them.
+
+mod build_support;
+
+use std::{collections::BTreeSet, fs, time::Duration};
+
+use build_support::{
+    alive, arg_after, dry_run_images, root, summary_rows, wait_until, wait_with_timeout,
+    TempWorkspace, Test, ALL_IMAGES,
+};
+use serde_json::Value;
+
+const SERVICES: [&str; 4] = ["api", "executor", "sensor", "worker-shell"];
+
+// --- --dry-run ------------------------------------------------------------------------------
+
+#[test]
+fn dry_run_needs_no_engine_and_prints_every_command() {
+    let t = Test::docker_build(["--dry-run"]).no_docker();
+    let out = t.run();
+    out.expect_code(0);
+    assert_eq!(dry_run_images(&out.stdout), ALL_IMAGES, "{}", out.stdout);
+    let commands: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("docker buildx build "))
+        .collect();
+    assert_eq!(commands.len(), 8, "{}", out.stdout);
+    assert!(
+        out.stdout
+            .starts_with("# strategy per-service: 8 builds, 8 at a time"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn dry_run_runs_nothing_even_with_docker_on_path() {
+    let t = Test::docker_build(["--dry-run", "all"]);
+    t.run().expect_code(0);
+    assert_eq!(t.docker_calls(), Vec::<Vec<String>>::new());
+}
+
+#[test]
+fn dry_run_services_group() {
+    let out = Test::docker_build(["--dry-run", "services"])
+        .no_docker()
+        .run();
+    out.expect_code(0);
+    let images: BTreeSet<String> = dry_run_images(&out.stdout).into_iter().collect();
+    let expected: BTreeSet<String> = SERVICES.iter().map(|s| s.to_string()).collect();
+    assert_eq!(images, expected, "{}", out.stdout);
+}
+
+#[test]
+fn dry_run_jobs_grouping() {
+    let out = Test::docker_build(["--dry-run", "--jobs", "2", "services"])
+        .no_docker()
+        .run();
+    out.expect_code(0);
+    let shape: Vec<String> = out
+        .stdout
+        .lines()
+        .map(|l| match l.split_once("   # ") {
+            Some((_, comment)) => comment.split(" -> ").next().unwrap().to_string(),
+            None => l.to_string(),
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            "# strategy per-service: 4 builds, 2 at a time, from the workspace root",
+            "# started first: the next build starts as soon as one finishes",
+            "api",
+            "executor",
+            "# started as slots free up: the next build starts as soon as one finishes",
+            "sensor",
+            "worker-shell",
+        ],
+        "{}",
+        out.stdout
+    );
+}
+
+// --- snapshots of the project's plan ----------------------------------------------------------
+
+#[test]
+fn snapshot_dry_run_all_default() {
+    // no --log-dir: the default, relative to the workspace root, is part of the snapshot
+    let out = Test::new()
+        .args(["docker-build", "--dry-run", "all"])
+        .no_docker()
+        .run();
+    out.expect_code(0);
+    assert_snapshot("docker_build_dry_run_all", &out.stdout);
+}
+
+#[test]
+fn snapshot_dry_run_all_options() {
+    let t = Test::docker_build([
+        "--dry-run",
+        "--tag",
+        "1.0",
+        "--registry",
+        "reg.example/ns",
+        "--builder",
+        "remote",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--push",
+        "--cache-from",
+        "type=registry,ref=reg.example/cache:{image}",
+        "--build-arg",
+        "FOO=1",
+        "--no-cache",
+        "--pull",
+        "all",
+    ])
+    .no_docker();
+    let out = t.run();
+    out.expect_code(0);
+    let logs = t.log_dir().display().to_string();
+    assert!(out.stdout.contains(&logs), "{}", out.stdout);
+    assert_snapshot(
+        "docker_build_dry_run_options",
+        &out.stdout.replace(&logs, "$LOG_DIR"),
+    );
+}
+
+#[test]
+fn snapshot_dry_run_workspace_strategy() {
+    let out = Test::new()
+        .args([
+            "docker-build",
+            "--dry-run",
+            "--strategy",
+            "workspace",
+            "all",
+        ])
+        .no_docker()
+        .run();
+    out.expect_code(0);
+    assert_snapshot("docker_build_dry_run_workspace", &out.stdout);
+}
+
+/// Compares `actual` with tests/snapshots/<name>.txt; `UPDATE_SNAPSHOTS=1` rewrites the file.
+#[track_caller]
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = root().join(format!("xtask/tests/snapshots/{name}.txt"));
+    let update = "UPDATE_SNAPSHOTS=1 cargo test -p xtask --test build_cli";
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| !v.is_empty() && v != "0") {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "snapshot {} is missing; create it with `{update}`",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let mut diff = String::new();
+        let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+        for i in 0..e.len().max(a.len()) {
+            match (e.get(i), a.get(i)) {
+                (Some(x), Some(y)) if x == y => {}
+                (x, y) => {
+                    if let Some(x) = x {
+                        diff.push_str(&format!("-{x}\n"));
+                    }
+                    if let Some(y) = y {
+                        diff.push_str(&format!("+{y}\n"));
+                    }
+                }
+            }
+        }
+        panic!(
+            "the plan differs from snapshot {} (- snapshot, + now):\n{diff}\nif the change is intended, \
+             update the snapshot with `{update}` and review the diff",
+            path.display()
+        );
+    }
+}
+
+// --- usage errors ------------------------------------------------------------------------------
+
+#[test]
+fn unknown_image_lists_images_and_groups() {
+    let t = Test::docker_build(["api", "nope"]);
+    let out = t.run();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("unknown image or group `nope`"),
+        "{}",
+        out.stderr
+    );
+    for image in ALL_IMAGES {
+        assert!(out.stderr.contains(image), "{image}: {}", out.stderr);
+    }
+    assert!(
+        out.stderr.contains("groups: services, workers, all"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn build_arg_without_value_is_a_usage_error() {
+    let t = Test::docker_build(["--build-arg", "X", "api"]);
+    let out = t.run();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("--build-arg `X` is not KEY=VALUE"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn unknown_strategy_is_a_usage_error() {
+    let t = Test::docker_build(["--strategy", "nope", "api"]);
+    let out = t.run();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("unknown strategy `nope`") && out.stderr.contains("per-service"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+// --- builds with the fake docker ----------------------------------------------------------------
+
+#[test]
+fn all_images_build_concurrently_with_a_log_each() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["all"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_SLOW_MS", "800");
+    let out = t.run();
+    out.expect_code(0);
+
+    // the summary: every image ok, its cargo step ran
+    let rows = summary_rows(&out.stdout);
+    assert_eq!(
+        rows.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        ALL_IMAGES.into_iter().collect::<BTreeSet<_>>(),
+        "{}",
+        out.stdout
+    );
+    for (image, row) in &rows {
+        assert_eq!(row.split_whitespace().next(), Some("ok"), "{image}: {row}");
+        assert!(row.contains("ran"), "{image}: {row}");
+    }
+    assert!(rows["api"].contains("1.2 MB"), "{}", rows["api"]);
+    assert!(
+        out.stdout.contains("8 images: 8 ok, 0 failed in "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("logs: {}/", t.log_dir().display())),
+        "{}",
+        out.stdout
+    );
+
+    // one log per image, with the rendered steps
+    let logs: BTreeSet<String> = fs::read_dir(t.log_dir())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".log"))
+        .collect();
+    let expected: BTreeSet<String> = ALL_IMAGES.iter().map(|i| format!("{i}.log")).collect();
+    assert_eq!(logs, expected);
+    for image in ALL_IMAGES {
+        let log = t.log(image);
+        assert!(log.starts_with("$ docker buildx build "), "{image}: {log}");
+        assert!(
+            log.lines().any(|l| l.starts_with('#')
+                && l[1..].split_once(' ').is_some_and(|(n, rest)| {
+                    n.parse::<u32>().is_ok() && rest.starts_with("[builder 7/7] RUN ")
+                })),
+            "{image}: no `#N [builder 7/7] RUN` line:\n{log}"
+        );
+        assert!(log.contains("   Compiling attune-"), "{image}: {log}");
+        assert!(log.trim_end().ends_with("# exit: 0"), "{image}: {log}");
+        assert!(
+            t.log_dir().join(format!("{image}.metadata.json")).is_file(),
+            "{image}: no metadata file"
+        );
+    }
+    let pack = ws
+        .path()
+        .join("target/pack-binaries/attune-core-timer-sensor");
+    assert!(pack.is_file(), "{} is missing", pack.display());
+
+    // one `buildx build` per image, exactly as --dry-run prints it
+    let builds = t.builds();
+    assert_eq!(builds.len(), 8, "{builds:?}");
+    let dry = Test::docker_build(["--dry-run", "all"])
+        .cwd(ws.path())
+        .no_docker();
+    let dry_out = dry.run();
+    dry_out.expect_code(0);
+    let planned: BTreeSet<String> = dry_out
+        .stdout
+        .lines()
+        .filter_map(|l| l.split_once("   # "))
+        .map(|(cmd, _)| cmd.replace(&dry.log_dir().display().to_string(), "$LOGS"))
+        .collect();
+    let ran: BTreeSet<String> = builds
+        .iter()
+        .map(|argv| {
+            argv.join(" ")
+                .replace(&t.log_dir().display().to_string(), "$LOGS")
+        })
+        .collect();
+    assert_eq!(ran, planned);
+    for image in ALL_IMAGES {
+        let argv = builds
+            .iter()
+            .find(|argv| {
+                arg_after(argv, "--metadata-file")
+                    == [t
+                        .log_dir()
+                        .join(format!("{image}.metadata.json"))
+                        .to_str()
+                        .unwrap()]
+            })
+            .unwrap_or_else(|| panic!("no build for {image}: {builds:?}"));
+        let service_args: Vec<&str> = arg_after(argv, "--build-arg")
+            .into_iter()
+            .filter(|a| a.starts_with("SERVICE="))
+            .collect();
+        match image {
+            "api" | "executor" | "sensor" => {
+                assert_eq!(arg_after(argv, "--target"), ["runtime"], "{argv:?}");
+                assert_eq!(service_args, [format!("SERVICE={image}")], "{argv:?}");
+                assert_eq!(
+                    arg_after(argv, "--tag"),
+                    [format!("attune-{image}:dev")],
+                    "{argv:?}"
+                );
+            }
+            "pack-binaries" => {
+                assert_eq!(arg_after(argv, "--target"), ["pack-binaries"], "{argv:?}");
+                assert!(arg_after(argv, "--tag").is_empty(), "{argv:?}");
+                assert_eq!(
+                    arg_after(argv, "--output"),
+                    ["type=local,dest=target/pack-binaries"],
+                    "{argv:?}"
+                );
+            }
+            worker => {
+                assert_eq!(arg_after(argv, "--target"), [worker], "{argv:?}");
+                assert!(service_args.is_empty(), "{argv:?}");
+                assert_eq!(
+                    arg_after(argv, "--tag"),
+                    [format!("attune-{worker}:dev")],
+                    "{argv:?}"
+                );
+            }
+        }
+    }
+
+    // the cargo steps overlapped: the builds ran concurrently
+    let intervals = t.cargo_intervals();
+    assert_eq!(intervals.len(), 8);
+    let overlapping = intervals
+        .iter()
+        .enumerate()
+        .any(|(i, a)| intervals[i + 1..].iter().any(|b| a.0 < b.1 && b.0 < a.1));
+    assert!(overlapping, "no two builds overlapped: {intervals:?}");
+}
+
+#[test]
+fn jobs_one_runs_the_builds_one_after_another() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--jobs", "1", "services"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_SLOW_MS", "100");
+    t.run().expect_code(0);
+    let mut intervals = t.cargo_intervals();
+    assert_eq!(intervals.len(), 4);
+    intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    for pair in intervals.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "overlap with --jobs 1: {intervals:?}"
+        );
+    }
+}
+
+#[test]
+fn one_failure_hides_nothing() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["all"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_SLOW_MS", "50")
+        .env("FAKE_DOCKER_FAIL", "SERVICE=executor");
+    let out = t.run();
+    out.expect_code(1);
+    let rows = summary_rows(&out.stdout);
+    assert_eq!(rows.len(), 8, "{}", out.stdout);
+    for (image, row) in &rows {
+        let result = row.split_whitespace().next();
+        if image == "executor" {
+            assert_eq!(result, Some("FAILED"), "{row}");
+        } else {
+            assert_eq!(result, Some("ok"), "{image}: {row}");
+        }
+    }
+    assert!(
+        out.stdout.contains("8 images: 7 ok, 1 failed in "),
+        "{}",
+        out.stdout
+    );
+    let log = t.log_dir().join("executor.log");
+    let tail = out
+        .stdout
+        .split_once(&format!(
+            "executor failed; the last lines of {}:",
+            log.display()
+        ))
+        .unwrap_or_else(|| panic!("no tail of executor's log:\n{}", out.stdout))
+        .1;
+    assert!(
+        tail.contains("  ERROR: failed to solve: process \"/bin/sh -c cargo build --release\" did not complete successfully: exit code: 101"),
+        "{tail}"
+    );
+    assert!(tail.contains("error[E0425]"), "{tail}");
+    let text = t.log("executor");
+    assert!(text.contains("ERROR: failed to solve"), "{text}");
+    assert!(text.trim_end().ends_with("# exit: 1"), "{text}");
+    // every build ran to its end: the failure stopped nothing
+    assert_eq!(t.builds().len(), 8);
+}
+
+#[test]
+fn cached_builds_are_reported_as_cached() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["services"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_CACHED", "1");
+    let out = t.run();
+    out.expect_code(0);
+    let rows = summary_rows(&out.stdout);
+    assert_eq!(rows.len(), 4, "{}", out.stdout);
+    for (image, row) in &rows {
+        assert!(row.starts_with("ok (cached)"), "{image}: {row}");
+        assert!(row.contains("cached"), "{image}: {row}");
+        assert!(!row.contains("ran"), "{image}: {row}");
+    }
+}
+
+#[test]
+fn an_image_the_engine_does_not_list_has_no_size_and_shifts_nothing() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--json", "services"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_MISSING_IMAGES", "attune-executor:");
+    let out = t.run();
+    out.expect_code(0);
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", out.stdout));
+    for image in report["images"].as_array().unwrap() {
+        if image["image"] == "executor" {
+            assert!(image["image_id"].is_null(), "{image}");
+            assert!(image["size_bytes"].is_null(), "{image}");
+        } else {
+            assert_eq!(image["image_id"], "sha256:fake", "{image}");
+            assert_eq!(image["size_bytes"], 1234567, "{image}");
+        }
+    }
+    // one `docker image inspect` for every built image
+    let inspects: Vec<Vec<String>> = t
+        .docker_calls()
+        .into_iter()
+        .filter(|argv| argv.get(1..3) == Some(&["image".to_string(), "inspect".to_string()]))
+        .collect();
+    assert_eq!(inspects.len(), 1, "{inspects:?}");
+    for image in SERVICES {
+        assert!(
+            inspects[0].contains(&format!("attune-{image}:dev")),
+            "{inspects:?}"
+        );
+    }
+}
+
+// --- --json ---------------------------------------------------------------------------------------
+
+#[test]
+fn json_report() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--json", "all"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_SLOW_MS", "20");
+    let out = t.run();
+    out.expect_code(0);
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", out.stdout));
+    assert_eq!(report["strategy"], "per-service");
+    let images = report["images"].as_array().expect("images");
+    let names: Vec<&str> = images
+        .iter()
+        .map(|i| i["image"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ALL_IMAGES);
+    for image in images {
+        let name = image["image"].as_str().unwrap();
+        assert_eq!(image["result"], "succeeded", "{image}");
+        assert_eq!(image["exit_code"], 0, "{image}");
+        assert!(image["wall_seconds"].as_f64().unwrap() >= 0.0, "{image}");
+        assert_eq!(image["cargo_step"], "ran", "{image}");
+        assert!(image["cargo_seconds"].as_f64().is_some(), "{image}");
+        assert!(image["size_bytes"].as_u64().unwrap() > 0, "{image}");
+        assert_eq!(
+            image["log"].as_str().unwrap(),
+            t.log_dir().join(format!("{name}.log")).to_str().unwrap()
+        );
+        if name == "pack-binaries" {
+            assert!(image["tag"].is_null(), "{image}");
+            assert_eq!(image["output_dir"], "target/pack-binaries", "{image}");
+        } else {
+            assert_eq!(image["tag"], format!("attune-{name}:dev"), "{image}");
+            assert_eq!(image["size_bytes"], 1234567, "{image}");
+            assert_eq!(image["image_id"], "sha256:fake", "{image}");
+        }
+    }
+    let totals = &report["totals"];
+    assert_eq!(totals["images"], 8);
+    assert_eq!(totals["succeeded"], 8);
+    assert_eq!(totals["failed"], 0);
+    assert_eq!(totals["interrupted"], 0);
+    assert_eq!(totals["not_started"], 0);
+    assert!(totals["wall_seconds"].as_f64().is_some());
+    // progress stays on stderr
+    assert!(out.stderr.contains("api"), "{}", out.stderr);
+}
+
+#[test]
+fn json_report_with_a_failure() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--json", "services"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_FAIL", "SERVICE=executor");
+    let out = t.run();
+    out.expect_code(1);
+    let report: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", out.stdout));
+    assert_eq!(report["totals"]["failed"], 1, "{report}");
+    assert_eq!(report["totals"]["succeeded"], 3, "{report}");
+    let executor = report["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["image"] == "executor")
+        .unwrap();
+    assert_eq!(executor["result"], "failed");
+    assert_eq!(executor["exit_code"], 1);
+    assert!(executor["size_bytes"].is_null());
+}
+
+// --- Ctrl-C and SIGTERM ---------------------------------------------------------------------------
+
+#[test]
+fn sigint_stops_every_build_and_its_children() {
+    interrupt(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_every_build_and_its_children() {
+    interrupt(libc::SIGTERM);
+}
+
+/// Kills what a failed interrupt test leaves behind: the hung fakes and xtask.
+struct Cleanup<'a> {
+    test: &'a Test,
+    xtask: u32,
+}
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        let ours = |pid: u32| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("docker"))
+        };
+        for pid in self.test.hung_pids() {
+            if alive(pid) && ours(pid) {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+        if alive(self.xtask) {
+            // SAFETY: as above; the pid is our own child's
+            unsafe { libc::kill(self.xtask as libc::pid_t, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn builds_that_ignore_sigterm_are_killed() {
+    // the runner sends SIGTERM to each build's process group, then SIGKILL after a grace period
+    interrupt_with(libc::SIGINT, &[("FAKE_DOCKER_IGNORE_SIGTERM", "1")]);
+}
+
+fn interrupt(signal: libc::c_int) {
+    interrupt_with(signal, &[]);
+}
+
+fn interrupt_with(signal: libc::c_int, env: &[(&str, &str)]) {
+    let ws = TempWorkspace::new();
+    let mut t = Test::docker_build(["services"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_HANG", "SERVICE=api|SERVICE=executor");
+    for (key, value) in env {
+        t = t.env(key, *value);
+    }
+    let child = t.spawn();
+    let _cleanup = Cleanup {
+        test: &t,
+        xtask: child.id(),
+    };
+    wait_until(
+        "the two hanging builds wrote their pids and the two others finished",
+        Duration::from_secs(60),
+        || {
+            t.hung_pids().len() == 4
+                && ["sensor", "worker-shell"].iter().all(|image| {
+                    fs::read_to_string(t.log_dir().join(format!("{image}.log")))
+                        .is_ok_and(|l| l.contains("# exit: 0"))
+                })
+        },
+    );
+    let pids = t.hung_pids();
+    assert!(pids.iter().all(|&p| alive(p)), "{pids:?}");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    out.expect_code(130);
+
+    let rows = summary_rows(&out.stdout);
+    assert_eq!(rows.len(), 4, "{}", out.stdout);
+    for image in ["sensor", "worker-shell"] {
+        assert_eq!(
+            rows[image].split_whitespace().next(),
+            Some("ok"),
+            "{image}: {}",
+            out.stdout
+        );
+    }
+    for image in ["api", "executor"] {
+        assert!(
+            rows[image].starts_with("interrupted"),
+            "{image}: {}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout
+            .contains("4 images: 2 ok, 0 failed, 2 interrupted in "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr
+            .contains("interrupted: stopping every running build"),
+        "{}",
+        out.stderr
+    );
+    wait_until(
+        "every fake docker and its child are gone",
+        Duration::from_secs(10),
+        || pids.iter().all(|&p| !alive(p)),
+    );
+}
+
+#[test]
+fn interrupt_reports_queued_builds_as_not_started() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--jobs", "1", "services"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_HANG", "SERVICE=api");
+    let child = t.spawn();
+    let _cleanup = Cleanup {
+        test: &t,
+        xtask: child.id(),
+    };
+    wait_until("the first build hangs", Duration::from_secs(60), || {
+        t.hung_pids().len() == 2
+    });
+    let pids = t.hung_pids();
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    out.expect_code(130);
+    let rows = summary_rows(&out.stdout);
+    assert!(rows["api"].starts_with("interrupted"), "{}", out.stdout);
+    for image in ["executor", "sensor", "worker-shell"] {
+        assert!(
+            rows[image].starts_with("not started"),
+            "{image}: {}",
+            out.stdout
+        );
+    }
+    assert!(
+        out.stdout
+            .contains("4 images: 0 ok, 0 failed, 1 interrupted, 3 not started in "),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(t.builds().len(), 1, "queued builds were started");
+    wait_until(
+        "the fake docker and its child are gone",
+        Duration::from_secs(10),
+        || pids.iter().all(|&p| !alive(p)),
+    );
+}
+
+// --- preflight ---------------------------------------------------------------------------------
+
+#[test]
+fn no_docker_client() {
+    let out = Test::docker_build(["api"]).no_docker().run();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("no `docker` client on PATH")
+            && out.stderr.contains("cargo xtask engine up"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn no_buildx_plugin() {
+    let t = Test::docker_build(["api"]).env("FAKE_DOCKER_NO_BUILDX", "1");
+    let out = t.run();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("buildx plugin is missing") && out.stderr.contains("docker-buildx"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn unreachable_daemon() {
+    let t = Test::docker_build(["api"]).env("FAKE_DOCKER_NO_DAEMON", "1");
+    let out = t.run();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("the Docker daemon is unreachable")
+            && out.stderr.contains("Cannot connect to the Docker daemon")
+            && out.stderr.contains("cargo xtask engine up"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn missing_dockerfile() {
+    let ws = TempWorkspace::new();
+    fs::remove_file(ws.path().join("docker/Dockerfile.worker.optimized")).unwrap();
+    let t = Test::docker_build(["all"]).cwd(ws.path());
+    let out = t.run();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(
+            "image `worker-shell`: its Dockerfile docker/Dockerfile.worker.optimized is missing"
+        ) && out.stderr.contains("hint: restore it"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(t.docker_calls(), Vec::<Vec<String>>::new());
+}
+
+#[test]
+fn outside_the_workspace() {
+    // CARGO_MANIFEST_DIR (which `cargo run` sets and cargo test passes on) is not in the
+    // environment Test builds, so the root can only come from the current directory
+    let t = Test::new();
+    let outside = t.tmp.path().to_path_buf();
+    let out = t.args(["docker-build", "--dry-run"]).cwd(&outside).run();
+    assert_ne!(out.code, Some(0), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("not inside the attune workspace"),
+        "{}",
+        out.stderr
+    );
+}
