@@ -23,6 +23,11 @@ pub enum Cmd {
     /// Run each built image's binary in its container (--version, self-check) and probe /health
     /// of a running api container; pack binaries run on the host
     Smoke(SmokeArgs),
+    /// Print a `docker buildx bake` file (JSON) for the same builds as `docker-build`
+    ///
+    /// Takes docker-build's selection and options: `cargo xtask bake-file services --tag 1.0 >
+    /// docker-bake.json && docker buildx bake -f docker-bake.json`.
+    BakeFile(BakeFileArgs),
     /// Run everything CI checks: fmt, clippy, tests, the Dockerfile policy, then on the real engine
     /// every image built and smoke-tested and `verify-parallel --quick`
     ///
@@ -36,6 +41,12 @@ pub enum Cmd {
     RestoreShared(RewriteArgs),
     /// Check the Dockerfiles' cache-mount policy statically
     LintDocker(LintArgs),
+    /// Run the three verification tests on the engine: parallel build performance (locked against
+    /// the committed policy), no race conditions (cold parallel builds), cache reuse
+    ///
+    /// Exit status: 0 when every selected test passed, 1 when any failed (each failure printed in
+    /// one line with its log), 2 for usage errors, 130 when interrupted.
+    VerifyParallel(VerifyParallelArgs),
 }
 
 #[derive(Debug, Args)]
@@ -162,4 +173,55 @@ pub struct CiArgs {
     /// Stop at the first failed step
     #[arg(long)]
     pub fail_fast: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyParallelArgs {
+    /// Tests to run, comma-separated: perf, race, reuse (default: all)
+    #[arg(long, value_delimiter = ',')]
+    pub tests: Vec<String>,
+    /// Images to build in parallel, comma-separated (default: api,executor,worker-shell,sensor);
+    /// the reuse test builds the first
+    #[arg(long, value_delimiter = ',')]
+    pub images: Vec<String>,
+    /// Race test: how many cold parallel builds (default 5; 2 with --quick)
+    #[arg(long)]
+    pub runs: Option<usize>,
+    /// Which Dockerfiles to build: `ours` (docker/) or `seed` (the seed design's recipe,
+    /// docker/reference/)
+    #[arg(long, default_value = "ours")]
+    pub strategy: String,
+    /// Perf test from empty caches (a fresh cache-id namespace) instead of incremental
+    #[arg(long)]
+    pub cold: bool,
+    /// For CI: race with 2 runs, incremental perf; every test still runs for real
+    #[arg(long)]
+    pub quick: bool,
+    /// Print what would run; build nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the whole report as JSON to this file
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write a Markdown report with SVG timelines (or HTML when FILE ends in .html)
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+    /// Image tag of the builds (kept apart from docker-build's `dev`)
+    #[arg(long, default_value = "verify")]
+    pub tag: String,
+    /// Where the logs go (<dir>/<test>/<run>/<image>.log), relative to the workspace root
+    #[arg(long, default_value = "target/xtask/verify")]
+    pub log_dir: PathBuf,
+    /// Keep the temporary copies of the build context (printed paths) for inspection
+    #[arg(long)]
+    pub keep_temp: bool,
+    /// What to do when no engine is reachable (as for docker-build)
+    #[arg(long, value_enum, default_value_t = EngineMode::Auto, env = "ATTUNE_ENGINE")]
+    pub engine: EngineMode,
+}
+
+#[derive(Debug, Args)]
+pub struct BakeFileArgs {
+    #[command(flatten)]
+    pub build: DockerBuildArgs,
 }

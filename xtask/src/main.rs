@@ -3,6 +3,7 @@
 //! `main` parses the flags, finds the workspace root and dispatches with one `match`.
 //! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md.
 
+mod bake;
 mod build;
 mod ci;
 mod dockerfile;
@@ -13,6 +14,7 @@ mod plan;
 mod policy;
 mod smoke;
 mod util;
+mod verify;
 mod workspace;
 
 use std::process::ExitCode;
@@ -52,9 +54,11 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::Engine(args) => engine::run(&root, args),
         flags::Cmd::DockerBuild(args) => build::run(&root, args),
         flags::Cmd::Smoke(args) => smoke::run(&root, args),
+        flags::Cmd::BakeFile(args) => bake::run(&root, args),
         flags::Cmd::Ci(args) => ci::run(&root, args),
         flags::Cmd::RollbackLocked(args) => policy::rollback_locked(&root, args),
         flags::Cmd::RestoreShared(args) => policy::restore_shared(&root, args),
         flags::Cmd::LintDocker(args) => policy::lint_docker(&root, args),
+        flags::Cmd::VerifyParallel(args) => verify::run(&root, args),
     }
 }

@@ -39,6 +39,8 @@ pub struct Build {
     pub argv: Vec<String>,
     pub dockerfile: PathBuf,
     pub target: String,
+    /// The build arguments, `KEY=VALUE`, in the order they are passed.
+    pub build_args: Vec<String>,
     /// `attune-api:dev` for images; `None` for local outputs.
     pub tag: Option<String>,
     /// Where a local output lands, relative to the workspace root.
@@ -107,10 +109,13 @@ fn build(
     argv.push("--progress=rawjson".into());
     argv.extend(["--file".into(), path_arg(&dockerfile)]);
     argv.extend(["--target".into(), target.clone()]);
-    if let Some(service) = &image.service {
-        argv.extend(["--build-arg".into(), format!("SERVICE={service}")]);
-    }
-    for arg in &options.build_args {
+    let build_args: Vec<String> = image
+        .service
+        .iter()
+        .map(|service| format!("SERVICE={service}"))
+        .chain(options.build_args.iter().cloned())
+        .collect();
+    for arg in &build_args {
         argv.extend(["--build-arg".into(), arg.clone()]);
     }
     if !options.platforms.is_empty() {
@@ -151,6 +156,7 @@ fn build(
         argv,
         dockerfile,
         target,
+        build_args,
         tag,
         output_dir: image.output.clone(),
         log,
