@@ -28,6 +28,11 @@ pub enum Cmd {
     /// Takes docker-build's selection and options: `cargo xtask bake-file services --tag 1.0 >
     /// docker-bake.json && docker buildx bake -f docker-bake.json`.
     BakeFile(BakeFileArgs),
+    /// Time this project's strategies against buildx bake, compose, a cargo-chef Dockerfile and
+    /// native cargo, in one run: cold, a change in crates/common, a change in crates/api, no-op
+    ///
+    /// Long (tens of minutes): not part of CI; `--smoke` runs one repetition of ours and native.
+    Bench(BenchArgs),
     /// Run everything CI checks: fmt, clippy, tests, the Dockerfile policy, then on the real engine
     /// every image built and smoke-tested and `verify-parallel --quick`
     ///
@@ -224,4 +229,36 @@ pub struct VerifyParallelArgs {
 pub struct BakeFileArgs {
     #[command(flatten)]
     pub build: DockerBuildArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Images or groups to build (default: services)
+    #[arg(default_values_t = ["services".to_string()])]
+    pub images: Vec<String>,
+    /// Contenders, by key: the declaration's strategies (per-service, workspace, chef), bake,
+    /// compose, native (default: all)
+    #[arg(long, value_delimiter = ',')]
+    pub contenders: Vec<String>,
+    /// Scenarios: cold, common, api, noop (default: all, in that order)
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
+    /// Repetitions of everything, contenders rotating
+    #[arg(long, default_value_t = 3)]
+    pub reps: usize,
+    /// One repetition of this project's default strategy and native cargo
+    #[arg(long)]
+    pub smoke: bool,
+    /// Write the whole report as JSON
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the table as Markdown (e.g. docs/BENCHMARKS.md)
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Where each run's output goes
+    #[arg(long, default_value = "target/xtask/bench")]
+    pub out_dir: PathBuf,
+    /// Print the contenders' commands and run nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }

@@ -4,6 +4,7 @@
 //! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md.
 
 mod bake;
+mod bench;
 mod build;
 mod ci;
 mod dockerfile;
@@ -55,6 +56,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::DockerBuild(args) => build::run(&root, args),
         flags::Cmd::Smoke(args) => smoke::run(&root, args),
         flags::Cmd::BakeFile(args) => bake::run(&root, args),
+        flags::Cmd::Bench(args) => bench::run(&root, args),
         flags::Cmd::Ci(args) => ci::run(&root, args),
         flags::Cmd::RollbackLocked(args) => policy::rollback_locked(&root, args),
         flags::Cmd::RestoreShared(args) => policy::restore_shared(&root, args),

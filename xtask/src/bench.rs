@@ -1,0 +1,623 @@
+//! `cargo xtask bench`: this project's build strategies side by side with what its users would
+//! otherwise pick, on the same Dockerfiles, engine and machine, in one run.
+//!
+//! Every contender builds the same images (default: api, executor, worker-shell, sensor) in its
+//! own temporary copy of the build context (a [`Sandbox`]) whose cache-mount ids carry a fresh
+//! namespace, so `cold` starts from empty cache mounts and no contender reuses another's cargo
+//! layers. Scenarios run in order on the same sandbox: `cold`, `common` (a file of crates/common
+//! changed), `api` (a file of crates/api changed), `noop` (nothing changed). Repetitions rotate the
+//! contenders' order. The reference row is native cargo on the host (`cargo build --release
+//! --workspace --bins`, fresh target directory and cargo home for `cold`).
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::{
+    bake, flags, plan,
+    verify::{self, strategy::Sandbox},
+    workspace::{self, Declaration},
+    Status, UsageError,
+};
+
+/// A way to build the images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Contender {
+    /// `cargo xtask docker-build --strategy <name>` for each strategy of the declaration.
+    Xtask(String),
+    /// `docker buildx bake` with the file `bake-file` generates (per-service Dockerfiles).
+    Bake,
+    /// `docker compose build` with the root docker-compose.yaml (per-service Dockerfiles).
+    Compose,
+    /// Native cargo on the host: the physical limit.
+    Native,
+}
+
+pub const SCENARIOS: &[&str] = &["cold", "common", "api", "noop"];
+
+impl Contender {
+    pub fn name(&self) -> String {
+        match self {
+            Contender::Xtask(s) if s == "chef" => "cargo-chef (xtask --strategy chef)".into(),
+            Contender::Xtask(strategy) => format!("xtask {strategy}"),
+            Contender::Bake => "buildx bake".into(),
+            Contender::Compose => "compose build".into(),
+            Contender::Native => "native cargo".into(),
+        }
+    }
+
+    /// The Dockerfiles this contender builds, relative to the root (their cache ids get the
+    /// sandbox's namespace).
+    fn dockerfiles(&self, decl: &Declaration, images: &[String]) -> Vec<PathBuf> {
+        let strategy = match self {
+            Contender::Xtask(s) => s.as_str(),
+            Contender::Bake | Contender::Compose => "per-service",
+            Contender::Native => return Vec::new(),
+        };
+        match decl
+            .strategies
+            .get(strategy)
+            .and_then(|s| s.dockerfile.clone())
+        {
+            Some(file) => vec![file],
+            None => {
+                let mut files: Vec<PathBuf> = decl
+                    .images
+                    .iter()
+                    .filter(|i| images.contains(&i.name))
+                    .map(|i| i.dockerfile.clone())
+                    .collect();
+                files.sort();
+                files.dedup();
+                files
+            }
+        }
+    }
+
+    /// The command line, run from the sandbox root.
+    pub fn argv(&self, xtask: &Path, images: &[String], tag: &str) -> Vec<String> {
+        let mut argv: Vec<String> = match self {
+            Contender::Xtask(strategy) => vec![
+                xtask.display().to_string(),
+                "docker-build".into(),
+                "--strategy".into(),
+                strategy.clone(),
+                "--tag".into(),
+                tag.into(),
+                "--engine".into(),
+                "external".into(),
+                "--log-dir".into(),
+                "bench-logs".into(),
+            ],
+            Contender::Bake => [
+                "docker",
+                "buildx",
+                "bake",
+                "--file",
+                "docker-bake.json",
+                "--progress=plain",
+            ]
+            .map(String::from)
+            .into(),
+            Contender::Compose => ["docker", "compose", "build"].map(String::from).into(),
+            Contender::Native => {
+                return [
+                    "cargo",
+                    "build",
+                    "--release",
+                    "--workspace",
+                    "--exclude",
+                    "xtask",
+                    "--bins",
+                ]
+                .map(String::from)
+                .into()
+            }
+        };
+        argv.extend(images.iter().cloned());
+        argv
+    }
+}
+
+/// One timed run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    pub contender: String,
+    pub scenario: String,
+    pub rep: usize,
+    pub seconds: f64,
+    pub ok: bool,
+    pub log: PathBuf,
+}
+
+/// Medians per scenario and contender, with ratios.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub contender: String,
+    pub runs: usize,
+    pub failed: usize,
+    pub median: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// median / median of this project's default strategy
+    pub vs_default: Option<f64>,
+    /// median / median of native cargo
+    pub vs_native: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub date: String,
+    pub command: String,
+    pub cores: usize,
+    pub engine: String,
+    pub buildx: String,
+    pub images: Vec<String>,
+    pub reps: usize,
+    pub default_strategy: String,
+    pub samples: Vec<Sample>,
+    pub rows: Vec<Row>,
+}
+
+pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
+    let decl = workspace::load(root)?;
+    let images: Vec<String> = decl
+        .select(&args.images)?
+        .iter()
+        .map(|i| i.name.clone())
+        .collect();
+    let contenders = contenders(&decl, &args)?;
+    let scenarios: Vec<String> = if args.scenarios.is_empty() {
+        SCENARIOS.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.scenarios.clone()
+    };
+    if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+        return Err(UsageError(format!(
+            "unknown scenario `{bad}`; scenarios: {}",
+            SCENARIOS.join(", ")
+        ))
+        .into());
+    }
+    let reps = if args.smoke { 1 } else { args.reps.max(1) };
+    if args.dry_run {
+        for c in &contenders {
+            println!(
+                "{}: {}",
+                c.name(),
+                c.argv(Path::new("xtask"), &images, "bench").join(" ")
+            );
+        }
+        println!("scenarios: {} x {reps} repetition(s)", scenarios.join(", "));
+        return Ok(Status::Ok);
+    }
+    let preflight_plan = plan::plan(
+        &decl,
+        &decl.select(&images)?,
+        &plan::Options {
+            strategy: decl.default_strategy.clone(),
+            tag: "bench".into(),
+            ..Default::default()
+        },
+    );
+    crate::build::preflight(root, &preflight_plan, flags::EngineMode::Auto, false)?;
+    let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+    let out_dir = root.join(&args.out_dir);
+    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let mut samples = Vec::new();
+    for rep in 0..reps {
+        let mut order = contenders.clone();
+        order.rotate_left(rep % contenders.len().max(1));
+        for contender in &order {
+            let samples_of = run_contender(
+                root, &decl, contender, &images, &scenarios, rep, &xtask, &out_dir,
+            )?;
+            samples.extend(samples_of);
+            if crate::exec::runner::interrupted() {
+                bail!("interrupted");
+            }
+        }
+    }
+    let default = Contender::Xtask(decl.default_strategy.clone()).name();
+    let rows = rows(&samples, &scenarios, &contenders, &default);
+    let report = BenchReport {
+        date: verify::report::utc_date(crate::exec::runner::unix_now()),
+        command: std::iter::once("cargo xtask".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        cores: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        engine: capture(&["version", "--format", "{{.Server.Version}}"]),
+        buildx: capture(&["buildx", "version"]),
+        images,
+        reps,
+        default_strategy: decl.default_strategy.clone(),
+        samples,
+        rows,
+    };
+    print!("{}", render_table(&report));
+    if let Some(path) = &args.json {
+        fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        fs::write(path, render_markdown(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let failed = report.samples.iter().filter(|s| !s.ok).count();
+    Ok(Status::from_ok(failed == 0))
+}
+
+fn contenders(decl: &Declaration, args: &flags::BenchArgs) -> anyhow::Result<Vec<Contender>> {
+    let mut all: Vec<Contender> = decl
+        .strategies
+        .keys()
+        .map(|s| Contender::Xtask(s.clone()))
+        .collect();
+    // this project's default first
+    let default = Contender::Xtask(decl.default_strategy.clone());
+    all.sort_by_key(|c| *c != default);
+    all.extend([Contender::Bake, Contender::Compose, Contender::Native]);
+    if args.smoke {
+        return Ok(vec![all[0].clone(), Contender::Native]);
+    }
+    if args.contenders.is_empty() {
+        return Ok(all);
+    }
+    let key = |c: &Contender| match c {
+        Contender::Xtask(s) => s.to_string(),
+        Contender::Bake => "bake".into(),
+        Contender::Compose => "compose".into(),
+        Contender::Native => "native".into(),
+    };
+    let mut chosen = Vec::new();
+    for wanted in &args.contenders {
+        match all.iter().find(|c| key(c) == *wanted) {
+            Some(c) => chosen.push(c.clone()),
+            None => {
+                return Err(UsageError(format!(
+                    "unknown contender `{wanted}`; contenders: {}",
+                    all.iter().map(key).collect::<Vec<_>>().join(", ")
+                ))
+                .into())
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_contender(
+    root: &Path,
+    decl: &Declaration,
+    contender: &Contender,
+    images: &[String],
+    scenarios: &[String],
+    rep: usize,
+    xtask: &Path,
+    out_dir: &Path,
+) -> anyhow::Result<Vec<Sample>> {
+    let slug: String = contender
+        .name()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let sandbox = Sandbox::create(root, &format!("bench-{slug}"), false)?;
+    let namespace = format!("bench-{}", verify::nonce());
+    sandbox.prepare_dockerfiles(&contender.dockerfiles(decl, images), None, &namespace)?;
+    if *contender == Contender::Bake {
+        let plan = plan::plan(
+            decl,
+            &decl.select(images)?,
+            &plan::Options {
+                strategy: "per-service".into(),
+                tag: "bench".into(),
+                log_dir: "bench-logs".into(),
+                ..Default::default()
+            },
+        );
+        fs::write(
+            sandbox.root.join("docker-bake.json"),
+            serde_json::to_string_pretty(&bake::bake_file(&plan))?,
+        )?;
+    }
+    let mut samples = Vec::new();
+    for scenario in scenarios {
+        match scenario.as_str() {
+            "common" => {
+                sandbox.change(Path::new("crates/common"), &namespace)?;
+            }
+            "api" => {
+                sandbox.change(Path::new("crates/api"), &namespace)?;
+            }
+            _ => {}
+        }
+        let log = out_dir.join(format!("{slug}-{scenario}-{}.log", rep + 1));
+        let argv = contender.argv(xtask, images, "bench");
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .current_dir(&sandbox.root)
+            .env_remove("CARGO_MANIFEST_DIR")
+            .stdin(Stdio::null());
+        if *contender == Contender::Native {
+            cmd.env("CARGO_TARGET_DIR", sandbox.root.join("target-native"))
+                .env("CARGO_HOME", sandbox.root.join("cargo-home-native"));
+        }
+        let file =
+            fs::File::create(&log).with_context(|| format!("cannot write {}", log.display()))?;
+        cmd.stdout(file.try_clone()?).stderr(file);
+        eprintln!("bench: rep {} {} {scenario} ...", rep + 1, contender.name());
+        let clock = Instant::now();
+        let status = cmd
+            .status()
+            .with_context(|| format!("cannot run {}", argv.join(" ")))?;
+        let seconds = clock.elapsed().as_secs_f64();
+        eprintln!(
+            "bench: rep {} {} {scenario}: {seconds:.1}s{}",
+            rep + 1,
+            contender.name(),
+            if status.success() {
+                String::new()
+            } else {
+                format!(" FAILED ({status}); log {}", log.display())
+            }
+        );
+        samples.push(Sample {
+            contender: contender.name(),
+            scenario: scenario.clone(),
+            rep: rep + 1,
+            seconds,
+            ok: status.success(),
+            log,
+        });
+    }
+    Ok(samples)
+}
+
+/// Medians and ratios; pure.
+pub fn rows(
+    samples: &[Sample],
+    scenarios: &[String],
+    contenders: &[Contender],
+    default: &str,
+) -> Vec<Row> {
+    let median = |mut v: Vec<f64>| -> Option<f64> {
+        if v.is_empty() {
+            return None;
+        }
+        v.sort_by(|a, b| a.total_cmp(b));
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        })
+    };
+    let mut out = Vec::new();
+    for scenario in scenarios {
+        let times = |contender: &str| -> Vec<f64> {
+            samples
+                .iter()
+                .filter(|s| s.scenario == *scenario && s.contender == contender && s.ok)
+                .map(|s| s.seconds)
+                .collect()
+        };
+        let default_median = median(times(default));
+        let native_median = median(times(&Contender::Native.name()));
+        for contender in contenders {
+            let name = contender.name();
+            let t = times(&name);
+            let m = median(t.clone());
+            let ratio = |base: Option<f64>| match (m, base) {
+                (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                _ => None,
+            };
+            out.push(Row {
+                scenario: scenario.clone(),
+                contender: name.clone(),
+                runs: samples
+                    .iter()
+                    .filter(|s| s.scenario == *scenario && s.contender == name)
+                    .count(),
+                failed: samples
+                    .iter()
+                    .filter(|s| s.scenario == *scenario && s.contender == name && !s.ok)
+                    .count(),
+                median: m,
+                min: t.iter().copied().reduce(f64::min),
+                max: t.iter().copied().reduce(f64::max),
+                vs_default: ratio(default_median),
+                vs_native: ratio(native_median),
+            });
+        }
+    }
+    out
+}
+
+fn capture(args: &[&str]) -> String {
+    crate::engine::capture_with_timeout(
+        Command::new("docker").args(args),
+        std::time::Duration::from_secs(20),
+    )
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|e| format!("unknown ({e})"))
+}
+
+fn fmt_opt(v: Option<f64>, suffix: &str) -> String {
+    v.map(|v| format!("{v:.2}{suffix}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn render_table(report: &BenchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\n{:<8} {:<36} {:>4} {:>9} {:>17} {:>10} {:>9}",
+        "scenario", "contender", "runs", "median", "min-max", "vs ours", "vs native"
+    );
+    for row in &report.rows {
+        let range = match (row.min, row.max) {
+            (Some(a), Some(b)) => format!("{a:.1}-{b:.1}s"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<8} {:<36} {:>4} {:>9} {:>17} {:>10} {:>9}{}",
+            row.scenario,
+            row.contender,
+            row.runs,
+            fmt_opt(row.median, "s"),
+            range,
+            fmt_opt(row.vs_default, "x"),
+            fmt_opt(row.vs_native, "x"),
+            if row.failed > 0 {
+                format!("  ({} FAILED)", row.failed)
+            } else {
+                String::new()
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "{} cores, engine {}, {}; images {}; {} repetition(s); `vs ours` is against xtask {}",
+        report.cores,
+        report.engine,
+        report.buildx,
+        report.images.join(" "),
+        report.reps,
+        report.default_strategy
+    );
+    out
+}
+
+pub fn render_markdown(report: &BenchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "# Benchmarks\n");
+    let _ = writeln!(
+        out,
+        "Measured by `{}` on {} ({} cores, Docker engine {}, {}). Images: {}. {} repetition(s), \
+         contenders alternating; median wall time of each scenario, with min-max. `vs ours` is the \
+         ratio to `cargo xtask docker-build` with the default strategy (`{}`), `vs native` the ratio \
+         to native cargo on the host (the physical limit).\n",
+        report.command,
+        report.date,
+        report.cores,
+        report.engine,
+        report.buildx,
+        report.images.join(", "),
+        report.reps,
+        report.default_strategy
+    );
+    let _ = writeln!(
+        out,
+        "Scenarios: `cold` = empty cache mounts (a fresh cache namespace) and no reusable cargo layer; \
+         `common` = one file of crates/common changed; `api` = one file of crates/api changed; \
+         `noop` = nothing changed.\n"
+    );
+    let _ = writeln!(
+        out,
+        "| scenario | contender | runs | median | min-max | vs ours | vs native |"
+    );
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    for row in &report.rows {
+        let range = match (row.min, row.max) {
+            (Some(a), Some(b)) => format!("{a:.1}-{b:.1} s"),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {}{} | {} | {} | {} | {} |",
+            row.scenario,
+            row.contender,
+            row.runs,
+            if row.failed > 0 {
+                format!(" ({} failed)", row.failed)
+            } else {
+                String::new()
+            },
+            fmt_opt(row.median, " s"),
+            range,
+            fmt_opt(row.vs_default, "x"),
+            fmt_opt(row.vs_native, "x"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(contender: &str, scenario: &str, seconds: f64, ok: bool) -> Sample {
+        Sample {
+            contender: contender.into(),
+            scenario: scenario.into(),
+            rep: 1,
+            seconds,
+            ok,
+            log: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn medians_and_ratios_ignore_failed_runs() {
+        let ours = Contender::Xtask("workspace".into());
+        let samples = vec![
+            sample(&ours.name(), "cold", 50.0, true),
+            sample(&ours.name(), "cold", 60.0, true),
+            sample(&ours.name(), "cold", 55.0, true),
+            sample(&Contender::Native.name(), "cold", 40.0, true),
+            sample(&Contender::Bake.name(), "cold", 100.0, true),
+            sample(&Contender::Bake.name(), "cold", 1.0, false),
+        ];
+        let rows = rows(
+            &samples,
+            &["cold".into()],
+            &[ours.clone(), Contender::Bake, Contender::Native],
+            &ours.name(),
+        );
+        assert_eq!(rows[0].median, Some(55.0));
+        assert_eq!(rows[0].vs_default, Some(1.0));
+        assert_eq!(rows[0].vs_native, Some(55.0 / 40.0));
+        assert_eq!(rows[1].median, Some(100.0));
+        assert_eq!(rows[1].failed, 1);
+        assert_eq!(rows[1].vs_default, Some(100.0 / 55.0));
+        assert_eq!(rows[2].vs_native, Some(1.0));
+    }
+
+    #[test]
+    fn contender_commands() {
+        let images = vec!["api".to_string(), "sensor".to_string()];
+        assert_eq!(
+            Contender::Xtask("workspace".into()).argv(Path::new("/x/xtask"), &images, "bench").join(" "),
+            "/x/xtask docker-build --strategy workspace --tag bench --engine external --log-dir bench-logs api sensor"
+        );
+        assert_eq!(
+            Contender::Bake.argv(Path::new("x"), &images, "t").join(" "),
+            "docker buildx bake --file docker-bake.json --progress=plain api sensor"
+        );
+        assert_eq!(
+            Contender::Compose
+                .argv(Path::new("x"), &images, "t")
+                .join(" "),
+            "docker compose build api sensor"
+        );
+        assert_eq!(
+            Contender::Native
+                .argv(Path::new("x"), &images, "t")
+                .join(" "),
+            "cargo build --release --workspace --exclude xtask --bins"
+        );
+    }
+}
