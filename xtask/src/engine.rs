@@ -82,9 +82,10 @@ impl EngineDir {
 }
 
 /// Points `DOCKER_HOST` at the private engine when the caller configured none, the default socket
-/// does not answer, and the private engine's socket exists. Call once at startup, before threads.
+/// does not accept connections, and the private engine is running. Call once at startup, before threads.
 pub fn use_private_engine_if_needed() {
-    if std::env::var_os("DOCKER_HOST").is_some() || Path::new("/var/run/docker.sock").exists() {
+    let default_answers = std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok();
+    if std::env::var_os("DOCKER_HOST").is_some() || default_answers {
         return;
     }
     let dir = EngineDir::from_env();

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `cache-registry-race` | a cargo `registry`/`git` directory is a shared cache mount while the cargo home around it (where cargo keeps its `.package-cache` locks) is not inside a shared or locked cache mount of the same RUN: concurrent builds unpack the same crates at once (ENGINE.md, "The race in the seed's cache strategy") |
 //! | `target-cache-without-id` | a cache mount of a cargo target directory without `id=`: every Dockerfile mounting that path shares one cache |
-//! | `target-cache-shared-between-services` | a target cache whose id does not contain `${SERVICE}` in a stage that declares `ARG SERVICE`, unless the RUN builds the whole workspace (`--workspace`/`--all`) |
+//! | `target-cache-shared-between-services` | a target cache whose id does not contain `${SERVICE}` in a stage that declares `ARG SERVICE`, unless the RUN builds the whole workspace (`--workspace`/`--all`): one build then owns that target directory, and cargo's own build-directory lock (`target/<profile>/.cargo-lock`) lives inside the mount, so concurrent builds that meet there wait for each other instead of racing |
 //! | `target-cache-never-read` | two stages mount the same target directory under different cache ids: the earlier stage fills a cache that the later one never reads |
 //! | `cargo-failure-ignored` | `\|\| true`, `\|\| :`, `\|\| exit 0` or a trailing `; true` after a cargo command |
 //! | `binary-from-cache-mount` | `COPY --from=stage` (or a `from=stage` mount) of a path inside a cache mount of that stage: cache mounts are not part of the image |
@@ -248,7 +248,7 @@ fn target_cache_ids(run: &Run, findings: &mut Vec<Finding>) {
             message: format!(
                 "the target cache id={id} does not depend on SERVICE, so two services' concurrent builds share one target directory and block or overwrite each other"
             ),
-            fix: format!("include the service in the id (id={id}-${{SERVICE}}), or build the whole workspace (--workspace) in one builder"),
+            fix: format!("include the service in the id (id={id}-${{SERVICE}}), or build the whole workspace (--workspace) in one builder, whose target cache can be shared because cargo's build-directory lock lives inside it"),
         });
     }
 }
