@@ -98,8 +98,17 @@ impl Test {
     {
         let test = Test::new();
         let logs = test.log_dir();
+        let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        // the per-service strategy exercises the most: a Dockerfile and stage per kind of image,
+        // the SERVICE build argument; tests of other strategies say so
+        let strategy: &[&str] = if args.iter().any(|a| a == "--strategy") {
+            &[]
+        } else {
+            &["--strategy", "per-service"]
+        };
         test.args(["docker-build"])
             .args([OsString::from("--log-dir"), logs.into_os_string()])
+            .args(strategy)
             .args(args)
     }
 
