@@ -236,8 +236,15 @@ pub fn metrics(lanes: &[Lane], wall_seconds: f64) -> Metrics {
 
 /// The problems that make a phase's builds unusable for a measurement, as (image, message):
 /// failed builds and cargo steps that did not execute.
-pub fn build_problems(lanes: &[Lane]) -> Vec<(String, String)> {
+///
+/// With `one_builder` (the workspace strategy: every image's build shares one cargo step), BuildKit
+/// runs that step once: one lane executes it and the others may see it CACHED or without the
+/// marker. Then it is enough that some lane executed it.
+pub fn build_problems(lanes: &[Lane], one_builder: bool) -> Vec<(String, String)> {
     let mut out = Vec::new();
+    let some_lane_ran = lanes
+        .iter()
+        .any(|l| l.cargo.as_ref().is_some_and(CargoSpan::ran));
     for lane in lanes {
         let mut push = |m: &str| out.push((lane.image.clone(), m.to_string()));
         if !lane.succeeded {
@@ -246,6 +253,10 @@ pub fn build_problems(lanes: &[Lane]) -> Vec<(String, String)> {
         match &lane.cargo {
             None if lane.succeeded => push("no cargo step was seen"),
             None => {}
+            Some(c) if one_builder && !c.ran() && some_lane_ran => {}
+            Some(c) if one_builder && !c.ran() && lane.succeeded => {
+                push("no build executed the shared cargo step (it was CACHED everywhere)")
+            }
             Some(c) if c.cached => push("the cargo step was CACHED (it did not execute)"),
             Some(c) if !c.ran() && lane.succeeded => {
                 push("the cargo step did not print its exec marker (did it execute?)")
@@ -352,10 +363,13 @@ pub fn is_base_load(name: &str) -> bool {
 /// Dockerfile step (the stages before, the manifests, crates/common) must be CACHED.
 pub fn reuse_changed_failures(steps: &[StepRun], crate_dir: &str) -> Vec<String> {
     let mut out = Vec::new();
+    // the COPY of the changed crate: its own (per-service) or all of crates/ (workspace)
+    let copies_crate = |s: &StepRun| {
+        s.name.contains(&format!("{crate_dir} ")) || s.name.contains(" COPY crates crates")
+    };
     let expected = |s: &StepRun| {
         crate::exec::events::is_cargo_step(&s.name)
-            || (s.name.contains(" COPY ")
-                && (s.name.contains(&format!("{crate_dir} ")) || s.name.contains("--from=")))
+            || (s.name.contains(" COPY ") && (copies_crate(s) || s.name.contains("--from=")))
     };
     let mut copy_ran = false;
     let mut cargo_ran = false;
@@ -367,7 +381,7 @@ pub fn reuse_changed_failures(steps: &[StepRun], crate_dir: &str) -> Vec<String>
             out.push(format!("ran although nothing it uses changed: {}", s.name));
         } else if crate::exec::events::is_cargo_step(&s.name) {
             cargo_ran = true;
-        } else if s.name.contains(&format!("{crate_dir} ")) {
+        } else if copies_crate(s) {
             copy_ran = true;
         }
     }
@@ -486,11 +500,20 @@ mod tests {
         lanes[1].cargo.as_mut().unwrap().cached = true;
         lanes[2].cargo.as_mut().unwrap().marker = false;
         lanes[3].cargo = None;
-        let p = build_problems(&lanes);
+        let p = build_problems(&lanes, false);
         assert_eq!(p.len(), 4, "{p:?}");
         assert_eq!(p[1].0, "executor");
         assert!(p[1].1.contains("CACHED"));
-        assert!(build_problems(&shared()).is_empty());
+        assert!(build_problems(&shared(), false).is_empty());
+        // one shared builder: a lane that took the result of another lane's execution is fine
+        let mut one = shared();
+        one[1].cargo.as_mut().unwrap().cached = true;
+        one[2].cargo.as_mut().unwrap().marker = false;
+        assert!(build_problems(&one, true).is_empty());
+        for lane in &mut one {
+            lane.cargo.as_mut().unwrap().cached = true;
+        }
+        assert_eq!(build_problems(&one, true).len(), 4);
     }
 
     #[test]

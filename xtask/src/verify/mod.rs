@@ -121,8 +121,8 @@ impl Phase {
             .unwrap_or_else(|| self.log_dir.clone())
     }
     /// Failed builds and cargo steps that did not run, as failures with their logs.
-    fn problems(&self, test: &str) -> Vec<Failure> {
-        analysis::build_problems(&self.lanes())
+    fn problems(&self, test: &str, one_builder: bool) -> Vec<Failure> {
+        analysis::build_problems(&self.lanes(), one_builder)
             .into_iter()
             .map(|(image, message)| Failure {
                 test: test.into(),
@@ -209,8 +209,15 @@ pub struct Selection {
 }
 
 pub fn selection(args: &VerifyParallelArgs) -> Result<Selection, UsageError> {
+    // the workspace strategy has one cargo step for all images: nothing per image to overlap
+    let one_builder = args.strategy == "workspace";
+    if one_builder && args.tests.iter().any(|t| t == "perf") {
+        return Err(UsageError(
+            "the perf test compares per-image cargo steps, and the workspace strategy has one cargo step for all images; run `cargo xtask bench` to compare the strategies, or --tests race,reuse".into(),
+        ));
+    }
     let mut sel = Selection {
-        perf: args.tests.is_empty(),
+        perf: args.tests.is_empty() && !one_builder,
         race: args.tests.is_empty(),
         reuse: args.tests.is_empty(),
         runs: args.runs.unwrap_or(if args.quick { 2 } else { 5 }),
@@ -518,8 +525,8 @@ fn perf(
     let shared = measured.pop().expect("two phases");
     let locked = measured.pop().expect("two phases");
     let before = failures.len();
-    failures.extend(locked.problems("perf"));
-    failures.extend(shared.problems("perf"));
+    failures.extend(locked.problems("perf", ctx.strategy == Strategy::Workspace));
+    failures.extend(shared.problems("perf", ctx.strategy == Strategy::Workspace));
     for message in analysis::perf_failures(&locked.metrics, &shared.metrics, images.len()) {
         let log = if message.starts_with("locked") {
             locked.log_dir.clone()
@@ -562,7 +569,7 @@ fn race(
             &namespace,
             Some(file.display().to_string()),
         )?;
-        let mut run_failures = phase.problems("race");
+        let mut run_failures = phase.problems("race", ctx.strategy == Strategy::Workspace);
         for image in &phase.images {
             if let Some(line) = image.race_lines.first() {
                 run_failures.push(Failure {
@@ -615,7 +622,7 @@ fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::R
         WARM_NAMESPACE,
         Some(file.display().to_string()),
     )?;
-    failures.extend(first.problems("reuse"));
+    failures.extend(first.problems("reuse", ctx.strategy == Strategy::Workspace));
     let unchanged = ctx.phase(
         &sandbox,
         &images,
@@ -661,7 +668,7 @@ fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::R
         WARM_NAMESPACE,
         Some(file.display().to_string()),
     )?;
-    failures.extend(changed.problems("reuse"));
+    failures.extend(changed.problems("reuse", ctx.strategy == Strategy::Workspace));
     for run in &changed.images {
         let steps: Vec<analysis::StepRun> = run
             .steps
@@ -821,5 +828,8 @@ mod tests {
         assert!(selection(&args("--tests speed")).is_err());
         assert!(selection(&args("--quick --cold")).is_err());
         assert!(selection(&args("--runs 0")).is_err());
+        let ws = selection(&args("--strategy workspace")).unwrap();
+        assert_eq!((ws.perf, ws.race, ws.reuse), (false, true, true));
+        assert!(selection(&args("--strategy workspace --tests perf")).is_err());
     }
 }

@@ -23,18 +23,23 @@ use super::rewrite;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
-    /// The committed Dockerfiles of docker/ (one shared cargo-home cache mount).
-    Ours,
+    /// The committed per-service Dockerfiles of docker/ (one shared cargo-home cache mount, a
+    /// target cache per service); `ours` is an alias.
+    PerService,
+    /// The committed whole-workspace Dockerfile: one builder shared by every image (the
+    /// declaration's `workspace` strategy).
+    Workspace,
     /// The seed design's literal recipe, docker/reference/Dockerfile.seed*.
     Seed,
 }
 
-pub const NAMES: &[&str] = &["ours", "seed"];
+pub const NAMES: &[&str] = &["per-service", "workspace", "seed"];
 
 impl Strategy {
     pub fn parse(name: &str) -> Result<Strategy, UsageError> {
         match name {
-            "ours" => Ok(Strategy::Ours),
+            "per-service" | "ours" => Ok(Strategy::PerService),
+            "workspace" => Ok(Strategy::Workspace),
             "seed" => Ok(Strategy::Seed),
             other => Err(UsageError(format!(
                 "unknown strategy `{other}` (known: {})",
@@ -45,7 +50,8 @@ impl Strategy {
 
     pub fn name(self) -> &'static str {
         match self {
-            Strategy::Ours => "ours",
+            Strategy::PerService => "per-service",
+            Strategy::Workspace => "workspace",
             Strategy::Seed => "seed",
         }
     }
@@ -53,7 +59,7 @@ impl Strategy {
     /// The Dockerfile, relative to the workspace root, that this strategy builds `image` from.
     pub fn dockerfile(self, image: &ImageDecl) -> anyhow::Result<PathBuf> {
         match self {
-            Strategy::Ours => Ok(image.dockerfile.clone()),
+            Strategy::PerService | Strategy::Workspace => Ok(image.dockerfile.clone()),
             Strategy::Seed => {
                 let name = image
                     .dockerfile
@@ -87,7 +93,17 @@ impl Strategy {
             .iter_mut()
             .filter(|i| selected.contains(&i.name.as_str()))
         {
-            image.dockerfile = self.dockerfile(image)?;
+            if self == Strategy::Workspace {
+                // one Dockerfile for every image, a stage named after each
+                image.dockerfile = decl
+                    .strategies
+                    .get("workspace")
+                    .and_then(|s| s.dockerfile.clone())
+                    .context("the declaration has no `workspace` strategy with a dockerfile")?;
+                image.target = image.name.clone();
+            } else {
+                image.dockerfile = self.dockerfile(image)?;
+            }
         }
         out.default_strategy = PER_IMAGE.into();
         out.strategies.insert(PER_IMAGE.into(), Default::default());
@@ -239,6 +255,8 @@ mod tests {
     fn names_and_seed_mapping() {
         assert_eq!(Strategy::parse("seed").unwrap(), Strategy::Seed);
         assert!(Strategy::parse("chef").is_err());
+        assert_eq!(Strategy::parse("ours").unwrap(), Strategy::PerService);
+        assert_eq!(Strategy::parse("workspace").unwrap(), Strategy::Workspace);
         let image = |file: &str| ImageDecl {
             name: "x".into(),
             binary: "attune-worker".into(),
