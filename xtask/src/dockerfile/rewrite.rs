@@ -110,15 +110,7 @@ pub fn set_sharing(text: &str, mode: Sharing) -> Result<Rewrite, ParseError> {
             });
         }
     }
-    edits.sort_by_key(|(range, _)| range.start);
-    let mut out = String::with_capacity(text.len() + edits.len() * 16);
-    let mut at = 0;
-    for (range, replacement) in &edits {
-        out.push_str(&text[at..range.start]);
-        out.push_str(replacement);
-        at = range.end;
-    }
-    out.push_str(&text[at..]);
+    let out = apply_edits(text, edits);
     let changed = mounts.iter().filter(|m| m.changed).count();
     Ok(Rewrite {
         text: out,
@@ -154,6 +146,21 @@ impl FromStr for Sharing {
             _ => Err(format!("unknown sharing mode `{s}`")),
         }
     }
+}
+
+/// Replaces each byte range of `text` with its replacement (ranges must not overlap); every other
+/// byte stays as it was.
+pub fn apply_edits(text: &str, mut edits: Vec<(std::ops::Range<usize>, String)>) -> String {
+    edits.sort_by_key(|(range, _)| range.start);
+    let mut out = String::with_capacity(text.len() + edits.len() * 24);
+    let mut at = 0;
+    for (range, replacement) in &edits {
+        out.push_str(&text[at..range.start]);
+        out.push_str(replacement);
+        at = range.end;
+    }
+    out.push_str(&text[at..]);
+    out
 }
 
 #[cfg(test)]

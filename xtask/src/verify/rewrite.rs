@@ -7,25 +7,10 @@
 //!
 //! Both go through the Dockerfile model's byte spans; no other byte changes.
 
-use std::ops::Range;
-
-use crate::dockerfile::{model::parse, ParseError};
+use crate::dockerfile::{model::parse, rewrite::apply_edits as apply, ParseError};
 use crate::exec::events::is_cargo_step;
 
 pub const EXEC_MARKER: &str = "verify-exec-start";
-
-fn apply(text: &str, mut edits: Vec<(Range<usize>, String)>) -> String {
-    edits.sort_by_key(|(r, _)| r.start);
-    let mut out = String::with_capacity(text.len() + edits.len() * 24);
-    let mut at = 0;
-    for (range, replacement) in &edits {
-        out.push_str(&text[at..range.start]);
-        out.push_str(replacement);
-        at = range.end;
-    }
-    out.push_str(&text[at..]);
-    out
-}
 
 /// Appends `-<suffix>` to every cache mount's id (adding `id=<target>-<suffix>` where absent).
 pub fn namespace_cache_ids(text: &str, suffix: &str) -> Result<String, ParseError> {
