@@ -159,7 +159,7 @@ pub struct LockWait {
     pub during: Vec<String>,
 }
 
-/// Lock waits, as defined in docs/verify-parallel-results.md: a cargo step's pending time
+/// Lock waits, as defined in docs/DOCKER-OPTIMIZATION-SUMMARY.md: a cargo step's pending time
 /// (`exec_start - started`) when it is at least [`LOCK_WAIT_MIN`] and other images' cargo steps
 /// executed during at least [`LOCK_WAIT_COVER`] of it.
 pub fn lock_waits(lanes: &[Lane]) -> Vec<LockWait> {
