@@ -3,8 +3,9 @@
 //!
 //! Every contender builds the same images (default: api, executor, worker-shell, sensor) in its
 //! own temporary copy of the build context (a [`Sandbox`]) whose cache-mount ids carry a fresh
-//! namespace, so `cold` starts from empty cache mounts and no contender reuses another's cargo
-//! layers. Scenarios run in order on the same sandbox: `cold`, `common` (a file of crates/common
+//! namespace, so `cold` starts from empty cache mounts; `cold` also appends a unique comment to
+//! the root Cargo.toml, because BuildKit's layer cache key ignores cache-mount ids and would
+//! otherwise hand one contender another's identical cargo layer. Scenarios run in order on the same sandbox: `cold`, `common` (a file of crates/common
 //! changed), `api` (a file of crates/api changed), `noop` (nothing changed). Repetitions rotate the
 //! contenders' order. The reference row is native cargo on the host (`cargo build --release
 //! --workspace --bins`, fresh target directory and cargo home for `cold`).
@@ -335,6 +336,18 @@ fn run_contender(
     let mut samples = Vec::new();
     for scenario in scenarios {
         match scenario.as_str() {
+            "cold" => {
+                // BuildKit's layer cache key ignores cache-mount ids: a fresh namespace empties the
+                // mounts but would still reuse another contender's (or repetition's) identical
+                // cargo layer. A unique comment in the root manifest, which every Dockerfile
+                // copies first, leaves no layer to reuse.
+                let manifest = sandbox.root.join("Cargo.toml");
+                let mut text = fs::read_to_string(&manifest)
+                    .with_context(|| format!("cannot read {}", manifest.display()))?;
+                text.push_str(&format!("\n# bench cold build: {namespace}\n"));
+                fs::write(&manifest, text)
+                    .with_context(|| format!("cannot write {}", manifest.display()))?;
+            }
             "common" => {
                 sandbox.change(Path::new("crates/common"), &namespace)?;
             }
