@@ -26,13 +26,20 @@ use crate::{
 };
 
 pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> {
-    let decl = workspace::load(root)?;
-    let plan = plan_from_args(&decl, &args)?;
-    if args.dry_run {
+    // the engine check (a few docker processes) runs while cargo metadata reads the declaration:
+    // a no-op rebuild is dominated by such fixed costs
+    let check_bases = args.engine == flags::EngineMode::Auto && args.builder.is_none();
+    let (decl, check) = std::thread::scope(|s| {
+        let check = (!args.dry_run).then(|| s.spawn(|| check_engine(root, check_bases)));
+        let decl = workspace::load(root);
+        (decl, check.map(|h| h.join().expect("engine check panicked")))
+    });
+    let plan = plan_from_args(&decl?, &args)?;
+    let Some(check) = check else {
         print!("{}", plan::render_dry_run(&plan));
         return Ok(Status::Ok);
-    }
-    preflight(root, &plan, args.engine, args.builder.is_some())?;
+    };
+    preflight_with(root, &plan, args.engine, check?)?;
     let report = execute(root, &plan, progress::detect_mode());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -73,6 +80,30 @@ pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyh
     Ok(plan::plan(decl, &images, &options))
 }
 
+/// What the engine looks like: the probe, and the base images it lacks.
+#[derive(Debug)]
+pub struct EngineCheck {
+    probe: engine::Probe,
+    missing_bases: Vec<String>,
+}
+
+/// Probes the engine and, with `check_bases`, looks up the base images, all at once.
+pub fn check_engine(root: &Path, check_bases: bool) -> anyhow::Result<EngineCheck> {
+    let bases = if check_bases {
+        engine::base_images(root)?
+    } else {
+        Vec::new()
+    };
+    let (probe, missing_bases) = std::thread::scope(|s| {
+        let missing = s.spawn(|| missing_images(&bases));
+        (engine::probe(), missing.join().unwrap_or_default())
+    });
+    Ok(EngineCheck {
+        probe,
+        missing_bases,
+    })
+}
+
 /// Checks what the builds need, with a hint for each failure; starts the private engine when no
 /// engine is reachable and `--engine auto` (the default) allows it.
 pub fn preflight(
@@ -80,6 +111,17 @@ pub fn preflight(
     plan: &Plan,
     mode: flags::EngineMode,
     remote_builder: bool,
+) -> anyhow::Result<()> {
+    let check = check_engine(root, mode == flags::EngineMode::Auto && !remote_builder)?;
+    preflight_with(root, plan, mode, check)
+}
+
+/// [`preflight`] with the engine already checked.
+pub fn preflight_with(
+    root: &Path,
+    plan: &Plan,
+    mode: flags::EngineMode,
+    check: EngineCheck,
 ) -> anyhow::Result<()> {
     for build in &plan.builds {
         let path = root.join(&build.dockerfile);
@@ -99,17 +141,10 @@ pub fn preflight(
         }
         bail!("no `docker` client on PATH\n  hint: install Docker's CLI, or run `cargo xtask engine up` (as root), which installs one with a private engine");
     }
-    // the engine probe and the base-image check run at once: a no-op build is dominated by them
-    let check_bases = mode == flags::EngineMode::Auto && !remote_builder;
-    let bases = if check_bases {
-        engine::base_images(root)?
-    } else {
-        Vec::new()
-    };
-    let (probe, missing) = std::thread::scope(|s| {
-        let missing = s.spawn(|| missing_images(&bases));
-        (engine::probe(), missing.join().unwrap_or_default())
-    });
+    let EngineCheck {
+        probe,
+        missing_bases: missing,
+    } = check;
     if !probe.reachable() {
         let why = probe.error.unwrap_or_default();
         if mode == flags::EngineMode::Auto {
