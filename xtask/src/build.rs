@@ -32,7 +32,10 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     let (decl, check) = std::thread::scope(|s| {
         let check = (!args.dry_run).then(|| s.spawn(|| check_engine(root, check_bases)));
         let decl = workspace::load(root);
-        (decl, check.map(|h| h.join().expect("engine check panicked")))
+        (
+            decl,
+            check.map(|h| h.join().expect("engine check panicked")),
+        )
     });
     let plan = plan_from_args(&decl?, &args)?;
     let Some(check) = check else {
