@@ -4,7 +4,7 @@
 //!
 //! | id | what |
 //! |---|---|
-//! | `cache-registry-race` | a cargo `registry`/`git` directory is a shared cache mount while the cargo home around it (where cargo keeps its `.package-cache` locks) is not inside a shared or locked cache mount of the same RUN: concurrent builds unpack the same crates at once (ENGINE.md, "The race in the seed's cache strategy") |
+//! | `cache-registry-race` | a cargo `registry`/`git` directory is a shared cache mount while the cargo home around it (where cargo keeps its `.package-cache` locks) is not inside a shared or locked cache mount of the same RUN: concurrent builds unpack the same crates at once (docs/QUICKREF-buildkit-cache-strategy.md, "The race in the seed's recipe") |
 //! | `target-cache-without-id` | a cache mount of a cargo target directory without `id=`: every Dockerfile mounting that path shares one cache |
 //! | `target-cache-shared-between-services` | a target cache whose id does not contain `${SERVICE}` in a stage that declares `ARG SERVICE`, unless the RUN builds the whole workspace (`--workspace`/`--all`): one build then owns that target directory, and cargo's own build-directory lock (`target/<profile>/.cargo-lock`) lives inside the mount, so concurrent builds that meet there wait for each other instead of racing |
 //! | `target-cache-never-read` | two stages mount the same target directory under different cache ids: the earlier stage fills a cache that the later one never reads |
