@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Build, verify and maintain the attune workspace's Docker images.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", version, about, long_about = None)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
 pub struct Xtask {
     #[command(subcommand)]
     pub cmd: Cmd,
@@ -100,7 +100,9 @@ pub struct DockerBuildArgs {
     /// worker-python, worker-node, worker-full, pack-binaries; groups: services (api executor
     /// worker-shell sensor), workers, all. Declared in [workspace.metadata.attune] of Cargo.toml
     pub images: Vec<String>,
-    /// Build strategy (default: the declaration's default-strategy)
+    /// Build strategy: `workspace` (one builder compiles every binary once for all images; the
+    /// default), `per-service` (a builder and target cache per service), or another one declared
+    /// in [workspace.metadata.attune.strategies]
     #[arg(long)]
     pub strategy: Option<String>,
     /// How many builds run at once (0: all at once)
