@@ -105,7 +105,6 @@ pub fn lint_docker(root: &Path, args: flags::LintArgs) -> anyhow::Result<Status>
 /// mount set to `mode`, and copies the directory's other regular files unchanged; the source is
 /// not touched. Returns the rewritten files' names and results. For `verify-parallel`'s
 /// temporary locked copy of docker/.
-#[allow(dead_code)]
 pub fn copy_with_sharing(
     src: &Path,
     dst: &Path,
