@@ -229,6 +229,7 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         }
     }
     let default = Contender::Xtask(decl.default_strategy.clone()).name();
+    let (engine, buildx) = crate::engine::probe().versions();
     let rows = rows(&samples, &scenarios, &contenders, &default);
     let report = BenchReport {
         date: verify::report::utc_date(crate::exec::runner::unix_now()),
@@ -239,8 +240,8 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        engine: capture(&["version", "--format", "{{.Server.Version}}"]),
-        buildx: capture(&["buildx", "version"]),
+        engine,
+        buildx,
         images,
         reps,
         default_strategy: decl.default_strategy.clone(),
@@ -456,15 +457,6 @@ pub fn rows(
         }
     }
     out
-}
-
-fn capture(args: &[&str]) -> String {
-    crate::engine::capture_with_timeout(
-        Command::new("docker").args(args),
-        std::time::Duration::from_secs(20),
-    )
-    .map(|s| s.trim().to_string())
-    .unwrap_or_else(|e| format!("unknown ({e})"))
 }
 
 fn fmt_opt(v: Option<f64>, suffix: &str) -> String {

@@ -5,7 +5,6 @@ use std::{
     collections::BTreeMap,
     fmt::Write as _,
     path::{Path, PathBuf},
-    process::Command,
     time::Instant,
 };
 
@@ -98,7 +97,7 @@ pub fn check_engine(root: &Path, check_bases: bool) -> anyhow::Result<EngineChec
         Vec::new()
     };
     let (probe, missing_bases) = std::thread::scope(|s| {
-        let missing = s.spawn(|| missing_images(&bases));
+        let missing = s.spawn(|| engine::missing_images(&bases));
         (engine::probe(), missing.join().unwrap_or_default())
     });
     Ok(EngineCheck {
@@ -167,43 +166,6 @@ pub fn preflight_with(
         return engine::up(root, &engine::EngineDir::from_env());
     }
     Ok(())
-}
-
-/// The images of `images` that the engine does not have (one `docker image inspect` for all).
-fn missing_images(images: &[String]) -> Vec<String> {
-    let found = inspect_images(images);
-    images
-        .iter()
-        .filter(|i| !found.contains_key(i.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// `reference -> (image ID, size)` for the references the engine has, in one process.
-fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> {
-    let mut found = BTreeMap::new();
-    if references.is_empty() {
-        return found;
-    }
-    // one line per image, `reference id size`; a missing one only prints an error on stderr
-    let output = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
-        .args(references)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .output();
-    let Ok(output) = output else { return found };
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let present = references
-        .iter()
-        .filter(|r| !stderr.contains(&format!("No such image: {r}")));
-    for (reference, line) in present.zip(String::from_utf8_lossy(&output.stdout).lines()) {
-        let mut parts = line.split_whitespace();
-        if let (Some(id), Some(size)) = (parts.next(), parts.next().and_then(|s| s.parse().ok())) {
-            found.insert(reference.clone(), (id.to_string(), size));
-        }
-    }
-    found
 }
 
 /// The outcome of one image's build, as the summary and `--json` show it.
@@ -283,7 +245,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .filter(|(b, j)| b.loaded && j.outcome == Outcome::Succeeded)
         .filter_map(|(b, _)| b.tag.clone())
         .collect();
-    let inspected = inspect_images(&loaded);
+    let inspected = engine::inspect_images(&loaded);
     let images: Vec<ImageReport> = plan
         .builds
         .iter()

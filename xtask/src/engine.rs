@@ -11,6 +11,7 @@
 //! `DOCKER_HOST` at the private socket when no other engine is configured.
 
 use std::{
+    collections::BTreeMap,
     fs,
     io::Write,
     path::{Path, PathBuf},
@@ -21,7 +22,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{flags, Status};
+use crate::{flags, util::send_signal, Status};
 
 /// The Debian release the images are based on, and the suite Docker's packages come from.
 const DEBIAN_SUITE: &str = "bookworm";
@@ -105,6 +106,15 @@ pub struct Probe {
 impl Probe {
     pub fn reachable(&self) -> bool {
         self.server_version.is_some()
+    }
+
+    /// The engine's and buildx's versions, for reports (`unknown (why)` when absent).
+    pub fn versions(&self) -> (String, String) {
+        let unknown = || format!("unknown ({})", self.error.as_deref().unwrap_or("no answer"));
+        (
+            self.server_version.clone().unwrap_or_else(unknown),
+            self.buildx_version.clone().unwrap_or_else(unknown),
+        )
     }
 }
 
@@ -205,14 +215,14 @@ pub fn down(dir: &EngineDir) -> anyhow::Result<()> {
         let _ = fs::remove_file(dir.pidfile());
         return Ok(());
     };
-    signal(pid, libc::SIGTERM);
+    send_signal(pid as i32, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(100));
     }
     if Path::new(&format!("/proc/{pid}")).exists() {
         eprintln!("engine: dockerd {pid} ignored SIGTERM for 30 s, killing it");
-        signal(pid, libc::SIGKILL);
+        send_signal(pid as i32, libc::SIGKILL);
     }
     eprintln!("engine: private dockerd (pid {pid}) stopped");
     Ok(())
@@ -240,8 +250,10 @@ fn status(root: &Path, dir: &EngineDir) -> anyhow::Result<Status> {
         None => println!("private engine: not running ({})", dir.root.display()),
     }
     if probe.reachable() {
-        for image in base_images(root)? {
-            let present = image_exists(&image);
+        let bases = base_images(root)?;
+        let missing = missing_images(&bases);
+        for image in bases {
+            let present = !missing.contains(&image);
             println!(
                 "base image {image}: {}",
                 if present { "present" } else { "missing" }
@@ -464,23 +476,48 @@ fn wait_for_socket(dir: &EngineDir) -> anyhow::Result<()> {
     }
 }
 
-fn image_exists(image: &str) -> bool {
-    Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}}", image])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+/// The images of `images` that the engine does not have (one `docker image inspect` for all).
+pub fn missing_images(images: &[String]) -> Vec<String> {
+    let found = inspect_images(images);
+    images
+        .iter()
+        .filter(|i| !found.contains_key(i.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// `reference -> (image ID, size)` for the references the engine has, in one process.
+pub fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> {
+    let mut found = BTreeMap::new();
+    if references.is_empty() {
+        return found;
+    }
+    // one line per image, `reference id size`; a missing one only prints an error on stderr
+    let output = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
+        .args(references)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let Ok(output) = output else { return found };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let present = references
+        .iter()
+        .filter(|r| !stderr.contains(&format!("No such image: {r}")));
+    for (reference, line) in present.zip(String::from_utf8_lossy(&output.stdout).lines()) {
+        let mut parts = line.split_whitespace();
+        if let (Some(id), Some(size)) = (parts.next(), parts.next().and_then(|s| s.parse().ok())) {
+            found.insert(reference.clone(), (id.to_string(), size));
+        }
+    }
+    found
 }
 
 /// Pulls the base images, or, when no registry answers, makes them locally.
 fn ensure_base_images(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
     let rust_version = workspace_rust_version(root)?;
     let rust = rust_image(&rust_version);
-    let missing: Vec<String> = [rust.clone(), RUNTIME_IMAGE.to_string()]
-        .into_iter()
-        .filter(|i| !image_exists(i))
-        .collect();
+    let missing = missing_images(&[rust.clone(), RUNTIME_IMAGE.to_string()]);
     if missing.is_empty() {
         return Ok(());
     }
@@ -644,13 +681,6 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn signal(pid: u32, sig: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid as libc::pid_t, sig);
-    }
-}
-
 pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     let status = cmd
         .stdin(Stdio::null())
@@ -685,7 +715,7 @@ pub fn capture_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Res
             }
         }
         Err(_) => {
-            signal(pid, libc::SIGKILL);
+            send_signal(pid as i32, libc::SIGKILL);
             bail!("timed out after {} s", timeout.as_secs())
         }
     }

@@ -63,3 +63,12 @@ pub fn workspace_root() -> anyhow::Result<PathBuf> {
         cwd.display()
     )
 }
+
+/// Sends `signal` to process `pid`, or to process group `-pid` when negative. Errors (the process
+/// is already gone) are ignored: every caller only wants the process stopped.
+pub fn send_signal(pid: i32, signal: libc::c_int) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}

@@ -19,6 +19,8 @@ use std::{
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::util::send_signal;
+
 use super::events::{CargoStep, Chunk, Splitter, Step, Tracker, Update};
 
 /// One process to run: a build, with where its log goes.
@@ -117,24 +119,17 @@ fn install_signal_handler() {
             eprintln!("\ninterrupted: stopping every running build");
             let pgids: Vec<u32> = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
             for pgid in &pgids {
-                kill_group(*pgid, libc::SIGTERM);
+                send_signal(-(*pgid as i32), libc::SIGTERM);
             }
             thread::spawn(|| {
                 thread::sleep(Duration::from_secs(5));
                 let pgids: Vec<u32> = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
                 for pgid in pgids {
-                    kill_group(pgid, libc::SIGKILL);
+                    send_signal(-(pgid as i32), libc::SIGKILL);
                 }
             });
         });
     });
-}
-
-fn kill_group(pgid: u32, signal: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions; a negative pid names a process group.
-    unsafe {
-        libc::kill(-(pgid as libc::pid_t), signal);
-    }
 }
 
 fn not_started(job: &Job) -> JobResult {

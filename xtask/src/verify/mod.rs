@@ -22,8 +22,7 @@ pub mod strategy;
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Command,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use anyhow::{bail, Context};
@@ -752,11 +751,7 @@ fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> String {
 }
 
 fn environment(ctx: &Ctx, images: &[ImageDecl]) -> Environment {
-    let capture = |args: &[&str]| {
-        engine::capture_with_timeout(Command::new("docker").args(args), Duration::from_secs(20))
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|e| format!("unknown ({e})"))
-    };
+    let (engine, buildx) = engine::probe().versions();
     Environment {
         date: report::utc_date(runner::unix_now()),
         command: std::iter::once("cargo xtask".to_string())
@@ -766,8 +761,8 @@ fn environment(ctx: &Ctx, images: &[ImageDecl]) -> Environment {
         cores: std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1),
-        engine: capture(&["version", "--format", "{{.Server.Version}}"]),
-        buildx: capture(&["buildx", "version"]),
+        engine,
+        buildx,
         strategy: ctx.strategy.name().into(),
         images: images.iter().map(|i| i.name.clone()).collect(),
     }
