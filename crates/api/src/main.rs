@@ -71,14 +71,7 @@ fn self_check(settings: &Result<Settings, ConfigError>) -> HealthReport {
     let checks = match settings {
         Ok(s) => vec![
             Check::ok("config", format!("bind={}", s.api.bind)),
-            Check::ok(
-                "logging",
-                format!(
-                    "level={} format={}",
-                    s.log.level,
-                    if s.log.json { "json" } else { "text" }
-                ),
-            ),
+            s.log.check(),
         ],
         Err(err) => vec![Check::fail("config", err.to_string())],
     };

@@ -77,6 +77,19 @@ pub fn config_error(service: &str, err: &ConfigError) -> ExitCode {
     ExitCode::from(EXIT_USAGE)
 }
 
+/// The exit status of a service whose output stream ended with `result`: a closed stdout
+/// (e.g. `| head -1`) is a normal way to stop; any other error is reported and exits 1.
+pub fn finish_output(service: &str, result: std::io::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::from(EXIT_OK),
+        Err(err) => {
+            eprintln!("{service}: {err}");
+            ExitCode::from(EXIT_FAILURE)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

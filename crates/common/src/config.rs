@@ -212,6 +212,18 @@ pub fn parse_log_format(raw: &str) -> Result<bool, String> {
 }
 
 impl LogConfig {
+    /// The self-check entry every service reports for its logging settings.
+    pub fn check(&self) -> crate::Check {
+        crate::Check::ok(
+            "logging",
+            format!(
+                "level={} format={}",
+                self.level,
+                if self.json { "json" } else { "text" }
+            ),
+        )
+    }
+
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let default = Self::default();
         Ok(Self {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::json;
 
-use attune_common::cli::{self, EXIT_FAILURE};
+use attune_common::cli;
 use attune_common::config::{self, ConfigError, Env, TimerConfig};
 use attune_common::{Check, HealthReport, SensorEvent};
 
@@ -115,14 +115,8 @@ fn main() -> ExitCode {
         Ok(t) => t,
         Err(err) => return cli::config_error(SERVICE, &err),
     };
-    match run(&cli, &timer, &mut std::io::stdout().lock()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{SERVICE}: cannot write events: {err}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    // the only errors are writes to stdout
+    cli::finish_output(SERVICE, run(&cli, &timer, &mut std::io::stdout().lock()))
 }
 
 #[cfg(test)]

@@ -101,14 +101,7 @@ fn self_check(settings: &Result<Settings, ConfigError>) -> HealthReport {
                     runtimes_text(&s.executor.runtimes)
                 ),
             ),
-            Check::ok(
-                "logging",
-                format!(
-                    "level={} format={}",
-                    s.log.level,
-                    if s.log.json { "json" } else { "text" }
-                ),
-            ),
+            s.log.check(),
         ],
         Err(err) => vec![Check::fail("config", err.to_string())],
     };

@@ -232,15 +232,7 @@ fn main() -> ExitCode {
             Err(err) => Err(err),
         }
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        // a closed stdout (e.g. `| head -1`) is a normal way to stop
-        Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
-        Err(err) => {
-            eprintln!("{SERVICE}: {err}");
-            ExitCode::from(EXIT_FAILURE)
-        }
-    }
+    cli::finish_output(SERVICE, result)
 }
 
 #[cfg(test)]
