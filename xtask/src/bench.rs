@@ -55,31 +55,13 @@ impl Contender {
         }
     }
 
-    /// The Dockerfiles this contender builds, relative to the root (their cache ids get the
-    /// sandbox's namespace).
-    fn dockerfiles(&self, decl: &Declaration, images: &[String]) -> Vec<PathBuf> {
-        let strategy = match self {
-            Contender::Xtask(s) => s.as_str(),
-            Contender::Bake | Contender::Compose => "per-service",
-            Contender::Native => return Vec::new(),
-        };
-        match decl
-            .strategies
-            .get(strategy)
-            .and_then(|s| s.dockerfile.clone())
-        {
-            Some(file) => vec![file],
-            None => {
-                let mut files: Vec<PathBuf> = decl
-                    .images
-                    .iter()
-                    .filter(|i| images.contains(&i.name))
-                    .map(|i| i.dockerfile.clone())
-                    .collect();
-                files.sort();
-                files.dedup();
-                files
-            }
+    /// The docker-build strategy whose Dockerfiles this contender builds (bake and compose use the
+    /// per-service Dockerfiles); none for native cargo.
+    fn strategy(&self) -> Option<&str> {
+        match self {
+            Contender::Xtask(s) => Some(s),
+            Contender::Bake | Contender::Compose => Some("per-service"),
+            Contender::Native => None,
         }
     }
 
@@ -317,22 +299,29 @@ fn run_contender(
         .collect();
     let sandbox = Sandbox::create(root, &format!("bench-{slug}"), false)?;
     let namespace = format!("bench-{}", verify::nonce());
-    sandbox.prepare_dockerfiles(&contender.dockerfiles(decl, images), None, &namespace)?;
-    if *contender == Contender::Bake {
+    if let Some(strategy) = contender.strategy() {
+        // the plan says which Dockerfiles the builds use; their cache ids get the namespace
         let plan = plan::plan(
             decl,
             &decl.select(images)?,
             &plan::Options {
-                strategy: "per-service".into(),
+                strategy: strategy.into(),
                 tag: "bench".into(),
                 log_dir: "bench-logs".into(),
                 ..Default::default()
             },
         );
-        fs::write(
-            sandbox.root.join("docker-bake.json"),
-            serde_json::to_string_pretty(&bake::bake_file(&plan))?,
-        )?;
+        let mut dockerfiles: Vec<PathBuf> =
+            plan.builds.iter().map(|b| b.dockerfile.clone()).collect();
+        dockerfiles.sort();
+        dockerfiles.dedup();
+        sandbox.prepare_dockerfiles(&dockerfiles, None, &namespace)?;
+        if *contender == Contender::Bake {
+            fs::write(
+                sandbox.root.join("docker-bake.json"),
+                serde_json::to_string_pretty(&bake::bake_file(&plan))?,
+            )?;
+        }
     }
     let mut samples = Vec::new();
     for scenario in scenarios {
