@@ -64,7 +64,23 @@ impl EngineDir {
             format!("--exec-root={}", self.root.join("exec").display()),
             format!("--pidfile={}", self.pidfile().display()),
             format!("--host={}", self.docker_host()),
+            format!("--config-file={}", self.config_file().display()),
         ]
+    }
+    /// The daemon's configuration: the containerd image store, without which the default docker
+    /// driver refuses `--cache-to type=local|registry` (the layer cache could not leave the engine).
+    pub fn config_file(&self) -> PathBuf {
+        self.root.join("daemon.json")
+    }
+    /// Whether the running daemon was started with this version's configuration (an engine
+    /// started by an older xtask has no `--config-file`, hence no containerd image store).
+    fn runs_current_config(&self, pid: u32) -> bool {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let config = format!("--config-file={}", self.config_file().display());
+        cmdline
+            .split(|b| *b == 0)
+            .any(|arg| arg == config.as_bytes())
+            && fs::read_to_string(self.config_file()).is_ok_and(|text| text == DAEMON_JSON)
     }
     /// The pid of the dockerd this directory's pid file names, if that process is alive and
     /// really is our dockerd (a pid file left by a killed daemon is stale).
@@ -166,7 +182,11 @@ pub fn run(root: &Path, args: flags::EngineArgs) -> anyhow::Result<Status> {
 /// needed. Used by `engine up` and by every command that needs an engine.
 pub fn up(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
     let before = probe();
-    if before.reachable() && before.buildx_version.is_some() {
+    let ours_outdated = dir
+        .running_pid()
+        .is_some_and(|pid| !dir.runs_current_config(pid))
+        && std::env::var("DOCKER_HOST").ok() == Some(dir.docker_host());
+    if before.reachable() && before.buildx_version.is_some() && !ours_outdated {
         eprintln!(
             "engine: Docker {} reachable{}",
             before.server_version.as_deref().unwrap_or("?"),
@@ -416,13 +436,21 @@ fn mirror_from_sources(text: &str) -> Option<String> {
     })
 }
 
+/// The private daemon's daemon.json: the containerd image store (see `EngineDir::config_file`).
+const DAEMON_JSON: &str = "{\"features\": {\"containerd-snapshotter\": true}}\n";
+
 fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
     if let Some(pid) = dir.running_pid() {
-        eprintln!("engine: private dockerd already running (pid {pid})");
-        return wait_for_socket(dir);
+        if dir.runs_current_config(pid) {
+            eprintln!("engine: private dockerd already running (pid {pid})");
+            return wait_for_socket(dir);
+        }
+        eprintln!("engine: private dockerd (pid {pid}) runs without the containerd image store; restarting it");
+        down(dir)?;
     }
     fs::create_dir_all(&dir.root)
         .with_context(|| format!("cannot create {}", dir.root.display()))?;
+    write_if_changed(&dir.config_file(), DAEMON_JSON)?;
     // a pid file or socket left by a daemon that was killed is stale
     let _ = fs::remove_file(dir.pidfile());
     let _ = fs::remove_file(dir.socket());
