@@ -22,7 +22,12 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{flags, util::send_signal, Status};
+use crate::{
+    flags,
+    registry::{self, Registry},
+    util::send_signal,
+    Status,
+};
 
 /// The Debian release the images are based on, and the suite Docker's packages come from.
 const DEBIAN_SUITE: &str = "bookworm";
@@ -174,7 +179,7 @@ pub fn run(root: &Path, args: flags::EngineArgs) -> anyhow::Result<Status> {
     match args.cmd {
         flags::EngineCmd::Up => up(root, &dir).map(|()| Status::Ok),
         flags::EngineCmd::Down => down(&dir).map(|()| Status::Ok),
-        flags::EngineCmd::Status => status(root, &dir),
+        flags::EngineCmd::Status { json } => status(root, &dir, json),
     }
 }
 
@@ -216,7 +221,22 @@ pub fn up(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
             dir.docker_host()
         );
     }
-    ensure_base_images(root, dir)
+    ensure_base_images(root, dir)?;
+    ensure_registry(dir)
+}
+
+/// The local registry beside the engine (see `registry`): installed from Debian's
+/// `docker-registry` when missing, started when not running.
+fn ensure_registry(dir: &EngineDir) -> anyhow::Result<()> {
+    let registry = Registry::new(&dir.root)?;
+    if registry.running_pid().is_some() && registry::answers(registry.addr) {
+        return registry.up();
+    }
+    if which::which(registry::BINARY).is_err() {
+        require_root("install the local registry (Debian's docker-registry)")?;
+        install(&[registry::BINARY.to_string()])?;
+    }
+    registry.up()
 }
 
 fn docker_host_note() -> String {
@@ -227,6 +247,7 @@ fn docker_host_note() -> String {
 }
 
 pub fn down(dir: &EngineDir) -> anyhow::Result<()> {
+    Registry::new(&dir.root)?.down()?;
     let Some(pid) = dir.running_pid() else {
         eprintln!(
             "engine: no private dockerd of ours is running (pid file {})",
@@ -248,20 +269,66 @@ pub fn down(dir: &EngineDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn status(root: &Path, dir: &EngineDir) -> anyhow::Result<Status> {
+/// What `engine status` reports (`--json` prints it as is).
+#[derive(Debug, serde::Serialize)]
+struct EngineStatus {
+    reachable: bool,
+    server_version: Option<String>,
+    docker_host: Option<String>,
+    error: Option<String>,
+    buildx_version: Option<String>,
+    private_engine_pid: Option<u32>,
+    private_engine_socket: PathBuf,
+    /// Base image reference -> present (only when the engine is reachable).
+    base_images: BTreeMap<String, bool>,
+    registry: Option<registry::RegistryStatus>,
+}
+
+fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
     let probe = probe();
-    match &probe.server_version {
+    let mut base_images_present = BTreeMap::new();
+    if probe.reachable() {
+        let bases = base_images(root)?;
+        let missing = missing_images(&bases);
+        for image in bases {
+            let present = !missing.contains(&image);
+            base_images_present.insert(image, present);
+        }
+    }
+    let report = EngineStatus {
+        reachable: probe.reachable(),
+        server_version: probe.server_version.clone(),
+        docker_host: std::env::var("DOCKER_HOST").ok(),
+        error: probe.error.clone(),
+        buildx_version: probe.buildx_version.clone(),
+        private_engine_pid: dir.running_pid(),
+        private_engine_socket: dir.socket(),
+        base_images: base_images_present,
+        registry: Registry::new(&dir.root).ok().map(|r| r.status()),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_status(&report, dir);
+    }
+    Ok(Status::from_ok(
+        report.reachable && report.buildx_version.is_some(),
+    ))
+}
+
+fn print_status(report: &EngineStatus, dir: &EngineDir) {
+    match &report.server_version {
         Some(version) => println!("engine: Docker {version} reachable{}", docker_host_note()),
         None => println!(
             "engine: not reachable ({}); start one with `cargo xtask engine up`",
-            probe.error.as_deref().unwrap_or("unknown error")
+            report.error.as_deref().unwrap_or("unknown error")
         ),
     }
     println!(
         "buildx: {}",
-        probe.buildx_version.as_deref().unwrap_or("not installed")
+        report.buildx_version.as_deref().unwrap_or("not installed")
     );
-    match dir.running_pid() {
+    match report.private_engine_pid {
         Some(pid) => println!(
             "private engine: running, pid {pid}, socket {} (export DOCKER_HOST={})",
             dir.socket().display(),
@@ -269,20 +336,30 @@ fn status(root: &Path, dir: &EngineDir) -> anyhow::Result<Status> {
         ),
         None => println!("private engine: not running ({})", dir.root.display()),
     }
-    if probe.reachable() {
-        let bases = base_images(root)?;
-        let missing = missing_images(&bases);
-        for image in bases {
-            let present = !missing.contains(&image);
-            println!(
-                "base image {image}: {}",
-                if present { "present" } else { "missing" }
-            );
+    for (image, present) in &report.base_images {
+        println!(
+            "base image {image}: {}",
+            if *present { "present" } else { "missing" }
+        );
+    }
+    if let Some(registry) = &report.registry {
+        match (registry.pid, registry.answers) {
+            (Some(pid), true) => println!(
+                "registry: running at {} (pid {pid}), data {}",
+                registry.address,
+                registry.data.display()
+            ),
+            (Some(pid), false) => println!(
+                "registry: process {pid} runs but {} does not answer",
+                registry.address
+            ),
+            (None, true) => println!(
+                "registry: {} answers, but not ours (no pid file)",
+                registry.address
+            ),
+            (None, false) => println!("registry: not running (`cargo xtask engine up` starts it)"),
         }
     }
-    Ok(Status::from_ok(
-        probe.reachable() && probe.buildx_version.is_some(),
-    ))
 }
 
 /// The base images the Dockerfiles name by default.
@@ -377,6 +454,17 @@ fn install_packages() -> anyhow::Result<()> {
         &format!("Package: *\nPin: release n={ENGINE_SUITE}\nPin-Priority: 100\n"),
     )?;
     eprintln!("engine: installing {} (from {mirror})", wanted.join(" "));
+    install(&wanted)
+}
+
+/// `apt-get update` and `apt-get install` of `packages` (names, or `name/suite`).
+fn install(packages: &[String]) -> anyhow::Result<()> {
+    if which::which("apt-get").is_err() {
+        bail!(
+            "cannot install {}: no apt-get on this machine",
+            packages.join(" ")
+        );
+    }
     run_checked(
         Command::new("apt-get").args(["update", "-q"]),
         "apt-get update",
@@ -385,7 +473,7 @@ fn install_packages() -> anyhow::Result<()> {
     install
         .env("DEBIAN_FRONTEND", "noninteractive")
         .args(["install", "-y", "-q", "--no-install-recommends"])
-        .args(&wanted);
+        .args(packages);
     run_checked(&mut install, "apt-get install")?;
     Ok(())
 }

@@ -88,10 +88,16 @@ pub enum EngineCmd {
     /// Make an engine reachable: install Debian's docker.io and buildx if needed, start a private
     /// dockerd on its own socket, and create the base images locally when no registry answers
     Up,
-    /// Stop the private dockerd that `up` started (found by its pid file), and nothing else
+    /// Stop the private dockerd and the local registry that `up` started (found by their pid
+    /// files), and nothing else
     Down,
-    /// Say which engine is reachable, its versions, and whether the base images are present
-    Status,
+    /// Say which engine is reachable, its versions, whether the base images are present, and
+    /// the local registry's address (exit 1 when no engine with buildx answers)
+    Status {
+        /// Print the report as JSON
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,7 @@ mod exec;
 mod flags;
 mod plan;
 mod policy;
+mod registry;
 mod smoke;
 mod util;
 mod verify;
