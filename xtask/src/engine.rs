@@ -11,7 +11,6 @@
 //! `DOCKER_HOST` at the private socket when no other engine is configured.
 
 use std::{
-    collections::BTreeMap,
     fs,
     io::Write,
     path::{Path, PathBuf},
@@ -23,10 +22,9 @@ use std::{
 use anyhow::{bail, Context};
 
 use crate::{
-    flags,
+    docker::{missing_images, probe},
+    proc::{capture_with_timeout, run_checked, send_signal},
     registry::{self, Registry},
-    util::send_signal,
-    Status,
 };
 
 /// The Debian release the images are based on, and the suite Docker's packages come from.
@@ -116,73 +114,6 @@ pub fn use_private_engine_if_needed() {
     }
 }
 
-/// What a probe of the configured engine found.
-#[derive(Debug, Clone)]
-pub struct Probe {
-    pub server_version: Option<String>,
-    pub buildx_version: Option<String>,
-    pub error: Option<String>,
-}
-
-impl Probe {
-    pub fn reachable(&self) -> bool {
-        self.server_version.is_some()
-    }
-
-    /// The engine's and buildx's versions, for reports (`unknown (why)` when absent).
-    pub fn versions(&self) -> (String, String) {
-        let unknown = || format!("unknown ({})", self.error.as_deref().unwrap_or("no answer"));
-        (
-            self.server_version.clone().unwrap_or_else(unknown),
-            self.buildx_version.clone().unwrap_or_else(unknown),
-        )
-    }
-}
-
-pub fn probe() -> Probe {
-    if which::which("docker").is_err() {
-        return Probe {
-            server_version: None,
-            buildx_version: None,
-            error: Some("no `docker` client on PATH".into()),
-        };
-    }
-    let (server, buildx) = thread::scope(|s| {
-        let buildx = s.spawn(|| {
-            capture_with_timeout(
-                Command::new("docker").args(["buildx", "version"]),
-                Duration::from_secs(10),
-            )
-        });
-        let server = capture_with_timeout(
-            Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
-            Duration::from_secs(10),
-        );
-        (server, buildx.join().expect("probe thread panicked"))
-    });
-    match server {
-        Ok(version) => Probe {
-            server_version: Some(version.trim().to_string()),
-            buildx_version: buildx.ok().map(|v| v.trim().to_string()),
-            error: None,
-        },
-        Err(err) => Probe {
-            server_version: None,
-            buildx_version: buildx.ok().map(|v| v.trim().to_string()),
-            error: Some(format!("{err:#}")),
-        },
-    }
-}
-
-pub fn run(root: &Path, args: flags::EngineArgs) -> anyhow::Result<Status> {
-    let dir = EngineDir::from_env();
-    match args.cmd {
-        flags::EngineCmd::Up => up(root, &dir).map(|()| Status::Ok),
-        flags::EngineCmd::Down => down(&dir).map(|()| Status::Ok),
-        flags::EngineCmd::Status { json } => status(root, &dir, json),
-    }
-}
-
 /// Makes sure an engine with buildx and the base images is reachable, starting the private one if
 /// needed. Used by `engine up` and by every command that needs an engine.
 pub fn up(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
@@ -239,7 +170,7 @@ fn ensure_registry(dir: &EngineDir) -> anyhow::Result<()> {
     registry.up()
 }
 
-fn docker_host_note() -> String {
+pub fn docker_host_note() -> String {
     match std::env::var("DOCKER_HOST") {
         Ok(host) => format!(" at {host}"),
         Err(_) => String::new(),
@@ -267,99 +198,6 @@ pub fn down(dir: &EngineDir) -> anyhow::Result<()> {
     }
     eprintln!("engine: private dockerd (pid {pid}) stopped");
     Ok(())
-}
-
-/// What `engine status` reports (`--json` prints it as is).
-#[derive(Debug, serde::Serialize)]
-struct EngineStatus {
-    reachable: bool,
-    server_version: Option<String>,
-    docker_host: Option<String>,
-    error: Option<String>,
-    buildx_version: Option<String>,
-    private_engine_pid: Option<u32>,
-    private_engine_socket: PathBuf,
-    /// Base image reference -> present (only when the engine is reachable).
-    base_images: BTreeMap<String, bool>,
-    registry: Option<registry::RegistryStatus>,
-}
-
-fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
-    let probe = probe();
-    let mut base_images_present = BTreeMap::new();
-    if probe.reachable() {
-        let bases = base_images(root)?;
-        let missing = missing_images(&bases);
-        for image in bases {
-            let present = !missing.contains(&image);
-            base_images_present.insert(image, present);
-        }
-    }
-    let report = EngineStatus {
-        reachable: probe.reachable(),
-        server_version: probe.server_version.clone(),
-        docker_host: std::env::var("DOCKER_HOST").ok(),
-        error: probe.error.clone(),
-        buildx_version: probe.buildx_version.clone(),
-        private_engine_pid: dir.running_pid(),
-        private_engine_socket: dir.socket(),
-        base_images: base_images_present,
-        registry: Registry::new(&dir.root).ok().map(|r| r.status()),
-    };
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print_status(&report, dir);
-    }
-    Ok(Status::from_ok(
-        report.reachable && report.buildx_version.is_some(),
-    ))
-}
-
-fn print_status(report: &EngineStatus, dir: &EngineDir) {
-    match &report.server_version {
-        Some(version) => println!("engine: Docker {version} reachable{}", docker_host_note()),
-        None => println!(
-            "engine: not reachable ({}); start one with `cargo xtask engine up`",
-            report.error.as_deref().unwrap_or("unknown error")
-        ),
-    }
-    println!(
-        "buildx: {}",
-        report.buildx_version.as_deref().unwrap_or("not installed")
-    );
-    match report.private_engine_pid {
-        Some(pid) => println!(
-            "private engine: running, pid {pid}, socket {} (export DOCKER_HOST={})",
-            dir.socket().display(),
-            dir.docker_host()
-        ),
-        None => println!("private engine: not running ({})", dir.root.display()),
-    }
-    for (image, present) in &report.base_images {
-        println!(
-            "base image {image}: {}",
-            if *present { "present" } else { "missing" }
-        );
-    }
-    if let Some(registry) = &report.registry {
-        match (registry.pid, registry.answers) {
-            (Some(pid), true) => println!(
-                "registry: running at {} (pid {pid}), data {}",
-                registry.address,
-                registry.data.display()
-            ),
-            (Some(pid), false) => println!(
-                "registry: process {pid} runs but {} does not answer",
-                registry.address
-            ),
-            (None, true) => println!(
-                "registry: {} answers, but not ours (no pid file)",
-                registry.address
-            ),
-            (None, false) => println!("registry: not running (`cargo xtask engine up` starts it)"),
-        }
-    }
 }
 
 /// The base images the Dockerfiles name by default.
@@ -592,43 +430,6 @@ fn wait_for_socket(dir: &EngineDir) -> anyhow::Result<()> {
     }
 }
 
-/// The images of `images` that the engine does not have (one `docker image inspect` for all).
-pub fn missing_images(images: &[String]) -> Vec<String> {
-    let found = inspect_images(images);
-    images
-        .iter()
-        .filter(|i| !found.contains_key(i.as_str()))
-        .cloned()
-        .collect()
-}
-
-/// `reference -> (image ID, size)` for the references the engine has, in one process.
-pub fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> {
-    let mut found = BTreeMap::new();
-    if references.is_empty() {
-        return found;
-    }
-    // one line per image, `reference id size`; a missing one only prints an error on stderr
-    let output = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
-        .args(references)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output();
-    let Ok(output) = output else { return found };
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let present = references
-        .iter()
-        .filter(|r| !stderr.contains(&format!("No such image: {r}")));
-    for (reference, line) in present.zip(String::from_utf8_lossy(&output.stdout).lines()) {
-        let mut parts = line.split_whitespace();
-        if let (Some(id), Some(size)) = (parts.next(), parts.next().and_then(|s| s.parse().ok())) {
-            found.insert(reference.clone(), (id.to_string(), size));
-        }
-    }
-    found
-}
-
 /// Pulls the base images, or, when no registry answers, makes them locally.
 fn ensure_base_images(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
     let rust_version = workspace_rust_version(root)?;
@@ -795,46 +596,6 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
         fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
     file.write_all(text.as_bytes())?;
     Ok(())
-}
-
-pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
-        .with_context(|| format!("cannot start {what} ({:?})", cmd.get_program()))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
-    }
-    Ok(())
-}
-
-/// Runs a command, returns its stdout, and fails with its stderr when it fails or takes too long.
-pub fn capture_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(output) => {
-            let output = output?;
-            if output.status.success() {
-                Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-            } else {
-                bail!("{}", String::from_utf8_lossy(&output.stderr).trim())
-            }
-        }
-        Err(_) => {
-            send_signal(pid as i32, libc::SIGKILL);
-            bail!("timed out after {} s", timeout.as_secs())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -3,20 +3,18 @@
 //! `main` parses the flags, finds the workspace root and dispatches with one `match`.
 //! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md.
 
-mod bake;
-mod bench;
-mod build;
-mod ci;
+mod cmd;
+mod docker;
 mod dockerfile;
 mod engine;
 mod exec;
 mod flags;
 mod plan;
-mod policy;
+mod proc;
 mod registry;
-mod smoke;
+mod sandbox;
+mod session;
 mod util;
-mod verify;
 mod workspace;
 
 use std::process::ExitCode;
@@ -51,17 +49,27 @@ fn main() -> ExitCode {
 
 fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
     let root = util::workspace_root()?;
-    engine::use_private_engine_if_needed();
+    // only the commands that talk to an engine look for one
+    let uses_engine = !matches!(
+        flags.cmd,
+        flags::Cmd::BakeFile(_)
+            | flags::Cmd::RollbackLocked(_)
+            | flags::Cmd::RestoreShared(_)
+            | flags::Cmd::LintDocker(_)
+    );
+    if uses_engine {
+        engine::use_private_engine_if_needed();
+    }
     match flags.cmd {
-        flags::Cmd::Engine(args) => engine::run(&root, args),
-        flags::Cmd::DockerBuild(args) => build::run(&root, args),
-        flags::Cmd::Smoke(args) => smoke::run(&root, args),
-        flags::Cmd::BakeFile(args) => bake::run(&root, args),
-        flags::Cmd::Bench(args) => bench::run(&root, args),
-        flags::Cmd::Ci(args) => ci::run(&root, args),
-        flags::Cmd::RollbackLocked(args) => policy::rollback_locked(&root, args),
-        flags::Cmd::RestoreShared(args) => policy::restore_shared(&root, args),
-        flags::Cmd::LintDocker(args) => policy::lint_docker(&root, args),
-        flags::Cmd::VerifyParallel(args) => verify::run(&root, args),
+        flags::Cmd::Engine(args) => cmd::engine::run(&root, args),
+        flags::Cmd::DockerBuild(args) => cmd::docker_build::run(&root, args),
+        flags::Cmd::Smoke(args) => cmd::smoke::run(&root, args),
+        flags::Cmd::BakeFile(args) => cmd::bake::run(&root, args),
+        flags::Cmd::Bench(args) => cmd::bench::run(&root, args),
+        flags::Cmd::Ci(args) => cmd::ci::run(&root, args),
+        flags::Cmd::RollbackLocked(args) => cmd::policy::rollback_locked(&root, args),
+        flags::Cmd::RestoreShared(args) => cmd::policy::restore_shared(&root, args),
+        flags::Cmd::LintDocker(args) => cmd::policy::lint_docker(&root, args),
+        flags::Cmd::VerifyParallel(args) => cmd::verify::run(&root, args),
     }
 }

@@ -2,11 +2,18 @@
 //! outputs, and the exact `docker buildx build` argv for each. Pure: nothing here runs a process
 //! or touches the file system, so every option's effect is snapshot-tested.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use serde::Serialize;
+use serde_json::{json, Value};
 
-use crate::workspace::{Declaration, ImageDecl};
+use crate::{
+    proc::shell_line,
+    workspace::{Declaration, ImageDecl},
+};
 
 /// What the caller chose; every field changes the commands in a way the plan tests pin down.
 #[derive(Debug, Clone, Default)]
@@ -169,23 +176,6 @@ fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Quotes an argv for a POSIX shell, for `--dry-run` and error messages.
-pub fn shell_line(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_=.,/:@+%{}".contains(c))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// `--dry-run`'s text: the commands in the order and grouping in which they would run.
 pub fn render_dry_run(plan: &Plan) -> String {
     let mut out = String::new();
@@ -219,6 +209,38 @@ pub fn render_dry_run(plan: &Plan) -> String {
         }
     }
     out
+}
+
+/// The bake definition of `plan`: a target per build and a `default` group of them all.
+pub fn bake_file(plan: &Plan) -> Value {
+    let mut targets = BTreeMap::new();
+    for build in &plan.builds {
+        let args: BTreeMap<&str, &str> = build
+            .build_args
+            .iter()
+            .filter_map(|a| a.split_once('='))
+            .collect();
+        let mut target = json!({
+            "context": ".",
+            "dockerfile": build.dockerfile,
+            "target": build.target,
+            "args": args,
+        });
+        match (&build.tag, &build.output_dir) {
+            (Some(tag), _) => {
+                target["tags"] = json!([tag]);
+                let push = build.argv.iter().any(|a| a == "--push");
+                target["output"] = json!([if push { "type=registry" } else { "type=docker" }]);
+            }
+            (None, Some(dir)) => {
+                target["output"] = json!([format!("type=local,dest={}", dir.display())]);
+            }
+            (None, None) => {}
+        }
+        targets.insert(build.image.clone(), target);
+    }
+    let names: Vec<&String> = plan.builds.iter().map(|b| &b.image).collect();
+    json!({ "group": { "default": { "targets": names } }, "target": targets })
 }
 
 #[cfg(test)]
@@ -377,11 +399,5 @@ mod tests {
             text.contains("# pack-binaries -> target/xtask/logs/pack-binaries.log"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn shell_quoting() {
-        let argv: Vec<String> = ["docker", "a b", "it's", "x=1"].map(String::from).into();
-        assert_eq!(shell_line(&argv), r"docker 'a b' 'it'\''s' x=1");
     }
 }

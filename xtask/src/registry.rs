@@ -22,7 +22,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::util::send_signal;
+use crate::proc::send_signal;
 
 /// The server binary Debian's `docker-registry` package installs.
 pub const BINARY: &str = "docker-registry";

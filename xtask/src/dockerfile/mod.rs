@@ -8,8 +8,9 @@
 //! - [`rewrite`]: the cache-mount `sharing=` policy as a pure text -> text function.
 //! - [`lint`]: the static cache-policy rules of `cargo xtask lint-docker`.
 //!
-//! Architecture invariant: nothing in this module reads or writes files or prints; `policy.rs`
-//! does the I/O.
+//! Architecture invariant: the passes (lexer, model, rewrite, lint) neither read nor write files
+//! nor print. The file I/O of this module is two helpers used by several commands: finding the
+//! Dockerfiles of a directory ([`dockerfiles`]) and [`copy_with_sharing`]; `cmd/policy.rs` prints.
 
 pub mod lexer;
 pub mod lint;
@@ -17,7 +18,16 @@ pub mod model;
 pub mod rewrite;
 
 pub use lint::{lint, workspace_rust_version, Finding, LintContext};
-pub use rewrite::{set_sharing, Rewrite, Sharing};
+pub use rewrite::{copy_with_sharing, set_sharing, Rewrite, Sharing};
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+
+use crate::UsageError;
 
 /// A Dockerfile that cannot be parsed, or a mount that cannot be rewritten, at a 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,3 +52,69 @@ impl std::fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// The Dockerfiles to work on: the given paths (a directory meaning its `Dockerfile*` files), or
+/// every `Dockerfile*` file of `<root>/docker/`.
+pub fn dockerfiles(root: &Path, paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        let dir = root.join("docker");
+        let files = dockerfiles_in(&dir)?;
+        if files.is_empty() {
+            bail!("no Dockerfile* files in {}", dir.display());
+        }
+        return Ok(files);
+    }
+    let mut files = Vec::new();
+    for path in paths {
+        if !path.exists() {
+            return Err(
+                UsageError(format!("{}: no such file or directory", path.display())).into(),
+            );
+        }
+        if path.is_dir() {
+            files.extend(dockerfiles_in(path)?);
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn dockerfiles_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in
+        fs::read_dir(dir).with_context(|| format!("cannot read the directory {}", dir.display()))?
+    {
+        let path = entry
+            .with_context(|| format!("cannot read the directory {}", dir.display()))?
+            .path();
+        if path.is_file() && is_dockerfile_name(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+pub fn is_dockerfile_name(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    name.starts_with("Dockerfile") && !name.ends_with(".dockerignore")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dockerfile_names() {
+        assert!(is_dockerfile_name(Path::new("docker/Dockerfile.optimized")));
+        assert!(is_dockerfile_name(Path::new("Dockerfile")));
+        assert!(!is_dockerfile_name(Path::new(
+            "docker/Dockerfile.optimized.dockerignore"
+        )));
+        assert!(!is_dockerfile_name(Path::new("docker/README.md")));
+    }
+}

@@ -18,11 +18,15 @@
 //! are not instructions: a `--mount` written inside one is left alone.
 
 use std::fmt;
+use std::fs;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use super::model::parse;
-use super::ParseError;
+use anyhow::Context;
+
+use super::{is_dockerfile_name, ParseError};
 
 /// BuildKit's cache-mount sharing modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,6 +167,50 @@ pub fn apply_edits(text: &str, mut edits: Vec<(std::ops::Range<usize>, String)>)
     out
 }
 
+/// Writes a copy of every Dockerfile of `src` into `dst` (created if needed) with every cache
+/// mount set to `mode`, and copies the directory's other regular files unchanged; the source is
+/// not touched. Returns the rewritten files' names and results. For `verify-parallel`'s
+/// temporary locked copy of docker/.
+pub fn copy_with_sharing(
+    src: &Path,
+    dst: &Path,
+    mode: Sharing,
+) -> anyhow::Result<Vec<(PathBuf, Rewrite)>> {
+    let mut entries: Vec<PathBuf> = fs::read_dir(src)
+        .with_context(|| format!("cannot read the directory {}", src.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read the directory {}", src.display()))?;
+    entries.sort();
+    let mut planned = Vec::new();
+    for path in entries.iter().filter(|p| p.is_file()) {
+        let name = path
+            .file_name()
+            .expect("a directory entry has a name")
+            .to_owned();
+        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        if !is_dockerfile_name(path) {
+            planned.push((name, bytes, None));
+            continue;
+        }
+        let text =
+            String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
+        let rewrite = set_sharing(&text, mode)
+            .map_err(|err| anyhow::anyhow!("{}:{}: {}", path.display(), err.line, err.message))?;
+        planned.push((name, rewrite.text.clone().into_bytes(), Some(rewrite)));
+    }
+    fs::create_dir_all(dst).with_context(|| format!("cannot create {}", dst.display()))?;
+    let mut out = Vec::new();
+    for (name, bytes, rewrite) in planned {
+        let target = dst.join(&name);
+        fs::write(&target, bytes).with_context(|| format!("cannot write {}", target.display()))?;
+        if let Some(rewrite) = rewrite {
+            out.push((target, rewrite));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -270,5 +318,32 @@ RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \\
             out.text,
             "# escape=`\nFROM a\nRUN --mount=type=cache,target=C:\\cache,sharing=locked `\n    # comment `\n    --mount=type=cache,target=C:\\t,sharing=locked `\n    build.exe\n"
         );
+    }
+
+    #[test]
+    fn copy_with_sharing_rewrites_a_copy_and_leaves_the_source() {
+        let base =
+            std::env::temp_dir().join(format!("xtask-copy-with-sharing-{}", std::process::id()));
+        let (src, dst) = (base.join("docker"), base.join("locked"));
+        fs::create_dir_all(&src).unwrap();
+        let text = "FROM a\nRUN --mount=type=cache,target=/c,sharing=shared true\n";
+        fs::write(src.join("Dockerfile.x"), text).unwrap();
+        fs::write(src.join("Dockerfile.x.dockerignore"), "target\n").unwrap();
+        let out = copy_with_sharing(&src, &dst, Sharing::Locked).unwrap();
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            (out[0].0.clone(), out[0].1.changed),
+            (dst.join("Dockerfile.x"), 1)
+        );
+        assert_eq!(
+            fs::read_to_string(dst.join("Dockerfile.x")).unwrap(),
+            text.replace("shared", "locked")
+        );
+        assert_eq!(
+            fs::read_to_string(dst.join("Dockerfile.x.dockerignore")).unwrap(),
+            "target\n"
+        );
+        assert_eq!(fs::read_to_string(src.join("Dockerfile.x")).unwrap(), text);
+        fs::remove_dir_all(&base).unwrap();
     }
 }

@@ -19,7 +19,7 @@ use std::{
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::util::send_signal;
+use crate::proc::{send_signal, shell_line};
 
 use super::events::{CargoStep, Chunk, Splitter, Step, Tracker, Update};
 
@@ -187,7 +187,7 @@ fn stream(
     }
     let mut log = fs::File::create(&job.log)
         .with_context(|| format!("cannot write {}", job.log.display()))?;
-    writeln!(log, "$ {}", crate::plan::shell_line(&job.argv))?;
+    writeln!(log, "$ {}", shell_line(&job.argv))?;
     let mut expression = duct::cmd(&job.argv[0], &job.argv[1..])
         .dir(&job.cwd)
         .stdin_null()

@@ -10,13 +10,12 @@
 //! - `reuse`: one image built twice unchanged (the second fully cached), then after a change in
 //!   its own crate (only its COPY and cargo step run again).
 //!
-//! Every build runs from a temporary copy of the build context ([`strategy::Sandbox`]) whose
+//! Every build runs from a temporary copy of the build context ([`Sandbox`]) whose
 //! Dockerfiles are rewritten (sharing, cache namespace, exec marker); the working tree is never
 //! touched. Pure logic lives in [`analysis`] and [`report`].
 
 pub mod analysis;
 pub mod report;
-pub mod rewrite;
 pub mod strategy;
 
 use std::{
@@ -29,9 +28,8 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::{
-    build,
+    docker,
     dockerfile::Sharing,
-    engine,
     exec::{
         events::Step,
         progress,
@@ -43,8 +41,13 @@ use crate::{
     Status, UsageError,
 };
 
+use crate::{
+    sandbox::{crate_dir, nonce, Sandbox},
+    session,
+    util::utc_date,
+};
 use analysis::{CargoSpan, Lane, Metrics};
-use strategy::{Sandbox, Strategy};
+use strategy::Strategy;
 
 /// The images the tests build when `--images` is not given.
 pub const DEFAULT_IMAGES: &[&str] = &["api", "executor", "worker-shell", "sensor"];
@@ -294,7 +297,7 @@ pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
         return Ok(Status::Ok);
     }
     let probe_plan = ctx.plan(&image_refs, &ctx.log_root);
-    build::preflight(root, &probe_plan, args.engine, false)?;
+    session::preflight(root, &probe_plan, args.engine, false)?;
     let environment = environment(&ctx, &images);
     eprintln!(
         "verify-parallel: {} core(s), engine {}, buildx {}; strategy {}; images {}",
@@ -396,7 +399,7 @@ impl Ctx<'_> {
             change.as_deref().map(|c| format!(", changed {c}")).unwrap_or_default()
         );
         let started_at = runner::unix_now();
-        let report = build::execute(&sandbox.root, &plan, self.mode);
+        let report = session::execute(&sandbox.root, &plan, self.mode);
         if runner::interrupted() {
             bail!("interrupted");
         }
@@ -422,7 +425,7 @@ impl Ctx<'_> {
     }
 }
 
-fn image_run(image: &build::ImageReport) -> ImageRun {
+fn image_run(image: &session::ImageReport) -> ImageRun {
     let job = &image.job;
     let log_text = fs::read_to_string(&image.log).unwrap_or_default();
     let cargo_step: Option<&Step> = job
@@ -431,7 +434,7 @@ fn image_run(image: &build::ImageReport) -> ImageRun {
         .find(|s| s.is_cargo() && !s.cached)
         .or_else(|| job.steps.iter().find(|s| s.is_cargo()));
     let cargo = cargo_step.and_then(|s| {
-        let marker = format!("#{} {}", s.number, rewrite::EXEC_MARKER);
+        let marker = format!("#{} {}", s.number, crate::sandbox::rewrite::EXEC_MARKER);
         Some(CargoSpan {
             started: s.started?,
             exec_start: s.first_output,
@@ -608,7 +611,7 @@ fn race(
 
 fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::Result<ReuseResult> {
     let sandbox = ctx.sandbox("reuse")?;
-    let crate_dir = strategy::crate_dir(image);
+    let crate_dir = crate_dir(image);
     let images = [image];
     let before = failures.len();
     let file = sandbox.change(&crate_dir, &format!("{} reuse first", ctx.nonce))?;
@@ -740,7 +743,7 @@ fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> String {
         out.push_str(&format!(
             "# reuse: {} after a change in {}, again unchanged (must be fully cached), again after another change\n",
             images[0].name,
-            strategy::crate_dir(images[0]).display()
+            crate_dir(images[0]).display()
         ));
     }
     out.push_str("# each parallel build runs these commands (logs under ");
@@ -751,9 +754,9 @@ fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> String {
 }
 
 fn environment(ctx: &Ctx, images: &[ImageDecl]) -> Environment {
-    let (engine, buildx) = engine::probe().versions();
+    let (engine, buildx) = docker::probe().versions();
     Environment {
-        date: report::utc_date(runner::unix_now()),
+        date: utc_date(runner::unix_now()),
         command: std::iter::once("cargo xtask".to_string())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
@@ -766,18 +769,6 @@ fn environment(ctx: &Ctx, images: &[ImageDecl]) -> Environment {
         strategy: ctx.strategy.name().into(),
         images: images.iter().map(|i| i.name.clone()).collect(),
     }
-}
-
-pub fn nonce() -> String {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!(
-        "{:x}{:x}",
-        (t as u64) & 0xffff_ffff,
-        std::process::id() & 0xfff
-    )
 }
 
 #[cfg(test)]

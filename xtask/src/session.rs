@@ -1,9 +1,9 @@
-//! `cargo xtask docker-build`: every image in parallel on BuildKit, with live progress, a log per
-//! image and a summary.
+//! A build session: the plan the flags ask for, the preflight (engine, buildx, base images; the
+//! private engine started when none answers), running the plan, and its report. What
+//! docker-build, verify-parallel and bench share.
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -12,7 +12,7 @@ use anyhow::bail;
 use serde::Serialize;
 
 use crate::{
-    engine,
+    docker, engine,
     exec::{
         events::CargoStep,
         progress,
@@ -20,36 +20,9 @@ use crate::{
     },
     flags,
     plan::{self, Plan},
-    workspace::{self, Declaration},
+    workspace::Declaration,
     Status,
 };
-
-pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> {
-    // the engine check (a few docker processes) runs while cargo metadata reads the declaration:
-    // a no-op rebuild is dominated by such fixed costs
-    let check_bases = args.engine == flags::EngineMode::Auto && args.builder.is_none();
-    let (decl, check) = std::thread::scope(|s| {
-        let check = (!args.dry_run).then(|| s.spawn(|| check_engine(root, check_bases)));
-        let decl = workspace::load(root);
-        (
-            decl,
-            check.map(|h| h.join().expect("engine check panicked")),
-        )
-    });
-    let plan = plan_from_args(&decl?, &args)?;
-    let Some(check) = check else {
-        print!("{}", plan::render_dry_run(&plan));
-        return Ok(Status::Ok);
-    };
-    preflight_with(root, &plan, args.engine, check?)?;
-    let report = execute(root, &plan, progress::detect_mode());
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", render_summary(&report));
-    }
-    Ok(report.status())
-}
 
 /// The plan the flags ask for; unknown images, groups or strategies are usage errors.
 pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyhow::Result<Plan> {
@@ -85,7 +58,7 @@ pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyh
 /// What the engine looks like: the probe, and the base images it lacks.
 #[derive(Debug)]
 pub struct EngineCheck {
-    probe: engine::Probe,
+    probe: docker::Probe,
     missing_bases: Vec<String>,
 }
 
@@ -97,8 +70,8 @@ pub fn check_engine(root: &Path, check_bases: bool) -> anyhow::Result<EngineChec
         Vec::new()
     };
     let (probe, missing_bases) = std::thread::scope(|s| {
-        let missing = s.spawn(|| engine::missing_images(&bases));
-        (engine::probe(), missing.join().unwrap_or_default())
+        let missing = s.spawn(|| docker::missing_images(&bases));
+        (docker::probe(), missing.join().unwrap_or_default())
     });
     Ok(EngineCheck {
         probe,
@@ -245,7 +218,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .filter(|(b, j)| b.loaded && j.outcome == Outcome::Succeeded)
         .filter_map(|(b, _)| b.tag.clone())
         .collect();
-    let inspected = engine::inspect_images(&loaded);
+    let inspected = docker::inspect_images(&loaded);
     let images: Vec<ImageReport> = plan
         .builds
         .iter()
@@ -311,101 +284,6 @@ fn dir_size(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-/// The summary table, then the tails of failed builds' logs.
-pub fn render_summary(report: &Report) -> String {
-    let mut out = String::new();
-    let width = report
-        .images
-        .iter()
-        .map(|i| i.image.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    // cargo steps shared between builds: one BuildKit step serving several images reports the
-    // same start instant (to the microsecond) in each of their event streams
-    let shared = shared_cargo_runs(&report.images);
-    let mark_of = |image: &str| shared.iter().position(|g| g.iter().any(|i| i == image));
-    let _ = writeln!(
-        out,
-        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}",
-        "image", "result", "wall", "cargo step", "size"
-    );
-    for image in &report.images {
-        let result = match image.result {
-            Outcome::Succeeded if image.fully_cached => "ok (cached)",
-            Outcome::Succeeded => "ok",
-            Outcome::Failed => "FAILED",
-            Outcome::Interrupted => "interrupted",
-            Outcome::NotStarted => "not started",
-        };
-        let mut cargo = match (image.cargo_step, image.cargo_seconds) {
-            (CargoStep::Ran, Some(s)) => format!("ran {s:.1}s"),
-            (CargoStep::Ran, None) => "ran".to_string(),
-            (CargoStep::Shared, _) => "shared".to_string(),
-            (CargoStep::Cached, _) => "cached".to_string(),
-            (CargoStep::None, _) => "-".to_string(),
-        };
-        if let Some(mark) = mark_of(&image.image) {
-            cargo.push_str(&format!(" [{}]", mark + 1));
-        }
-        let size = image
-            .size_bytes
-            .map(human_size)
-            .unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}",
-            image.image, result, image.wall_seconds, cargo, size
-        );
-    }
-    for (mark, images) in shared.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "[{}] one cargo run (the same BuildKit step) served {}",
-            mark + 1,
-            images.join(", ")
-        );
-    }
-    let t = &report.totals;
-    let _ = writeln!(
-        out,
-        "{} image{}: {} ok, {} failed{}{} in {:.1}s (strategy {})",
-        t.images,
-        if t.images == 1 { "" } else { "s" },
-        t.succeeded,
-        t.failed,
-        if t.interrupted > 0 {
-            format!(", {} interrupted", t.interrupted)
-        } else {
-            String::new()
-        },
-        if t.not_started > 0 {
-            format!(", {} not started", t.not_started)
-        } else {
-            String::new()
-        },
-        t.wall_seconds,
-        report.strategy
-    );
-    for image in report.images.iter().filter(|i| i.result == Outcome::Failed) {
-        let _ = writeln!(
-            out,
-            "\n{} failed; the last lines of {}:",
-            image.image,
-            image.log.display()
-        );
-        for line in &image.job.tail {
-            let _ = writeln!(out, "  {line}");
-        }
-    }
-    if let Some(first) = report.images.first() {
-        if let Some(dir) = first.log.parent() {
-            let _ = writeln!(out, "logs: {}/", dir.display());
-        }
-    }
-    out
 }
 
 /// Groups of images served by one cargo run. BuildKit runs an identical step of concurrent

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{engine::capture_with_timeout, flags, workspace, Status};
+use crate::{flags, proc::capture_with_timeout, workspace, Status};
 
 pub fn run(root: &Path, args: flags::SmokeArgs) -> anyhow::Result<Status> {
     let decl = workspace::load(root)?;

@@ -1,4 +1,4 @@
-//! Pure Dockerfile rewrites for verify-parallel's temporary copy (never the working tree):
+//! Pure Dockerfile rewrites for a sandbox copy (verify-parallel, bench; never the working tree):
 //! - [`namespace_cache_ids`]: every cache mount's `id=` gets a `-<suffix>`, and a mount without
 //!   an id gets `id=<target>-<suffix>` (BuildKit's default id is the target), so a build with a
 //!   fresh suffix starts from empty caches;
@@ -104,5 +104,21 @@ mod tests {
         assert!(out.ends_with("RUN apt-get update\n"));
         let plain = mark_cargo_runs("FROM x\nRUN cargo build\n").unwrap();
         assert_eq!(plain, "FROM x\nRUN echo verify-exec-start; cargo build\n");
+    }
+
+    #[test]
+    fn reference_dockerfiles_parse_and_rewrite() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        for file in ["Dockerfile.seed", "Dockerfile.seed.worker"] {
+            let text = std::fs::read_to_string(root.join("docker/reference").join(file)).unwrap();
+            let out = namespace_cache_ids(&text, "t").unwrap();
+            assert!(out.contains(
+                "target=/usr/local/cargo/registry,sharing=shared,id=/usr/local/cargo/registry-t"
+            ));
+            assert!(mark_cargo_runs(&out).unwrap().contains(EXEC_MARKER));
+            let locked =
+                crate::dockerfile::set_sharing(&text, crate::dockerfile::Sharing::Locked).unwrap();
+            assert_eq!(locked.mounts.len(), 3);
+        }
     }
 }

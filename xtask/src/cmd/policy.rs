@@ -27,8 +27,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::dockerfile::{self, lint::RULES, Finding, LintContext, Rewrite, Sharing};
-use crate::{flags, Status, UsageError};
+use crate::dockerfile::{self, dockerfiles, lint::RULES, Finding, LintContext, Rewrite, Sharing};
+use crate::{flags, Status};
 
 pub fn rollback_locked(root: &Path, args: flags::RewriteArgs) -> anyhow::Result<Status> {
     rewrite_command(root, args, Sharing::Locked)
@@ -99,50 +99,6 @@ pub fn lint_docker(root: &Path, args: flags::LintArgs) -> anyhow::Result<Status>
         files.len()
     );
     Ok(Status::Failed)
-}
-
-/// Writes a copy of every Dockerfile of `src` into `dst` (created if needed) with every cache
-/// mount set to `mode`, and copies the directory's other regular files unchanged; the source is
-/// not touched. Returns the rewritten files' names and results. For `verify-parallel`'s
-/// temporary locked copy of docker/.
-pub fn copy_with_sharing(
-    src: &Path,
-    dst: &Path,
-    mode: Sharing,
-) -> anyhow::Result<Vec<(PathBuf, Rewrite)>> {
-    let mut entries: Vec<PathBuf> = fs::read_dir(src)
-        .with_context(|| format!("cannot read the directory {}", src.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("cannot read the directory {}", src.display()))?;
-    entries.sort();
-    let mut planned = Vec::new();
-    for path in entries.iter().filter(|p| p.is_file()) {
-        let name = path
-            .file_name()
-            .expect("a directory entry has a name")
-            .to_owned();
-        let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        if !is_dockerfile_name(path) {
-            planned.push((name, bytes, None));
-            continue;
-        }
-        let text =
-            String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8", path.display()))?;
-        let rewrite = dockerfile::set_sharing(&text, mode)
-            .map_err(|err| anyhow::anyhow!("{}:{}: {}", path.display(), err.line, err.message))?;
-        planned.push((name, rewrite.text.clone().into_bytes(), Some(rewrite)));
-    }
-    fs::create_dir_all(dst).with_context(|| format!("cannot create {}", dst.display()))?;
-    let mut out = Vec::new();
-    for (name, bytes, rewrite) in planned {
-        let target = dst.join(&name);
-        fs::write(&target, bytes).with_context(|| format!("cannot write {}", target.display()))?;
-        if let Some(rewrite) = rewrite {
-            out.push((target, rewrite));
-        }
-    }
-    Ok(out)
 }
 
 /// A finding with the file it is in, as `--json` prints it.
@@ -359,57 +315,6 @@ fn keep_owner(_path: &Path, _meta: &fs::Metadata) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The Dockerfiles to work on: the given paths (a directory meaning its `Dockerfile*` files), or
-/// every `Dockerfile*` file of `<root>/docker/`.
-fn dockerfiles(root: &Path, paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
-    if paths.is_empty() {
-        let dir = root.join("docker");
-        let files = dockerfiles_in(&dir)?;
-        if files.is_empty() {
-            bail!("no Dockerfile* files in {}", dir.display());
-        }
-        return Ok(files);
-    }
-    let mut files = Vec::new();
-    for path in paths {
-        if !path.exists() {
-            return Err(
-                UsageError(format!("{}: no such file or directory", path.display())).into(),
-            );
-        }
-        if path.is_dir() {
-            files.extend(dockerfiles_in(path)?);
-        } else {
-            files.push(path.clone());
-        }
-    }
-    Ok(files)
-}
-
-fn dockerfiles_in(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    for entry in
-        fs::read_dir(dir).with_context(|| format!("cannot read the directory {}", dir.display()))?
-    {
-        let path = entry
-            .with_context(|| format!("cannot read the directory {}", dir.display()))?
-            .path();
-        if path.is_file() && is_dockerfile_name(&path) {
-            files.push(path);
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn is_dockerfile_name(path: &Path) -> bool {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    name.starts_with("Dockerfile") && !name.ends_with(".dockerignore")
-}
-
 /// `path` relative to the workspace root when it is inside it, else as given.
 fn display(root: &Path, path: &Path) -> String {
     let absolute = if path.is_absolute() {
@@ -509,42 +414,5 @@ mod tests {
             "--- a/x\n+++ b/x\n@@ -1,6 +1,6 @@\n a\n-b\n-c\n+B\n+C\n d\n e\n f\n@@ -8,4 +8,4 @@\n h\n i\n j\n-k\n+K\n"
         );
         assert_eq!(unified_diff("x", "a\n", "a\n"), "");
-    }
-
-    #[test]
-    fn copy_with_sharing_rewrites_a_copy_and_leaves_the_source() {
-        let base =
-            std::env::temp_dir().join(format!("xtask-copy-with-sharing-{}", std::process::id()));
-        let (src, dst) = (base.join("docker"), base.join("locked"));
-        fs::create_dir_all(&src).unwrap();
-        let text = "FROM a\nRUN --mount=type=cache,target=/c,sharing=shared true\n";
-        fs::write(src.join("Dockerfile.x"), text).unwrap();
-        fs::write(src.join("Dockerfile.x.dockerignore"), "target\n").unwrap();
-        let out = copy_with_sharing(&src, &dst, Sharing::Locked).unwrap();
-        assert_eq!(out.len(), 1);
-        assert_eq!(
-            (out[0].0.clone(), out[0].1.changed),
-            (dst.join("Dockerfile.x"), 1)
-        );
-        assert_eq!(
-            fs::read_to_string(dst.join("Dockerfile.x")).unwrap(),
-            text.replace("shared", "locked")
-        );
-        assert_eq!(
-            fs::read_to_string(dst.join("Dockerfile.x.dockerignore")).unwrap(),
-            "target\n"
-        );
-        assert_eq!(fs::read_to_string(src.join("Dockerfile.x")).unwrap(), text);
-        fs::remove_dir_all(&base).unwrap();
-    }
-
-    #[test]
-    fn dockerfile_names() {
-        assert!(is_dockerfile_name(Path::new("docker/Dockerfile.optimized")));
-        assert!(is_dockerfile_name(Path::new("Dockerfile")));
-        assert!(!is_dockerfile_name(Path::new(
-            "docker/Dockerfile.optimized.dockerignore"
-        )));
-        assert!(!is_dockerfile_name(Path::new("docker/README.md")));
     }
 }

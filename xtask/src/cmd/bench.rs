@@ -22,8 +22,8 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::{
-    bake, flags, plan,
-    verify::{self, strategy::Sandbox},
+    flags, plan,
+    sandbox::{nonce, Sandbox},
     workspace::{self, Declaration},
     Status, UsageError,
 };
@@ -192,7 +192,7 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
             ..Default::default()
         },
     );
-    crate::build::preflight(root, &preflight_plan, flags::EngineMode::Auto, false)?;
+    crate::session::preflight(root, &preflight_plan, flags::EngineMode::Auto, false)?;
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
     let out_dir = root.join(&args.out_dir);
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
@@ -211,10 +211,10 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         }
     }
     let default = Contender::Xtask(decl.default_strategy.clone()).name();
-    let (engine, buildx) = crate::engine::probe().versions();
+    let (engine, buildx) = crate::docker::probe().versions();
     let rows = rows(&samples, &scenarios, &contenders, &default);
     let report = BenchReport {
-        date: verify::report::utc_date(crate::exec::runner::unix_now()),
+        date: crate::util::utc_date(crate::exec::runner::unix_now()),
         command: std::iter::once("cargo xtask".to_string())
             .chain(std::env::args().skip(1))
             .collect::<Vec<_>>()
@@ -298,7 +298,7 @@ fn run_contender(
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let sandbox = Sandbox::create(root, &format!("bench-{slug}"), false)?;
-    let namespace = format!("bench-{}", verify::nonce());
+    let namespace = format!("bench-{}", nonce());
     if let Some(strategy) = contender.strategy() {
         // the plan says which Dockerfiles the builds use; their cache ids get the namespace
         let plan = plan::plan(
@@ -319,7 +319,7 @@ fn run_contender(
         if *contender == Contender::Bake {
             fs::write(
                 sandbox.root.join("docker-bake.json"),
-                serde_json::to_string_pretty(&bake::bake_file(&plan))?,
+                serde_json::to_string_pretty(&plan::bake_file(&plan))?,
             )?;
         }
     }

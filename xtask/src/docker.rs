@@ -1,0 +1,105 @@
+//! Queries of the configured Docker engine: is it reachable, which buildx, which images it has.
+
+use std::{
+    collections::BTreeMap,
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use crate::proc::capture_with_timeout;
+
+/// What a probe of the configured engine found.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub server_version: Option<String>,
+    pub buildx_version: Option<String>,
+    pub error: Option<String>,
+}
+
+impl Probe {
+    pub fn reachable(&self) -> bool {
+        self.server_version.is_some()
+    }
+
+    /// The engine's and buildx's versions, for reports (`unknown (why)` when absent).
+    pub fn versions(&self) -> (String, String) {
+        let unknown = || format!("unknown ({})", self.error.as_deref().unwrap_or("no answer"));
+        (
+            self.server_version.clone().unwrap_or_else(unknown),
+            self.buildx_version.clone().unwrap_or_else(unknown),
+        )
+    }
+}
+
+pub fn probe() -> Probe {
+    if which::which("docker").is_err() {
+        return Probe {
+            server_version: None,
+            buildx_version: None,
+            error: Some("no `docker` client on PATH".into()),
+        };
+    }
+    let (server, buildx) = thread::scope(|s| {
+        let buildx = s.spawn(|| {
+            capture_with_timeout(
+                Command::new("docker").args(["buildx", "version"]),
+                Duration::from_secs(10),
+            )
+        });
+        let server = capture_with_timeout(
+            Command::new("docker").args(["version", "--format", "{{.Server.Version}}"]),
+            Duration::from_secs(10),
+        );
+        (server, buildx.join().expect("probe thread panicked"))
+    });
+    match server {
+        Ok(version) => Probe {
+            server_version: Some(version.trim().to_string()),
+            buildx_version: buildx.ok().map(|v| v.trim().to_string()),
+            error: None,
+        },
+        Err(err) => Probe {
+            server_version: None,
+            buildx_version: buildx.ok().map(|v| v.trim().to_string()),
+            error: Some(format!("{err:#}")),
+        },
+    }
+}
+
+/// The images of `images` that the engine does not have (one `docker image inspect` for all).
+pub fn missing_images(images: &[String]) -> Vec<String> {
+    let found = inspect_images(images);
+    images
+        .iter()
+        .filter(|i| !found.contains_key(i.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// `reference -> (image ID, size)` for the references the engine has, in one process.
+pub fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> {
+    let mut found = BTreeMap::new();
+    if references.is_empty() {
+        return found;
+    }
+    // one line per image, `reference id size`; a missing one only prints an error on stderr
+    let output = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
+        .args(references)
+        .stdin(Stdio::null())
+        .stderr(Stdio::piped())
+        .output();
+    let Ok(output) = output else { return found };
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let present = references
+        .iter()
+        .filter(|r| !stderr.contains(&format!("No such image: {r}")));
+    for (reference, line) in present.zip(String::from_utf8_lossy(&output.stdout).lines()) {
+        let mut parts = line.split_whitespace();
+        if let (Some(id), Some(size)) = (parts.next(), parts.next().and_then(|s| s.parse().ok())) {
+            found.insert(reference.clone(), (id.to_string(), size));
+        }
+    }
+    found
+}

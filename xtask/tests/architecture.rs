@@ -1,0 +1,279 @@
+//! The architecture invariant of ARCHITECTURE.md, checked on the source: a command module
+//! (`cmd/<name>`) never refers to another command, and no library module refers to `cmd` at all.
+//! Every `crate::` and `super::` path of every file under `xtask/src/` is resolved to the module
+//! it names (groups like `use crate::{a, b::{c, d}}` expanded), comments and strings left out.
+
+use std::{fs, path::Path};
+
+/// The module a file is: `cmd/verify/mod.rs` -> `[cmd, verify]`, `main.rs` -> `[]`.
+fn module_of(rel: &Path) -> Vec<String> {
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
+        .collect();
+    if matches!(parts.last().map(String::as_str), Some("mod" | "main")) {
+        parts.pop();
+    }
+    parts
+}
+
+/// The text without comments, string and char literals (their content could look like a path).
+fn code_only(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &text[i..];
+        if rest.starts_with("//") {
+            i += rest.find('\n').unwrap_or(rest.len());
+        } else if rest.starts_with("/*") {
+            i += rest.find("*/").map_or(rest.len(), |e| e + 2);
+        } else if let Some(raw) = rest.strip_prefix("r#\"") {
+            i += 3 + raw.find("\"#").map_or(raw.len(), |e| e + 2);
+            out.push_str("\"\"");
+        } else if rest.starts_with('"') {
+            let mut j = 1;
+            while j < rest.len() && rest.as_bytes()[j] != b'"' {
+                j += if rest.as_bytes()[j] == b'\\' { 2 } else { 1 };
+            }
+            i += (j + 1).min(rest.len());
+            out.push_str("\"\"");
+        } else if rest.starts_with("'\\")
+            || rest.len() > 2 && rest.as_bytes()[2] == b'\'' && rest.starts_with('\'')
+        {
+            // a char literal ('x', '\n'); a lifetime ('a) has no closing quote right after
+            let end = rest[1..].find('\'').map_or(1, |e| e + 2);
+            i += end;
+        } else {
+            let c = rest.chars().next().unwrap();
+            out.push(c);
+            i += c.len_utf8();
+        }
+    }
+    out
+}
+
+/// Every path that starts at `crate::` or `super::`, groups expanded, as segments from the root.
+fn references(module: &[String], code: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while let Some(pos) = find_root(&code[i..]) {
+        let start = i + pos;
+        let (base, len) = if code[start..].starts_with("crate::") {
+            (Vec::new(), "crate::".len())
+        } else {
+            (
+                module[..module.len().saturating_sub(1)].to_vec(),
+                "super::".len(),
+            )
+        };
+        let mut base = base;
+        let mut j = start + len;
+        // super::super::...
+        while code[j..].starts_with("super::") {
+            base.pop();
+            j += "super::".len();
+        }
+        let tree = &code[j..];
+        let end = tree_end(tree);
+        for path in expand(&tree[..end]) {
+            let mut full = base.clone();
+            full.extend(path);
+            out.push(full);
+        }
+        i = j + end.max(1);
+    }
+    out
+}
+
+fn find_root(code: &str) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let c = code[from..].find("crate::");
+        let s = code[from..].find("super::");
+        let pos = from
+            + match (c, s) {
+                (Some(a), Some(b)) => a.min(b),
+                (Some(a), None) | (None, Some(a)) => a,
+                (None, None) => return None,
+            };
+        // a whole word: not `$crate::` nor the tail of an identifier
+        let before = code[..pos].chars().next_back();
+        if before.is_some_and(|b| b.is_alphanumeric() || b == '_' || b == '$') {
+            from = pos + 1;
+            continue;
+        }
+        return Some(pos);
+    }
+}
+
+/// Where a use tree (`a::b`, `a::{b, c::d}`, `a::*`) ends.
+fn tree_end(tree: &str) -> usize {
+    let mut depth = 0i32;
+    for (k, c) in tree.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => return k,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return k + 1;
+                }
+            }
+            c if depth == 0 && !(c.is_alphanumeric() || c == '_' || c == ':' || c == '*') => {
+                return k
+            }
+            _ => {}
+        }
+    }
+    tree.len()
+}
+
+/// `a::{b, c::{d, e}}` -> `[a, b]`, `[a, c, d]`, `[a, c, e]` (`self` and `*` name the prefix).
+fn expand(tree: &str) -> Vec<Vec<String>> {
+    let tree: String = tree.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(brace) = tree.find('{') else {
+        let segs: Vec<String> = tree
+            .split("::")
+            .filter(|s| !s.is_empty() && *s != "*" && *s != "self")
+            .map(|s| s.split(" as ").next().unwrap().to_string())
+            .collect();
+        return vec![segs];
+    };
+    let prefix: Vec<String> = tree[..brace]
+        .split("::")
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let inner = &tree[brace + 1..tree.rfind('}').unwrap_or(tree.len())];
+    let mut parts = Vec::new();
+    let (mut depth, mut from) = (0, 0);
+    for (k, c) in inner.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&inner[from..k]);
+                from = k + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&inner[from..]);
+    let mut out = Vec::new();
+    for part in parts.into_iter().filter(|p| !p.is_empty()) {
+        for tail in expand(part) {
+            let mut path = prefix.clone();
+            path.extend(tail);
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// The broken rules of one file, as `file: refers to path`.
+fn violations(rel: &Path, text: &str) -> Vec<String> {
+    let module = module_of(rel);
+    let own_command = (module.first().map(String::as_str) == Some("cmd")).then(|| module.get(1));
+    let mut out = Vec::new();
+    for path in references(&module, &code_only(text)) {
+        if path.first().map(String::as_str) != Some("cmd") || module.is_empty() {
+            continue; // not a command, or main.rs (which dispatches to every command)
+        }
+        let broken = match own_command {
+            // a command may use itself, and `cmd` alone names no command
+            Some(own) => path.len() > 1 && path.get(1) != own,
+            None => true,
+        };
+        if broken {
+            out.push(format!(
+                "{}: refers to crate::{}",
+                rel.display(),
+                path.join("::")
+            ));
+        }
+    }
+    out
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn commands_stand_on_the_library_and_never_on_each_other() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    // bin/ holds separate programs (the fake docker), not modules of the xtask
+    files.retain(|f| !f.starts_with(src.join("bin")));
+    assert!(files.len() > 20, "found only {} files", files.len());
+    assert!(files.iter().any(|f| f.ends_with("cmd/bench.rs")));
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        broken.extend(violations(file.strip_prefix(&src).unwrap(), &text));
+    }
+    assert!(
+        broken.is_empty(),
+        "commands import only library modules (ARCHITECTURE.md); move what two commands share \
+         into a module outside cmd/:\n{}",
+        broken.join("\n")
+    );
+}
+
+#[test]
+fn the_check_sees_every_way_of_naming_another_command() {
+    let bench = Path::new("cmd/bench.rs");
+    let cases = [
+        "use crate::cmd::verify::nonce;",
+        "use crate::{flags, cmd::{bake, verify::report}};",
+        "let x = crate::cmd::bake::bake_file(&plan);",
+        "use crate::{\n    cmd::verify,\n    sandbox,\n};",
+    ];
+    for case in cases {
+        assert!(!violations(bench, case).is_empty(), "not seen: {case}");
+    }
+    // super::super from cmd/verify/strategy.rs reaches cmd::bench
+    assert_eq!(
+        violations(
+            Path::new("cmd/verify/strategy.rs"),
+            "use super::super::bench::rows;"
+        ),
+        ["cmd/verify/strategy.rs: refers to crate::cmd::bench::rows"]
+    );
+    // a library module may not name a command at all
+    assert_eq!(
+        violations(Path::new("session.rs"), "use crate::cmd::docker_build;").len(),
+        1
+    );
+    // allowed: itself, the library, main.rs, and text in comments or strings
+    let fine = [
+        (
+            bench,
+            "use crate::{session, sandbox::Sandbox};\nuse super::bench;",
+        ),
+        (
+            bench,
+            "// crate::cmd::verify::nonce\nlet s = \"crate::cmd::bake\";",
+        ),
+        (
+            Path::new("cmd/verify/report.rs"),
+            "use crate::cmd::verify::{analysis::CargoSpan, ImageRun};",
+        ),
+        (
+            Path::new("main.rs"),
+            "cmd::bench::run(&root, args); crate::cmd::ci::run(&root, a);",
+        ),
+    ];
+    for (file, text) in fine {
+        assert_eq!(violations(file, text), Vec::<String>::new(), "{text}");
+    }
+}
