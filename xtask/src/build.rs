@@ -37,6 +37,7 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
         )
     });
     let plan = plan_from_args(&decl?, &args)?;
+    check_stages(root, &plan)?;
     let Some(check) = check else {
         print!("{}", plan::render_dry_run(&plan));
         return Ok(Status::Ok);
@@ -80,6 +81,24 @@ pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyh
         jobs: args.jobs,
     };
     Ok(plan::plan(decl, &images, &options))
+}
+
+/// Every build's stage exists in its Dockerfile: a declared image without one is reported before
+/// anything runs, with the line to add (buildx would only fail mid-build).
+pub fn check_stages(root: &Path, plan: &Plan) -> anyhow::Result<()> {
+    let mut texts: BTreeMap<&Path, String> = BTreeMap::new();
+    for build in &plan.builds {
+        if !texts.contains_key(build.dockerfile.as_path()) {
+            let path = root.join(&build.dockerfile);
+            // a missing file is reported by the declaration check and preflight
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            texts.insert(&build.dockerfile, text);
+        }
+        plan::check_stage(build, &texts[build.dockerfile.as_path()]).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
 }
 
 /// What the engine looks like: the probe, and the base images it lacks.

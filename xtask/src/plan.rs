@@ -169,6 +169,39 @@ fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Checks that the stage `build` targets is one of the stages of its Dockerfile, whose text is
+/// `text`: the error names the image, the file and the line to add. A Dockerfile that does not
+/// parse is left for buildx to report.
+pub fn check_stage(build: &Build, text: &str) -> Result<(), String> {
+    let Ok(file) = crate::dockerfile::model::parse(text) else {
+        return Ok(());
+    };
+    let stages: Vec<String> = file
+        .stages
+        .iter()
+        .filter_map(|s| s.name.as_deref())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if stages.contains(&build.target.to_ascii_lowercase()) {
+        return Ok(());
+    }
+    let has_service_arg = build.build_args.iter().any(|a| a.starts_with("SERVICE="));
+    let base = if has_service_arg && stages.iter().any(|s| s == "service") {
+        "service"
+    } else {
+        "<base stage>"
+    };
+    Err(format!(
+        "image `{}`: {} has no stage `{}` (stages: {})\n  hint: add the line `FROM {base} AS {}` to {}",
+        build.image,
+        build.dockerfile.display(),
+        build.target,
+        stages.join(", "),
+        build.target,
+        build.dockerfile.display()
+    ))
+}
+
 /// Quotes an argv for a POSIX shell, for `--dry-run` and error messages.
 pub fn shell_line(argv: &[String]) -> String {
     argv.iter()
@@ -377,6 +410,35 @@ mod tests {
             text.contains("# pack-binaries -> target/xtask/logs/pack-binaries.log"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_stage_missing_from_the_dockerfile_is_reported_with_the_line_to_add() {
+        let decl = decl();
+        let options = Options {
+            strategy: "workspace".into(),
+            ..options()
+        };
+        let images = decl.select(&["api".into(), "worker-shell".into()]).unwrap();
+        let plan = plan(&decl, &images, &options);
+        let text =
+            "FROM rust AS builder\nFROM debian AS service\nARG SERVICE\nFROM service AS Api\n";
+        assert_eq!(check_stage(&plan.builds[0], text), Ok(()));
+        let err = check_stage(&plan.builds[1], text).unwrap_err();
+        assert!(
+            err.starts_with(
+                "image `worker-shell`: docker/Dockerfile.workspace has no stage `worker-shell` (stages: builder, service, api)"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "add the line `FROM <base stage> AS worker-shell` to docker/Dockerfile.workspace"
+            ),
+            "{err}"
+        );
+        let err = check_stage(&plan.builds[0], "FROM debian AS service\n").unwrap_err();
+        assert!(err.contains("`FROM service AS api`"), "{err}");
     }
 
     #[test]
