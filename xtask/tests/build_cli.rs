@@ -899,3 +899,35 @@ fn a_declared_path_outside_the_workspace_is_refused() {
         out.stderr
     );
 }
+
+// --- SIGKILL ------------------------------------------------------------------------------------
+
+#[test]
+fn sigkill_of_the_xtask_leaves_no_build_running() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["api", "executor"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_HANG", "SERVICE=api|SERVICE=executor")
+        .env("FAKE_DOCKER_IGNORE_SIGTERM", "1");
+    let mut child = t.spawn();
+    let _cleanup = Cleanup {
+        test: &t,
+        xtask: child.id(),
+    };
+    wait_until(
+        "both hanging builds (docker and its plugin child) wrote their pids",
+        Duration::from_secs(60),
+        || t.hung_pids().len() == 4,
+    );
+    let pids = t.hung_pids();
+    assert!(pids.iter().all(|&p| alive(p)), "{pids:?}");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running a second after the xtask was killed: {left:?}"
+    );
+}
