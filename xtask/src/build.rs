@@ -168,6 +168,10 @@ pub fn preflight_with(
     } = check;
     if !probe.reachable() {
         let why = probe.error.unwrap_or_default();
+        if let Some(engine) = engine::user_configured_engine() {
+            // the user named this engine: building elsewhere would be a surprise
+            bail!("the Docker daemon is unreachable: the engine you configured ({engine}) does not answer: {why}\n  hint: start that engine, or unset it to use the default (or the private engine, `cargo xtask engine up`)");
+        }
         if mode == flags::EngineMode::Auto {
             eprintln!("engine: no Docker engine reachable ({why}); starting the private engine (cargo xtask engine up)");
             return engine::up(root, &engine::EngineDir::from_env());

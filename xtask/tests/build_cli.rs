@@ -931,3 +931,27 @@ fn sigkill_of_the_xtask_leaves_no_build_running() {
         "still running a second after the xtask was killed: {left:?}"
     );
 }
+
+#[test]
+fn an_unreachable_docker_host_the_user_set_is_never_replaced() {
+    // --engine auto would start the private engine when nothing is configured; a DOCKER_HOST the
+    // user set is reported instead
+    let t = Test::docker_build(["api"])
+        .env("ATTUNE_ENGINE", "auto")
+        .env("DOCKER_HOST", "unix:///dead.sock")
+        .env("FAKE_DOCKER_NO_DAEMON", "1");
+    let out = t.run();
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("the engine you configured (DOCKER_HOST=unix:///dead.sock) does not answer"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("starting the private engine"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
