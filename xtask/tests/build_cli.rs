@@ -955,3 +955,168 @@ fn an_unreachable_docker_host_the_user_set_is_never_replaced() {
     );
     assert!(t.builds().is_empty());
 }
+
+// --- build arguments, secrets, flags ---------------------------------------------------------------
+
+#[test]
+fn a_build_arg_the_declaration_owns_cannot_be_overridden() {
+    let t = Test::docker_build(["--build-arg", "SERVICE=executor", "api", "sensor"]);
+    let out = t.run();
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("--build-arg SERVICE: SERVICE is set per image by the declaration"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn secret_looking_build_args_never_reach_the_log_the_json_or_the_dry_run() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build([
+        "--json",
+        "--build-arg",
+        "NPM_TOKEN=abc",
+        "--secret",
+        "id=npm,src=.npmrc",
+        "--ssh",
+        "default",
+        "api",
+    ])
+    .cwd(ws.path());
+    let out = t.run();
+    out.expect_code(0);
+    // buildx gets the value, and the pass-throughs
+    let builds = t.builds();
+    assert_eq!(arg_after(&builds[0], "--build-arg")[1], "NPM_TOKEN=abc");
+    assert_eq!(arg_after(&builds[0], "--secret"), ["id=npm,src=.npmrc"]);
+    assert_eq!(arg_after(&builds[0], "--ssh"), ["default"]);
+    let log = t.log("api");
+    assert!(log.contains("NPM_TOKEN=***"), "{log}");
+    for (what, text) in [
+        ("log", &log),
+        ("json", &out.stdout),
+        ("stderr", &out.stderr),
+    ] {
+        assert!(!text.contains("abc"), "{what}: {text}");
+    }
+    for json in [false, true] {
+        let mut args = vec!["--dry-run", "--build-arg", "NPM_TOKEN=abc", "api"];
+        if json {
+            args.push("--json");
+        }
+        let out = Test::docker_build(args).no_docker().run();
+        out.expect_code(0);
+        assert!(
+            out.stdout.contains("NPM_TOKEN=***") && !out.stdout.contains("abc"),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn dry_run_json_prints_the_plan_as_json() {
+    let out = Test::docker_build(["--dry-run", "--json", "api"])
+        .no_docker()
+        .run();
+    out.expect_code(0);
+    let plan: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", out.stdout));
+    assert_eq!(plan["builds"][0]["image"], "api", "{plan}");
+    assert_eq!(plan["builds"][0]["argv"][0], "docker", "{plan}");
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    for (args, expect) in [
+        (vec!["--build-arg", "=x"], "the name before `=` is empty"),
+        (vec!["--tag", ""], "--tag ``: a tag is"),
+        (vec!["--registry", ""], "--registry ``: expected a registry"),
+        (vec!["--push"], "--push without --registry"),
+        (
+            vec!["--secret", "src=.npmrc"],
+            "--secret `src=.npmrc`: no id=NAME",
+        ),
+        (vec!["--ssh", "a b"], "--ssh `a b`: expected"),
+    ] {
+        let t = Test::docker_build(args.iter().chain(&["api"]));
+        let out = t.run();
+        out.expect_code(2);
+        assert!(out.stderr.contains(expect), "{args:?}: {}", out.stderr);
+        assert!(t.builds().is_empty());
+    }
+}
+
+#[test]
+fn an_unwritable_log_dir_is_one_error_up_front() {
+    let t = Test::new();
+    let file = t.tmp.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    let log_dir = file.join("logs");
+    let t = t
+        .args(["docker-build", "--strategy", "per-service", "--log-dir"])
+        .args([&log_dir])
+        .args(["api", "executor"]);
+    let out = t.run();
+    out.expect_code(1);
+    let needle = format!("--log-dir {}: cannot write there", log_dir.display());
+    assert_eq!(out.stderr.matches(&needle).count(), 1, "{}", out.stderr);
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn concurrent_runs_on_one_log_dir_take_turns() {
+    let ws = TempWorkspace::new();
+    let shared = tempfile::tempdir().unwrap();
+    let run = |fail: bool| {
+        let mut t = Test::new()
+            .args(["docker-build", "--strategy", "per-service", "--log-dir"])
+            .args([shared.path()])
+            .args(["api"])
+            .cwd(ws.path())
+            .env("FAKE_DOCKER_SLOW_MS", "1500");
+        if fail {
+            t = t.env("FAKE_DOCKER_FAIL", "SERVICE=api");
+        }
+        t
+    };
+    let (a, b) = (run(true), run(false));
+    let (child_a, child_b) = (a.spawn(), b.spawn());
+    let out_a = wait_with_timeout(child_a, Duration::from_secs(60));
+    let out_b = wait_with_timeout(child_b, Duration::from_secs(60));
+    out_a.expect_code(1);
+    out_b.expect_code(0);
+    let waited = [&out_a, &out_b]
+        .iter()
+        .filter(|o| o.stderr.contains("waiting for it to finish"))
+        .count();
+    assert_eq!(waited, 1, "{}\n{}", out_a.stderr, out_b.stderr);
+    // the two builds did not overlap, and the log is one run's, whole
+    let (ia, ib) = (a.cargo_intervals(), b.cargo_intervals());
+    assert!(ia[0].1 <= ib[0].0 || ib[0].1 <= ia[0].0, "{ia:?} {ib:?}");
+    let log = fs::read_to_string(shared.path().join("api.log")).unwrap();
+    assert_eq!(log.matches("# exit: ").count(), 1, "{log}");
+    assert_eq!(log.matches("$ docker buildx build").count(), 1, "{log}");
+    // the failed run's tail is its own failure
+    assert!(
+        out_a.stdout.contains("ERROR: failed to solve"),
+        "{}",
+        out_a.stdout
+    );
+}
+
+#[test]
+fn bench_reps_zero_is_a_usage_error() {
+    let t = Test::new().args(["bench", "--reps", "0", "--dry-run"]);
+    let out = t.run();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("--reps 0: at least one repetition"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.docker_calls().is_empty());
+}

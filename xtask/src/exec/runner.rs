@@ -187,7 +187,12 @@ fn stream(
     }
     let mut log = fs::File::create(&job.log)
         .with_context(|| format!("cannot write {}", job.log.display()))?;
-    writeln!(log, "$ {}", crate::plan::shell_line(&job.argv))?;
+    // secret-looking build-argument values never reach the log
+    writeln!(
+        log,
+        "$ {}",
+        crate::plan::shell_line(&crate::plan::redacted(&job.argv))
+    )?;
     // under a supervisor that kills the build's process group when the xtask dies, even by SIGKILL
     let argv = super::supervise::supervised(&job.argv);
     let mut expression = duct::cmd(&argv[0], &argv[1..])
