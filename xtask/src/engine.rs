@@ -105,13 +105,50 @@ impl EngineDir {
 /// does not accept connections, and the private engine is running. Call once at startup, before threads.
 pub fn use_private_engine_if_needed() {
     let default_answers = std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok();
-    if std::env::var_os("DOCKER_HOST").is_some() || default_answers {
+    if user_configured_engine().is_some() || default_answers {
         return;
     }
     let dir = EngineDir::from_env();
     if dir.running_pid().is_some() {
         std::env::set_var("DOCKER_HOST", dir.docker_host());
     }
+}
+
+/// The engine the user named, in words (`DOCKER_HOST=...`, `DOCKER_CONTEXT=...`, or the docker
+/// context of the CLI's config.json), as it was when the xtask started: such an engine is never
+/// replaced by the private one. `None` when nothing is configured.
+pub fn user_configured_engine() -> Option<String> {
+    static USER: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    USER.get_or_init(|| {
+        let config_dir = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".docker")));
+        let config = config_dir.and_then(|d| std::fs::read_to_string(d.join("config.json")).ok());
+        configured_engine(
+            std::env::var("DOCKER_HOST").ok().as_deref(),
+            std::env::var("DOCKER_CONTEXT").ok().as_deref(),
+            config.as_deref(),
+        )
+    })
+    .clone()
+}
+
+/// [`user_configured_engine`] from the two variables and the CLI's config.json text.
+fn configured_engine(
+    host: Option<&str>,
+    context: Option<&str>,
+    config: Option<&str>,
+) -> Option<String> {
+    if let Some(host) = host.filter(|h| !h.is_empty()) {
+        return Some(format!("DOCKER_HOST={host}"));
+    }
+    if let Some(context) = context.filter(|c| !c.is_empty() && *c != "default") {
+        return Some(format!("DOCKER_CONTEXT={context}"));
+    }
+    let config: serde_json::Value = serde_json::from_str(config?).ok()?;
+    let current = config.get("currentContext")?.as_str()?;
+    (!current.is_empty() && current != "default")
+        .then(|| format!("docker context `{current}` (the CLI's config.json)"))
 }
 
 /// Makes sure an engine with buildx and the base images is reachable, starting the private one if
@@ -601,6 +638,28 @@ fn write_if_changed(path: &Path, text: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_engine_the_user_named_is_reported() {
+        assert_eq!(configured_engine(None, None, None), None);
+        assert_eq!(
+            configured_engine(Some("unix:///dead.sock"), Some("ctx"), None).as_deref(),
+            Some("DOCKER_HOST=unix:///dead.sock")
+        );
+        assert_eq!(
+            configured_engine(None, Some("remote"), None).as_deref(),
+            Some("DOCKER_CONTEXT=remote")
+        );
+        assert_eq!(configured_engine(Some(""), Some("default"), None), None);
+        assert_eq!(
+            configured_engine(None, None, Some(r#"{"currentContext": "k8s"}"#)).as_deref(),
+            Some("docker context `k8s` (the CLI's config.json)")
+        );
+        assert_eq!(
+            configured_engine(None, None, Some(r#"{"currentContext": "default"}"#)),
+            None
+        );
+    }
 
     #[test]
     fn mirror_from_deb822_sources() {

@@ -117,7 +117,8 @@ pub struct DockerBuildArgs {
     /// Image tag (default: the declaration's tag, `dev`)
     #[arg(long)]
     pub tag: Option<String>,
-    /// Registry and namespace to prefix image names with, e.g. registry.example/attune
+    /// Registry and namespace to prefix image names with, e.g. registry.example/attune (required
+    /// with --push)
     #[arg(long)]
     pub registry: Option<String>,
     /// The buildx builder to use (a remote or Kubernetes BuildKit, for instance)
@@ -135,9 +136,20 @@ pub struct DockerBuildArgs {
     /// External cache destinations, as for buildx; `{image}` is replaced by the image name
     #[arg(long)]
     pub cache_to: Vec<String>,
-    /// Extra build arguments (KEY=VALUE) for every image
+    /// Extra build arguments (KEY=VALUE) for every image. SERVICE is the declaration's and cannot
+    /// be set. Values whose name contains TOKEN, SECRET, PASSWORD, PASSWD, KEY, CREDENTIAL or AUTH
+    /// (any case) are shown as `***` in logs, --dry-run and --json; they still end up in the
+    /// image's build history, so pass secrets with --secret instead
     #[arg(long)]
     pub build_arg: Vec<String>,
+    /// A secret for `RUN --mount=type=secret,id=NAME`, as for buildx: id=NAME,src=FILE or
+    /// id=NAME,env=VAR (repeatable); never stored in the image or its history
+    #[arg(long)]
+    pub secret: Vec<String>,
+    /// An SSH agent socket or keys for `RUN --mount=type=ssh` (cargo's git fetches of private
+    /// dependencies), as for buildx: `default` or ID=SOCKET|KEY[,KEY] (repeatable)
+    #[arg(long)]
+    pub ssh: Vec<String>,
     /// Do not use the layer cache (note: BuildKit then also drops the cache mounts the build uses)
     #[arg(long)]
     pub no_cache: bool,
@@ -147,7 +159,7 @@ pub struct DockerBuildArgs {
     /// Print the exact commands, in the order and grouping in which they would run; run nothing
     #[arg(long)]
     pub dry_run: bool,
-    /// Print the summary as JSON on stdout (progress stays on stderr)
+    /// Print the summary as JSON on stdout (progress stays on stderr); with --dry-run, the plan
     #[arg(long)]
     pub json: bool,
     /// Where each image's log goes, relative to the workspace root

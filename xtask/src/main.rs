@@ -24,6 +24,8 @@ use clap::Parser;
 pub use util::{Status, UsageError};
 
 fn main() -> ExitCode {
+    // a build's supervisor (exec/supervise.rs) is this binary started again: no flags to parse
+    exec::supervise::run_if_asked(&std::env::args_os().skip(1).collect::<Vec<_>>());
     let flags = match flags::Xtask::try_parse() {
         Ok(flags) => flags,
         Err(err) => {

@@ -28,8 +28,12 @@ pub struct Options {
     /// Passed through; `{image}` is replaced by the image name.
     pub cache_from: Vec<String>,
     pub cache_to: Vec<String>,
-    /// `KEY=VALUE`, given to every build after the declared ones.
+    /// `KEY=VALUE`, given to every build after the declared ones (never one the declaration
+    /// owns: see [`check_build_args`]).
     pub build_args: Vec<String>,
+    /// buildx `--secret` and `--ssh` values, passed through (see [`check_secret`], [`check_ssh`]).
+    pub secrets: Vec<String>,
+    pub ssh: Vec<String>,
     pub no_cache: bool,
     pub pull: bool,
     /// Where logs and build metadata go, relative to the workspace root.
@@ -125,6 +129,12 @@ fn build(
     for arg in &build_args {
         argv.extend(["--build-arg".into(), arg.clone()]);
     }
+    for secret in &options.secrets {
+        argv.extend(["--secret".into(), secret.clone()]);
+    }
+    for ssh in &options.ssh {
+        argv.extend(["--ssh".into(), ssh.clone()]);
+    }
     if !options.platforms.is_empty() {
         argv.extend(["--platform".into(), options.platforms.join(",")]);
     }
@@ -176,6 +186,158 @@ fn path_arg(path: &Path) -> String {
     path.to_string_lossy().into_owned()
 }
 
+/// Build arguments the declaration sets itself: a user's value would silently win over the
+/// declared one (the last `--build-arg` wins), putting another service's binary under an image.
+pub const OWNED_BUILD_ARGS: &[&str] = &["SERVICE"];
+
+/// Checks `--build-arg` values: `KEY=VALUE` with a non-empty key, and no key the declaration owns.
+pub fn check_build_args(args: &[String]) -> Result<(), String> {
+    for arg in args {
+        let Some((key, _)) = arg.split_once('=') else {
+            return Err(format!("--build-arg `{arg}` is not KEY=VALUE"));
+        };
+        if key.is_empty() || key.chars().any(char::is_whitespace) {
+            return Err(format!(
+                "--build-arg `{arg}`: the name before `=` is empty or has spaces"
+            ));
+        }
+        if let Some(owned) = OWNED_BUILD_ARGS
+            .iter()
+            .find(|o| o.eq_ignore_ascii_case(key))
+        {
+            return Err(format!(
+                "--build-arg {key}: {owned} is set per image by the declaration ([workspace.metadata.attune], `service`) and cannot be overridden; select images by name instead"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a `--secret` value as buildx reads it: `id=NAME[,src=FILE|,env=VAR][,type=file|env]`.
+pub fn check_secret(value: &str) -> Result<(), String> {
+    let mut id = false;
+    for part in value.split(',') {
+        match part.split_once('=') {
+            Some(("id", v)) if !v.is_empty() => id = true,
+            Some(("src" | "source" | "env", v)) if !v.is_empty() => {}
+            Some(("type", "file" | "env")) => {}
+            _ => {
+                return Err(format!(
+                    "--secret `{value}`: expected id=NAME[,src=FILE|,env=VAR] (bad `{part}`)"
+                ))
+            }
+        }
+    }
+    if !id {
+        return Err(format!("--secret `{value}`: no id=NAME"));
+    }
+    Ok(())
+}
+
+/// Checks an `--ssh` value as buildx reads it: `default` or `ID[=SOCKET|KEY[,KEY...]]`.
+pub fn check_ssh(value: &str) -> Result<(), String> {
+    let (id, paths) = value.split_once('=').unwrap_or((value, "x"));
+    let id_ok = !id.is_empty()
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if !id_ok || paths.split(',').any(str::is_empty) {
+        return Err(format!(
+            "--ssh `{value}`: expected `default` or ID[=SOCKET|KEY[,KEY...]]"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether a build argument's name looks like it carries a secret: its value is never printed.
+pub fn is_secret_name(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "KEY",
+        "CREDENTIAL",
+        "AUTH",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// `KEY=***` when the name looks like a secret, else the argument as is.
+pub fn redact_build_arg(arg: &str) -> String {
+    match arg.split_once('=') {
+        Some((key, _)) if is_secret_name(key) => format!("{key}=***"),
+        _ => arg.to_string(),
+    }
+}
+
+/// `argv` with the values of secret-looking build arguments replaced by `***`: what logs,
+/// `--dry-run` and `--json` show.
+pub fn redacted(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut after_build_arg = false;
+    for arg in argv {
+        out.push(if after_build_arg {
+            redact_build_arg(arg)
+        } else {
+            arg.clone()
+        });
+        after_build_arg = arg == "--build-arg";
+    }
+    out
+}
+
+impl Plan {
+    /// The plan as it may be shown: secret-looking build-argument values redacted.
+    pub fn redacted(&self) -> Plan {
+        let mut plan = self.clone();
+        for build in &mut plan.builds {
+            build.argv = redacted(&build.argv);
+            build.build_args = build
+                .build_args
+                .iter()
+                .map(|a| redact_build_arg(a))
+                .collect();
+        }
+        plan
+    }
+}
+
+/// Checks that the stage `build` targets is one of the stages of its Dockerfile, whose text is
+/// `text`: the error names the image, the file and the line to add. A Dockerfile that does not
+/// parse is left for buildx to report.
+pub fn check_stage(build: &Build, text: &str) -> Result<(), String> {
+    let Ok(file) = crate::dockerfile::model::parse(text) else {
+        return Ok(());
+    };
+    let stages: Vec<String> = file
+        .stages
+        .iter()
+        .filter_map(|s| s.name.as_deref())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    if stages.contains(&build.target.to_ascii_lowercase()) {
+        return Ok(());
+    }
+    let has_service_arg = build.build_args.iter().any(|a| a.starts_with("SERVICE="));
+    let base = if has_service_arg && stages.iter().any(|s| s == "service") {
+        "service"
+    } else {
+        "<base stage>"
+    };
+    Err(format!(
+        "image `{}`: {} has no stage `{}` (stages: {})\n  hint: add the line `FROM {base} AS {}` to {}",
+        build.image,
+        build.dockerfile.display(),
+        build.target,
+        stages.join(", "),
+        build.target,
+        build.dockerfile.display()
+    ))
+}
+
 /// `--dry-run`'s text: the commands in the order and grouping in which they would run.
 pub fn render_dry_run(plan: &Plan) -> String {
     let mut out = String::new();
@@ -200,7 +362,7 @@ pub fn render_dry_run(plan: &Plan) -> String {
             out.push_str("# started together, running concurrently\n");
         }
         for build in chunk {
-            out.push_str(&shell_line(&build.argv));
+            out.push_str(&shell_line(&redacted(&build.argv)));
             out.push_str(&format!(
                 "   # {} -> {}\n",
                 build.image,
@@ -399,5 +561,104 @@ mod tests {
             text.contains("# pack-binaries -> target/xtask/logs/pack-binaries.log"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_stage_missing_from_the_dockerfile_is_reported_with_the_line_to_add() {
+        let decl = decl();
+        let options = Options {
+            strategy: "workspace".into(),
+            ..options()
+        };
+        let images = decl.select(&["api".into(), "worker-shell".into()]).unwrap();
+        let plan = plan(&decl, &images, &options);
+        let text =
+            "FROM rust AS builder\nFROM debian AS service\nARG SERVICE\nFROM service AS Api\n";
+        assert_eq!(check_stage(&plan.builds[0], text), Ok(()));
+        let err = check_stage(&plan.builds[1], text).unwrap_err();
+        assert!(
+            err.starts_with(
+                "image `worker-shell`: docker/Dockerfile.workspace has no stage `worker-shell` (stages: builder, service, api)"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains(
+                "add the line `FROM <base stage> AS worker-shell` to docker/Dockerfile.workspace"
+            ),
+            "{err}"
+        );
+        let err = check_stage(&plan.builds[0], "FROM debian AS service\n").unwrap_err();
+        assert!(err.contains("`FROM service AS api`"), "{err}");
+    }
+
+    #[test]
+    fn build_args_the_declaration_owns_are_refused() {
+        assert_eq!(check_build_args(&["RUST_VERSION=1.96".into()]), Ok(()));
+        let err = check_build_args(&["SERVICE=executor".into()]).unwrap_err();
+        assert!(
+            err.starts_with("--build-arg SERVICE: SERVICE is set per image"),
+            "{err}"
+        );
+        assert!(check_build_args(&["service=x".into()]).is_err());
+        let err = check_build_args(&["=x".into()]).unwrap_err();
+        assert!(err.contains("the name before `=` is empty"), "{err}");
+        assert!(check_build_args(&["X".into()]).is_err());
+    }
+
+    #[test]
+    fn secret_and_ssh_values_are_checked_and_passed_through() {
+        assert_eq!(check_secret("id=npm,src=.npmrc"), Ok(()));
+        assert_eq!(check_secret("id=token,env=GH_TOKEN"), Ok(()));
+        assert!(check_secret("src=.npmrc")
+            .unwrap_err()
+            .contains("no id=NAME"));
+        assert!(check_secret("id=x,colour=red").is_err());
+        assert!(check_secret("").is_err());
+        assert_eq!(check_ssh("default"), Ok(()));
+        assert_eq!(check_ssh("default=/run/agent.sock"), Ok(()));
+        assert_eq!(check_ssh("git=k1,k2"), Ok(()));
+        assert!(check_ssh("").is_err());
+        assert!(check_ssh("a b").is_err());
+        assert!(check_ssh("x=").is_err());
+        let decl = decl();
+        let options = Options {
+            secrets: vec!["id=npm,src=.npmrc".into()],
+            ssh: vec!["default".into()],
+            ..options()
+        };
+        let line = &lines(&decl, &["api"], &options)[0];
+        assert!(
+            line.contains("--build-arg SERVICE=api --secret id=npm,src=.npmrc --ssh default "),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn secret_looking_build_args_are_redacted_where_shown() {
+        let decl = decl();
+        let options = Options {
+            build_args: vec![
+                "NPM_TOKEN=abc".into(),
+                "db_password=p".into(),
+                "RUST_VERSION=1.96".into(),
+            ],
+            ..options()
+        };
+        let images = decl.select(&["api".into()]).unwrap();
+        let plan = plan(&decl, &images, &options);
+        // the real argv keeps the values: buildx needs them
+        assert!(plan.builds[0].argv.contains(&"NPM_TOKEN=abc".to_string()));
+        let shown = plan.redacted();
+        let json = serde_json::to_string(&shown).unwrap();
+        let text = render_dry_run(&plan);
+        for out in [&json, &text] {
+            assert!(!out.contains("abc") && !out.contains("=p"), "{out}");
+            assert!(
+                out.contains("NPM_TOKEN=***") && out.contains("db_password=***"),
+                "{out}"
+            );
+            assert!(out.contains("RUST_VERSION=1.96"), "{out}");
+        }
     }
 }

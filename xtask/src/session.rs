@@ -32,10 +32,32 @@ pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyh
         .clone()
         .unwrap_or_else(|| decl.default_strategy.clone());
     decl.strategy(&strategy)?;
-    for arg in &args.build_arg {
-        if !arg.contains('=') {
-            return Err(crate::UsageError(format!("--build-arg `{arg}` is not KEY=VALUE")).into());
+    let usage = |message: String| anyhow::Error::from(crate::UsageError(message));
+    plan::check_build_args(&args.build_arg).map_err(usage)?;
+    for secret in &args.secret {
+        plan::check_secret(secret).map_err(usage)?;
+    }
+    for ssh in &args.ssh {
+        plan::check_ssh(ssh).map_err(usage)?;
+    }
+    if args.tag.as_deref().is_some_and(|t| !valid_tag(t)) {
+        return Err(usage(format!(
+            "--tag `{}`: a tag is 1 to 128 letters, digits, `_`, `.` and `-`, not starting with `.` or `-`",
+            args.tag.as_deref().unwrap_or_default()
+        )));
+    }
+    if let Some(registry) = &args.registry {
+        let bare = registry.trim_end_matches('/');
+        if bare.is_empty() || bare.chars().any(|c| c.is_whitespace()) {
+            return Err(usage(format!(
+                "--registry `{registry}`: expected a registry and namespace, e.g. registry.example/attune"
+            )));
         }
+    }
+    if args.push && args.registry.is_none() {
+        return Err(usage(
+            "--push without --registry would push attune-*:TAG to Docker Hub's library namespace; name the registry (for Docker Hub: --registry docker.io/<account>)".into(),
+        ));
     }
     let options = plan::Options {
         strategy,
@@ -47,12 +69,77 @@ pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyh
         cache_from: args.cache_from.clone(),
         cache_to: args.cache_to.clone(),
         build_args: args.build_arg.clone(),
+        secrets: args.secret.clone(),
+        ssh: args.ssh.clone(),
         no_cache: args.no_cache,
         pull: args.pull,
         log_dir: args.log_dir.clone(),
         jobs: args.jobs,
     };
     Ok(plan::plan(decl, &images, &options))
+}
+
+/// Every build's stage exists in its Dockerfile: a declared image without one is reported before
+/// anything runs, with the line to add (buildx would only fail mid-build).
+pub fn check_stages(root: &Path, plan: &Plan) -> anyhow::Result<()> {
+    let mut texts: BTreeMap<&Path, String> = BTreeMap::new();
+    for build in &plan.builds {
+        if !texts.contains_key(build.dockerfile.as_path()) {
+            let path = root.join(&build.dockerfile);
+            // a missing file is reported by the declaration check and preflight
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            texts.insert(&build.dockerfile, text);
+        }
+        plan::check_stage(build, &texts[build.dockerfile.as_path()]).map_err(anyhow::Error::msg)?;
+    }
+    Ok(())
+}
+
+/// Holds `<log-dir>/.docker-build.lock` (an exclusive `flock`, released when the file closes, also
+/// when the process dies): a second run on the same log directory says so and waits. Checks up
+/// front that the directory is writable, so that this is one error instead of a failure per image.
+pub fn lock_log_dir(dir: &Path, shown: &Path) -> anyhow::Result<std::fs::File> {
+    use std::{io::Write, os::fd::AsRawFd};
+    let cannot = |err: std::io::Error| {
+        anyhow::anyhow!("--log-dir {}: cannot write there: {err}", shown.display())
+    };
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let path = dir.join(".docker-build.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(cannot)?;
+    // SAFETY: flock on a file descriptor this function owns
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let holder = std::fs::read_to_string(&path).unwrap_or_default();
+        eprintln!(
+            "docker-build: another run (pid {}) is writing the logs in {}; waiting for it to finish",
+            holder.trim(),
+            shown.display()
+        );
+        // SAFETY: as above
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(cannot(std::io::Error::last_os_error()));
+        }
+    }
+    file.set_len(0).map_err(cannot)?;
+    write!(file, "{}", std::process::id()).map_err(cannot)?;
+    Ok(file)
+}
+
+/// A docker tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
+fn valid_tag(tag: &str) -> bool {
+    let mut chars = tag.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && tag.len() <= 128
+        && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
 /// What the engine looks like: the probe, and the base images it lacks.
@@ -122,6 +209,10 @@ pub fn preflight_with(
     } = check;
     if !probe.reachable() {
         let why = probe.error.unwrap_or_default();
+        if let Some(engine) = engine::user_configured_engine() {
+            // the user named this engine: building elsewhere would be a surprise
+            bail!("the Docker daemon is unreachable: the engine you configured ({engine}) does not answer: {why}\n  hint: start that engine, or unset it to use the default (or the private engine, `cargo xtask engine up`)");
+        }
         if mode == flags::EngineMode::Auto {
             eprintln!("engine: no Docker engine reachable ({why}); starting the private engine (cargo xtask engine up)");
             return engine::up(root, &engine::EngineDir::from_env());

@@ -51,6 +51,10 @@ pub struct ImageDecl {
     /// Where `--output type=local` extracts the stage, relative to the workspace root. Images
     /// without it are loaded into the engine (or pushed) as `<prefix><name>:<tag>`.
     pub output: Option<PathBuf>,
+    /// `output` may lie outside `target/` (still inside the workspace): the export overwrites
+    /// files there, so it must be asked for.
+    #[serde(default)]
+    pub output_outside_target: bool,
     /// Argument lists to run the binary with in its container for a smoke test.
     #[serde(default)]
     pub smoke: Vec<Vec<String>>,
@@ -167,8 +171,90 @@ pub fn load(root: &Path) -> anyhow::Result<Declaration> {
                 .collect(),
         })
         .collect();
-    parse(&metadata.workspace_metadata, &packages)
-        .with_context(|| format!("{}: [workspace.metadata.attune]", manifest.display()))
+    let decl = parse(&metadata.workspace_metadata, &packages)
+        .with_context(|| format!("{}: [workspace.metadata.attune]", manifest.display()))?;
+    check_on_disk(root, &decl)
+        .with_context(|| format!("{}: [workspace.metadata.attune]", manifest.display()))?;
+    Ok(decl)
+}
+
+/// Every declared path, resolved on disk (symlinks followed), stays inside the workspace, and
+/// every declared Dockerfile exists, whichever strategy is used.
+fn check_on_disk(root: &Path, decl: &Declaration) -> anyhow::Result<()> {
+    let real_root = root
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", root.display()))?;
+    for (what, path, must_exist) in declared_paths(decl) {
+        // the deepest part of the path that exists, resolved; the rest cannot be a symlink
+        let full = root.join(&path);
+        let existing = full.ancestors().find(|p| p.exists()).unwrap_or(root);
+        let real = existing
+            .canonicalize()
+            .with_context(|| format!("{what}: cannot resolve {}", path.display()))?;
+        if !real.starts_with(&real_root) {
+            bail!(
+                "{what}: {} resolves to {}, outside the workspace",
+                path.display(),
+                real.display()
+            );
+        }
+        if must_exist && !full.is_file() {
+            bail!(
+                "{what}: its Dockerfile {} is missing\n  hint: restore it (git checkout -- {}) or fix `dockerfile` in [workspace.metadata.attune]",
+                path.display(),
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// (what, path, whether it must be an existing file) for every path of the declaration.
+fn declared_paths(decl: &Declaration) -> Vec<(String, PathBuf, bool)> {
+    let mut paths = Vec::new();
+    for image in &decl.images {
+        let what = format!("image `{}`", image.name);
+        paths.push((what.clone(), image.dockerfile.clone(), true));
+        if let Some(output) = &image.output {
+            paths.push((what, output.clone(), false));
+        }
+    }
+    for (name, strategy) in &decl.strategies {
+        if let Some(file) = &strategy.dockerfile {
+            paths.push((format!("strategy `{name}`"), file.clone(), true));
+        }
+    }
+    paths
+}
+
+/// `path` without `.` and `..`, when it is relative and never climbs above the workspace root.
+fn normalized(path: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// A declared path is relative and stays inside the workspace (checked without the file system).
+fn check_relative(what: &str, key: &str, path: &Path) -> anyhow::Result<PathBuf> {
+    match normalized(path) {
+        Some(inside) if !inside.as_os_str().is_empty() => Ok(inside),
+        _ => bail!(
+            "{what}: `{key} = \"{}\"` must be a path inside the workspace, relative to its root",
+            path.display()
+        ),
+    }
 }
 
 /// Parses `workspace.metadata` (the whole table) and validates it against the packages.
@@ -232,8 +318,33 @@ fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> 
         if image.target.is_empty() {
             bail!("image `{name}`: `target` (the Dockerfile stage) is empty");
         }
+        let what = format!("image `{name}`");
+        check_relative(&what, "dockerfile", &image.dockerfile)?;
+        if let Some(output) = &image.output {
+            let inside = check_relative(&what, "output", output)?;
+            let below_target = inside.starts_with("target") && inside.components().count() > 1;
+            if !below_target && !image.output_outside_target {
+                bail!(
+                    "{what}: `output = \"{}\"` is outside target/; the export overwrites files there\n  hint: use a directory under target/, or set `output-outside-target = true` on the image",
+                    output.display()
+                );
+            }
+        } else if image.output_outside_target {
+            bail!("{what}: `output-outside-target` without `output`");
+        }
+    }
+    for (name, strategy) in &decl.strategies {
+        if let Some(file) = &strategy.dockerfile {
+            check_relative(&format!("strategy `{name}`"), "dockerfile", file)?;
+        }
     }
     for (group, members) in &decl.groups {
+        if group == "all" {
+            bail!("group `all` is built in (every image): give the group another name");
+        }
+        if members.is_empty() {
+            bail!("group `{group}` is empty: name its images or remove it");
+        }
         for member in members {
             if !seen.contains(member.as_str()) {
                 bail!("group `{group}` names unknown image `{member}`");
@@ -347,22 +458,127 @@ mod tests {
 
     #[test]
     fn the_projects_declaration_is_valid() {
+        // no image name or count here: adding a service must not break this test
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
         let decl = load(root).unwrap();
-        for name in [
-            "api",
-            "executor",
-            "sensor",
-            "worker-shell",
-            "worker-python",
-            "worker-node",
-            "worker-full",
-            "pack-binaries",
-        ] {
-            assert!(decl.image(name).is_some(), "{name} is not declared");
+        assert!(!decl.images.is_empty());
+        for group in decl.groups.keys() {
+            assert!(!decl.select(std::slice::from_ref(group)).unwrap().is_empty());
         }
-        let services: Vec<_> = decl.select(&["services".into()]).unwrap();
-        assert_eq!(services.len(), 4);
+        // every strategy's Dockerfile has a stage for every declared image
+        for strategy in decl.strategies.keys() {
+            let options = crate::plan::Options {
+                strategy: strategy.clone(),
+                tag: decl.tag.clone(),
+                ..Default::default()
+            };
+            let images = decl.select(&[]).unwrap();
+            for build in crate::plan::plan(&decl, &images, &options).builds {
+                let text = std::fs::read_to_string(root.join(&build.dockerfile)).unwrap();
+                crate::plan::check_stage(&build, &text)
+                    .unwrap_or_else(|e| panic!("strategy {strategy}: {e}"));
+            }
+        }
+    }
+
+    fn parse_err(image: serde_json::Value) -> String {
+        format!(
+            "{:#}",
+            parse(&metadata(json!([image])), &packages()).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn declared_paths_stay_inside_the_workspace() {
+        for bad in ["/etc/passwd", "../../x", "docker/../../x", ".", ""] {
+            let mut image = api();
+            image["dockerfile"] = json!(bad);
+            let err = parse_err(image);
+            assert!(
+                err.contains(&format!(
+                    "image `api`: `dockerfile = \"{bad}\"` must be a path inside the workspace"
+                )),
+                "{bad}: {err}"
+            );
+        }
+        let mut meta = metadata(json!([api()]));
+        meta["attune"]["strategies"]["per-service"]["dockerfile"] = json!("/tmp/Dockerfile");
+        let err = format!("{:#}", parse(&meta, &packages()).unwrap_err());
+        assert!(
+            err.contains("strategy `per-service`: `dockerfile = \"/tmp/Dockerfile\"` must be"),
+            "{err}"
+        );
+        // inside, through `..` that stays inside: fine
+        let mut image = api();
+        image["dockerfile"] = json!("docker/../docker/Dockerfile.optimized");
+        parse(&metadata(json!([image])), &packages()).unwrap();
+    }
+
+    #[test]
+    fn output_lies_under_target_unless_allowed() {
+        for bad in [".", "/tmp/out", "target", "crates/out", "target/../out"] {
+            let mut image = api();
+            image["output"] = json!(bad);
+            let err = parse_err(image);
+            assert!(
+                err.contains("must be a path inside the workspace")
+                    || err.contains("is outside target/"),
+                "{bad}: {err}"
+            );
+        }
+        let mut image = api();
+        image["output"] = json!("dist/bin");
+        image["output-outside-target"] = json!(true);
+        parse(&metadata(json!([image])), &packages()).unwrap();
+        let mut image = api();
+        image["output"] = json!(".");
+        image["output-outside-target"] = json!(true);
+        assert!(parse_err(image).contains("must be a path inside the workspace"));
+        let mut image = api();
+        image["output"] = json!("target/pack");
+        parse(&metadata(json!([image])), &packages()).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_out_of_the_workspace_is_refused_and_dockerfiles_must_exist() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("docker")).unwrap();
+        std::fs::write(
+            root.path().join("docker/Dockerfile.optimized"),
+            "FROM x AS runtime\n",
+        )
+        .unwrap();
+        let mut image = api();
+        image["output"] = json!("target/out/bin");
+        let decl = parse(&metadata(json!([image])), &packages()).unwrap();
+        check_on_disk(root.path(), &decl).unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.path().join("target")).unwrap();
+        let err = check_on_disk(root.path(), &decl).unwrap_err().to_string();
+        assert!(
+            err.starts_with("image `api`: target/out/bin resolves to ")
+                && err.ends_with("outside the workspace"),
+            "{err}"
+        );
+        std::fs::remove_file(root.path().join("target")).unwrap();
+        std::fs::remove_file(root.path().join("docker/Dockerfile.optimized")).unwrap();
+        let err = check_on_disk(root.path(), &decl).unwrap_err().to_string();
+        assert!(
+            err.starts_with("image `api`: its Dockerfile docker/Dockerfile.optimized is missing"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_group_named_all_or_empty_is_an_error() {
+        let mut meta = metadata(json!([api()]));
+        meta["attune"]["groups"]["all"] = json!(["api"]);
+        let err = format!("{:#}", parse(&meta, &packages()).unwrap_err());
+        assert!(err.contains("group `all` is built in"), "{err}");
+        let mut meta = metadata(json!([api()]));
+        meta["attune"]["groups"]["none"] = json!([]);
+        let err = format!("{:#}", parse(&meta, &packages()).unwrap_err());
+        assert!(err.contains("group `none` is empty"), "{err}");
     }
 
     /// docker-compose.yaml is for `docker compose build --parallel` users: it must describe the

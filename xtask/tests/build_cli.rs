@@ -10,12 +10,13 @@ mod build_support;
 use std::{collections::BTreeSet, fs, time::Duration};
 
 use build_support::{
-    alive, arg_after, dry_run_images, root, summary_rows, wait_until, wait_with_timeout,
-    TempWorkspace, Test, ALL_IMAGES,
+    alive, all_images, arg_after, dry_run_images, group, root, summary_rows, wait_until,
+    wait_with_timeout, TempWorkspace, Test,
 };
 use serde_json::Value;
 
-const SERVICES: [&str; 4] = ["api", "executor", "sensor", "worker-shell"];
+/// Four images the tests select by name (so that their counts do not depend on the groups).
+const FOUR: [&str; 4] = ["api", "executor", "sensor", "worker-shell"];
 
 // --- --dry-run ------------------------------------------------------------------------------
 
@@ -24,16 +25,18 @@ fn dry_run_needs_no_engine_and_prints_every_command() {
     let t = Test::docker_build(["--dry-run"]).no_docker();
     let out = t.run();
     out.expect_code(0);
-    assert_eq!(dry_run_images(&out.stdout), ALL_IMAGES, "{}", out.stdout);
+    assert_eq!(dry_run_images(&out.stdout), all_images(), "{}", out.stdout);
+    let n = all_images().len();
     let commands: Vec<&str> = out
         .stdout
         .lines()
         .filter(|l| l.starts_with("docker buildx build "))
         .collect();
-    assert_eq!(commands.len(), 8, "{}", out.stdout);
+    assert_eq!(commands.len(), n, "{}", out.stdout);
     assert!(
-        out.stdout
-            .starts_with("# strategy per-service: 8 builds, 8 at a time"),
+        out.stdout.starts_with(&format!(
+            "# strategy per-service: {n} builds, {n} at a time"
+        )),
         "{}",
         out.stdout
     );
@@ -53,7 +56,7 @@ fn dry_run_services_group() {
         .run();
     out.expect_code(0);
     let images: BTreeSet<String> = dry_run_images(&out.stdout).into_iter().collect();
-    let expected: BTreeSet<String> = SERVICES.iter().map(|s| s.to_string()).collect();
+    let expected: BTreeSet<String> = group("services").iter().map(|s| s.to_string()).collect();
     assert_eq!(images, expected, "{}", out.stdout);
 }
 
@@ -200,7 +203,7 @@ fn unknown_image_lists_images_and_groups() {
         "{}",
         out.stderr
     );
-    for image in ALL_IMAGES {
+    for image in all_images() {
         assert!(out.stderr.contains(image), "{image}: {}", out.stderr);
     }
     assert!(
@@ -252,7 +255,7 @@ fn all_images_build_concurrently_with_a_log_each() {
     let rows = summary_rows(&out.stdout);
     assert_eq!(
         rows.keys().map(String::as_str).collect::<BTreeSet<_>>(),
-        ALL_IMAGES.into_iter().collect::<BTreeSet<_>>(),
+        all_images().into_iter().collect::<BTreeSet<_>>(),
         "{}",
         out.stdout
     );
@@ -262,7 +265,10 @@ fn all_images_build_concurrently_with_a_log_each() {
     }
     assert!(rows["api"].contains("1.2 MB"), "{}", rows["api"]);
     assert!(
-        out.stdout.contains("8 images: 8 ok, 0 failed in "),
+        out.stdout.contains(&format!(
+            "{n} images: {n} ok, 0 failed in ",
+            n = all_images().len()
+        )),
         "{}",
         out.stdout
     );
@@ -280,9 +286,9 @@ fn all_images_build_concurrently_with_a_log_each() {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".log"))
         .collect();
-    let expected: BTreeSet<String> = ALL_IMAGES.iter().map(|i| format!("{i}.log")).collect();
+    let expected: BTreeSet<String> = all_images().iter().map(|i| format!("{i}.log")).collect();
     assert_eq!(logs, expected);
-    for image in ALL_IMAGES {
+    for image in all_images() {
         let log = t.log(image);
         assert!(log.starts_with("$ docker buildx build "), "{image}: {log}");
         assert!(
@@ -306,7 +312,7 @@ fn all_images_build_concurrently_with_a_log_each() {
 
     // one `buildx build` per image, exactly as --dry-run prints it
     let builds = t.builds();
-    assert_eq!(builds.len(), 8, "{builds:?}");
+    assert_eq!(builds.len(), all_images().len(), "{builds:?}");
     let dry = Test::docker_build(["--dry-run", "all"])
         .cwd(ws.path())
         .no_docker();
@@ -326,7 +332,7 @@ fn all_images_build_concurrently_with_a_log_each() {
         })
         .collect();
     assert_eq!(ran, planned);
-    for image in ALL_IMAGES {
+    for image in all_images() {
         let argv = builds
             .iter()
             .find(|argv| {
@@ -342,40 +348,44 @@ fn all_images_build_concurrently_with_a_log_each() {
             .into_iter()
             .filter(|a| a.starts_with("SERVICE="))
             .collect();
-        match image {
-            "api" | "executor" | "sensor" => {
-                assert_eq!(arg_after(argv, "--target"), ["runtime"], "{argv:?}");
-                assert_eq!(service_args, [format!("SERVICE={image}")], "{argv:?}");
-                assert_eq!(
-                    arg_after(argv, "--tag"),
-                    [format!("attune-{image}:dev")],
-                    "{argv:?}"
-                );
-            }
-            "pack-binaries" => {
-                assert_eq!(arg_after(argv, "--target"), ["pack-binaries"], "{argv:?}");
+        // what the declaration says of the image, not a list of names here
+        let decl = build_support::declaration()["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == image)
+            .unwrap();
+        assert_eq!(
+            arg_after(argv, "--target"),
+            [decl["target"].as_str().unwrap()],
+            "{argv:?}"
+        );
+        let service: Vec<String> = decl["service"]
+            .as_str()
+            .map(|s| format!("SERVICE={s}"))
+            .into_iter()
+            .collect();
+        assert_eq!(service_args, service, "{argv:?}");
+        match decl["output"].as_str() {
+            Some(dest) => {
                 assert!(arg_after(argv, "--tag").is_empty(), "{argv:?}");
                 assert_eq!(
                     arg_after(argv, "--output"),
-                    ["type=local,dest=target/pack-binaries"],
+                    [format!("type=local,dest={dest}")],
                     "{argv:?}"
                 );
             }
-            worker => {
-                assert_eq!(arg_after(argv, "--target"), [worker], "{argv:?}");
-                assert!(service_args.is_empty(), "{argv:?}");
-                assert_eq!(
-                    arg_after(argv, "--tag"),
-                    [format!("attune-{worker}:dev")],
-                    "{argv:?}"
-                );
-            }
+            None => assert_eq!(
+                arg_after(argv, "--tag"),
+                [format!("attune-{image}:dev")],
+                "{argv:?}"
+            ),
         }
     }
 
     // the cargo steps overlapped: the builds ran concurrently
     let intervals = t.cargo_intervals();
-    assert_eq!(intervals.len(), 8);
+    assert_eq!(intervals.len(), all_images().len());
     let overlapping = intervals
         .iter()
         .enumerate()
@@ -386,12 +396,12 @@ fn all_images_build_concurrently_with_a_log_each() {
 #[test]
 fn jobs_one_runs_the_builds_one_after_another() {
     let ws = TempWorkspace::new();
-    let t = Test::docker_build(["--jobs", "1", "services"])
+    let t = Test::docker_build(["--jobs", "1"].into_iter().chain(FOUR))
         .cwd(ws.path())
         .env("FAKE_DOCKER_SLOW_MS", "100");
     t.run().expect_code(0);
     let mut intervals = t.cargo_intervals();
-    assert_eq!(intervals.len(), 4);
+    assert_eq!(intervals.len(), FOUR.len());
     intervals.sort_by(|a, b| a.0.total_cmp(&b.0));
     for pair in intervals.windows(2) {
         assert!(
@@ -411,7 +421,7 @@ fn one_failure_hides_nothing() {
     let out = t.run();
     out.expect_code(1);
     let rows = summary_rows(&out.stdout);
-    assert_eq!(rows.len(), 8, "{}", out.stdout);
+    assert_eq!(rows.len(), all_images().len(), "{}", out.stdout);
     for (image, row) in &rows {
         let result = row.split_whitespace().next();
         if image == "executor" {
@@ -421,7 +431,11 @@ fn one_failure_hides_nothing() {
         }
     }
     assert!(
-        out.stdout.contains("8 images: 7 ok, 1 failed in "),
+        out.stdout.contains(&format!(
+            "{} images: {} ok, 1 failed in ",
+            all_images().len(),
+            all_images().len() - 1
+        )),
         "{}",
         out.stdout
     );
@@ -443,13 +457,13 @@ fn one_failure_hides_nothing() {
     assert!(text.contains("ERROR: failed to solve"), "{text}");
     assert!(text.trim_end().ends_with("# exit: 1"), "{text}");
     // every build ran to its end: the failure stopped nothing
-    assert_eq!(t.builds().len(), 8);
+    assert_eq!(t.builds().len(), all_images().len());
 }
 
 #[test]
 fn cached_builds_are_reported_as_cached() {
     let ws = TempWorkspace::new();
-    let t = Test::docker_build(["services"])
+    let t = Test::docker_build(FOUR)
         .cwd(ws.path())
         .env("FAKE_DOCKER_CACHED", "1");
     let out = t.run();
@@ -466,7 +480,7 @@ fn cached_builds_are_reported_as_cached() {
 #[test]
 fn an_image_the_engine_does_not_list_has_no_size_and_shifts_nothing() {
     let ws = TempWorkspace::new();
-    let t = Test::docker_build(["--json", "services"])
+    let t = Test::docker_build(["--json"].into_iter().chain(FOUR))
         .cwd(ws.path())
         .env("FAKE_DOCKER_MISSING_IMAGES", "attune-executor:");
     let out = t.run();
@@ -489,7 +503,7 @@ fn an_image_the_engine_does_not_list_has_no_size_and_shifts_nothing() {
         .filter(|argv| argv.get(1..3) == Some(&["image".to_string(), "inspect".to_string()]))
         .collect();
     assert_eq!(inspects.len(), 1, "{inspects:?}");
-    for image in SERVICES {
+    for image in FOUR {
         assert!(
             inspects[0].contains(&format!("attune-{image}:dev")),
             "{inspects:?}"
@@ -515,7 +529,7 @@ fn json_report() {
         .iter()
         .map(|i| i["image"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ALL_IMAGES);
+    assert_eq!(names, all_images());
     for image in images {
         let name = image["image"].as_str().unwrap();
         assert_eq!(image["result"], "succeeded", "{image}");
@@ -538,8 +552,8 @@ fn json_report() {
         }
     }
     let totals = &report["totals"];
-    assert_eq!(totals["images"], 8);
-    assert_eq!(totals["succeeded"], 8);
+    assert_eq!(totals["images"], all_images().len());
+    assert_eq!(totals["succeeded"], all_images().len());
     assert_eq!(totals["failed"], 0);
     assert_eq!(totals["interrupted"], 0);
     assert_eq!(totals["not_started"], 0);
@@ -551,7 +565,7 @@ fn json_report() {
 #[test]
 fn json_report_with_a_failure() {
     let ws = TempWorkspace::new();
-    let t = Test::docker_build(["--json", "services"])
+    let t = Test::docker_build(["--json"].into_iter().chain(FOUR))
         .cwd(ws.path())
         .env("FAKE_DOCKER_FAIL", "SERVICE=executor");
     let out = t.run();
@@ -620,7 +634,7 @@ fn interrupt(signal: libc::c_int) {
 
 fn interrupt_with(signal: libc::c_int, env: &[(&str, &str)]) {
     let ws = TempWorkspace::new();
-    let mut t = Test::docker_build(["services"])
+    let mut t = Test::docker_build(FOUR)
         .cwd(ws.path())
         .env("FAKE_DOCKER_HANG", "SERVICE=api|SERVICE=executor");
     for (key, value) in env {
@@ -688,7 +702,7 @@ fn interrupt_with(signal: libc::c_int, env: &[(&str, &str)]) {
 #[test]
 fn interrupt_reports_queued_builds_as_not_started() {
     let ws = TempWorkspace::new();
-    let t = Test::docker_build(["--jobs", "1", "services"])
+    let t = Test::docker_build(["--jobs", "1"].into_iter().chain(FOUR))
         .cwd(ws.path())
         .env("FAKE_DOCKER_HANG", "SERVICE=api");
     let child = t.spawn();
@@ -801,4 +815,308 @@ fn outside_the_workspace() {
         "{}",
         out.stderr
     );
+}
+
+// --- the declaration, checked before any build ---------------------------------------------------
+
+/// A service added as AGENTS.md says, but without its stage in docker/Dockerfile.workspace.
+fn workspace_with_a_new_image() -> TempWorkspace {
+    let ws = TempWorkspace::new();
+    let manifest = ws.path().join("Cargo.toml");
+    let mut text = fs::read_to_string(&manifest).unwrap();
+    text.push_str(
+        "\n[[workspace.metadata.attune.images]]\nname = \"api-next\"\nbinary = \"attune-api\"\n\
+         dockerfile = \"docker/Dockerfile.optimized\"\ntarget = \"runtime\"\nservice = \"api\"\n",
+    );
+    fs::write(&manifest, text).unwrap();
+    ws
+}
+
+#[test]
+fn a_stage_missing_from_the_workspace_dockerfile_is_reported_before_any_build() {
+    let ws = workspace_with_a_new_image();
+    for dry_run in [false, true] {
+        let mut args = vec!["--strategy", "workspace", "api", "api-next"];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let t = Test::docker_build(args).cwd(ws.path());
+        let out = t.run();
+        out.expect_code(1);
+        assert!(
+            out.stderr.contains(
+                "image `api-next`: docker/Dockerfile.workspace has no stage `api-next` (stages: "
+            ) && out.stderr.contains(
+                "hint: add the line `FROM service AS api-next` to docker/Dockerfile.workspace"
+            ),
+            "{}",
+            out.stderr
+        );
+        assert!(t.builds().is_empty(), "{:?}", t.builds());
+    }
+    // the per-service strategy builds it from its own Dockerfile and stage
+    let t = Test::docker_build(["api-next"]).cwd(ws.path());
+    t.run().expect_code(0);
+    assert_eq!(t.builds().len(), 1);
+}
+
+#[test]
+fn a_missing_per_image_dockerfile_is_reported_under_the_workspace_strategy() {
+    let ws = TempWorkspace::new();
+    fs::remove_file(ws.path().join("docker/Dockerfile.pack-binaries")).unwrap();
+    let t = Test::docker_build(["--strategy", "workspace", "api"]).cwd(ws.path());
+    let out = t.run();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(
+            "image `pack-binaries`: its Dockerfile docker/Dockerfile.pack-binaries is missing"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn a_declared_path_outside_the_workspace_is_refused() {
+    let ws = TempWorkspace::new();
+    let manifest = ws.path().join("Cargo.toml");
+    let text = fs::read_to_string(&manifest).unwrap();
+    assert!(text.contains("output = \"target/pack-binaries\""));
+    fs::write(
+        &manifest,
+        text.replace("output = \"target/pack-binaries\"", "output = \".\""),
+    )
+    .unwrap();
+    let t = Test::docker_build(["--dry-run"]).cwd(ws.path());
+    let out = t.run();
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains(
+            "image `pack-binaries`: `output = \".\"` must be a path inside the workspace"
+        ),
+        "{}",
+        out.stderr
+    );
+}
+
+// --- SIGKILL ------------------------------------------------------------------------------------
+
+#[test]
+fn sigkill_of_the_xtask_leaves_no_build_running() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["api", "executor"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_HANG", "SERVICE=api|SERVICE=executor")
+        .env("FAKE_DOCKER_IGNORE_SIGTERM", "1");
+    let mut child = t.spawn();
+    let _cleanup = Cleanup {
+        test: &t,
+        xtask: child.id(),
+    };
+    wait_until(
+        "both hanging builds (docker and its plugin child) wrote their pids",
+        Duration::from_secs(60),
+        || t.hung_pids().len() == 4,
+    );
+    let pids = t.hung_pids();
+    assert!(pids.iter().all(|&p| alive(p)), "{pids:?}");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    child.wait().unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(
+        left.is_empty(),
+        "still running a second after the xtask was killed: {left:?}"
+    );
+}
+
+#[test]
+fn an_unreachable_docker_host_the_user_set_is_never_replaced() {
+    // --engine auto would start the private engine when nothing is configured; a DOCKER_HOST the
+    // user set is reported instead
+    let t = Test::docker_build(["api"])
+        .env("ATTUNE_ENGINE", "auto")
+        .env("DOCKER_HOST", "unix:///dead.sock")
+        .env("FAKE_DOCKER_NO_DAEMON", "1");
+    let out = t.run();
+    out.expect_code(1);
+    assert!(
+        out.stderr
+            .contains("the engine you configured (DOCKER_HOST=unix:///dead.sock) does not answer"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("starting the private engine"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+// --- build arguments, secrets, flags ---------------------------------------------------------------
+
+#[test]
+fn a_build_arg_the_declaration_owns_cannot_be_overridden() {
+    let t = Test::docker_build(["--build-arg", "SERVICE=executor", "api", "sensor"]);
+    let out = t.run();
+    out.expect_code(2);
+    assert!(
+        out.stderr
+            .contains("--build-arg SERVICE: SERVICE is set per image by the declaration"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn secret_looking_build_args_never_reach_the_log_the_json_or_the_dry_run() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build([
+        "--json",
+        "--build-arg",
+        "NPM_TOKEN=abc",
+        "--secret",
+        "id=npm,src=.npmrc",
+        "--ssh",
+        "default",
+        "api",
+    ])
+    .cwd(ws.path());
+    let out = t.run();
+    out.expect_code(0);
+    // buildx gets the value, and the pass-throughs
+    let builds = t.builds();
+    assert_eq!(arg_after(&builds[0], "--build-arg")[1], "NPM_TOKEN=abc");
+    assert_eq!(arg_after(&builds[0], "--secret"), ["id=npm,src=.npmrc"]);
+    assert_eq!(arg_after(&builds[0], "--ssh"), ["default"]);
+    let log = t.log("api");
+    assert!(log.contains("NPM_TOKEN=***"), "{log}");
+    for (what, text) in [
+        ("log", &log),
+        ("json", &out.stdout),
+        ("stderr", &out.stderr),
+    ] {
+        assert!(!text.contains("abc"), "{what}: {text}");
+    }
+    for json in [false, true] {
+        let mut args = vec!["--dry-run", "--build-arg", "NPM_TOKEN=abc", "api"];
+        if json {
+            args.push("--json");
+        }
+        let out = Test::docker_build(args).no_docker().run();
+        out.expect_code(0);
+        assert!(
+            out.stdout.contains("NPM_TOKEN=***") && !out.stdout.contains("abc"),
+            "{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn dry_run_json_prints_the_plan_as_json() {
+    let out = Test::docker_build(["--dry-run", "--json", "api"])
+        .no_docker()
+        .run();
+    out.expect_code(0);
+    let plan: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", out.stdout));
+    assert_eq!(plan["builds"][0]["image"], "api", "{plan}");
+    assert_eq!(plan["builds"][0]["argv"][0], "docker", "{plan}");
+}
+
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    for (args, expect) in [
+        (vec!["--build-arg", "=x"], "the name before `=` is empty"),
+        (vec!["--tag", ""], "--tag ``: a tag is"),
+        (vec!["--registry", ""], "--registry ``: expected a registry"),
+        (vec!["--push"], "--push without --registry"),
+        (
+            vec!["--secret", "src=.npmrc"],
+            "--secret `src=.npmrc`: no id=NAME",
+        ),
+        (vec!["--ssh", "a b"], "--ssh `a b`: expected"),
+    ] {
+        let t = Test::docker_build(args.iter().chain(&["api"]));
+        let out = t.run();
+        out.expect_code(2);
+        assert!(out.stderr.contains(expect), "{args:?}: {}", out.stderr);
+        assert!(t.builds().is_empty());
+    }
+}
+
+#[test]
+fn an_unwritable_log_dir_is_one_error_up_front() {
+    let t = Test::new();
+    let file = t.tmp.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    let log_dir = file.join("logs");
+    let t = t
+        .args(["docker-build", "--strategy", "per-service", "--log-dir"])
+        .args([&log_dir])
+        .args(["api", "executor"]);
+    let out = t.run();
+    out.expect_code(1);
+    let needle = format!("--log-dir {}: cannot write there", log_dir.display());
+    assert_eq!(out.stderr.matches(&needle).count(), 1, "{}", out.stderr);
+    assert!(t.builds().is_empty());
+}
+
+#[test]
+fn concurrent_runs_on_one_log_dir_take_turns() {
+    let ws = TempWorkspace::new();
+    let shared = tempfile::tempdir().unwrap();
+    let run = |fail: bool| {
+        let mut t = Test::new()
+            .args(["docker-build", "--strategy", "per-service", "--log-dir"])
+            .args([shared.path()])
+            .args(["api"])
+            .cwd(ws.path())
+            .env("FAKE_DOCKER_SLOW_MS", "1500");
+        if fail {
+            t = t.env("FAKE_DOCKER_FAIL", "SERVICE=api");
+        }
+        t
+    };
+    let (a, b) = (run(true), run(false));
+    let (child_a, child_b) = (a.spawn(), b.spawn());
+    let out_a = wait_with_timeout(child_a, Duration::from_secs(60));
+    let out_b = wait_with_timeout(child_b, Duration::from_secs(60));
+    out_a.expect_code(1);
+    out_b.expect_code(0);
+    let waited = [&out_a, &out_b]
+        .iter()
+        .filter(|o| o.stderr.contains("waiting for it to finish"))
+        .count();
+    assert_eq!(waited, 1, "{}\n{}", out_a.stderr, out_b.stderr);
+    // the two builds did not overlap, and the log is one run's, whole
+    let (ia, ib) = (a.cargo_intervals(), b.cargo_intervals());
+    assert!(ia[0].1 <= ib[0].0 || ib[0].1 <= ia[0].0, "{ia:?} {ib:?}");
+    let log = fs::read_to_string(shared.path().join("api.log")).unwrap();
+    assert_eq!(log.matches("# exit: ").count(), 1, "{log}");
+    assert_eq!(log.matches("$ docker buildx build").count(), 1, "{log}");
+    // the failed run's tail is its own failure
+    assert!(
+        out_a.stdout.contains("ERROR: failed to solve"),
+        "{}",
+        out_a.stdout
+    );
+}
+
+#[test]
+fn bench_reps_zero_is_a_usage_error() {
+    let t = Test::new().args(["bench", "--reps", "0", "--dry-run"]);
+    let out = t.run();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("--reps 0: at least one repetition"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.docker_calls().is_empty());
 }

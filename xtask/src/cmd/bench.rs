@@ -171,7 +171,10 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         ))
         .into());
     }
-    let reps = if args.smoke { 1 } else { args.reps.max(1) };
+    if args.reps == 0 && !args.smoke {
+        return Err(UsageError("--reps 0: at least one repetition (--reps 1)".into()).into());
+    }
+    let reps = if args.smoke { 1 } else { args.reps };
     if args.dry_run {
         for c in &contenders {
             println!(

@@ -7,8 +7,8 @@ use crate::{
     exec::{events::CargoStep, progress, runner::Outcome},
     flags, plan,
     session::{
-        check_engine, execute, human_size, plan_from_args, preflight_with, shared_cargo_runs,
-        Report,
+        check_engine, check_stages, execute, human_size, lock_log_dir, plan_from_args,
+        preflight_with, shared_cargo_runs, Report,
     },
     workspace, Status,
 };
@@ -26,10 +26,17 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
         )
     });
     let plan = plan_from_args(&decl?, &args)?;
+    check_stages(root, &plan)?;
     let Some(check) = check else {
-        print!("{}", plan::render_dry_run(&plan));
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan.redacted())?);
+        } else {
+            print!("{}", plan::render_dry_run(&plan));
+        }
         return Ok(Status::Ok);
     };
+    // one run at a time writes a log directory: concurrent runs would tear each other's logs
+    let _lock = lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
     preflight_with(root, &plan, args.engine, check?)?;
     let report = execute(root, &plan, progress::detect_mode());
     if args.json {

@@ -187,8 +187,11 @@ fn stream(
     }
     let mut log = fs::File::create(&job.log)
         .with_context(|| format!("cannot write {}", job.log.display()))?;
-    writeln!(log, "$ {}", shell_line(&job.argv))?;
-    let mut expression = duct::cmd(&job.argv[0], &job.argv[1..])
+    // secret-looking build-argument values never reach the log
+    writeln!(log, "$ {}", shell_line(&crate::plan::redacted(&job.argv)))?;
+    // under a supervisor that kills the build's process group when the xtask dies, even by SIGKILL
+    let argv = super::supervise::supervised(&job.argv);
+    let mut expression = duct::cmd(&argv[0], &argv[1..])
         .dir(&job.cwd)
         .stdin_null()
         .stderr_to_stdout()

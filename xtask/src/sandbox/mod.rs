@@ -174,6 +174,7 @@ mod tests {
             target: "t".into(),
             service: service.map(String::from),
             output: None,
+            output_outside_target: false,
             smoke: vec![],
             health: None,
         };

@@ -21,17 +21,53 @@ pub fn root() -> PathBuf {
         .to_path_buf()
 }
 
+/// The project's declaration (`[workspace.metadata.attune]`), read once through `cargo metadata`:
+/// tests take image names and counts from it, so adding a service breaks none of them.
+pub fn declaration() -> &'static Value {
+    static DECL: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    DECL.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let out = Command::new(cargo)
+            .args([
+                "metadata",
+                "--no-deps",
+                "--offline",
+                "--format-version",
+                "1",
+            ])
+            .arg("--manifest-path")
+            .arg(root().join("Cargo.toml"))
+            .output()
+            .expect("cargo metadata runs");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let metadata: Value = serde_json::from_slice(&out.stdout).expect("cargo metadata's JSON");
+        metadata["metadata"]["attune"].clone()
+    })
+}
+
 /// The project's images, in declaration order.
-pub const ALL_IMAGES: [&str; 8] = [
-    "api",
-    "executor",
-    "sensor",
-    "worker-shell",
-    "worker-python",
-    "worker-node",
-    "worker-full",
-    "pack-binaries",
-];
+pub fn all_images() -> Vec<&'static str> {
+    declaration()["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .map(|i| i["name"].as_str().expect("an image name"))
+        .collect()
+}
+
+/// The images of a declared group, in the group's order.
+pub fn group(name: &str) -> Vec<&'static str> {
+    declaration()["groups"][name]
+        .as_array()
+        .unwrap_or_else(|| panic!("no group {name}"))
+        .iter()
+        .map(|i| i.as_str().expect("an image name"))
+        .collect()
+}
 
 /// One run of `xtask`, like just's `Test`: `Test::new().args([..]).env(..).run()`.
 ///
@@ -411,7 +447,7 @@ pub fn dry_run_images(stdout: &str) -> Vec<String> {
 
 /// The summary table's rows: image -> the rest of the row (the first line naming each image).
 pub fn summary_rows(stdout: &str) -> std::collections::BTreeMap<String, String> {
-    let names: BTreeSet<&str> = ALL_IMAGES.into_iter().collect();
+    let names: BTreeSet<&str> = all_images().into_iter().collect();
     let mut rows = std::collections::BTreeMap::new();
     for line in stdout.lines() {
         if let Some((first, rest)) = line.split_once(' ') {

@@ -122,6 +122,7 @@ mod tests {
             target: "t".into(),
             service: None,
             output: None,
+            output_outside_target: false,
             smoke: vec![],
             health: None,
         };
