@@ -10,6 +10,7 @@
 // The model is an API for every command that reads Dockerfiles: not each field is read yet.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::lexer::{self, LineIndex, RawInstruction};
@@ -25,6 +26,8 @@ pub struct Dockerfile {
     /// Indexes into `instructions` of the instructions before the first `FROM` (global `ARG`s).
     pub global: Vec<usize>,
     pub stages: Vec<Stage>,
+    /// Lowercased stage name -> index of the first stage with that name.
+    names: HashMap<String, usize>,
 }
 
 /// `FROM base [AS name]` and the instructions up to the next `FROM`.
@@ -150,12 +153,8 @@ impl Dockerfile {
     /// The stage a name or index in `--from=` / `FROM` refers to.
     pub fn stage(&self, reference: &str) -> Option<&Stage> {
         let reference = reference.to_ascii_lowercase();
-        if let Some(stage) = self
-            .stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(reference.as_str()))
-        {
-            return Some(stage);
+        if let Some(&index) = self.names.get(&reference) {
+            return Some(&self.stages[index]);
         }
         reference
             .parse::<usize>()
@@ -219,11 +218,18 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             None => global.push(i),
         }
     }
+    let mut names = HashMap::new();
+    for stage in &stages {
+        if let Some(name) = &stage.name {
+            names.entry(name.clone()).or_insert(stage.index);
+        }
+    }
     Ok(Dockerfile {
         escape: lexed.escape,
         instructions,
         global,
         stages,
+        names,
     })
 }
 
