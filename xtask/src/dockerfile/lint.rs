@@ -152,7 +152,9 @@ fn runs<'a>(df: &'a Dockerfile, text: &str) -> Result<Vec<Run<'a>>, ParseError> 
                         env_target_dir = Some(dir);
                     }
                 }
-                "RUN" => {
+                "RUN" | "ONBUILD"
+                    if ins.keyword == "RUN" || ins.trigger.as_deref() == Some("RUN") =>
+                {
                     let mut command = ins.args.clone();
                     for doc in &ins.heredocs {
                         command.push('\n');

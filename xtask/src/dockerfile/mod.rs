@@ -5,7 +5,8 @@
 //!   logical text back to the source bytes.
 //! - [`model`]: instructions -> stages, `--flag` options and `--mount` option lists with the byte
 //!   span of every option, so that a rewrite touches only those bytes.
-//! - [`rewrite`]: the cache-mount `sharing=` policy as a pure text -> text function.
+//! - [`rewrite`]: the cache-mount `sharing=` policy as pure text -> text functions, and the record
+//!   of what a rollback changed that makes its undo exact.
 //! - [`lint`]: the static cache-policy rules of `cargo xtask lint-docker`.
 //!
 //! Architecture invariant: nothing in this module reads or writes files or prints; `policy.rs`
@@ -17,7 +18,7 @@ pub mod model;
 pub mod rewrite;
 
 pub use lint::{lint, workspace_rust_version, Finding, LintContext};
-pub use rewrite::{set_sharing, Rewrite, Sharing};
+pub use rewrite::{locked_mounts, restore, rollback, set_sharing, Record, Rewrite, Sharing};
 
 /// A Dockerfile that cannot be parsed, or a mount that cannot be rewritten, at a 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -30,6 +30,10 @@ fn the_projects_dockerfiles_pass() {
             "Dockerfile.pack-binaries",
             include_str!("../../../../docker/Dockerfile.pack-binaries"),
         ),
+        (
+            "Dockerfile.workspace",
+            include_str!("../../../../docker/Dockerfile.workspace"),
+        ),
     ] {
         assert_eq!(lint(text, &ctx()).unwrap(), [], "{name}");
     }
