@@ -10,7 +10,7 @@
 //! | `target-cache-never-read` | two stages mount the same target directory under different cache ids: the earlier stage fills a cache that the later one never reads |
 //! | `cargo-failure-ignored` | `\|\| true`, `\|\| :`, `\|\| exit 0` or a trailing `; true` after a cargo command |
 //! | `binary-from-cache-mount` | `COPY --from=stage` (or a `from=stage` mount) of a path inside a cache mount of that stage: cache mounts are not part of the image |
-//! | `cache-mount-implicit-sharing` | a cache mount without an explicit `sharing=`: the project keeps them explicit so `rollback-locked` and `restore-shared` round-trip byte for byte |
+//! | `cache-mount-implicit-sharing` | a cache mount without an explicit `sharing=`: the project keeps them explicit so that a reader sees whether concurrent builds share, serialise or copy each cache |
 //! | `rust-version-mismatch` | the `ARG RUST_VERSION` default (or a literal `rust:<version>` base image) differs from `workspace.package.rust-version` |
 //!
 //! A cargo target directory is a cache-mount target whose path ends in `/target`, or the
@@ -355,7 +355,7 @@ fn implicit_sharing(run: &Run, findings: &mut Vec<Finding>) {
             id: "cache-mount-implicit-sharing",
             line: cache.mount.line,
             message: format!(
-                "the cache mount {} has no explicit sharing= (BuildKit defaults to shared), so rollback-locked then restore-shared would not give this file back byte for byte",
+                "the cache mount {} has no explicit sharing= (BuildKit defaults to shared), so a reader cannot tell whether concurrent builds are meant to share it",
                 cache.target
             ),
             fix: "add ,sharing=shared (or locked/private) to the mount".to_string(),
