@@ -10,7 +10,7 @@
 //! | `target-cache-never-read` | two stages mount the same target directory under different cache ids: the earlier stage fills a cache that the later one never reads |
 //! | `cargo-failure-ignored` | `\|\| true`, `\|\| :`, `\|\| exit 0` or a trailing `; true` after a cargo command |
 //! | `binary-from-cache-mount` | `COPY --from=stage` (or a `from=stage` mount) of a path inside a cache mount of that stage: cache mounts are not part of the image |
-//! | `cache-mount-implicit-sharing` | a cache mount without an explicit `sharing=`: the project keeps them explicit so `rollback-locked` and `restore-shared` round-trip byte for byte |
+//! | `cache-mount-implicit-sharing` | a cache mount without an explicit `sharing=`: the project keeps them explicit so that a reader sees whether concurrent builds share, serialise or copy each cache |
 //! | `rust-version-mismatch` | the `ARG RUST_VERSION` default (or a literal `rust:<version>` base image) differs from `workspace.package.rust-version` |
 //!
 //! A cargo target directory is a cache-mount target whose path ends in `/target`, or the
@@ -129,27 +129,39 @@ impl CacheMount<'_> {
 
 fn runs<'a>(df: &'a Dockerfile, text: &str) -> Result<Vec<Run<'a>>, ParseError> {
     let mut out = Vec::new();
-    let mut finals: Vec<(String, HashMap<String, String>)> = Vec::new();
+    // Each stage's final WORKDIR and CARGO_TARGET_DIR (the only variable the rules read; a
+    // stage inherits them from its parent stage). Keeping only these keeps the pass linear.
+    let mut finals: Vec<(String, Option<String>)> = Vec::new();
     for stage in &df.stages {
-        let (mut workdir, mut env) = match df.stage(&stage.base).filter(|p| p.index < stage.index) {
-            Some(parent) => finals[parent.index].clone(),
-            None => ("/".to_string(), HashMap::new()),
-        };
+        let (mut workdir, mut env_target_dir) =
+            match df.stage(&stage.base).filter(|p| p.index < stage.index) {
+                Some(parent) => finals[parent.index].clone(),
+                None => ("/".to_string(), None),
+            };
         let stage_declares_service = df
             .stage_instructions(stage)
             .any(|i| i.keyword == "ARG" && arg_defaults(i).iter().any(|(k, _)| k == "SERVICE"));
         for ins in df.stage_instructions(stage) {
             match ins.keyword.as_str() {
                 "WORKDIR" => workdir = resolve(&workdir, unquote(&ins.args)),
-                "ENV" => env.extend(env_pairs(&ins.args)),
-                "RUN" => {
+                "ENV" => {
+                    if let Some((_, dir)) = env_pairs(&ins.args)
+                        .into_iter()
+                        .rfind(|(k, _)| k == "CARGO_TARGET_DIR")
+                    {
+                        env_target_dir = Some(dir);
+                    }
+                }
+                "RUN" | "ONBUILD"
+                    if ins.keyword == "RUN" || ins.trigger.as_deref() == Some("RUN") =>
+                {
                     let mut command = ins.args.clone();
                     for doc in &ins.heredocs {
                         command.push('\n');
                         command.push_str(&text[doc.body.clone()]);
                     }
                     let target_dir = assignment(&command, "CARGO_TARGET_DIR")
-                        .or_else(|| env.get("CARGO_TARGET_DIR").cloned())
+                        .or_else(|| env_target_dir.clone())
                         .map(|dir| resolve(&workdir, &dir));
                     let mut mounts = Vec::new();
                     for mount in ins.mounts.iter().filter(|m| m.is_cache()) {
@@ -175,7 +187,7 @@ fn runs<'a>(df: &'a Dockerfile, text: &str) -> Result<Vec<Run<'a>>, ParseError> 
                 _ => {}
             }
         }
-        finals.push((workdir, env));
+        finals.push((workdir, env_target_dir));
     }
     Ok(out)
 }
@@ -276,11 +288,20 @@ fn never_read(df: &Dockerfile, runs: &[Run], findings: &mut Vec<Finding>) {
             .map(|(_, cache)| cache.id())
             .collect();
         let reader = stage_label(&df.stages[last]);
+        // id -> the first two different stages that mount it, so that "is this id mounted in
+        // another stage" is one lookup (the group can be as long as the file)
+        let mut stages_of_id: HashMap<&str, (usize, Option<usize>)> = HashMap::new();
+        for (run, cache) in group {
+            let entry = stages_of_id
+                .entry(cache.id())
+                .or_insert((run.stage.index, None));
+            if entry.0 != run.stage.index && entry.1.is_none() {
+                entry.1 = Some(run.stage.index);
+            }
+        }
         for (run, cache) in group.iter().filter(|(run, _)| run.stage.index != last) {
             let id = cache.id();
-            let read_elsewhere = group
-                .iter()
-                .any(|(other, c)| other.stage.index != run.stage.index && c.id() == id);
+            let read_elsewhere = stages_of_id[id].1.is_some();
             if read_elsewhere {
                 continue;
             }
@@ -334,7 +355,7 @@ fn implicit_sharing(run: &Run, findings: &mut Vec<Finding>) {
             id: "cache-mount-implicit-sharing",
             line: cache.mount.line,
             message: format!(
-                "the cache mount {} has no explicit sharing= (BuildKit defaults to shared), so rollback-locked then restore-shared would not give this file back byte for byte",
+                "the cache mount {} has no explicit sharing= (BuildKit defaults to shared), so a reader cannot tell whether concurrent builds are meant to share it",
                 cache.target
             ),
             fix: "add ,sharing=shared (or locked/private) to the mount".to_string(),
@@ -343,27 +364,8 @@ fn implicit_sharing(run: &Run, findings: &mut Vec<Finding>) {
 }
 
 fn copies_from_cache(df: &Dockerfile, runs: &[Run], findings: &mut Vec<Finding>) {
-    let cache_in = |stage: &Stage, path: &str| -> Option<String> {
-        let chain: Vec<usize> = df.ancestry(stage).iter().map(|s| s.index).collect();
-        runs.iter()
-            .filter(|run| chain.contains(&run.stage.index))
-            .flat_map(|run| run.mounts.iter())
-            .find(|cache| path == cache.target || path.starts_with(&format!("{}/", cache.target)))
-            .map(|cache| cache.target.clone())
-    };
-    let mut push = |line: usize, path: &str, stage: &Stage, target: String| {
-        findings.push(Finding {
-            id: "binary-from-cache-mount",
-            line,
-            message: format!(
-                "{path} is inside the cache mount {target} of stage {}, and a cache mount is not part of the image, so this copies whatever an older build left there, or nothing",
-                stage_label(stage)
-            ),
-            fix: format!(
-                "copy the file out of {target} inside the RUN that builds it (e.g. install -D target/release/x /out/bin/x) and take it from there"
-            ),
-        });
-    };
+    // (line, path, the stage copied from) of every COPY/ADD --from and RUN --mount from=
+    let mut copies: Vec<(usize, String, &Stage)> = Vec::new();
     for ins in &df.instructions {
         if matches!(ins.keyword.as_str(), "COPY" | "ADD") {
             let Some(stage) = ins
@@ -378,10 +380,7 @@ fn copies_from_cache(df: &Dockerfile, runs: &[Run], findings: &mut Vec<Finding>)
                 continue;
             };
             for source in sources {
-                let path = resolve("/", source);
-                if let Some(target) = cache_in(stage, &path) {
-                    push(ins.line, &path, stage, target);
-                }
+                copies.push((ins.line, resolve("/", source), stage));
             }
         }
         if ins.keyword == "RUN" {
@@ -390,12 +389,100 @@ fn copies_from_cache(df: &Dockerfile, runs: &[Run], findings: &mut Vec<Finding>)
                     continue;
                 };
                 let path = resolve("/", mount.get("source").or(mount.get("src")).unwrap_or("/"));
-                if let Some(target) = cache_in(stage, &path) {
-                    push(mount.line, &path, stage, target);
-                }
+                copies.push((mount.line, path, stage));
             }
         }
     }
+    let paths: Vec<(&str, usize)> = copies
+        .iter()
+        .map(|(_, path, stage)| (path.as_str(), stage.index))
+        .collect();
+    let found = cache_targets_in_ancestry(df, runs, &paths);
+    for ((line, path, stage), target) in copies.iter().zip(found) {
+        let Some(target) = target else {
+            continue;
+        };
+        findings.push(Finding {
+            id: "binary-from-cache-mount",
+            line: *line,
+            message: format!(
+                "{path} is inside the cache mount {target} of stage {}, and a cache mount is not part of the image, so this copies whatever an older build left there, or nothing",
+                stage_label(stage)
+            ),
+            fix: format!(
+                "copy the file out of {target} inside the RUN that builds it (e.g. install -D target/release/x /out/bin/x) and take it from there"
+            ),
+        });
+    }
+}
+
+/// For each `(path, stage)`: the cache-mount target of that stage or one of the stages it is
+/// built `FROM` that is `path` or contains it (the first such mount in the file), if any.
+///
+/// One walk over the tree of stages, keeping for every target the mounts of the stages on the
+/// current path from the root: linear in stages, mounts and path lengths, however deep the chain.
+fn cache_targets_in_ancestry<'a>(
+    df: &Dockerfile,
+    runs: &'a [Run],
+    queries: &[(&str, usize)],
+) -> Vec<Option<&'a str>> {
+    let n = df.stages.len();
+    let mut mounts_of: Vec<Vec<(usize, &str)>> = vec![Vec::new(); n];
+    let mut order = 0;
+    for run in runs {
+        for cache in &run.mounts {
+            mounts_of[run.stage.index].push((order, cache.target.as_str()));
+            order += 1;
+        }
+    }
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
+    let mut roots = Vec::new();
+    for stage in &df.stages {
+        match df.stage(&stage.base).filter(|p| p.index < stage.index) {
+            Some(parent) => children[parent.index].push(stage.index),
+            None => roots.push(stage.index),
+        }
+    }
+    let mut asked: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, &(_, stage)) in queries.iter().enumerate() {
+        asked[stage].push(i);
+    }
+    let mut answers = vec![None; queries.len()];
+    // target -> orders of its mounts on the current root-to-stage path, the earliest first
+    let mut on_path: HashMap<&str, Vec<usize>> = HashMap::new();
+    // (stage, entering?) events of an iterative depth-first walk: chains can be deep
+    let mut stack: Vec<(usize, bool)> = roots.iter().rev().map(|&r| (r, true)).collect();
+    while let Some((stage, entering)) = stack.pop() {
+        if !entering {
+            for &(_, target) in &mounts_of[stage] {
+                if let Some(orders) = on_path.get_mut(target) {
+                    orders.pop();
+                }
+            }
+            continue;
+        }
+        for &(order, target) in &mounts_of[stage] {
+            on_path.entry(target).or_default().push(order);
+        }
+        for &q in &asked[stage] {
+            let path = queries[q].0;
+            let prefixes = std::iter::once(path).chain(
+                path.match_indices('/')
+                    .filter(|&(i, _)| i > 0)
+                    .map(|(i, _)| &path[..i]),
+            );
+            answers[q] = prefixes
+                .filter_map(|prefix| {
+                    let (target, orders) = on_path.get_key_value(prefix)?;
+                    orders.first().map(|&order| (order, *target))
+                })
+                .min()
+                .map(|(_, target)| target);
+        }
+        stack.push((stage, false));
+        stack.extend(children[stage].iter().rev().map(|&c| (c, true)));
+    }
+    answers
 }
 
 fn rust_version(df: &Dockerfile, ctx: &LintContext, findings: &mut Vec<Finding>) {
@@ -518,7 +605,7 @@ fn swallowed_failure(command: &str) -> Option<usize> {
 /// The index of `word` in `text` where it stands as a command word.
 fn find_word(text: &str, word: &str) -> Option<usize> {
     text.match_indices(word).map(|(i, _)| i).find(|&i| {
-        let before_ok = text[..i].chars().last().is_none_or(|c| {
+        let before_ok = text[..i].chars().next_back().is_none_or(|c| {
             c.is_whitespace() || matches!(c, ';' | '&' | '|' | '(' | '`' | '"' | '\'')
         });
         let after_ok = text[i + word.len()..]

@@ -5,7 +5,8 @@
 //!   logical text back to the source bytes.
 //! - [`model`]: instructions -> stages, `--flag` options and `--mount` option lists with the byte
 //!   span of every option, so that a rewrite touches only those bytes.
-//! - [`rewrite`]: the cache-mount `sharing=` policy as a pure text -> text function.
+//! - [`rewrite`]: the cache-mount `sharing=` policy as pure text -> text functions, and the record
+//!   of what a rollback changed that makes its undo exact.
 //! - [`lint`]: the static cache-policy rules of `cargo xtask lint-docker`.
 //!
 //! Architecture invariant: the passes (lexer, model, rewrite, lint) neither read nor write files
@@ -18,7 +19,7 @@ pub mod model;
 pub mod rewrite;
 
 pub use lint::{lint, workspace_rust_version, Finding, LintContext};
-pub use rewrite::{copy_with_sharing, set_sharing, Rewrite, Sharing};
+pub use rewrite::{copy_with_sharing, locked_mounts, restore, rollback, Record, Rewrite, Sharing};
 
 use std::{
     fs,
@@ -66,17 +67,38 @@ pub fn dockerfiles(root: &Path, paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf
     }
     let mut files = Vec::new();
     for path in paths {
-        if !path.exists() {
-            return Err(
-                UsageError(format!("{}: no such file or directory", path.display())).into(),
-            );
-        }
-        if path.is_dir() {
-            files.extend(dockerfiles_in(path)?);
-        } else {
+        let meta = match fs::metadata(path) {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                return Err(
+                    UsageError(format!("{}: no such file or directory", path.display())).into(),
+                )
+            }
+            Err(err) => bail!("{}: {err}", path.display()),
+        };
+        if meta.is_dir() {
+            let found = dockerfiles_in(path)?;
+            if found.is_empty() {
+                return Err(UsageError(format!(
+                    "{}: no Dockerfile* files in this directory, nothing to check",
+                    path.display()
+                ))
+                .into());
+            }
+            files.extend(found);
+        } else if meta.is_file() {
             files.push(path.clone());
+        } else {
+            return Err(UsageError(format!(
+                "{}: not a regular file (a FIFO, socket or device?); name Dockerfiles or directories",
+                path.display()
+            ))
+            .into());
         }
     }
+    // the same file named twice, through a directory and by name, or through a symlink: once
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|path| seen.insert(fs::canonicalize(path).unwrap_or_else(|_| path.clone())));
     Ok(files)
 }
 

@@ -10,6 +10,7 @@
 // The model is an API for every command that reads Dockerfiles: not each field is read yet.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
 use std::ops::Range;
 
 use super::lexer::{self, LineIndex, RawInstruction};
@@ -25,6 +26,8 @@ pub struct Dockerfile {
     /// Indexes into `instructions` of the instructions before the first `FROM` (global `ARG`s).
     pub global: Vec<usize>,
     pub stages: Vec<Stage>,
+    /// Lowercased stage name -> index of the first stage with that name.
+    names: HashMap<String, usize>,
 }
 
 /// `FROM base [AS name]` and the instructions up to the next `FROM`.
@@ -44,6 +47,9 @@ pub struct Stage {
 pub struct Instruction {
     /// Uppercased keyword (`RUN`, `COPY`...).
     pub keyword: String,
+    /// For `ONBUILD`, the uppercased keyword of its trigger (`RUN`...), whose flags and
+    /// arguments are this instruction's `flags` and `args`.
+    pub trigger: Option<String>,
     pub line: usize,
     pub end_line: usize,
     pub span: Range<usize>,
@@ -52,7 +58,7 @@ pub struct Instruction {
     pub args: String,
     /// Index in the logical text where `args` starts.
     pub args_start: usize,
-    /// `--mount` flags of a `RUN`, parsed.
+    /// `--mount` flags of a `RUN` (or `ONBUILD RUN`), parsed.
     pub mounts: Vec<Mount>,
     pub heredocs: Vec<Heredoc>,
     pub raw: RawInstruction,
@@ -150,12 +156,8 @@ impl Dockerfile {
     /// The stage a name or index in `--from=` / `FROM` refers to.
     pub fn stage(&self, reference: &str) -> Option<&Stage> {
         let reference = reference.to_ascii_lowercase();
-        if let Some(stage) = self
-            .stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(reference.as_str()))
-        {
-            return Some(stage);
+        if let Some(&index) = self.names.get(&reference) {
+            return Some(&self.stages[index]);
         }
         reference
             .parse::<usize>()
@@ -219,11 +221,18 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             None => global.push(i),
         }
     }
+    let mut names = HashMap::new();
+    for stage in &stages {
+        if let Some(name) = &stage.name {
+            names.entry(name.clone()).or_insert(stage.index);
+        }
+    }
     Ok(Dockerfile {
         escape: lexed.escape,
         instructions,
         global,
         stages,
+        names,
     })
 }
 
@@ -234,6 +243,19 @@ fn instruction(raw: RawInstruction, lines: &LineIndex) -> Result<Instruction, Pa
     let mut flags = Vec::new();
     let mut mounts = Vec::new();
     let mut pos = keyword_end;
+    // `ONBUILD RUN --mount=...`: the trigger's flags are read as the trigger's own
+    let mut trigger = None;
+    if keyword == "ONBUILD" {
+        let start = pos + (text[pos..].len() - text[pos..].trim_start().len());
+        let end = text[start..]
+            .find(char::is_whitespace)
+            .map_or(text.len(), |i| start + i);
+        if end > start {
+            trigger = Some(text[start..end].to_ascii_uppercase());
+            pos = end;
+        }
+    }
+    let is_run = keyword == "RUN" || trigger.as_deref() == Some("RUN");
     loop {
         let rest = &text[pos..];
         let skipped = rest.len() - rest.trim_start().len();
@@ -253,7 +275,7 @@ fn instruction(raw: RawInstruction, lines: &LineIndex) -> Result<Instruction, Pa
             Some((name, value)) => (name.to_string(), Some(value.to_string())),
             None => (body.to_string(), None),
         };
-        if keyword == "RUN" && name == "mount" {
+        if is_run && name == "mount" {
             let Some(eq) = word.chars.iter().position(|&(c, _)| c == '=') else {
                 return Err(ParseError::new(
                     line,
@@ -281,6 +303,7 @@ fn instruction(raw: RawInstruction, lines: &LineIndex) -> Result<Instruction, Pa
     let args_start = pos + (text[pos..].len() - text[pos..].trim_start().len());
     Ok(Instruction {
         keyword,
+        trigger,
         line: raw.line,
         end_line: raw.end_line,
         span: raw.span.clone(),

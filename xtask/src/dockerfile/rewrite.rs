@@ -6,12 +6,11 @@
 //!   value only; quotes around it are kept);
 //! - a mount without a `sharing=` option gets `,sharing=<mode>` appended after its last option.
 //!
-//! So for a file in the optimized policy (every cache mount explicitly `sharing=shared`, like the
-//! project's docker/ files), `rollback-locked` (mode `locked`) then `restore-shared` (mode
-//! `shared`) gives the file back byte for byte. A mount that had no `sharing=` comes back as
-//! `,sharing=shared` (BuildKit's default, now explicit), and one that was `sharing=private`
-//! comes back `shared`: those are not byte-identical round trips, which is why `lint-docker`
-//! asks for an explicit `sharing=` on every cache mount.
+//! [`rollback`] is `set_sharing(locked)` plus a [`Record`] of every `--mount=...` word it changed,
+//! before and after; [`restore`] puts back exactly the recorded words, so `rollback-locked` then
+//! `restore-shared` gives any file back byte for byte: a mount its author locked stays locked
+//! (rollback did not change it), a mount without `sharing=` gets none back, `sharing=private`
+//! comes back `private`. Without a record nothing is guessed: see `policy.rs`.
 //!
 //! `shared`, `private` and `locked` are the valid values (case-insensitive, as in BuildKit); any
 //! other value is an error, as is `sharing=` on a mount that is not `type=cache`. Heredoc bodies
@@ -22,6 +21,8 @@ use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
 
 use super::model::parse;
 use anyhow::Context;
@@ -58,9 +59,175 @@ pub struct MountSharing {
 
 /// Sets `sharing=<mode>` on every cache mount of `text`; see the module docs for what changes.
 pub fn set_sharing(text: &str, mode: Sharing) -> Result<Rewrite, ParseError> {
-    let dockerfile = parse(text)?;
-    let mut edits: Vec<(Range<usize>, String)> = Vec::new();
+    let plans = plan(text, mode)?;
+    let mut edits = Vec::new();
     let mut mounts = Vec::new();
+    for p in plans {
+        edits.extend(p.edits);
+        mounts.push(p.sharing);
+    }
+    let out = apply_edits(text, edits);
+    let changed = mounts.iter().filter(|m| m.changed).count();
+    Ok(Rewrite {
+        text: out,
+        changed,
+        mounts,
+    })
+}
+
+/// What `rollback-locked` changed in one file: for each cache mount it rewrote, the mount's
+/// `--mount=...` word before and after, so that `restore-shared` can put back exactly those
+/// bytes (a `sharing=locked` its author wrote stays, a mount without `sharing=` gets none, a
+/// `sharing=private` comes back `private`). Kept by `policy.rs` in a file beside the Dockerfile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub mounts: Vec<RecordedMount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedMount {
+    /// 0-based position among the file's cache mounts, in file order.
+    pub index: usize,
+    /// 1-based line of the `--mount` flag when it was rewritten.
+    pub line: usize,
+    pub target: Option<String>,
+    /// The source bytes of the `--mount=...` word before `rollback-locked`.
+    pub before: String,
+    /// The same bytes as `rollback-locked` wrote them.
+    pub after: String,
+}
+
+/// `rollback-locked` on one file: every cache mount to `sharing=locked` (as [`set_sharing`]), and
+/// the record of what changed, merged with the `previous` record of an earlier rollback (whose
+/// mounts must still read as that rollback left them).
+pub fn rollback(text: &str, previous: Option<&Record>) -> Result<(Rewrite, Record), ParseError> {
+    let plans = plan(text, Sharing::Locked)?;
+    let mut record = previous.cloned().unwrap_or_default();
+    for recorded in &record.mounts {
+        let current = plans.get(recorded.index).map(|p| &text[p.span.clone()]);
+        if current != Some(recorded.after.as_str()) {
+            return Err(stale(text, &plans, recorded));
+        }
+    }
+    let mut edits = Vec::new();
+    let mut mounts = Vec::new();
+    for (index, p) in plans.into_iter().enumerate() {
+        if p.sharing.changed {
+            let word = &text[p.span.clone()];
+            let local = p
+                .edits
+                .iter()
+                .map(|(r, s)| (r.start - p.span.start..r.end - p.span.start, s.clone()))
+                .collect();
+            record.mounts.push(RecordedMount {
+                index,
+                line: p.sharing.line,
+                target: p.sharing.target.clone(),
+                before: word.to_string(),
+                after: apply_edits(word, local),
+            });
+        }
+        edits.extend(p.edits);
+        mounts.push(p.sharing);
+    }
+    record.mounts.sort_by_key(|m| m.index);
+    let changed = mounts.iter().filter(|m| m.changed).count();
+    let rewrite = Rewrite {
+        text: apply_edits(text, edits),
+        changed,
+        mounts,
+    };
+    Ok((rewrite, record))
+}
+
+/// The result of [`restore`]: the new text, the recorded mounts put back, and how many recorded
+/// mounts already read as they did before the rollback.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restore {
+    pub text: String,
+    pub restored: Vec<RecordedMount>,
+    pub already: usize,
+}
+
+/// `restore-shared` on one file: puts back the `--mount=...` words `record` says
+/// `rollback-locked` rewrote, and nothing else. A recorded mount that reads neither as the
+/// rollback left it nor as it was before is an error at its line.
+pub fn restore(text: &str, record: &Record) -> Result<Restore, ParseError> {
+    let plans = plan(text, Sharing::Shared)?;
+    let mut edits = Vec::new();
+    let mut restored = Vec::new();
+    let mut already = 0;
+    for recorded in &record.mounts {
+        let Some(p) = plans.get(recorded.index) else {
+            return Err(stale(text, &plans, recorded));
+        };
+        let current = &text[p.span.clone()];
+        if current == recorded.before {
+            already += 1;
+        } else if current == recorded.after {
+            edits.push((p.span.clone(), recorded.before.clone()));
+            restored.push(RecordedMount {
+                line: p.sharing.line,
+                ..recorded.clone()
+            });
+        } else {
+            return Err(stale(text, &plans, recorded));
+        }
+    }
+    Ok(Restore {
+        text: apply_edits(text, edits),
+        restored,
+        already,
+    })
+}
+
+/// Every cache mount of `text` whose `sharing=` is `locked`.
+pub fn locked_mounts(text: &str) -> Result<Vec<MountSharing>, ParseError> {
+    Ok(plan(text, Sharing::Shared)?
+        .into_iter()
+        .map(|p| p.sharing)
+        .filter(|m| m.before == Some(Sharing::Locked))
+        .collect())
+}
+
+fn stale(text: &str, plans: &[MountPlan], recorded: &RecordedMount) -> ParseError {
+    let target = recorded.target.as_deref().unwrap_or("(no target)");
+    match plans.get(recorded.index) {
+        Some(p) => ParseError::new(
+            p.sharing.line,
+            format!(
+                "cache mount #{} ({target}) changed since rollback-locked: it reads `{}`, the rollback left `{}`; write it as you want it, with `{}` as it was before the rollback, and delete the rollback record",
+                recorded.index + 1,
+                &text[p.span.clone()],
+                recorded.after,
+                recorded.before
+            ),
+        ),
+        None => ParseError::new(
+            recorded.line,
+            format!(
+                "the rollback record names cache mount #{} ({target}) but the file now has {} cache mount(s); put back `{}` by hand and delete the rollback record",
+                recorded.index + 1,
+                plans.len(),
+                recorded.before
+            ),
+        ),
+    }
+}
+
+/// One cache mount and the edits that set its sharing to a mode.
+struct MountPlan {
+    sharing: MountSharing,
+    /// Source bytes of the whole `--mount=...` word.
+    span: Range<usize>,
+    edits: Vec<(Range<usize>, String)>,
+}
+
+/// Every cache mount of `text` in file order (`RUN` and `ONBUILD RUN`), with the edits that set
+/// its `sharing=` to `mode`.
+fn plan(text: &str, mode: Sharing) -> Result<Vec<MountPlan>, ParseError> {
+    let dockerfile = parse(text)?;
+    let mut plans = Vec::new();
     for ins in &dockerfile.instructions {
         for mount in &ins.mounts {
             if !mount.is_cache() {
@@ -76,7 +243,7 @@ pub fn set_sharing(text: &str, mode: Sharing) -> Result<Rewrite, ParseError> {
                 continue;
             }
             let mut before = None;
-            let mut changed = false;
+            let mut edits = Vec::new();
             for option in mount.sharing_options() {
                 let value = option.value.as_deref().unwrap_or("");
                 let current: Sharing = value.parse().map_err(|_| {
@@ -100,27 +267,23 @@ pub fn set_sharing(text: &str, mode: Sharing) -> Result<Rewrite, ParseError> {
                     ));
                 };
                 edits.push((span, mode.to_string()));
-                changed = true;
             }
             if before.is_none() {
                 edits.push((mount.end..mount.end, format!(",sharing={mode}")));
-                changed = true;
             }
-            mounts.push(MountSharing {
-                line: mount.line,
-                target: mount.target().map(str::to_string),
-                before,
-                changed,
+            plans.push(MountPlan {
+                sharing: MountSharing {
+                    line: mount.line,
+                    target: mount.target().map(str::to_string),
+                    before,
+                    changed: !edits.is_empty(),
+                },
+                span: mount.span.clone(),
+                edits,
             });
         }
     }
-    let out = apply_edits(text, edits);
-    let changed = mounts.iter().filter(|m| m.changed).count();
-    Ok(Rewrite {
-        text: out,
-        changed,
-        mounts,
-    })
+    Ok(plans)
 }
 
 impl Sharing {

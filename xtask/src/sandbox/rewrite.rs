@@ -117,7 +117,8 @@ mod tests {
             ));
             assert!(mark_cargo_runs(&out).unwrap().contains(EXEC_MARKER));
             let locked =
-                crate::dockerfile::set_sharing(&text, crate::dockerfile::Sharing::Locked).unwrap();
+                crate::dockerfile::rewrite::set_sharing(&text, crate::dockerfile::Sharing::Locked)
+                    .unwrap();
             assert_eq!(locked.mounts.len(), 3);
         }
     }

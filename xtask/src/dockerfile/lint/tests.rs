@@ -30,6 +30,10 @@ fn the_projects_dockerfiles_pass() {
             "Dockerfile.pack-binaries",
             include_str!("../../../../docker/Dockerfile.pack-binaries"),
         ),
+        (
+            "Dockerfile.workspace",
+            include_str!("../../../../docker/Dockerfile.workspace"),
+        ),
     ] {
         assert_eq!(lint(text, &ctx()).unwrap(), [], "{name}");
     }
@@ -176,6 +180,38 @@ RUN --mount=type=bind,from=builder,source=/build/target/release,target=/r cp /r/
             ("binary-from-cache-mount", 9),
             ("binary-from-cache-mount", 10)
         ]
+    );
+}
+
+#[test]
+fn copies_from_a_deep_chain_of_stages_find_the_ancestors_cache_and_not_a_siblings() {
+    // a chain of 3000 stages, each FROM the one before, and a branch beside it; the lint must
+    // look through the whole chain (and only through it) for every COPY --from
+    let mut text = String::from(
+        "FROM rust AS s0\nRUN --mount=type=cache,target=/b/target,id=t,sharing=shared cargo build\n\
+         FROM rust AS side\nRUN --mount=type=cache,target=/side,id=side,sharing=shared true\n",
+    );
+    for i in 1..3000 {
+        text.push_str(&format!("FROM s{} AS s{i}\nENV V{i}=x\n", i - 1));
+    }
+    let line = text.lines().count() + 2;
+    text.push_str("FROM debian\nCOPY --from=s2999 /b/target/release/x /x\n");
+    text.push_str("COPY --from=s2999 /side/x /y\nCOPY --from=side /side/x /z\n");
+    let findings = lint(&text, &ctx()).unwrap();
+    let found: Vec<_> = findings.iter().map(|f| (f.id, f.line)).collect();
+    assert_eq!(
+        found,
+        [
+            ("binary-from-cache-mount", line),
+            ("binary-from-cache-mount", line + 2)
+        ]
+    );
+    assert!(
+        findings[0]
+            .message
+            .contains("cache mount /b/target of stage s2999"),
+        "{}",
+        findings[0].message
     );
 }
 
