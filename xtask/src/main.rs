@@ -13,6 +13,7 @@ mod plan;
 mod proc;
 mod sandbox;
 mod session;
+mod target;
 mod util;
 mod workspace;
 

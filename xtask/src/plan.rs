@@ -2,16 +2,13 @@
 //! outputs, and the exact `docker buildx build` argv for each. Pure: nothing here runs a process
 //! or touches the file system, so every option's effect is snapshot-tested.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::{
     proc::shell_line,
+    target::{Output, Target},
     workspace::{Declaration, ImageDecl},
 };
 
@@ -32,30 +29,45 @@ pub struct Options {
     pub build_args: Vec<String>,
     pub no_cache: bool,
     pub pull: bool,
-    /// Where logs and build metadata go, relative to the workspace root.
+    /// Where the logs go, relative to the workspace root.
     pub log_dir: PathBuf,
     /// How many builds run at once (0: all).
     pub jobs: usize,
 }
 
-/// One `docker buildx build` invocation.
+/// One image's build: its typed [`Target`], and how this xtask runs it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Build {
     pub image: String,
-    /// The full command line, starting with `docker`; run from the workspace root.
+    pub target: Target,
+    /// The full command line, starting with `docker`, rendered from `target`; run from the
+    /// workspace root.
     pub argv: Vec<String>,
-    pub dockerfile: PathBuf,
-    pub target: String,
-    /// The build arguments, `KEY=VALUE`, in the order they are passed.
-    pub build_args: Vec<String>,
-    /// `attune-api:dev` for images; `None` for local outputs.
-    pub tag: Option<String>,
-    /// Where a local output lands, relative to the workspace root.
-    pub output_dir: Option<PathBuf>,
     pub log: PathBuf,
-    pub metadata_file: PathBuf,
+}
+
+impl Build {
+    /// `attune-api:dev` for images; `None` for local outputs.
+    pub fn tag(&self) -> Option<&String> {
+        self.target.tags.first()
+    }
+
+    pub fn dockerfile(&self) -> &Path {
+        &self.target.dockerfile
+    }
+
+    /// Where a local output lands, relative to the workspace root.
+    pub fn output_dir(&self) -> Option<&Path> {
+        match &self.target.output {
+            Output::Local(dir) => Some(dir),
+            Output::Load | Output::Push => None,
+        }
+    }
+
     /// Whether the result is loaded into the engine (and so has a size and an image ID there).
-    pub loaded: bool,
+    pub fn loaded(&self) -> bool {
+        self.target.output == Output::Load
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -93,7 +105,7 @@ fn build(
     shared_dockerfile: Option<&Path>,
     options: &Options,
 ) -> Build {
-    let (dockerfile, target) = match shared_dockerfile {
+    let (dockerfile, stage) = match shared_dockerfile {
         Some(file) => (file.to_path_buf(), image.name.clone()),
         None => (image.dockerfile.clone(), image.target.clone()),
     };
@@ -104,76 +116,46 @@ fn build(
             None => name,
         }
     });
-    let log = options.log_dir.join(format!("{}.log", image.name));
-    let metadata_file = options
-        .log_dir
-        .join(format!("{}.metadata.json", image.name));
-
-    let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
-    if let Some(builder) = &options.builder {
-        argv.extend(["--builder".into(), builder.clone()]);
-    }
-    argv.push("--progress=rawjson".into());
-    argv.extend(["--file".into(), path_arg(&dockerfile)]);
-    argv.extend(["--target".into(), target.clone()]);
-    let build_args: Vec<String> = image
+    let args = image
         .service
         .iter()
-        .map(|service| format!("SERVICE={service}"))
-        .chain(options.build_args.iter().cloned())
+        .map(|service| ("SERVICE".to_string(), service.clone()))
+        .chain(options.build_args.iter().map(|arg| {
+            let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
+            (key.to_string(), value.to_string())
+        }))
         .collect();
-    for arg in &build_args {
-        argv.extend(["--build-arg".into(), arg.clone()]);
-    }
-    if !options.platforms.is_empty() {
-        argv.extend(["--platform".into(), options.platforms.join(",")]);
-    }
-    for from in &options.cache_from {
-        argv.extend(["--cache-from".into(), from.replace("{image}", &image.name)]);
-    }
-    for to in &options.cache_to {
-        argv.extend(["--cache-to".into(), to.replace("{image}", &image.name)]);
-    }
-    if options.no_cache {
-        argv.push("--no-cache".into());
-    }
-    if options.pull {
-        argv.push("--pull".into());
-    }
-    argv.extend(["--metadata-file".into(), path_arg(&metadata_file)]);
-    let loaded = match (&tag, &image.output) {
-        (Some(tag), _) => {
-            argv.extend(["--tag".into(), tag.clone()]);
-            argv.push(if options.push { "--push" } else { "--load" }.into());
-            !options.push
-        }
-        (None, Some(dest)) => {
-            argv.extend([
-                "--output".into(),
-                format!("type=local,dest={}", path_arg(dest)),
-            ]);
-            false
-        }
+    let output = match (&tag, &image.output) {
+        (Some(_), _) if options.push => Output::Push,
+        (Some(_), _) => Output::Load,
+        (None, Some(dest)) => Output::Local(dest.clone()),
         (None, None) => unreachable!("an image without a tag has a local output"),
     };
-    argv.push(".".into());
-
+    let target = Target {
+        name: image.name.clone(),
+        context: PathBuf::from("."),
+        dockerfile,
+        target: stage,
+        args,
+        tags: tag.into_iter().collect(),
+        platforms: options.platforms.clone(),
+        cache_from: (options.cache_from.iter())
+            .map(|from| from.replace("{image}", &image.name))
+            .collect(),
+        cache_to: (options.cache_to.iter())
+            .map(|to| to.replace("{image}", &image.name))
+            .collect(),
+        output,
+        pull: options.pull,
+        no_cache: options.no_cache,
+        builder: options.builder.clone(),
+    };
     Build {
         image: image.name.clone(),
-        argv,
-        dockerfile,
+        argv: target.build_argv("rawjson"),
         target,
-        build_args,
-        tag,
-        output_dir: image.output.clone(),
-        log,
-        metadata_file,
-        loaded,
+        log: options.log_dir.join(format!("{}.log", image.name)),
     }
-}
-
-fn path_arg(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
 }
 
 /// `--dry-run`'s text: the commands in the order and grouping in which they would run.
@@ -209,38 +191,6 @@ pub fn render_dry_run(plan: &Plan) -> String {
         }
     }
     out
-}
-
-/// The bake definition of `plan`: a target per build and a `default` group of them all.
-pub fn bake_file(plan: &Plan) -> Value {
-    let mut targets = BTreeMap::new();
-    for build in &plan.builds {
-        let args: BTreeMap<&str, &str> = build
-            .build_args
-            .iter()
-            .filter_map(|a| a.split_once('='))
-            .collect();
-        let mut target = json!({
-            "context": ".",
-            "dockerfile": build.dockerfile,
-            "target": build.target,
-            "args": args,
-        });
-        match (&build.tag, &build.output_dir) {
-            (Some(tag), _) => {
-                target["tags"] = json!([tag]);
-                let push = build.argv.iter().any(|a| a == "--push");
-                target["output"] = json!([if push { "type=registry" } else { "type=docker" }]);
-            }
-            (None, Some(dir)) => {
-                target["output"] = json!([format!("type=local,dest={}", dir.display())]);
-            }
-            (None, None) => {}
-        }
-        targets.insert(build.image.clone(), target);
-    }
-    let names: Vec<&String> = plan.builds.iter().map(|b| &b.image).collect();
-    json!({ "group": { "default": { "targets": names } }, "target": targets })
 }
 
 #[cfg(test)]
@@ -308,13 +258,13 @@ mod tests {
             lines(&decl, &[], &options()),
             [
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.optimized --target runtime \
-                 --build-arg SERVICE=api --metadata-file target/xtask/logs/api.metadata.json \
+                 --build-arg SERVICE=api \
                  --tag attune-api:dev --load .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.worker.optimized \
-                 --target worker-shell --metadata-file target/xtask/logs/worker-shell.metadata.json \
+                 --target worker-shell \
                  --tag attune-worker-shell:dev --load .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.pack-binaries \
-                 --target pack-binaries --metadata-file target/xtask/logs/pack-binaries.metadata.json \
+                 --target pack-binaries \
                  --output type=local,dest=target/pack-binaries .",
             ]
         );
@@ -343,7 +293,6 @@ mod tests {
               --platform linux/amd64,linux/arm64 \
               --cache-from type=registry,ref=registry.example/cache:api \
               --cache-to type=registry,ref=registry.example/cache:api,mode=max --no-cache --pull \
-              --metadata-file target/xtask/logs/api.metadata.json \
               --tag registry.example/attune/attune-api:1.2.3 --push ."]
         );
     }
@@ -360,9 +309,8 @@ mod tests {
             lines,
             [
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.workspace --target worker-shell \
-                 --metadata-file target/xtask/logs/worker-shell.metadata.json --tag attune-worker-shell:dev --load .",
+                 --tag attune-worker-shell:dev --load .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.workspace --target pack-binaries \
-                 --metadata-file target/xtask/logs/pack-binaries.metadata.json \
                  --output type=local,dest=target/pack-binaries .",
             ]
         );

@@ -25,7 +25,12 @@ use crate::{
 };
 
 /// The plan the flags ask for; unknown images, groups or strategies are usage errors.
-pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyhow::Result<Plan> {
+pub fn plan_from_args(
+    decl: &Declaration,
+    args: &flags::BuildOptions,
+    log_dir: &Path,
+    jobs: usize,
+) -> anyhow::Result<Plan> {
     let images = decl.select(&args.images)?;
     let strategy = args
         .strategy
@@ -49,8 +54,8 @@ pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyh
         build_args: args.build_arg.clone(),
         no_cache: args.no_cache,
         pull: args.pull,
-        log_dir: args.log_dir.clone(),
-        jobs: args.jobs,
+        log_dir: log_dir.to_path_buf(),
+        jobs,
     };
     Ok(plan::plan(decl, &images, &options))
 }
@@ -99,13 +104,13 @@ pub fn preflight_with(
     check: EngineCheck,
 ) -> anyhow::Result<()> {
     for build in &plan.builds {
-        let path = root.join(&build.dockerfile);
+        let path = root.join(build.dockerfile());
         if !path.is_file() {
             bail!(
                 "image `{}`: its Dockerfile {} is missing\n  hint: restore it (git checkout -- {}) or fix `dockerfile` in [workspace.metadata.attune]",
                 build.image,
-                build.dockerfile.display(),
-                build.dockerfile.display()
+                build.dockerfile().display(),
+                build.dockerfile().display()
             );
         }
     }
@@ -215,8 +220,8 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .builds
         .iter()
         .zip(&results)
-        .filter(|(b, j)| b.loaded && j.outcome == Outcome::Succeeded)
-        .filter_map(|(b, _)| b.tag.clone())
+        .filter(|(b, j)| b.loaded() && j.outcome == Outcome::Succeeded)
+        .filter_map(|(b, _)| b.tag().cloned())
         .collect();
     let inspected = docker::inspect_images(&loaded);
     let images: Vec<ImageReport> = plan
@@ -225,14 +230,13 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .zip(results)
         .map(|(build, job)| {
             let ok = job.outcome == Outcome::Succeeded;
-            let (image_id, size) = match build.tag.as_ref().and_then(|t| inspected.get(t)) {
+            let (image_id, size) = match build.tag().and_then(|t| inspected.get(t)) {
                 Some((id, size)) => (Some(id.clone()), Some(*size)),
                 None => (None, None),
             };
             let size = size.or_else(|| {
                 build
-                    .output_dir
-                    .as_ref()
+                    .output_dir()
                     .filter(|_| ok)
                     .map(|d| dir_size(&root.join(d)))
             });
@@ -247,10 +251,10 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 cargo_name: cargo.map(|s| s.name.clone()),
                 cargo_started: cargo.and_then(|s| s.started),
                 fully_cached: ok && job.fully_cached(),
-                tag: build.tag.clone(),
+                tag: build.tag().cloned(),
                 image_id,
                 size_bytes: size,
-                output_dir: build.output_dir.clone(),
+                output_dir: build.output_dir().map(Path::to_path_buf),
                 log: build.log.clone(),
                 job,
             }

@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::{
     flags, plan,
     sandbox::{nonce, Sandbox},
+    target::bake_file,
     workspace::{self, Declaration},
     Status, UsageError,
 };
@@ -311,15 +312,18 @@ fn run_contender(
                 ..Default::default()
             },
         );
-        let mut dockerfiles: Vec<PathBuf> =
-            plan.builds.iter().map(|b| b.dockerfile.clone()).collect();
+        let mut dockerfiles: Vec<PathBuf> = plan
+            .builds
+            .iter()
+            .map(|b| b.dockerfile().to_path_buf())
+            .collect();
         dockerfiles.sort();
         dockerfiles.dedup();
         sandbox.prepare_dockerfiles(&dockerfiles, None, &namespace)?;
         if *contender == Contender::Bake {
             fs::write(
                 sandbox.root.join("docker-bake.json"),
-                serde_json::to_string_pretty(&plan::bake_file(&plan))?,
+                serde_json::to_string_pretty(&bake_file(plan.builds.iter().map(|b| &b.target))?)?,
             )?;
         }
     }

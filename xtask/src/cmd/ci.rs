@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in order, each step a real process with its own exit
 //! code: formatting, clippy, the test suite, the Dockerfile policy, then, on the real engine,
-//! every image built, smoke-tested, and the parallel-build verification.
+//! what `docker buildx bake --print` reads back of a generated bake file, every image built,
+//! smoke-tested, and the parallel-build verification.
 
 use std::{path::Path, process::Command, time::Instant};
 
@@ -39,6 +40,23 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         step("lint-docker", &["xtask", "lint-docker"]),
         step("cache-policy", &["xtask", "restore-shared", "--check"]),
         step("engine", &["xtask", "engine", "up"]),
+        // what bake reads back of a generated file with every option a bake file can hold
+        step(
+            "bake-print",
+            &[
+                "xtask",
+                "bake-file",
+                "--check-print",
+                "--platform",
+                "linux/amd64",
+                "--cache-from",
+                "type=local,src=target/xtask/bake-cache/{image}",
+                "--cache-to",
+                "type=local,dest=target/xtask/bake-cache/{image},mode=max",
+                "--pull",
+                "--no-cache",
+            ],
+        ),
         step("docker-build", &["xtask", "docker-build", "all"]),
         step("smoke", &["xtask", "smoke", "all"]),
     ];
@@ -112,6 +130,7 @@ mod tests {
                 "lint-docker",
                 "cache-policy",
                 "engine",
+                "bake-print",
                 "docker-build",
                 "smoke",
                 "verify-parallel"

@@ -387,7 +387,11 @@ impl Ctx<'_> {
     ) -> anyhow::Result<Phase> {
         let log_dir = self.log_root.join(test).join(run);
         let plan = self.plan(images, &log_dir);
-        let dockerfiles: Vec<PathBuf> = plan.builds.iter().map(|b| b.dockerfile.clone()).collect();
+        let dockerfiles: Vec<PathBuf> = plan
+            .builds
+            .iter()
+            .map(|b| b.dockerfile().to_path_buf())
+            .collect();
         sandbox.prepare_dockerfiles(&dockerfiles, sharing, namespace)?;
         let sharing_name = match sharing {
             Some(mode) => mode.to_string(),
