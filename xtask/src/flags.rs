@@ -202,12 +202,13 @@ pub struct VerifyParallelArgs {
     /// Race test: how many cold parallel builds (default 5; 2 with --quick)
     #[arg(long)]
     pub runs: Option<usize>,
-    /// Which Dockerfiles to build: `per-service` (docker/Dockerfile.*optimized, alias `ours`),
+    /// Which Dockerfiles to build: a strategy of [workspace.metadata.attune.strategies]
+    /// (default: the declared default). `per-service` (docker/Dockerfile.*optimized),
     /// `workspace` (docker/Dockerfile.workspace: one shared builder, so the perf test, which
     /// compares per-image cargo steps, does not apply: race and reuse do) or `seed` (the seed
     /// design's recipe, docker/reference/)
-    #[arg(long, default_value = "per-service")]
-    pub strategy: String,
+    #[arg(long)]
+    pub strategy: Option<String>,
     /// Perf test from empty caches (a fresh cache-id namespace) instead of incremental
     #[arg(long)]
     pub cold: bool,

@@ -78,37 +78,38 @@ pub struct Plan {
     pub builds: Vec<Build>,
 }
 
-/// The plan for `images` (already selected and validated) under `options`.
-pub fn plan(decl: &Declaration, images: &[&ImageDecl], options: &Options) -> Plan {
-    let shared_dockerfile = decl
-        .strategies
-        .get(&options.strategy)
-        .and_then(|s| s.dockerfile.clone());
+/// The plan for `images` (already selected) under `options`; an image the strategy cannot
+/// build, or an unknown strategy, is a usage error.
+pub fn plan(
+    decl: &Declaration,
+    images: &[&ImageDecl],
+    options: &Options,
+) -> Result<Plan, crate::UsageError> {
     let builds: Vec<Build> = images
         .iter()
-        .map(|image| build(decl, image, shared_dockerfile.as_deref(), options))
-        .collect();
+        .map(|image| {
+            let (dockerfile, stage) = decl.dockerfile_for(&options.strategy, image)?;
+            Ok(build(decl, image, dockerfile, stage, options))
+        })
+        .collect::<Result<_, crate::UsageError>>()?;
     let jobs = match options.jobs {
         0 => builds.len().max(1),
         n => n.min(builds.len().max(1)),
     };
-    Plan {
+    Ok(Plan {
         strategy: options.strategy.clone(),
         jobs,
         builds,
-    }
+    })
 }
 
 fn build(
     decl: &Declaration,
     image: &ImageDecl,
-    shared_dockerfile: Option<&Path>,
+    dockerfile: PathBuf,
+    stage: String,
     options: &Options,
 ) -> Build {
-    let (dockerfile, stage) = match shared_dockerfile {
-        Some(file) => (file.to_path_buf(), image.name.clone()),
-        None => (image.dockerfile.clone(), image.target.clone()),
-    };
     let tag = (!image.is_local_output()).then(|| {
         let name = format!("{}{}:{}", decl.image_prefix, image.name, options.tag);
         match &options.registry {
@@ -245,6 +246,7 @@ mod tests {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let images = decl.select(&names).unwrap();
         plan(decl, &images, options)
+            .unwrap()
             .builds
             .iter()
             .map(|b| shell_line(&b.argv))
@@ -320,7 +322,7 @@ mod tests {
     fn jobs_bound_and_dry_run_grouping() {
         let decl = decl();
         let images = decl.select(&[]).unwrap();
-        let all = plan(&decl, &images, &options());
+        let all = plan(&decl, &images, &options()).unwrap();
         assert_eq!(all.jobs, 3);
         let text = render_dry_run(&all);
         assert!(
@@ -338,7 +340,8 @@ mod tests {
                 jobs: 2,
                 ..options()
             },
-        );
+        )
+        .unwrap();
         assert_eq!(two.jobs, 2);
         let text = render_dry_run(&two);
         assert!(text.contains("# started first"), "{text}");

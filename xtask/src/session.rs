@@ -57,7 +57,7 @@ pub fn plan_from_args(
         log_dir: log_dir.to_path_buf(),
         jobs,
     };
-    Ok(plan::plan(decl, &images, &options))
+    Ok(plan::plan(decl, &images, &options)?)
 }
 
 /// What the engine looks like: the probe, and the base images it lacks.

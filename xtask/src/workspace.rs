@@ -35,6 +35,24 @@ pub struct StrategyDecl {
     /// One Dockerfile for every image, whose stages are named after the images. When absent, each
     /// image's own `dockerfile` and `target` are used.
     pub dockerfile: Option<PathBuf>,
+    /// Per image Dockerfile: an image's own `dockerfile` -> the one this strategy builds instead
+    /// (same stage). An image whose Dockerfile is not in a non-empty map cannot use the strategy.
+    #[serde(default)]
+    pub dockerfiles: BTreeMap<PathBuf, PathBuf>,
+    /// Whether `bench` times it (default true).
+    #[serde(default = "yes")]
+    pub bench: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl StrategyDecl {
+    /// One builder for every image: one cargo step, nothing per image to overlap.
+    pub fn one_builder(&self) -> bool {
+        self.dockerfile.is_some()
+    }
 }
 
 /// One image (or, with `output`, one set of extracted binaries).
@@ -106,6 +124,29 @@ impl Declaration {
         let mut names: Vec<&str> = self.groups.keys().map(String::as_str).collect();
         names.push("all");
         names
+    }
+
+    /// The Dockerfile and stage `strategy` builds `image` from.
+    pub fn dockerfile_for(
+        &self,
+        strategy: &str,
+        image: &ImageDecl,
+    ) -> Result<(PathBuf, String), crate::UsageError> {
+        let decl = self.strategy(strategy)?;
+        if let Some(file) = &decl.dockerfile {
+            return Ok((file.clone(), image.name.clone()));
+        }
+        if decl.dockerfiles.is_empty() {
+            return Ok((image.dockerfile.clone(), image.target.clone()));
+        }
+        match decl.dockerfiles.get(&image.dockerfile) {
+            Some(file) => Ok((file.clone(), image.target.clone())),
+            None => Err(crate::UsageError(format!(
+                "image `{}`: strategy `{strategy}` has no Dockerfile for {} (its `dockerfiles` in [workspace.metadata.attune.strategies.{strategy}])",
+                image.name,
+                image.dockerfile.display()
+            ))),
+        }
     }
 
     pub fn strategy(&self, name: &str) -> Result<&StrategyDecl, crate::UsageError> {
@@ -240,6 +281,11 @@ fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> 
             }
         }
     }
+    for (name, strategy) in &decl.strategies {
+        if strategy.dockerfile.is_some() && !strategy.dockerfiles.is_empty() {
+            bail!("strategy `{name}`: `dockerfile` (one for every image) and `dockerfiles` (one per image) exclude each other");
+        }
+    }
     if !decl.strategies.contains_key(&decl.default_strategy) {
         bail!(
             "default-strategy `{}` is not one of the declared strategies ({})",
@@ -343,6 +389,56 @@ mod tests {
             parse(&metadata(json!([api(), api()])), &packages()).unwrap_err()
         );
         assert!(err.contains("declared twice"), "{err}");
+    }
+
+    #[test]
+    fn each_strategy_names_the_dockerfile_and_stage_of_an_image() {
+        let mut meta = metadata(
+            json!([api(), {"name": "worker-shell", "binary": "attune-worker",
+            "dockerfile": "docker/Dockerfile.worker.optimized", "target": "worker-shell"}]),
+        );
+        meta["attune"]["strategies"] = json!({
+            "per-service": {},
+            "workspace": {"dockerfile": "docker/Dockerfile.workspace"},
+            "seed": {"bench": false, "dockerfiles":
+                {"docker/Dockerfile.optimized": "docker/reference/Dockerfile.seed"}},
+        });
+        let decl = parse(&meta, &packages()).unwrap();
+        let (api, worker) = (&decl.images[0], &decl.images[1]);
+        let of = |strategy: &str, image| decl.dockerfile_for(strategy, image);
+        assert_eq!(
+            of("per-service", api).unwrap(),
+            (
+                PathBuf::from("docker/Dockerfile.optimized"),
+                "runtime".into()
+            )
+        );
+        assert_eq!(
+            of("workspace", api).unwrap(),
+            (PathBuf::from("docker/Dockerfile.workspace"), "api".into())
+        );
+        assert_eq!(
+            of("seed", api).unwrap(),
+            (
+                PathBuf::from("docker/reference/Dockerfile.seed"),
+                "runtime".into()
+            )
+        );
+        let err = of("seed", worker).unwrap_err().0;
+        assert!(
+            err.starts_with("image `worker-shell`: strategy `seed` has no Dockerfile for docker/Dockerfile.worker.optimized"),
+            "{err}"
+        );
+        assert!(of("chef", api)
+            .unwrap_err()
+            .0
+            .contains("unknown strategy `chef`"));
+        assert!(decl.strategies["workspace"].one_builder() && decl.strategies["per-service"].bench);
+        assert!(!decl.strategies["seed"].bench && !decl.strategies["seed"].one_builder());
+
+        meta["attune"]["strategies"]["seed"]["dockerfile"] = json!("docker/x");
+        let err = format!("{:#}", parse(&meta, &packages()).unwrap_err());
+        assert!(err.contains("strategy `seed`: `dockerfile`"), "{err}");
     }
 
     #[test]

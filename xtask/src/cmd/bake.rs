@@ -65,7 +65,7 @@ mod tests {
             log_dir: "target/xtask/logs".into(),
             ..Default::default()
         };
-        let plan = crate::plan::plan(&decl, &images, &options);
+        let plan = crate::plan::plan(&decl, &images, &options).unwrap();
         let bake = bake_file(plan.builds.iter().map(|b| &b.target)).unwrap();
         assert_eq!(
             bake["group"]["default"]["targets"]

@@ -192,7 +192,7 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
             tag: "bench".into(),
             ..Default::default()
         },
-    );
+    )?;
     crate::session::preflight(root, &preflight_plan, flags::EngineMode::Auto, false)?;
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
     let out_dir = root.join(&args.out_dir);
@@ -245,10 +245,9 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
 }
 
 fn contenders(decl: &Declaration, args: &flags::BenchArgs) -> anyhow::Result<Vec<Contender>> {
-    let mut all: Vec<Contender> = decl
-        .strategies
-        .keys()
-        .map(|s| Contender::Xtask(s.clone()))
+    let mut all: Vec<Contender> = (decl.strategies.iter())
+        .filter(|(_, s)| s.bench)
+        .map(|(name, _)| Contender::Xtask(name.clone()))
         .collect();
     // this project's default first
     let default = Contender::Xtask(decl.default_strategy.clone());
@@ -311,7 +310,7 @@ fn run_contender(
                 log_dir: "bench-logs".into(),
                 ..Default::default()
             },
-        );
+        )?;
         let mut dockerfiles: Vec<PathBuf> = plan
             .builds
             .iter()

@@ -60,7 +60,9 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         step("docker-build", &["xtask", "docker-build", "all"]),
         step("smoke", &["xtask", "smoke", "all"]),
     ];
-    let mut verify = vec!["xtask", "verify-parallel"];
+    // the perf test needs a builder per image, which the default (workspace) strategy has not:
+    // CI verifies the per-service Dockerfiles, all three tests
+    let mut verify = vec!["xtask", "verify-parallel", "--strategy", "per-service"];
     if quick_verify {
         verify.push("--quick");
     }
@@ -138,11 +140,17 @@ mod tests {
         );
         assert_eq!(
             steps(true).last().unwrap().argv,
-            ["xtask", "verify-parallel", "--quick"]
+            [
+                "xtask",
+                "verify-parallel",
+                "--strategy",
+                "per-service",
+                "--quick"
+            ]
         );
         assert_eq!(
             steps(false).last().unwrap().argv,
-            ["xtask", "verify-parallel"]
+            ["xtask", "verify-parallel", "--strategy", "per-service"]
         );
     }
 }
