@@ -195,8 +195,8 @@ pub struct VerifyParallelArgs {
     /// Tests to run, comma-separated: perf, race, reuse (default: all)
     #[arg(long, value_delimiter = ',')]
     pub tests: Vec<String>,
-    /// Images to build in parallel, comma-separated (default: api,executor,worker-shell,sensor);
-    /// the reuse test builds the first
+    /// Images to build in parallel, comma-separated (default: the declaration's `measure`, the
+    /// services); the reuse test builds the first
     #[arg(long, value_delimiter = ',')]
     pub images: Vec<String>,
     /// Race test: how many cold parallel builds (default 5; 2 with --quick)
@@ -250,8 +250,7 @@ pub struct BakeFileArgs {
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Images or groups to build (default: services)
-    #[arg(default_values_t = ["services".to_string()])]
+    /// Images or groups to build (default: the declaration's `measure`)
     pub images: Vec<String>,
     /// Contenders, by key: the declaration's strategies (per-service, workspace, chef), bake,
     /// compose, native (default: all)

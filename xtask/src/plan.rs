@@ -220,6 +220,7 @@ mod tests {
                 package: format!("attune-{s}"),
                 dir: PathBuf::from(format!("crates/{s}")),
                 bins: vec![format!("attune-{s}")],
+                deps: vec![],
             })
             .collect();
         let decl = crate::workspace::parse(&metadata, &packages).unwrap();

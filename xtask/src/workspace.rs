@@ -25,7 +25,23 @@ pub struct Declaration {
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
     pub strategies: BTreeMap<String, StrategyDecl>,
+    /// The images (or groups) verify-parallel and bench build when none are named.
+    #[serde(default)]
+    pub measure: Vec<String>,
     pub images: Vec<ImageDecl>,
+    /// From cargo_metadata, not from the table.
+    #[serde(skip)]
+    pub crates: Crates,
+}
+
+/// What cargo_metadata says about the crates behind the images.
+#[derive(Debug, Clone, Default)]
+pub struct Crates {
+    /// Binary name -> the directory of the crate that builds it, relative to the root.
+    pub bin_dirs: BTreeMap<String, PathBuf>,
+    /// The workspace library crate every image's crate depends on (a change there rebuilds
+    /// every image), when there is one.
+    pub common: Option<PathBuf>,
 }
 
 /// How a strategy builds the images.
@@ -83,6 +99,22 @@ impl ImageDecl {
 }
 
 impl Declaration {
+    /// The directory of the crate an image's binary is built from.
+    pub fn crate_dir(&self, image: &ImageDecl) -> anyhow::Result<&Path> {
+        self.crates
+            .bin_dirs
+            .get(&image.binary)
+            .map(PathBuf::as_path)
+            .with_context(|| format!("image `{}`: no crate builds `{}`", image.name, image.binary))
+    }
+
+    /// The library crate every image depends on, for tests that change what all images share.
+    pub fn common_crate(&self) -> anyhow::Result<&Path> {
+        self.crates.common.as_deref().context(
+            "no workspace library crate is a dependency of every image's crate (cargo metadata)",
+        )
+    }
+
     pub fn image(&self, name: &str) -> Option<&ImageDecl> {
         self.images.iter().find(|i| i.name == name)
     }
@@ -169,6 +201,8 @@ pub struct PackageBins {
     pub package: String,
     pub dir: PathBuf,
     pub bins: Vec<String>,
+    /// The workspace packages it depends on (path dependencies).
+    pub deps: Vec<String>,
 }
 
 /// Reads and validates the declaration of the workspace at `root`.
@@ -206,6 +240,12 @@ pub fn load(root: &Path) -> anyhow::Result<Declaration> {
                 .filter(|t| t.is_bin())
                 .map(|t| t.name.clone())
                 .collect(),
+            deps: p
+                .dependencies
+                .iter()
+                .filter(|d| d.path.is_some())
+                .map(|d| d.name.clone())
+                .collect(),
         })
         .collect();
     parse(&metadata.workspace_metadata, &packages)
@@ -220,10 +260,38 @@ pub fn parse(
     let Some(table) = metadata.get("attune") else {
         bail!("missing: the image declaration lives there");
     };
-    let decl: Declaration =
+    let mut decl: Declaration =
         serde_json::from_value(table.clone()).context("cannot parse the image declaration")?;
     validate(&decl, packages)?;
+    decl.crates = crates(&decl, packages);
+    decl.select(&decl.measure)
+        .map_err(|e| anyhow::anyhow!("measure: {e}"))?;
     Ok(decl)
+}
+
+fn crates(decl: &Declaration, packages: &[PackageBins]) -> Crates {
+    let bin_dirs: BTreeMap<String, PathBuf> = packages
+        .iter()
+        .flat_map(|p| p.bins.iter().map(|b| (b.clone(), p.dir.clone())))
+        .collect();
+    let owners: BTreeSet<&str> = decl
+        .images
+        .iter()
+        .filter_map(|i| packages.iter().find(|p| p.bins.contains(&i.binary)))
+        .map(|p| p.package.as_str())
+        .collect();
+    let shared = packages.iter().find(|lib| {
+        !owners.is_empty()
+            && owners.iter().all(|owner| {
+                packages
+                    .iter()
+                    .any(|p| p.package == *owner && p.deps.contains(&lib.package))
+            })
+    });
+    Crates {
+        bin_dirs,
+        common: shared.map(|p| p.dir.clone()),
+    }
 }
 
 fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> {
@@ -258,11 +326,9 @@ fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> 
             );
         };
         if let Some(service) = &image.service {
-            let dir = Path::new("crates").join(service);
-            if owner.dir != dir {
+            if owner.dir.file_name() != Some(std::ffi::OsStr::new(service)) {
                 bail!(
-                    "image `{name}`: service `{service}` must be the crate in {} that builds `{}`, but `{}` comes from package `{}` in {}",
-                    dir.display(),
+                    "image `{name}`: service `{service}` must be the directory of the crate that builds `{}`, but `{}` comes from package `{}` in {}",
                     image.binary,
                     image.binary,
                     owner.package,
@@ -312,6 +378,7 @@ mod tests {
                 package: format!("attune-{s}"),
                 dir: PathBuf::from(format!("crates/{s}")),
                 bins: vec![format!("attune-{s}")],
+                deps: vec![],
             })
             .collect()
     }
@@ -370,7 +437,9 @@ mod tests {
             parse(&metadata(json!([image])), &packages()).unwrap_err()
         );
         assert!(
-            err.contains("service `worker` must be the crate in crates/worker"),
+            err.contains(
+                "service `worker` must be the directory of the crate that builds `attune-api`"
+            ),
             "{err}"
         );
     }
@@ -439,6 +508,41 @@ mod tests {
         meta["attune"]["strategies"]["seed"]["dockerfile"] = json!("docker/x");
         let err = format!("{:#}", parse(&meta, &packages()).unwrap_err());
         assert!(err.contains("strategy `seed`: `dockerfile`"), "{err}");
+    }
+
+    #[test]
+    fn crate_dirs_and_the_common_library_come_from_the_packages() {
+        let mut packages = packages();
+        packages[0].deps = vec!["attune-common".into(), "attune-x".into()];
+        packages[1].deps = vec!["attune-common".into()];
+        for lib in ["common", "x"] {
+            packages.push(PackageBins {
+                package: format!("attune-{lib}"),
+                dir: PathBuf::from(format!("libs/{lib}")),
+                bins: vec![],
+                deps: vec![],
+            });
+        }
+        let worker = json!({"name": "worker-shell", "binary": "attune-worker",
+            "dockerfile": "docker/Dockerfile.worker.optimized", "target": "worker-shell"});
+        let decl = parse(&metadata(json!([api(), worker])), &packages).unwrap();
+        assert_eq!(decl.common_crate().unwrap(), Path::new("libs/common"));
+        assert_eq!(
+            decl.crate_dir(&decl.images[1]).unwrap(),
+            Path::new("crates/worker")
+        );
+        // nothing every image depends on: no common crate, and the tests that need one say so
+        packages[1].deps.clear();
+        let decl = parse(&metadata(json!([api(), worker])), &packages).unwrap();
+        assert!(decl.common_crate().is_err());
+        // `measure` names known images or groups
+        let mut meta = metadata(json!([api()]));
+        meta["attune"]["measure"] = json!(["nope"]);
+        let err = format!("{:#}", parse(&meta, &packages).unwrap_err());
+        assert!(
+            err.contains("measure: unknown image or group `nope`"),
+            "{err}"
+        );
     }
 
     #[test]

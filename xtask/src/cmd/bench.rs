@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: this project's build strategies side by side with what its users would
 //! otherwise pick, on the same Dockerfiles, engine and machine, in one run.
 //!
-//! Every contender builds the same images (default: api, executor, worker-shell, sensor) in its
+//! Every contender builds the same images (default: the declaration's `measure`) in its
 //! own temporary copy of the build context (a [`Sandbox`]) whose cache-mount ids carry a fresh
 //! namespace, so `cold` starts from empty cache mounts; `cold` also appends a unique comment to
 //! the root Cargo.toml, because BuildKit's layer cache key ignores cache-mount ids and would
@@ -154,11 +154,12 @@ pub struct BenchReport {
 
 pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
     let decl = workspace::load(root)?;
-    let images: Vec<String> = decl
-        .select(&args.images)?
-        .iter()
-        .map(|i| i.name.clone())
-        .collect();
+    let names = if args.images.is_empty() {
+        &decl.measure
+    } else {
+        &args.images
+    };
+    let images: Vec<String> = decl.select(names)?.iter().map(|i| i.name.clone()).collect();
     let contenders = contenders(&decl, &args)?;
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
         SCENARIOS.iter().map(|s| s.to_string()).collect()
@@ -342,10 +343,12 @@ fn run_contender(
                     .with_context(|| format!("cannot write {}", manifest.display()))?;
             }
             "common" => {
-                sandbox.change(Path::new("crates/common"), &namespace)?;
+                sandbox.change(decl.common_crate()?, &namespace)?;
             }
             "api" => {
-                sandbox.change(Path::new("crates/api"), &namespace)?;
+                // the crate of the first image (api, in the declared order)
+                let first = decl.select(&images[..1])?;
+                sandbox.change(decl.crate_dir(first[0])?, &namespace)?;
             }
             _ => {}
         }

@@ -3,7 +3,7 @@
 //!
 //! - `perf`: the images built in parallel twice, every cache mount `sharing=locked` and then the
 //!   committed policy, each after the same warm-up and the same kind of source change in
-//!   crates/common (or from empty caches with `--cold`); from BuildKit's events: wall times,
+//!   the library crate every image depends on (or from empty caches with `--cold`); from BuildKit's events: wall times,
 //!   per-image cargo times, the largest number of cargo steps executing at once, lock waits.
 //! - `race`: N parallel builds from cold caches (a fresh cache-id namespace per run), each cargo
 //!   step executing, no build failing, no log showing an unpack collision.
@@ -41,14 +41,12 @@ use crate::{
 };
 
 use crate::{
-    sandbox::{crate_dir, nonce, Sandbox},
+    sandbox::{nonce, Sandbox},
     session,
     util::utc_date,
 };
 use analysis::{CargoSpan, Lane, Metrics};
 
-/// The images the tests build when `--images` is not given.
-pub const DEFAULT_IMAGES: &[&str] = &["api", "executor", "worker-shell", "sensor"];
 pub const TESTS: &[&str] = &["perf", "race", "reuse"];
 /// Cache-id suffix of the incremental perf and reuse tests: stable, so their caches stay warm
 /// between invocations, and apart from the `docker-build` caches.
@@ -269,7 +267,7 @@ pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
     let one_builder = decl.strategy(&strategy)?.one_builder();
     let sel = selection(&args, one_builder)?;
     let names: Vec<String> = if args.images.is_empty() {
-        DEFAULT_IMAGES.iter().map(|s| s.to_string()).collect()
+        decl.measure.clone()
     } else {
         args.images.clone()
     };
@@ -475,8 +473,6 @@ fn image_run(image: &session::ImageReport) -> ImageRun {
     }
 }
 
-const COMMON: &str = "crates/common";
-
 fn perf(
     ctx: &Ctx,
     images: &[&ImageDecl],
@@ -484,7 +480,7 @@ fn perf(
     failures: &mut Vec<Failure>,
 ) -> anyhow::Result<PerfResult> {
     let sandbox = ctx.sandbox("perf")?;
-    let common = Path::new(COMMON);
+    let common = ctx.decl.common_crate()?;
     let mut warmups = Vec::new();
     let mut measured = Vec::new();
     for (sharing, label) in [(Some(Sharing::Locked), "locked"), (None, "shared")] {
@@ -564,7 +560,8 @@ fn race(
     let mut out = Vec::new();
     for k in 1..=runs {
         let namespace = format!("{}-race{k}", ctx.nonce);
-        let file = sandbox.change(Path::new(COMMON), &format!("{} race run {k}", ctx.nonce))?;
+        let common = ctx.decl.common_crate()?;
+        let file = sandbox.change(common, &format!("{} race run {k}", ctx.nonce))?;
         let phase = ctx.phase(
             &sandbox,
             images,
@@ -614,7 +611,7 @@ fn race(
 
 fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::Result<ReuseResult> {
     let sandbox = ctx.sandbox("reuse")?;
-    let crate_dir = crate_dir(image);
+    let crate_dir = ctx.decl.crate_dir(image)?.to_path_buf();
     let images = [image];
     let before = failures.len();
     let file = sandbox.change(&crate_dir, &format!("{} reuse first", ctx.nonce))?;
@@ -701,7 +698,8 @@ fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::R
     })
 }
 
-fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> Result<String, UsageError> {
+fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> anyhow::Result<String> {
+    let common = ctx.decl.common_crate()?;
     let mut out = String::new();
     let sandbox = std::env::temp_dir().join(format!("attune-verify-{}-<test>", ctx.nonce));
     let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
@@ -728,25 +726,29 @@ fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> Result<String, 
             };
             if !sel.cold {
                 out.push_str(&format!(
-                    "#   {label}-warmup: {what}; append a comment to {COMMON}/src/lib.rs; build in parallel\n"
+                    "#   {label}-warmup: {what}; append a comment to {}/src/lib.rs; build in parallel\n",
+                    common.display()
                 ));
             }
             out.push_str(&format!(
-                "#   {label}: {what}; append another comment to {COMMON}/src/lib.rs; build in parallel (measured)\n"
+                "#   {label}: {what}; append another comment to {}/src/lib.rs; build in parallel (measured)\n",
+                common.display()
             ));
         }
     }
     if sel.race {
         out.push_str(&format!(
-            "# race: {} run(s), each with cache ids suffixed -{}-race<k> (empty caches) and a fresh comment in {COMMON}\n",
-            sel.runs, ctx.nonce
+            "# race: {} run(s), each with cache ids suffixed -{}-race<k> (empty caches) and a fresh comment in {}\n",
+            sel.runs,
+            ctx.nonce,
+            common.display()
         ));
     }
     if sel.reuse {
         out.push_str(&format!(
             "# reuse: {} after a change in {}, again unchanged (must be fully cached), again after another change\n",
             images[0].name,
-            crate_dir(images[0]).display()
+            ctx.decl.crate_dir(images[0])?.display()
         ));
     }
     out.push_str("# each parallel build runs these commands (logs under ");
