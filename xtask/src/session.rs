@@ -207,7 +207,6 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
             argv: b.argv.clone(),
             cwd: root.to_path_buf(),
             log: root.join(&b.log),
-            env: Vec::new(),
         })
         .collect();
     let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();

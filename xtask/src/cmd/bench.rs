@@ -18,7 +18,7 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::{
@@ -207,9 +207,6 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
                 root, &decl, contender, &images, &scenarios, rep, &xtask, &out_dir,
             )?;
             samples.extend(samples_of);
-            if crate::exec::runner::interrupted() {
-                bail!("interrupted");
-            }
         }
     }
     let default = Contender::Xtask(decl.default_strategy.clone()).name();

@@ -30,7 +30,6 @@ pub struct Job {
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     pub log: PathBuf,
-    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -188,14 +187,11 @@ fn stream(
     let mut log = fs::File::create(&job.log)
         .with_context(|| format!("cannot write {}", job.log.display()))?;
     writeln!(log, "$ {}", shell_line(&job.argv))?;
-    let mut expression = duct::cmd(&job.argv[0], &job.argv[1..])
+    let expression = duct::cmd(&job.argv[0], &job.argv[1..])
         .dir(&job.cwd)
         .stdin_null()
         .stderr_to_stdout()
         .unchecked();
-    for (key, value) in &job.env {
-        expression = expression.env(key, value);
-    }
     let expression = expression.before_spawn(|cmd| {
         std::os::unix::process::CommandExt::process_group(cmd, 0);
         Ok(())

@@ -2,9 +2,10 @@
 //! the engine, each able to fail.
 //!
 //! - `perf`: the images built in parallel twice, every cache mount `sharing=locked` and then the
-//!   committed policy, each after the same warm-up and the same kind of source change in
-//!   the library crate every image depends on (or from empty caches with `--cold`); from BuildKit's events: wall times,
-//!   per-image cargo times, the largest number of cargo steps executing at once, lock waits.
+//!   committed policy, each after the same warm-up and the same kind of source change in the
+//!   library crate every image depends on (or from empty caches with `--cold`); from BuildKit's
+//!   events: wall times, per-image cargo times, the largest number of cargo steps executing at
+//!   once, lock waits.
 //! - `race`: N parallel builds from cold caches (a fresh cache-id namespace per run), each cargo
 //!   step executing, no build failing, no log showing an unpack collision.
 //! - `reuse`: one image built twice unchanged (the second fully cached), then after a change in
