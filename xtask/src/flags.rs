@@ -25,8 +25,9 @@ pub enum Cmd {
     Smoke(SmokeArgs),
     /// Print a `docker buildx bake` file (JSON) for the same builds as `docker-build`
     ///
-    /// Takes docker-build's selection and options: `cargo xtask bake-file services --tag 1.0 >
-    /// docker-bake.json && docker buildx bake -f docker-bake.json`.
+    /// Takes docker-build's selection and build options: `cargo xtask bake-file services --tag 1.0
+    /// > docker-bake.json && docker buildx bake -f docker-bake.json`. `--builder` cannot be
+    /// written into a bake file (exit 2): give it to `docker buildx bake` itself.
     BakeFile(BakeFileArgs),
     /// Time this project's strategies against buildx bake, compose, a cargo-chef Dockerfile and
     /// native cargo, in one run: cold, a change in crates/common, a change in crates/api, no-op
@@ -102,6 +103,29 @@ pub enum EngineCmd {
 
 #[derive(Debug, Args)]
 pub struct DockerBuildArgs {
+    #[command(flatten)]
+    pub build: BuildOptions,
+    /// How many builds run at once (0: all at once)
+    #[arg(long, short = 'j', default_value_t = 0)]
+    pub jobs: usize,
+    /// Print the exact commands, in the order and grouping in which they would run; run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the summary as JSON on stdout (progress stays on stderr); with --dry-run, the plan
+    #[arg(long)]
+    pub json: bool,
+    /// Where each image's log goes, relative to the workspace root
+    #[arg(long, default_value = "target/xtask/logs", env = "ATTUNE_LOG_DIR")]
+    pub log_dir: PathBuf,
+    /// What to do when no engine is reachable: `auto` starts the private one (cargo xtask engine
+    /// up), `external` only reports it
+    #[arg(long, value_enum, default_value_t = EngineMode::Auto, env = "ATTUNE_ENGINE")]
+    pub engine: EngineMode,
+}
+
+/// What to build and how: the options `docker-build` and `bake-file` share.
+#[derive(Debug, Args)]
+pub struct BuildOptions {
     /// Images or groups to build (default: all). Images: api, executor, sensor, worker-shell,
     /// worker-python, worker-node, worker-full, pack-binaries; groups: services (api executor
     /// worker-shell sensor), workers, all. Declared in [workspace.metadata.attune] of Cargo.toml
@@ -111,9 +135,6 @@ pub struct DockerBuildArgs {
     /// in [workspace.metadata.attune.strategies]
     #[arg(long)]
     pub strategy: Option<String>,
-    /// How many builds run at once (0: all at once)
-    #[arg(long, short = 'j', default_value_t = 0)]
-    pub jobs: usize,
     /// Image tag (default: the declaration's tag, `dev`)
     #[arg(long)]
     pub tag: Option<String>,
@@ -156,19 +177,6 @@ pub struct DockerBuildArgs {
     /// Always try to pull newer base images
     #[arg(long)]
     pub pull: bool,
-    /// Print the exact commands, in the order and grouping in which they would run; run nothing
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Print the summary as JSON on stdout (progress stays on stderr); with --dry-run, the plan
-    #[arg(long)]
-    pub json: bool,
-    /// Where each image's log goes, relative to the workspace root
-    #[arg(long, default_value = "target/xtask/logs", env = "ATTUNE_LOG_DIR")]
-    pub log_dir: PathBuf,
-    /// What to do when no engine is reachable: `auto` starts the private one (cargo xtask engine
-    /// up), `external` only reports it
-    #[arg(long, value_enum, default_value_t = EngineMode::Auto, env = "ATTUNE_ENGINE")]
-    pub engine: EngineMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -191,8 +199,8 @@ pub struct CiArgs {
     /// Run the full verify-parallel instead of `--quick`
     #[arg(long)]
     pub full: bool,
-    /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, engine, docker-build,
-    /// smoke, verify-parallel); repeatable. For local use: CI skips nothing
+    /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, engine, bake-print,
+    /// docker-build, smoke, verify-parallel); repeatable. For local use: CI skips nothing
     #[arg(long)]
     pub skip: Vec<String>,
     /// Stop at the first failed step
@@ -205,19 +213,20 @@ pub struct VerifyParallelArgs {
     /// Tests to run, comma-separated: perf, race, reuse (default: all)
     #[arg(long, value_delimiter = ',')]
     pub tests: Vec<String>,
-    /// Images to build in parallel, comma-separated (default: api,executor,worker-shell,sensor);
-    /// the reuse test builds the first
+    /// Images to build in parallel, comma-separated (default: the declaration's `measure`, the
+    /// services); the reuse test builds the first
     #[arg(long, value_delimiter = ',')]
     pub images: Vec<String>,
     /// Race test: how many cold parallel builds (default 5; 2 with --quick)
     #[arg(long)]
     pub runs: Option<usize>,
-    /// Which Dockerfiles to build: `per-service` (docker/Dockerfile.*optimized, alias `ours`),
+    /// Which Dockerfiles to build: a strategy of [workspace.metadata.attune.strategies]
+    /// (default: the declared default). `per-service` (docker/Dockerfile.*optimized),
     /// `workspace` (docker/Dockerfile.workspace: one shared builder, so the perf test, which
     /// compares per-image cargo steps, does not apply: race and reuse do) or `seed` (the seed
     /// design's recipe, docker/reference/)
-    #[arg(long, default_value = "per-service")]
-    pub strategy: String,
+    #[arg(long)]
+    pub strategy: Option<String>,
     /// Perf test from empty caches (a fresh cache-id namespace) instead of incremental
     #[arg(long)]
     pub cold: bool,
@@ -250,13 +259,16 @@ pub struct VerifyParallelArgs {
 #[derive(Debug, Args)]
 pub struct BakeFileArgs {
     #[command(flatten)]
-    pub build: DockerBuildArgs,
+    pub build: BuildOptions,
+    /// Instead of printing the file, run `docker buildx bake --print` on it and check that bake
+    /// reads back every planned setting (exit 1 naming each difference)
+    #[arg(long)]
+    pub check_print: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Images or groups to build (default: services)
-    #[arg(default_values_t = ["services".to_string()])]
+    /// Images or groups to build (default: the declaration's `measure`)
     pub images: Vec<String>,
     /// Contenders, by key: the declaration's strategies (per-service, workspace, chef), bake,
     /// compose, native (default: all)

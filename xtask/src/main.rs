@@ -14,6 +14,7 @@ mod proc;
 mod registry;
 mod sandbox;
 mod session;
+mod target;
 mod util;
 mod workspace;
 

@@ -2,16 +2,13 @@
 //! outputs, and the exact `docker buildx build` argv for each. Pure: nothing here runs a process
 //! or touches the file system, so every option's effect is snapshot-tested.
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
-use serde_json::{json, Value};
 
 use crate::{
     proc::shell_line,
+    target::{Output, Target},
     workspace::{Declaration, ImageDecl},
 };
 
@@ -36,30 +33,45 @@ pub struct Options {
     pub ssh: Vec<String>,
     pub no_cache: bool,
     pub pull: bool,
-    /// Where logs and build metadata go, relative to the workspace root.
+    /// Where the logs go, relative to the workspace root.
     pub log_dir: PathBuf,
     /// How many builds run at once (0: all).
     pub jobs: usize,
 }
 
-/// One `docker buildx build` invocation.
+/// One image's build: its typed [`Target`], and how this xtask runs it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Build {
     pub image: String,
-    /// The full command line, starting with `docker`; run from the workspace root.
+    pub target: Target,
+    /// The full command line, starting with `docker`, rendered from `target`; run from the
+    /// workspace root.
     pub argv: Vec<String>,
-    pub dockerfile: PathBuf,
-    pub target: String,
-    /// The build arguments, `KEY=VALUE`, in the order they are passed.
-    pub build_args: Vec<String>,
-    /// `attune-api:dev` for images; `None` for local outputs.
-    pub tag: Option<String>,
-    /// Where a local output lands, relative to the workspace root.
-    pub output_dir: Option<PathBuf>,
     pub log: PathBuf,
-    pub metadata_file: PathBuf,
+}
+
+impl Build {
+    /// `attune-api:dev` for images; `None` for local outputs.
+    pub fn tag(&self) -> Option<&String> {
+        self.target.tags.first()
+    }
+
+    pub fn dockerfile(&self) -> &Path {
+        &self.target.dockerfile
+    }
+
+    /// Where a local output lands, relative to the workspace root.
+    pub fn output_dir(&self) -> Option<&Path> {
+        match &self.target.output {
+            Output::Local(dir) => Some(dir),
+            Output::Load | Output::Push => None,
+        }
+    }
+
     /// Whether the result is loaded into the engine (and so has a size and an image ID there).
-    pub loaded: bool,
+    pub fn loaded(&self) -> bool {
+        self.target.output == Output::Load
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -70,37 +82,38 @@ pub struct Plan {
     pub builds: Vec<Build>,
 }
 
-/// The plan for `images` (already selected and validated) under `options`.
-pub fn plan(decl: &Declaration, images: &[&ImageDecl], options: &Options) -> Plan {
-    let shared_dockerfile = decl
-        .strategies
-        .get(&options.strategy)
-        .and_then(|s| s.dockerfile.clone());
+/// The plan for `images` (already selected) under `options`; an image the strategy cannot
+/// build, or an unknown strategy, is a usage error.
+pub fn plan(
+    decl: &Declaration,
+    images: &[&ImageDecl],
+    options: &Options,
+) -> Result<Plan, crate::UsageError> {
     let builds: Vec<Build> = images
         .iter()
-        .map(|image| build(decl, image, shared_dockerfile.as_deref(), options))
-        .collect();
+        .map(|image| {
+            let (dockerfile, stage) = decl.dockerfile_for(&options.strategy, image)?;
+            Ok(build(decl, image, dockerfile, stage, options))
+        })
+        .collect::<Result<_, crate::UsageError>>()?;
     let jobs = match options.jobs {
         0 => builds.len().max(1),
         n => n.min(builds.len().max(1)),
     };
-    Plan {
+    Ok(Plan {
         strategy: options.strategy.clone(),
         jobs,
         builds,
-    }
+    })
 }
 
 fn build(
     decl: &Declaration,
     image: &ImageDecl,
-    shared_dockerfile: Option<&Path>,
+    dockerfile: PathBuf,
+    stage: String,
     options: &Options,
 ) -> Build {
-    let (dockerfile, target) = match shared_dockerfile {
-        Some(file) => (file.to_path_buf(), image.name.clone()),
-        None => (image.dockerfile.clone(), image.target.clone()),
-    };
     let tag = (!image.is_local_output()).then(|| {
         let name = format!("{}{}:{}", decl.image_prefix, image.name, options.tag);
         match &options.registry {
@@ -108,82 +121,48 @@ fn build(
             None => name,
         }
     });
-    let log = options.log_dir.join(format!("{}.log", image.name));
-    let metadata_file = options
-        .log_dir
-        .join(format!("{}.metadata.json", image.name));
-
-    let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
-    if let Some(builder) = &options.builder {
-        argv.extend(["--builder".into(), builder.clone()]);
-    }
-    argv.push("--progress=rawjson".into());
-    argv.extend(["--file".into(), path_arg(&dockerfile)]);
-    argv.extend(["--target".into(), target.clone()]);
-    let build_args: Vec<String> = image
+    let args = image
         .service
         .iter()
-        .map(|service| format!("SERVICE={service}"))
-        .chain(options.build_args.iter().cloned())
+        .map(|service| ("SERVICE".to_string(), service.clone()))
+        .chain(options.build_args.iter().map(|arg| {
+            let (key, value) = arg.split_once('=').unwrap_or((arg, ""));
+            (key.to_string(), value.to_string())
+        }))
         .collect();
-    for arg in &build_args {
-        argv.extend(["--build-arg".into(), arg.clone()]);
-    }
-    for secret in &options.secrets {
-        argv.extend(["--secret".into(), secret.clone()]);
-    }
-    for ssh in &options.ssh {
-        argv.extend(["--ssh".into(), ssh.clone()]);
-    }
-    if !options.platforms.is_empty() {
-        argv.extend(["--platform".into(), options.platforms.join(",")]);
-    }
-    for from in &options.cache_from {
-        argv.extend(["--cache-from".into(), from.replace("{image}", &image.name)]);
-    }
-    for to in &options.cache_to {
-        argv.extend(["--cache-to".into(), to.replace("{image}", &image.name)]);
-    }
-    if options.no_cache {
-        argv.push("--no-cache".into());
-    }
-    if options.pull {
-        argv.push("--pull".into());
-    }
-    argv.extend(["--metadata-file".into(), path_arg(&metadata_file)]);
-    let loaded = match (&tag, &image.output) {
-        (Some(tag), _) => {
-            argv.extend(["--tag".into(), tag.clone()]);
-            argv.push(if options.push { "--push" } else { "--load" }.into());
-            !options.push
-        }
-        (None, Some(dest)) => {
-            argv.extend([
-                "--output".into(),
-                format!("type=local,dest={}", path_arg(dest)),
-            ]);
-            false
-        }
+    let output = match (&tag, &image.output) {
+        (Some(_), _) if options.push => Output::Push,
+        (Some(_), _) => Output::Load,
+        (None, Some(dest)) => Output::Local(dest.clone()),
         (None, None) => unreachable!("an image without a tag has a local output"),
     };
-    argv.push(".".into());
-
+    let target = Target {
+        name: image.name.clone(),
+        context: PathBuf::from("."),
+        dockerfile,
+        target: stage,
+        args,
+        tags: tag.into_iter().collect(),
+        platforms: options.platforms.clone(),
+        cache_from: (options.cache_from.iter())
+            .map(|from| from.replace("{image}", &image.name))
+            .collect(),
+        cache_to: (options.cache_to.iter())
+            .map(|to| to.replace("{image}", &image.name))
+            .collect(),
+        output,
+        secrets: options.secrets.clone(),
+        ssh: options.ssh.clone(),
+        pull: options.pull,
+        no_cache: options.no_cache,
+        builder: options.builder.clone(),
+    };
     Build {
         image: image.name.clone(),
-        argv,
-        dockerfile,
+        argv: target.build_argv("rawjson"),
         target,
-        build_args,
-        tag,
-        output_dir: image.output.clone(),
-        log,
-        metadata_file,
-        loaded,
+        log: options.log_dir.join(format!("{}.log", image.name)),
     }
-}
-
-fn path_arg(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
 }
 
 /// Build arguments the declaration sets itself: a user's value would silently win over the
@@ -295,11 +274,11 @@ impl Plan {
         let mut plan = self.clone();
         for build in &mut plan.builds {
             build.argv = redacted(&build.argv);
-            build.build_args = build
-                .build_args
-                .iter()
-                .map(|a| redact_build_arg(a))
-                .collect();
+            for (key, value) in &mut build.target.args {
+                if is_secret_name(key) {
+                    *value = "***".into();
+                }
+            }
         }
         plan
     }
@@ -318,10 +297,10 @@ pub fn check_stage(build: &Build, text: &str) -> Result<(), String> {
         .filter_map(|s| s.name.as_deref())
         .map(str::to_ascii_lowercase)
         .collect();
-    if stages.contains(&build.target.to_ascii_lowercase()) {
+    if stages.contains(&build.target.target.to_ascii_lowercase()) {
         return Ok(());
     }
-    let has_service_arg = build.build_args.iter().any(|a| a.starts_with("SERVICE="));
+    let has_service_arg = build.target.args.iter().any(|(key, _)| key == "SERVICE");
     let base = if has_service_arg && stages.iter().any(|s| s == "service") {
         "service"
     } else {
@@ -330,11 +309,11 @@ pub fn check_stage(build: &Build, text: &str) -> Result<(), String> {
     Err(format!(
         "image `{}`: {} has no stage `{}` (stages: {})\n  hint: add the line `FROM {base} AS {}` to {}",
         build.image,
-        build.dockerfile.display(),
-        build.target,
+        build.dockerfile().display(),
+        build.target.target,
         stages.join(", "),
-        build.target,
-        build.dockerfile.display()
+        build.target.target,
+        build.dockerfile().display()
     ))
 }
 
@@ -373,38 +352,6 @@ pub fn render_dry_run(plan: &Plan) -> String {
     out
 }
 
-/// The bake definition of `plan`: a target per build and a `default` group of them all.
-pub fn bake_file(plan: &Plan) -> Value {
-    let mut targets = BTreeMap::new();
-    for build in &plan.builds {
-        let args: BTreeMap<&str, &str> = build
-            .build_args
-            .iter()
-            .filter_map(|a| a.split_once('='))
-            .collect();
-        let mut target = json!({
-            "context": ".",
-            "dockerfile": build.dockerfile,
-            "target": build.target,
-            "args": args,
-        });
-        match (&build.tag, &build.output_dir) {
-            (Some(tag), _) => {
-                target["tags"] = json!([tag]);
-                let push = build.argv.iter().any(|a| a == "--push");
-                target["output"] = json!([if push { "type=registry" } else { "type=docker" }]);
-            }
-            (None, Some(dir)) => {
-                target["output"] = json!([format!("type=local,dest={}", dir.display())]);
-            }
-            (None, None) => {}
-        }
-        targets.insert(build.image.clone(), target);
-    }
-    let names: Vec<&String> = plan.builds.iter().map(|b| &b.image).collect();
-    json!({ "group": { "default": { "targets": names } }, "target": targets })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,6 +378,7 @@ mod tests {
                 package: format!("attune-{s}"),
                 dir: PathBuf::from(format!("crates/{s}")),
                 bins: vec![format!("attune-{s}")],
+                deps: vec![],
             })
             .collect();
         let decl = crate::workspace::parse(&metadata, &packages).unwrap();
@@ -457,6 +405,7 @@ mod tests {
         let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
         let images = decl.select(&names).unwrap();
         plan(decl, &images, options)
+            .unwrap()
             .builds
             .iter()
             .map(|b| shell_line(&b.argv))
@@ -470,13 +419,13 @@ mod tests {
             lines(&decl, &[], &options()),
             [
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.optimized --target runtime \
-                 --build-arg SERVICE=api --metadata-file target/xtask/logs/api.metadata.json \
+                 --build-arg SERVICE=api \
                  --tag attune-api:dev --load .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.worker.optimized \
-                 --target worker-shell --metadata-file target/xtask/logs/worker-shell.metadata.json \
+                 --target worker-shell \
                  --tag attune-worker-shell:dev --load .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.pack-binaries \
-                 --target pack-binaries --metadata-file target/xtask/logs/pack-binaries.metadata.json \
+                 --target pack-binaries \
                  --output type=local,dest=target/pack-binaries .",
             ]
         );
@@ -505,7 +454,6 @@ mod tests {
               --platform linux/amd64,linux/arm64 \
               --cache-from type=registry,ref=registry.example/cache:api \
               --cache-to type=registry,ref=registry.example/cache:api,mode=max --no-cache --pull \
-              --metadata-file target/xtask/logs/api.metadata.json \
               --tag registry.example/attune/attune-api:1.2.3 --push ."]
         );
     }
@@ -522,9 +470,8 @@ mod tests {
             lines,
             [
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.workspace --target worker-shell \
-                 --metadata-file target/xtask/logs/worker-shell.metadata.json --tag attune-worker-shell:dev --load .",
+                 --tag attune-worker-shell:dev --load .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.workspace --target pack-binaries \
-                 --metadata-file target/xtask/logs/pack-binaries.metadata.json \
                  --output type=local,dest=target/pack-binaries .",
             ]
         );
@@ -534,7 +481,7 @@ mod tests {
     fn jobs_bound_and_dry_run_grouping() {
         let decl = decl();
         let images = decl.select(&[]).unwrap();
-        let all = plan(&decl, &images, &options());
+        let all = plan(&decl, &images, &options()).unwrap();
         assert_eq!(all.jobs, 3);
         let text = render_dry_run(&all);
         assert!(
@@ -552,7 +499,8 @@ mod tests {
                 jobs: 2,
                 ..options()
             },
-        );
+        )
+        .unwrap();
         assert_eq!(two.jobs, 2);
         let text = render_dry_run(&two);
         assert!(text.contains("# started first"), "{text}");
@@ -571,7 +519,7 @@ mod tests {
             ..options()
         };
         let images = decl.select(&["api".into(), "worker-shell".into()]).unwrap();
-        let plan = plan(&decl, &images, &options);
+        let plan = plan(&decl, &images, &options).unwrap();
         let text =
             "FROM rust AS builder\nFROM debian AS service\nARG SERVICE\nFROM service AS Api\n";
         assert_eq!(check_stage(&plan.builds[0], text), Ok(()));
@@ -646,7 +594,7 @@ mod tests {
             ..options()
         };
         let images = decl.select(&["api".into()]).unwrap();
-        let plan = plan(&decl, &images, &options);
+        let plan = plan(&decl, &images, &options).unwrap();
         // the real argv keeps the values: buildx needs them
         assert!(plan.builds[0].argv.contains(&"NPM_TOKEN=abc".to_string()));
         let shown = plan.redacted();

@@ -25,7 +25,12 @@ use crate::{
 };
 
 /// The plan the flags ask for; unknown images, groups or strategies are usage errors.
-pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyhow::Result<Plan> {
+pub fn plan_from_args(
+    decl: &Declaration,
+    args: &flags::BuildOptions,
+    log_dir: &Path,
+    jobs: usize,
+) -> anyhow::Result<Plan> {
     let images = decl.select(&args.images)?;
     let strategy = args
         .strategy
@@ -73,10 +78,10 @@ pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyh
         ssh: args.ssh.clone(),
         no_cache: args.no_cache,
         pull: args.pull,
-        log_dir: args.log_dir.clone(),
-        jobs: args.jobs,
+        log_dir: log_dir.to_path_buf(),
+        jobs,
     };
-    Ok(plan::plan(decl, &images, &options))
+    Ok(plan::plan(decl, &images, &options)?)
 }
 
 /// Every build's stage exists in its Dockerfile: a declared image without one is reported before
@@ -84,15 +89,15 @@ pub fn plan_from_args(decl: &Declaration, args: &flags::DockerBuildArgs) -> anyh
 pub fn check_stages(root: &Path, plan: &Plan) -> anyhow::Result<()> {
     let mut texts: BTreeMap<&Path, String> = BTreeMap::new();
     for build in &plan.builds {
-        if !texts.contains_key(build.dockerfile.as_path()) {
-            let path = root.join(&build.dockerfile);
+        if !texts.contains_key(build.dockerfile()) {
+            let path = root.join(build.dockerfile());
             // a missing file is reported by the declaration check and preflight
             let Ok(text) = std::fs::read_to_string(&path) else {
                 continue;
             };
-            texts.insert(&build.dockerfile, text);
+            texts.insert(build.dockerfile(), text);
         }
-        plan::check_stage(build, &texts[build.dockerfile.as_path()]).map_err(anyhow::Error::msg)?;
+        plan::check_stage(build, &texts[build.dockerfile()]).map_err(anyhow::Error::msg)?;
     }
     Ok(())
 }
@@ -186,13 +191,13 @@ pub fn preflight_with(
     check: EngineCheck,
 ) -> anyhow::Result<()> {
     for build in &plan.builds {
-        let path = root.join(&build.dockerfile);
+        let path = root.join(build.dockerfile());
         if !path.is_file() {
             bail!(
                 "image `{}`: its Dockerfile {} is missing\n  hint: restore it (git checkout -- {}) or fix `dockerfile` in [workspace.metadata.attune]",
                 build.image,
-                build.dockerfile.display(),
-                build.dockerfile.display()
+                build.dockerfile().display(),
+                build.dockerfile().display()
             );
         }
     }
@@ -293,7 +298,6 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
             argv: b.argv.clone(),
             cwd: root.to_path_buf(),
             log: root.join(&b.log),
-            env: Vec::new(),
         })
         .collect();
     let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
@@ -306,8 +310,8 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .builds
         .iter()
         .zip(&results)
-        .filter(|(b, j)| b.loaded && j.outcome == Outcome::Succeeded)
-        .filter_map(|(b, _)| b.tag.clone())
+        .filter(|(b, j)| b.loaded() && j.outcome == Outcome::Succeeded)
+        .filter_map(|(b, _)| b.tag().cloned())
         .collect();
     let inspected = docker::inspect_images(&loaded);
     let images: Vec<ImageReport> = plan
@@ -316,14 +320,13 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .zip(results)
         .map(|(build, job)| {
             let ok = job.outcome == Outcome::Succeeded;
-            let (image_id, size) = match build.tag.as_ref().and_then(|t| inspected.get(t)) {
+            let (image_id, size) = match build.tag().and_then(|t| inspected.get(t)) {
                 Some((id, size)) => (Some(id.clone()), Some(*size)),
                 None => (None, None),
             };
             let size = size.or_else(|| {
                 build
-                    .output_dir
-                    .as_ref()
+                    .output_dir()
                     .filter(|_| ok)
                     .map(|d| dir_size(&root.join(d)))
             });
@@ -338,10 +341,10 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 cargo_name: cargo.map(|s| s.name.clone()),
                 cargo_started: cargo.and_then(|s| s.started),
                 fully_cached: ok && job.fully_cached(),
-                tag: build.tag.clone(),
+                tag: build.tag().cloned(),
                 image_id,
                 size_bytes: size,
-                output_dir: build.output_dir.clone(),
+                output_dir: build.output_dir().map(Path::to_path_buf),
                 log: build.log.clone(),
                 job,
             }

@@ -25,7 +25,23 @@ pub struct Declaration {
     #[serde(default)]
     pub groups: BTreeMap<String, Vec<String>>,
     pub strategies: BTreeMap<String, StrategyDecl>,
+    /// The images (or groups) verify-parallel and bench build when none are named.
+    #[serde(default)]
+    pub measure: Vec<String>,
     pub images: Vec<ImageDecl>,
+    /// From cargo_metadata, not from the table.
+    #[serde(skip)]
+    pub crates: Crates,
+}
+
+/// What cargo_metadata says about the crates behind the images.
+#[derive(Debug, Clone, Default)]
+pub struct Crates {
+    /// Binary name -> the directory of the crate that builds it, relative to the root.
+    pub bin_dirs: BTreeMap<String, PathBuf>,
+    /// The workspace library crate every image's crate depends on (a change there rebuilds
+    /// every image), when there is one.
+    pub common: Option<PathBuf>,
 }
 
 /// How a strategy builds the images.
@@ -35,6 +51,24 @@ pub struct StrategyDecl {
     /// One Dockerfile for every image, whose stages are named after the images. When absent, each
     /// image's own `dockerfile` and `target` are used.
     pub dockerfile: Option<PathBuf>,
+    /// Per image Dockerfile: an image's own `dockerfile` -> the one this strategy builds instead
+    /// (same stage). An image whose Dockerfile is not in a non-empty map cannot use the strategy.
+    #[serde(default)]
+    pub dockerfiles: BTreeMap<PathBuf, PathBuf>,
+    /// Whether `bench` times it (default true).
+    #[serde(default = "yes")]
+    pub bench: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl StrategyDecl {
+    /// One builder for every image: one cargo step, nothing per image to overlap.
+    pub fn one_builder(&self) -> bool {
+        self.dockerfile.is_some()
+    }
 }
 
 /// One image (or, with `output`, one set of extracted binaries).
@@ -69,6 +103,22 @@ impl ImageDecl {
 }
 
 impl Declaration {
+    /// The directory of the crate an image's binary is built from.
+    pub fn crate_dir(&self, image: &ImageDecl) -> anyhow::Result<&Path> {
+        self.crates
+            .bin_dirs
+            .get(&image.binary)
+            .map(PathBuf::as_path)
+            .with_context(|| format!("image `{}`: no crate builds `{}`", image.name, image.binary))
+    }
+
+    /// The library crate every image depends on, for tests that change what all images share.
+    pub fn common_crate(&self) -> anyhow::Result<&Path> {
+        self.crates.common.as_deref().context(
+            "no workspace library crate is a dependency of every image's crate (cargo metadata)",
+        )
+    }
+
     pub fn image(&self, name: &str) -> Option<&ImageDecl> {
         self.images.iter().find(|i| i.name == name)
     }
@@ -112,6 +162,29 @@ impl Declaration {
         names
     }
 
+    /// The Dockerfile and stage `strategy` builds `image` from.
+    pub fn dockerfile_for(
+        &self,
+        strategy: &str,
+        image: &ImageDecl,
+    ) -> Result<(PathBuf, String), crate::UsageError> {
+        let decl = self.strategy(strategy)?;
+        if let Some(file) = &decl.dockerfile {
+            return Ok((file.clone(), image.name.clone()));
+        }
+        if decl.dockerfiles.is_empty() {
+            return Ok((image.dockerfile.clone(), image.target.clone()));
+        }
+        match decl.dockerfiles.get(&image.dockerfile) {
+            Some(file) => Ok((file.clone(), image.target.clone())),
+            None => Err(crate::UsageError(format!(
+                "image `{}`: strategy `{strategy}` has no Dockerfile for {} (its `dockerfiles` in [workspace.metadata.attune.strategies.{strategy}])",
+                image.name,
+                image.dockerfile.display()
+            ))),
+        }
+    }
+
     pub fn strategy(&self, name: &str) -> Result<&StrategyDecl, crate::UsageError> {
         self.strategies.get(name).ok_or_else(|| {
             crate::UsageError(format!(
@@ -132,6 +205,8 @@ pub struct PackageBins {
     pub package: String,
     pub dir: PathBuf,
     pub bins: Vec<String>,
+    /// The workspace packages it depends on (path dependencies).
+    pub deps: Vec<String>,
 }
 
 /// Reads and validates the declaration of the workspace at `root`.
@@ -168,6 +243,12 @@ pub fn load(root: &Path) -> anyhow::Result<Declaration> {
                 .iter()
                 .filter(|t| t.is_bin())
                 .map(|t| t.name.clone())
+                .collect(),
+            deps: p
+                .dependencies
+                .iter()
+                .filter(|d| d.path.is_some())
+                .map(|d| d.name.clone())
                 .collect(),
         })
         .collect();
@@ -265,10 +346,38 @@ pub fn parse(
     let Some(table) = metadata.get("attune") else {
         bail!("missing: the image declaration lives there");
     };
-    let decl: Declaration =
+    let mut decl: Declaration =
         serde_json::from_value(table.clone()).context("cannot parse the image declaration")?;
     validate(&decl, packages)?;
+    decl.crates = crates(&decl, packages);
+    decl.select(&decl.measure)
+        .map_err(|e| anyhow::anyhow!("measure: {e}"))?;
     Ok(decl)
+}
+
+fn crates(decl: &Declaration, packages: &[PackageBins]) -> Crates {
+    let bin_dirs: BTreeMap<String, PathBuf> = packages
+        .iter()
+        .flat_map(|p| p.bins.iter().map(|b| (b.clone(), p.dir.clone())))
+        .collect();
+    let owners: BTreeSet<&str> = decl
+        .images
+        .iter()
+        .filter_map(|i| packages.iter().find(|p| p.bins.contains(&i.binary)))
+        .map(|p| p.package.as_str())
+        .collect();
+    let shared = packages.iter().find(|lib| {
+        !owners.is_empty()
+            && owners.iter().all(|owner| {
+                packages
+                    .iter()
+                    .any(|p| p.package == *owner && p.deps.contains(&lib.package))
+            })
+    });
+    Crates {
+        bin_dirs,
+        common: shared.map(|p| p.dir.clone()),
+    }
 }
 
 fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> {
@@ -303,11 +412,9 @@ fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> 
             );
         };
         if let Some(service) = &image.service {
-            let dir = Path::new("crates").join(service);
-            if owner.dir != dir {
+            if owner.dir.file_name() != Some(std::ffi::OsStr::new(service)) {
                 bail!(
-                    "image `{name}`: service `{service}` must be the crate in {} that builds `{}`, but `{}` comes from package `{}` in {}",
-                    dir.display(),
+                    "image `{name}`: service `{service}` must be the directory of the crate that builds `{}`, but `{}` comes from package `{}` in {}",
                     image.binary,
                     image.binary,
                     owner.package,
@@ -351,6 +458,11 @@ fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> 
             }
         }
     }
+    for (name, strategy) in &decl.strategies {
+        if strategy.dockerfile.is_some() && !strategy.dockerfiles.is_empty() {
+            bail!("strategy `{name}`: `dockerfile` (one for every image) and `dockerfiles` (one per image) exclude each other");
+        }
+    }
     if !decl.strategies.contains_key(&decl.default_strategy) {
         bail!(
             "default-strategy `{}` is not one of the declared strategies ({})",
@@ -377,6 +489,7 @@ mod tests {
                 package: format!("attune-{s}"),
                 dir: PathBuf::from(format!("crates/{s}")),
                 bins: vec![format!("attune-{s}")],
+                deps: vec![],
             })
             .collect()
     }
@@ -435,7 +548,9 @@ mod tests {
             parse(&metadata(json!([image])), &packages()).unwrap_err()
         );
         assert!(
-            err.contains("service `worker` must be the crate in crates/worker"),
+            err.contains(
+                "service `worker` must be the directory of the crate that builds `attune-api`"
+            ),
             "{err}"
         );
     }
@@ -457,6 +572,91 @@ mod tests {
     }
 
     #[test]
+    fn each_strategy_names_the_dockerfile_and_stage_of_an_image() {
+        let mut meta = metadata(
+            json!([api(), {"name": "worker-shell", "binary": "attune-worker",
+            "dockerfile": "docker/Dockerfile.worker.optimized", "target": "worker-shell"}]),
+        );
+        meta["attune"]["strategies"] = json!({
+            "per-service": {},
+            "workspace": {"dockerfile": "docker/Dockerfile.workspace"},
+            "seed": {"bench": false, "dockerfiles":
+                {"docker/Dockerfile.optimized": "docker/reference/Dockerfile.seed"}},
+        });
+        let decl = parse(&meta, &packages()).unwrap();
+        let (api, worker) = (&decl.images[0], &decl.images[1]);
+        let of = |strategy: &str, image| decl.dockerfile_for(strategy, image);
+        assert_eq!(
+            of("per-service", api).unwrap(),
+            (
+                PathBuf::from("docker/Dockerfile.optimized"),
+                "runtime".into()
+            )
+        );
+        assert_eq!(
+            of("workspace", api).unwrap(),
+            (PathBuf::from("docker/Dockerfile.workspace"), "api".into())
+        );
+        assert_eq!(
+            of("seed", api).unwrap(),
+            (
+                PathBuf::from("docker/reference/Dockerfile.seed"),
+                "runtime".into()
+            )
+        );
+        let err = of("seed", worker).unwrap_err().0;
+        assert!(
+            err.starts_with("image `worker-shell`: strategy `seed` has no Dockerfile for docker/Dockerfile.worker.optimized"),
+            "{err}"
+        );
+        assert!(of("chef", api)
+            .unwrap_err()
+            .0
+            .contains("unknown strategy `chef`"));
+        assert!(decl.strategies["workspace"].one_builder() && decl.strategies["per-service"].bench);
+        assert!(!decl.strategies["seed"].bench && !decl.strategies["seed"].one_builder());
+
+        meta["attune"]["strategies"]["seed"]["dockerfile"] = json!("docker/x");
+        let err = format!("{:#}", parse(&meta, &packages()).unwrap_err());
+        assert!(err.contains("strategy `seed`: `dockerfile`"), "{err}");
+    }
+
+    #[test]
+    fn crate_dirs_and_the_common_library_come_from_the_packages() {
+        let mut packages = packages();
+        packages[0].deps = vec!["attune-common".into(), "attune-x".into()];
+        packages[1].deps = vec!["attune-common".into()];
+        for lib in ["common", "x"] {
+            packages.push(PackageBins {
+                package: format!("attune-{lib}"),
+                dir: PathBuf::from(format!("libs/{lib}")),
+                bins: vec![],
+                deps: vec![],
+            });
+        }
+        let worker = json!({"name": "worker-shell", "binary": "attune-worker",
+            "dockerfile": "docker/Dockerfile.worker.optimized", "target": "worker-shell"});
+        let decl = parse(&metadata(json!([api(), worker])), &packages).unwrap();
+        assert_eq!(decl.common_crate().unwrap(), Path::new("libs/common"));
+        assert_eq!(
+            decl.crate_dir(&decl.images[1]).unwrap(),
+            Path::new("crates/worker")
+        );
+        // nothing every image depends on: no common crate, and the tests that need one say so
+        packages[1].deps.clear();
+        let decl = parse(&metadata(json!([api(), worker])), &packages).unwrap();
+        assert!(decl.common_crate().is_err());
+        // `measure` names known images or groups
+        let mut meta = metadata(json!([api()]));
+        meta["attune"]["measure"] = json!(["nope"]);
+        let err = format!("{:#}", parse(&meta, &packages).unwrap_err());
+        assert!(
+            err.contains("measure: unknown image or group `nope`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn the_projects_declaration_is_valid() {
         // no image name or count here: adding a service must not break this test
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -472,9 +672,13 @@ mod tests {
                 tag: decl.tag.clone(),
                 ..Default::default()
             };
-            let images = decl.select(&[]).unwrap();
-            for build in crate::plan::plan(&decl, &images, &options).builds {
-                let text = std::fs::read_to_string(root.join(&build.dockerfile)).unwrap();
+            // (an image a strategy cannot build at all, like pack-binaries under seed, is a
+            // usage error of its own, tested in plan)
+            let images: Vec<_> = (decl.select(&[]).unwrap().into_iter())
+                .filter(|image| decl.dockerfile_for(strategy, image).is_ok())
+                .collect();
+            for build in crate::plan::plan(&decl, &images, &options).unwrap().builds {
+                let text = std::fs::read_to_string(root.join(build.dockerfile())).unwrap();
                 crate::plan::check_stage(&build, &text)
                     .unwrap_or_else(|e| panic!("strategy {strategy}: {e}"));
             }

@@ -1,15 +1,52 @@
 //! `cargo xtask bake-file`: the same builds as `docker-build`, as a `docker buildx bake` file
 //! (JSON, which bake reads like HCL), generated from the image declaration.
 
-use std::path::Path;
+use std::{path::Path, time::Duration};
 
-use crate::{flags, plan::bake_file, session, workspace, Status};
+use anyhow::Context;
+
+use crate::{
+    flags,
+    proc::capture_with_timeout,
+    session,
+    target::{bake_file, bake_print_mismatches},
+    workspace, Status,
+};
 
 pub fn run(root: &Path, args: flags::BakeFileArgs) -> anyhow::Result<Status> {
     let decl = workspace::load(root)?;
-    let plan = session::plan_from_args(&decl, &args.build)?;
-    println!("{}", serde_json::to_string_pretty(&bake_file(&plan))?);
-    Ok(Status::Ok)
+    let plan = session::plan_from_args(&decl, &args.build, Path::new("target/xtask/logs"), 0)?;
+    let targets = || plan.builds.iter().map(|b| &b.target);
+    let file = bake_file(targets())?;
+    if !args.check_print {
+        println!("{}", serde_json::to_string_pretty(&file)?);
+        return Ok(Status::Ok);
+    }
+    let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
+    let path = dir.path().join("docker-bake.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&file)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    let printed = capture_with_timeout(
+        std::process::Command::new("docker")
+            .args(["buildx", "bake", "--print", "--file"])
+            .arg(&path)
+            .current_dir(root),
+        Duration::from_secs(60),
+    )
+    .context("docker buildx bake --print")?;
+    let printed: serde_json::Value =
+        serde_json::from_str(&printed).context("docker buildx bake --print: not JSON")?;
+    let mismatches = bake_print_mismatches(targets(), &printed);
+    for line in &mismatches {
+        println!("bake-file: {line}");
+    }
+    if mismatches.is_empty() {
+        println!(
+            "bake-file: docker buildx bake --print reads back the {} planned targets",
+            plan.builds.len()
+        );
+    }
+    Ok(Status::from_ok(mismatches.is_empty()))
 }
 
 #[cfg(test)]
@@ -28,7 +65,8 @@ mod tests {
             log_dir: "target/xtask/logs".into(),
             ..Default::default()
         };
-        let bake = bake_file(&crate::plan::plan(&decl, &images, &options));
+        let plan = crate::plan::plan(&decl, &images, &options).unwrap();
+        let bake = bake_file(plan.builds.iter().map(|b| &b.target)).unwrap();
         assert_eq!(
             bake["group"]["default"]["targets"]
                 .as_array()

@@ -1,7 +1,7 @@
 //! `cargo xtask bench`: this project's build strategies side by side with what its users would
 //! otherwise pick, on the same Dockerfiles, engine and machine, in one run.
 //!
-//! Every contender builds the same images (default: api, executor, worker-shell, sensor) in its
+//! Every contender builds the same images (default: the declaration's `measure`) in its
 //! own temporary copy of the build context (a [`Sandbox`]) whose cache-mount ids carry a fresh
 //! namespace, so `cold` starts from empty cache mounts; `cold` also appends a unique comment to
 //! the root Cargo.toml, because BuildKit's layer cache key ignores cache-mount ids and would
@@ -18,12 +18,13 @@ use std::{
     time::Instant,
 };
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::{
     flags, plan,
     sandbox::{nonce, Sandbox},
+    target::bake_file,
     workspace::{self, Declaration},
     Status, UsageError,
 };
@@ -153,11 +154,12 @@ pub struct BenchReport {
 
 pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
     let decl = workspace::load(root)?;
-    let images: Vec<String> = decl
-        .select(&args.images)?
-        .iter()
-        .map(|i| i.name.clone())
-        .collect();
+    let names = if args.images.is_empty() {
+        &decl.measure
+    } else {
+        &args.images
+    };
+    let images: Vec<String> = decl.select(names)?.iter().map(|i| i.name.clone()).collect();
     let contenders = contenders(&decl, &args)?;
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
         SCENARIOS.iter().map(|s| s.to_string()).collect()
@@ -194,7 +196,7 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
             tag: "bench".into(),
             ..Default::default()
         },
-    );
+    )?;
     crate::session::preflight(root, &preflight_plan, flags::EngineMode::Auto, false)?;
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
     let out_dir = root.join(&args.out_dir);
@@ -208,9 +210,6 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
                 root, &decl, contender, &images, &scenarios, rep, &xtask, &out_dir,
             )?;
             samples.extend(samples_of);
-            if crate::exec::runner::interrupted() {
-                bail!("interrupted");
-            }
         }
     }
     let default = Contender::Xtask(decl.default_strategy.clone()).name();
@@ -247,10 +246,9 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
 }
 
 fn contenders(decl: &Declaration, args: &flags::BenchArgs) -> anyhow::Result<Vec<Contender>> {
-    let mut all: Vec<Contender> = decl
-        .strategies
-        .keys()
-        .map(|s| Contender::Xtask(s.clone()))
+    let mut all: Vec<Contender> = (decl.strategies.iter())
+        .filter(|(_, s)| s.bench)
+        .map(|(name, _)| Contender::Xtask(name.clone()))
         .collect();
     // this project's default first
     let default = Contender::Xtask(decl.default_strategy.clone());
@@ -313,16 +311,19 @@ fn run_contender(
                 log_dir: "bench-logs".into(),
                 ..Default::default()
             },
-        );
-        let mut dockerfiles: Vec<PathBuf> =
-            plan.builds.iter().map(|b| b.dockerfile.clone()).collect();
+        )?;
+        let mut dockerfiles: Vec<PathBuf> = plan
+            .builds
+            .iter()
+            .map(|b| b.dockerfile().to_path_buf())
+            .collect();
         dockerfiles.sort();
         dockerfiles.dedup();
         sandbox.prepare_dockerfiles(&dockerfiles, None, &namespace)?;
         if *contender == Contender::Bake {
             fs::write(
                 sandbox.root.join("docker-bake.json"),
-                serde_json::to_string_pretty(&plan::bake_file(&plan))?,
+                serde_json::to_string_pretty(&bake_file(plan.builds.iter().map(|b| &b.target))?)?,
             )?;
         }
     }
@@ -342,10 +343,12 @@ fn run_contender(
                     .with_context(|| format!("cannot write {}", manifest.display()))?;
             }
             "common" => {
-                sandbox.change(Path::new("crates/common"), &namespace)?;
+                sandbox.change(decl.common_crate()?, &namespace)?;
             }
             "api" => {
-                sandbox.change(Path::new("crates/api"), &namespace)?;
+                // the crate of the first image (api, in the declared order)
+                let first = decl.select(&images[..1])?;
+                sandbox.change(decl.crate_dir(first[0])?, &namespace)?;
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in order, each step a real process with its own exit
 //! code: formatting, clippy, the test suite, the Dockerfile policy, then, on the real engine,
-//! every image built, smoke-tested, and the parallel-build verification.
+//! what `docker buildx bake --print` reads back of a generated bake file, every image built,
+//! smoke-tested, and the parallel-build verification.
 
 use std::{path::Path, process::Command, time::Instant};
 
@@ -39,10 +40,29 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         step("lint-docker", &["xtask", "lint-docker"]),
         step("cache-policy", &["xtask", "restore-shared", "--check"]),
         step("engine", &["xtask", "engine", "up"]),
+        // what bake reads back of a generated file with every option a bake file can hold
+        step(
+            "bake-print",
+            &[
+                "xtask",
+                "bake-file",
+                "--check-print",
+                "--platform",
+                "linux/amd64",
+                "--cache-from",
+                "type=local,src=target/xtask/bake-cache/{image}",
+                "--cache-to",
+                "type=local,dest=target/xtask/bake-cache/{image},mode=max",
+                "--pull",
+                "--no-cache",
+            ],
+        ),
         step("docker-build", &["xtask", "docker-build", "all"]),
         step("smoke", &["xtask", "smoke", "all"]),
     ];
-    let mut verify = vec!["xtask", "verify-parallel"];
+    // the perf test needs a builder per image, which the default (workspace) strategy has not:
+    // CI verifies the per-service Dockerfiles, all three tests
+    let mut verify = vec!["xtask", "verify-parallel", "--strategy", "per-service"];
     if quick_verify {
         verify.push("--quick");
     }
@@ -112,6 +132,7 @@ mod tests {
                 "lint-docker",
                 "cache-policy",
                 "engine",
+                "bake-print",
                 "docker-build",
                 "smoke",
                 "verify-parallel"
@@ -119,11 +140,17 @@ mod tests {
         );
         assert_eq!(
             steps(true).last().unwrap().argv,
-            ["xtask", "verify-parallel", "--quick"]
+            [
+                "xtask",
+                "verify-parallel",
+                "--strategy",
+                "per-service",
+                "--quick"
+            ]
         );
         assert_eq!(
             steps(false).last().unwrap().argv,
-            ["xtask", "verify-parallel"]
+            ["xtask", "verify-parallel", "--strategy", "per-service"]
         );
     }
 }

@@ -16,7 +16,7 @@ use crate::{
 pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> {
     // the engine check (a few docker processes) runs while cargo metadata reads the declaration:
     // a no-op rebuild is dominated by such fixed costs
-    let check_bases = args.engine == flags::EngineMode::Auto && args.builder.is_none();
+    let check_bases = args.engine == flags::EngineMode::Auto && args.build.builder.is_none();
     let (decl, check) = std::thread::scope(|s| {
         let check = (!args.dry_run).then(|| s.spawn(|| check_engine(root, check_bases)));
         let decl = workspace::load(root);
@@ -25,7 +25,7 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
             check.map(|h| h.join().expect("engine check panicked")),
         )
     });
-    let plan = plan_from_args(&decl?, &args)?;
+    let plan = plan_from_args(&decl?, &args.build, &args.log_dir, args.jobs)?;
     check_stages(root, &plan)?;
     let Some(check) = check else {
         if args.json {

@@ -20,6 +20,8 @@ use super::ParseError;
 /// A lexed Dockerfile: the escape character and the logical instructions in source order.
 #[derive(Debug, Clone)]
 pub struct Lexed {
+    /// The escape character in force (the lexer applies it itself; the tests pin it).
+    #[allow(dead_code)]
     pub escape: char,
     pub instructions: Vec<RawInstruction>,
     pub lines: LineIndex,

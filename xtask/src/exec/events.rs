@@ -261,8 +261,9 @@ impl Tracker {
     }
 }
 
-/// See [`Tracker::main_cargo_step`]; BuildKit announces steps it may never start, so the first
-/// cargo step listed is not necessarily the one that ran.
+/// The image's cargo step: the one that executed, else the one that started, else the first
+/// listed. BuildKit announces steps it may never start, so the first cargo step listed is not
+/// necessarily the one that ran.
 pub fn main_cargo_step(steps: &[Step]) -> Option<&Step> {
     let cargo = || steps.iter().filter(|s| s.is_cargo());
     cargo()

@@ -1,7 +1,7 @@
 //! Live progress: one indicatif line per image in a terminal, plain prefixed lines elsewhere.
 //! Which one is a pure function of (stderr is a terminal, CI is set), tested below.
 
-use std::{collections::HashMap, sync::Mutex, time::Duration};
+use std::{collections::HashMap, time::Duration};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
@@ -80,7 +80,6 @@ impl Reporter for Plain {
 pub struct Bars {
     _multi: MultiProgress,
     bars: HashMap<String, ProgressBar>,
-    current: Mutex<HashMap<String, String>>,
 }
 
 impl Bars {
@@ -104,7 +103,6 @@ impl Bars {
         Bars {
             _multi: multi,
             bars,
-            current: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -123,12 +121,7 @@ impl Reporter for Bars {
         };
         if let Update::Started { number, name } = update {
             if is_instruction(name) {
-                let text = format!("#{number} {}", short(name, 100));
-                self.current
-                    .lock()
-                    .unwrap()
-                    .insert(job.to_string(), text.clone());
-                bar.set_message(text);
+                bar.set_message(format!("#{number} {}", short(name, 100)));
             }
         }
     }

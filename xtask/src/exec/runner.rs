@@ -30,7 +30,6 @@ pub struct Job {
     pub argv: Vec<String>,
     pub cwd: PathBuf,
     pub log: PathBuf,
-    pub env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -191,14 +190,11 @@ fn stream(
     writeln!(log, "$ {}", shell_line(&crate::plan::redacted(&job.argv)))?;
     // under a supervisor that kills the build's process group when the xtask dies, even by SIGKILL
     let argv = super::supervise::supervised(&job.argv);
-    let mut expression = duct::cmd(&argv[0], &argv[1..])
+    let expression = duct::cmd(&argv[0], &argv[1..])
         .dir(&job.cwd)
         .stdin_null()
         .stderr_to_stdout()
         .unchecked();
-    for (key, value) in &job.env {
-        expression = expression.env(key, value);
-    }
     let expression = expression.before_spawn(|cmd| {
         std::os::unix::process::CommandExt::process_group(cmd, 0);
         Ok(())

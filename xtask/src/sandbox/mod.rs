@@ -11,10 +11,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{
-    dockerfile::{self, Sharing},
-    workspace::ImageDecl,
-};
+use crate::dockerfile::{self, Sharing};
 
 /// A temporary copy of the build context; removed when dropped unless `keep`.
 #[derive(Debug)]
@@ -135,20 +132,6 @@ fn copy_tree(src: &Path, dst: &Path, top: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The crate directory an image's binary is built from (`crates/<service>`, or for images without
-/// a service, the crate named after the binary without the `attune-` prefix).
-pub fn crate_dir(image: &ImageDecl) -> PathBuf {
-    let name = match &image.service {
-        Some(service) => service.clone(),
-        None => image
-            .binary
-            .strip_prefix("attune-")
-            .unwrap_or(&image.binary)
-            .to_string(),
-    };
-    Path::new("crates").join(name)
-}
-
 pub fn nonce() -> String {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -159,26 +142,4 @@ pub fn nonce() -> String {
         (t as u64) & 0xffff_ffff,
         std::process::id() & 0xfff
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crate_dirs() {
-        let image = |service: Option<&str>| ImageDecl {
-            name: "x".into(),
-            binary: "attune-worker".into(),
-            dockerfile: PathBuf::from("docker/Dockerfile.worker.optimized"),
-            target: "t".into(),
-            service: service.map(String::from),
-            output: None,
-            output_outside_target: false,
-            smoke: vec![],
-            health: None,
-        };
-        assert_eq!(crate_dir(&image(None)), PathBuf::from("crates/worker"));
-        assert_eq!(crate_dir(&image(Some("api"))), PathBuf::from("crates/api"));
-    }
 }

@@ -2,9 +2,10 @@
 //! the engine, each able to fail.
 //!
 //! - `perf`: the images built in parallel twice, every cache mount `sharing=locked` and then the
-//!   committed policy, each after the same warm-up and the same kind of source change in
-//!   crates/common (or from empty caches with `--cold`); from BuildKit's events: wall times,
-//!   per-image cargo times, the largest number of cargo steps executing at once, lock waits.
+//!   committed policy, each after the same warm-up and the same kind of source change in the
+//!   library crate every image depends on (or from empty caches with `--cold`); from BuildKit's
+//!   events: wall times, per-image cargo times, the largest number of cargo steps executing at
+//!   once, lock waits.
 //! - `race`: N parallel builds from cold caches (a fresh cache-id namespace per run), each cargo
 //!   step executing, no build failing, no log showing an unpack collision.
 //! - `reuse`: one image built twice unchanged (the second fully cached), then after a change in
@@ -16,7 +17,6 @@
 
 pub mod analysis;
 pub mod report;
-pub mod strategy;
 
 use std::{
     fs,
@@ -42,15 +42,12 @@ use crate::{
 };
 
 use crate::{
-    sandbox::{crate_dir, nonce, Sandbox},
+    sandbox::{nonce, Sandbox},
     session,
     util::utc_date,
 };
 use analysis::{CargoSpan, Lane, Metrics};
-use strategy::Strategy;
 
-/// The images the tests build when `--images` is not given.
-pub const DEFAULT_IMAGES: &[&str] = &["api", "executor", "worker-shell", "sensor"];
 pub const TESTS: &[&str] = &["perf", "race", "reuse"];
 /// Cache-id suffix of the incremental perf and reuse tests: stable, so their caches stay warm
 /// between invocations, and apart from the `docker-build` caches.
@@ -210,12 +207,12 @@ pub struct Selection {
     pub cold: bool,
 }
 
-pub fn selection(args: &VerifyParallelArgs) -> Result<Selection, UsageError> {
-    // the workspace strategy has one cargo step for all images: nothing per image to overlap
-    let one_builder = args.strategy == "workspace";
+/// `one_builder`: the strategy builds every image in one builder (one cargo step for all
+/// images: nothing per image to overlap, so no perf test).
+pub fn selection(args: &VerifyParallelArgs, one_builder: bool) -> Result<Selection, UsageError> {
     if one_builder && args.tests.iter().any(|t| t == "perf") {
         return Err(UsageError(
-            "the perf test compares per-image cargo steps, and the workspace strategy has one cargo step for all images; run `cargo xtask bench` to compare the strategies, or --tests race,reuse".into(),
+            "the perf test compares per-image cargo steps, and this strategy has one cargo step for all images; run `cargo xtask bench` to compare the strategies, pick a strategy with a builder per image (--strategy), or --tests race,reuse".into(),
         ));
     }
     let mut sel = Selection {
@@ -252,7 +249,8 @@ pub fn selection(args: &VerifyParallelArgs) -> Result<Selection, UsageError> {
 struct Ctx<'a> {
     root: &'a Path,
     decl: Declaration,
-    strategy: Strategy,
+    strategy: String,
+    one_builder: bool,
     tag: String,
     log_root: PathBuf,
     nonce: String,
@@ -262,20 +260,18 @@ struct Ctx<'a> {
 
 pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
     let clock = Instant::now();
-    let sel = selection(&args)?;
-    let strategy = Strategy::parse(&args.strategy)?;
     let decl = workspace::load(root)?;
+    let strategy = args
+        .strategy
+        .clone()
+        .unwrap_or_else(|| decl.default_strategy.clone());
+    let one_builder = decl.strategy(&strategy)?.one_builder();
+    let sel = selection(&args, one_builder)?;
     let names: Vec<String> = if args.images.is_empty() {
-        DEFAULT_IMAGES.iter().map(|s| s.to_string()).collect()
+        decl.measure.clone()
     } else {
         args.images.clone()
     };
-    let selected: Vec<&str> = decl
-        .select(&names)?
-        .iter()
-        .map(|i| i.name.as_str())
-        .collect();
-    let decl = strategy.declaration(&decl, &selected)?;
     let images: Vec<ImageDecl> = decl.select(&names)?.into_iter().cloned().collect();
     if images.is_empty() {
         return Err(UsageError("no images selected".into()).into());
@@ -285,6 +281,7 @@ pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
         root,
         decl,
         strategy,
+        one_builder,
         tag: args.tag.clone(),
         log_root,
         nonce: nonce(),
@@ -292,11 +289,12 @@ pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
         mode: progress::detect_mode(),
     };
     let image_refs: Vec<&ImageDecl> = images.iter().collect();
+    // an image the strategy cannot build is a usage error before anything runs
+    let probe_plan = ctx.plan(&image_refs, &ctx.log_root)?;
     if args.dry_run {
-        print!("{}", dry_run(&ctx, &sel, &image_refs));
+        print!("{}", dry_run(&ctx, &sel, &image_refs)?);
         return Ok(Status::Ok);
     }
-    let probe_plan = ctx.plan(&image_refs, &ctx.log_root);
     session::preflight(root, &probe_plan, args.engine, false)?;
     let environment = environment(&ctx, &images);
     eprintln!(
@@ -304,7 +302,7 @@ pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
         environment.cores,
         environment.engine,
         environment.buildx,
-        strategy.name(),
+        ctx.strategy,
         environment.images.join(", ")
     );
     // this invocation's logs only: a previous run's logs of the selected tests go first
@@ -359,9 +357,9 @@ pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
 }
 
 impl Ctx<'_> {
-    fn plan(&self, images: &[&ImageDecl], log_dir: &Path) -> Plan {
+    fn plan(&self, images: &[&ImageDecl], log_dir: &Path) -> Result<Plan, UsageError> {
         let options = plan::Options {
-            strategy: strategy::PER_IMAGE.into(),
+            strategy: self.strategy.clone(),
             tag: self.tag.clone(),
             log_dir: log_dir.to_path_buf(),
             ..plan::Options::default()
@@ -386,8 +384,12 @@ impl Ctx<'_> {
         change: Option<String>,
     ) -> anyhow::Result<Phase> {
         let log_dir = self.log_root.join(test).join(run);
-        let plan = self.plan(images, &log_dir);
-        let dockerfiles: Vec<PathBuf> = plan.builds.iter().map(|b| b.dockerfile.clone()).collect();
+        let plan = self.plan(images, &log_dir)?;
+        let dockerfiles: Vec<PathBuf> = plan
+            .builds
+            .iter()
+            .map(|b| b.dockerfile().to_path_buf())
+            .collect();
         sandbox.prepare_dockerfiles(&dockerfiles, sharing, namespace)?;
         let sharing_name = match sharing {
             Some(mode) => mode.to_string(),
@@ -472,8 +474,6 @@ fn image_run(image: &session::ImageReport) -> ImageRun {
     }
 }
 
-const COMMON: &str = "crates/common";
-
 fn perf(
     ctx: &Ctx,
     images: &[&ImageDecl],
@@ -481,7 +481,7 @@ fn perf(
     failures: &mut Vec<Failure>,
 ) -> anyhow::Result<PerfResult> {
     let sandbox = ctx.sandbox("perf")?;
-    let common = Path::new(COMMON);
+    let common = ctx.decl.common_crate()?;
     let mut warmups = Vec::new();
     let mut measured = Vec::new();
     for (sharing, label) in [(Some(Sharing::Locked), "locked"), (None, "shared")] {
@@ -527,8 +527,8 @@ fn perf(
     let shared = measured.pop().expect("two phases");
     let locked = measured.pop().expect("two phases");
     let before = failures.len();
-    failures.extend(locked.problems("perf", ctx.strategy == Strategy::Workspace));
-    failures.extend(shared.problems("perf", ctx.strategy == Strategy::Workspace));
+    failures.extend(locked.problems("perf", ctx.one_builder));
+    failures.extend(shared.problems("perf", ctx.one_builder));
     for message in analysis::perf_failures(&locked.metrics, &shared.metrics, images.len()) {
         let log = if message.starts_with("locked") {
             locked.log_dir.clone()
@@ -561,7 +561,8 @@ fn race(
     let mut out = Vec::new();
     for k in 1..=runs {
         let namespace = format!("{}-race{k}", ctx.nonce);
-        let file = sandbox.change(Path::new(COMMON), &format!("{} race run {k}", ctx.nonce))?;
+        let common = ctx.decl.common_crate()?;
+        let file = sandbox.change(common, &format!("{} race run {k}", ctx.nonce))?;
         let phase = ctx.phase(
             &sandbox,
             images,
@@ -571,7 +572,7 @@ fn race(
             &namespace,
             Some(file.display().to_string()),
         )?;
-        let mut run_failures = phase.problems("race", ctx.strategy == Strategy::Workspace);
+        let mut run_failures = phase.problems("race", ctx.one_builder);
         for image in &phase.images {
             if let Some(line) = image.race_lines.first() {
                 run_failures.push(Failure {
@@ -602,7 +603,7 @@ fn race(
     }
     let failed_runs = out.iter().filter(|r| !r.failures.is_empty()).count();
     Ok(RaceResult {
-        strategy: ctx.strategy.name().into(),
+        strategy: ctx.strategy.clone(),
         runs: out,
         failed_runs,
         passed: failed_runs == 0,
@@ -611,7 +612,7 @@ fn race(
 
 fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::Result<ReuseResult> {
     let sandbox = ctx.sandbox("reuse")?;
-    let crate_dir = crate_dir(image);
+    let crate_dir = ctx.decl.crate_dir(image)?.to_path_buf();
     let images = [image];
     let before = failures.len();
     let file = sandbox.change(&crate_dir, &format!("{} reuse first", ctx.nonce))?;
@@ -624,7 +625,7 @@ fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::R
         WARM_NAMESPACE,
         Some(file.display().to_string()),
     )?;
-    failures.extend(first.problems("reuse", ctx.strategy == Strategy::Workspace));
+    failures.extend(first.problems("reuse", ctx.one_builder));
     let unchanged = ctx.phase(
         &sandbox,
         &images,
@@ -670,7 +671,7 @@ fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::R
         WARM_NAMESPACE,
         Some(file.display().to_string()),
     )?;
-    failures.extend(changed.problems("reuse", ctx.strategy == Strategy::Workspace));
+    failures.extend(changed.problems("reuse", ctx.one_builder));
     for run in &changed.images {
         let steps: Vec<analysis::StepRun> = run
             .steps
@@ -698,14 +699,15 @@ fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::R
     })
 }
 
-fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> String {
+fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> anyhow::Result<String> {
+    let common = ctx.decl.common_crate()?;
     let mut out = String::new();
     let sandbox = std::env::temp_dir().join(format!("attune-verify-{}-<test>", ctx.nonce));
     let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
     out.push_str(&format!(
         "# verify-parallel, strategy {}, images {}; every build runs from {} (a copy of the\n\
          # repository minus target/ and .git/ whose Dockerfiles are rewritten), tag :{}\n",
-        ctx.strategy.name(),
+        ctx.strategy,
         names.join(", "),
         sandbox.display(),
         ctx.tag
@@ -725,32 +727,36 @@ fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> String {
             };
             if !sel.cold {
                 out.push_str(&format!(
-                    "#   {label}-warmup: {what}; append a comment to {COMMON}/src/lib.rs; build in parallel\n"
+                    "#   {label}-warmup: {what}; append a comment to {}/src/lib.rs; build in parallel\n",
+                    common.display()
                 ));
             }
             out.push_str(&format!(
-                "#   {label}: {what}; append another comment to {COMMON}/src/lib.rs; build in parallel (measured)\n"
+                "#   {label}: {what}; append another comment to {}/src/lib.rs; build in parallel (measured)\n",
+                common.display()
             ));
         }
     }
     if sel.race {
         out.push_str(&format!(
-            "# race: {} run(s), each with cache ids suffixed -{}-race<k> (empty caches) and a fresh comment in {COMMON}\n",
-            sel.runs, ctx.nonce
+            "# race: {} run(s), each with cache ids suffixed -{}-race<k> (empty caches) and a fresh comment in {}\n",
+            sel.runs,
+            ctx.nonce,
+            common.display()
         ));
     }
     if sel.reuse {
         out.push_str(&format!(
             "# reuse: {} after a change in {}, again unchanged (must be fully cached), again after another change\n",
             images[0].name,
-            crate_dir(images[0]).display()
+            ctx.decl.crate_dir(images[0])?.display()
         ));
     }
     out.push_str("# each parallel build runs these commands (logs under ");
     out.push_str(&format!("{}/<test>/<run>/):\n", ctx.log_root.display()));
-    let plan = ctx.plan(images, &ctx.log_root.join("<test>/<run>"));
+    let plan = ctx.plan(images, &ctx.log_root.join("<test>/<run>"))?;
     out.push_str(&plan::render_dry_run(&plan));
-    out
+    Ok(out)
 }
 
 fn environment(ctx: &Ctx, images: &[ImageDecl]) -> Environment {
@@ -766,7 +772,7 @@ fn environment(ctx: &Ctx, images: &[ImageDecl]) -> Environment {
             .unwrap_or(1),
         engine,
         buildx,
-        strategy: ctx.strategy.name().into(),
+        strategy: ctx.strategy.clone(),
         images: images.iter().map(|i| i.name.clone()).collect(),
     }
 }
@@ -794,7 +800,7 @@ mod tests {
 
     #[test]
     fn selections() {
-        let all = selection(&args("")).unwrap();
+        let all = selection(&args(""), false).unwrap();
         assert_eq!(
             all,
             Selection {
@@ -805,17 +811,17 @@ mod tests {
                 cold: false
             }
         );
-        let quick = selection(&args("--quick --tests race,reuse")).unwrap();
+        let quick = selection(&args("--quick --tests race,reuse"), false).unwrap();
         assert_eq!(
             (quick.perf, quick.race, quick.reuse, quick.runs),
             (false, true, true, 2)
         );
-        assert_eq!(selection(&args("--quick --runs 3")).unwrap().runs, 3);
-        assert!(selection(&args("--tests speed")).is_err());
-        assert!(selection(&args("--quick --cold")).is_err());
-        assert!(selection(&args("--runs 0")).is_err());
-        let ws = selection(&args("--strategy workspace")).unwrap();
+        assert_eq!(selection(&args("--quick --runs 3"), false).unwrap().runs, 3);
+        assert!(selection(&args("--tests speed"), false).is_err());
+        assert!(selection(&args("--quick --cold"), false).is_err());
+        assert!(selection(&args("--runs 0"), false).is_err());
+        let ws = selection(&args("--strategy workspace"), true).unwrap();
         assert_eq!((ws.perf, ws.race, ws.reuse), (false, true, true));
-        assert!(selection(&args("--strategy workspace --tests perf")).is_err());
+        assert!(selection(&args("--strategy workspace --tests perf"), true).is_err());
     }
 }

@@ -1,0 +1,402 @@
+//! One image build as typed data, after buildx bake's own `Target` (docker/buildx
+//! `bake/bake.go`): context, Dockerfile, stage, build arguments, tags, platforms, cache sources
+//! and destinations, output, pull, no-cache, builder. The `docker buildx build` argv and the bake
+//! file are both rendered from it, so they cannot disagree; [`bake_print_mismatches`] checks what
+//! `docker buildx bake --print` reads back. Pure.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::UsageError;
+
+/// Where a build's result goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Output {
+    /// Loaded into the engine (`--load`, bake's `type=docker`).
+    Load,
+    /// Pushed to the registry of its tag (`--push`, bake's `type=registry`).
+    Push,
+    /// Files exported to a directory (`type=local,dest=...`).
+    Local(PathBuf),
+}
+
+/// One build's settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Target {
+    /// The bake target's name: the image's name.
+    pub name: String,
+    pub context: PathBuf,
+    pub dockerfile: PathBuf,
+    /// The Dockerfile stage.
+    pub target: String,
+    /// `(KEY, VALUE)` in the order they are passed.
+    pub args: Vec<(String, String)>,
+    pub tags: Vec<String>,
+    pub platforms: Vec<String>,
+    pub cache_from: Vec<String>,
+    pub cache_to: Vec<String>,
+    /// buildx `--secret` values (`id=NAME,src=FILE|env=VAR`): bake's `secret`.
+    pub secrets: Vec<String>,
+    /// buildx `--ssh` values (`default` or `ID=SOCKET|KEY`): bake's `ssh`.
+    pub ssh: Vec<String>,
+    pub output: Output,
+    pub pull: bool,
+    pub no_cache: bool,
+    /// A bake file cannot name one: `docker buildx bake --builder` takes it.
+    pub builder: Option<String>,
+}
+
+impl Target {
+    /// The `docker buildx build` command line, run from the workspace root; `progress` is the
+    /// `--progress` mode (how the caller reads the output).
+    pub fn build_argv(&self, progress: &str) -> Vec<String> {
+        let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
+        if let Some(builder) = &self.builder {
+            argv.extend(["--builder".into(), builder.clone()]);
+        }
+        argv.push(format!("--progress={progress}"));
+        argv.extend(["--file".into(), path_arg(&self.dockerfile)]);
+        argv.extend(["--target".into(), self.target.clone()]);
+        for (key, value) in &self.args {
+            argv.extend(["--build-arg".into(), format!("{key}={value}")]);
+        }
+        for secret in &self.secrets {
+            argv.extend(["--secret".into(), secret.clone()]);
+        }
+        for ssh in &self.ssh {
+            argv.extend(["--ssh".into(), ssh.clone()]);
+        }
+        if !self.platforms.is_empty() {
+            argv.extend(["--platform".into(), self.platforms.join(",")]);
+        }
+        for from in &self.cache_from {
+            argv.extend(["--cache-from".into(), from.clone()]);
+        }
+        for to in &self.cache_to {
+            argv.extend(["--cache-to".into(), to.clone()]);
+        }
+        if self.no_cache {
+            argv.push("--no-cache".into());
+        }
+        if self.pull {
+            argv.push("--pull".into());
+        }
+        for tag in &self.tags {
+            argv.extend(["--tag".into(), tag.clone()]);
+        }
+        match &self.output {
+            Output::Load => argv.push("--load".into()),
+            Output::Push => argv.push("--push".into()),
+            Output::Local(dest) => argv.extend([
+                "--output".into(),
+                format!("type=local,dest={}", path_arg(dest)),
+            ]),
+        }
+        argv.push(path_arg(&self.context));
+        argv
+    }
+
+    /// The bake target (JSON, which bake reads like HCL), or the option bake cannot express.
+    pub fn bake(&self) -> Result<Value, UsageError> {
+        if let Some(builder) = &self.builder {
+            return Err(UsageError(format!(
+                "--builder {builder}: a bake file cannot name a builder; leave it out and run `docker buildx bake --builder {builder}`"
+            )));
+        }
+        let args: BTreeMap<&str, &str> = self
+            .args
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut target = json!({
+            "context": path_arg(&self.context),
+            "dockerfile": path_arg(&self.dockerfile),
+            "target": self.target,
+            "args": args,
+            "output": [self.output_spec()],
+        });
+        if !self.tags.is_empty() {
+            target["tags"] = json!(self.tags);
+        }
+        if !self.platforms.is_empty() {
+            target["platforms"] = json!(self.platforms);
+        }
+        if !self.cache_from.is_empty() {
+            target["cache-from"] = json!(self.cache_from);
+        }
+        if !self.cache_to.is_empty() {
+            target["cache-to"] = json!(self.cache_to);
+        }
+        if !self.secrets.is_empty() {
+            target["secret"] = json!(self.secrets);
+        }
+        if !self.ssh.is_empty() {
+            target["ssh"] = json!(self.ssh);
+        }
+        if self.pull {
+            target["pull"] = json!(true);
+        }
+        if self.no_cache {
+            target["no-cache"] = json!(true);
+        }
+        Ok(target)
+    }
+
+    /// The output as buildx's `--output` spells it.
+    pub fn output_spec(&self) -> String {
+        match &self.output {
+            Output::Load => "type=docker".into(),
+            Output::Push => "type=registry".into(),
+            Output::Local(dest) => format!("type=local,dest={}", path_arg(dest)),
+        }
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
+}
+
+/// The bake definition: a target per build and a `default` group of them all.
+pub fn bake_file<'a>(targets: impl IntoIterator<Item = &'a Target>) -> Result<Value, UsageError> {
+    let mut out = BTreeMap::new();
+    for target in targets {
+        out.insert(target.name.clone(), target.bake()?);
+    }
+    let names: Vec<&String> = out.keys().collect();
+    Ok(json!({
+        "group": {"default": {"targets": names}},
+        "target": out,
+    }))
+}
+
+/// Where `docker buildx bake --print` of the generated file disagrees with the targets, one line
+/// per difference (`image: field: planned X, bake read Y`); empty when it reads back every setting.
+pub fn bake_print_mismatches<'a>(
+    targets: impl IntoIterator<Item = &'a Target>,
+    printed: &Value,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for target in targets {
+        let Some(read) = printed["target"].get(&target.name) else {
+            out.push(format!("{}: missing from bake's output", target.name));
+            continue;
+        };
+        let planned = match target.bake() {
+            Ok(planned) => planned,
+            Err(err) => {
+                out.push(format!("{}: {err}", target.name));
+                continue;
+            }
+        };
+        let fields = [
+            "context",
+            "dockerfile",
+            "target",
+            "args",
+            "tags",
+            "platforms",
+            "cache-from",
+            "cache-to",
+            "output",
+            "pull",
+            "no-cache",
+        ];
+        for field in fields {
+            let (want, got) = (normal(&planned[field]), normal(&read[field]));
+            if want != got {
+                out.push(format!(
+                    "{}: {field}: planned {want}, bake read {got}",
+                    target.name
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A field's value with bake's defaults and spellings made equal: absent = `false` = empty list,
+/// and a cache or output entry written as an object (newer buildx) = its `key=value,...` string.
+fn normal(value: &Value) -> Value {
+    match value {
+        Value::Null | Value::Bool(false) => Value::Null,
+        Value::Array(items) if items.is_empty() => Value::Null,
+        Value::Object(map) if map.is_empty() => Value::Null,
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| match item {
+                    Value::Object(map) => {
+                        let mut parts: Vec<String> = map
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or(&v.to_string())))
+                            .collect();
+                        // `type=` first, as the string form writes it
+                        parts.sort_by_key(|p| (!p.starts_with("type="), p.clone()));
+                        Value::from(parts.join(","))
+                    }
+                    other => other.clone(),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_option() -> Target {
+        Target {
+            name: "api".into(),
+            context: ".".into(),
+            dockerfile: "docker/Dockerfile.optimized".into(),
+            target: "runtime".into(),
+            args: vec![("SERVICE".into(), "api".into()), ("FOO".into(), "1".into())],
+            tags: vec!["reg.example/attune-api:1.0".into()],
+            platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
+            cache_from: vec!["type=local,src=c/api".into()],
+            cache_to: vec!["type=local,dest=c/api,mode=max".into()],
+            secrets: vec!["id=npm,src=.npmrc".into()],
+            ssh: vec!["default".into()],
+            output: Output::Push,
+            pull: true,
+            no_cache: true,
+            builder: None,
+        }
+    }
+
+    /// The value after `flag` in an argv, for each occurrence.
+    fn values<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
+        argv.windows(2)
+            .filter(|w| w[0] == flag)
+            .map(|w| w[1].as_str())
+            .collect()
+    }
+
+    #[test]
+    fn the_argv_and_the_bake_target_say_the_same() {
+        let t = every_option();
+        let argv = t.build_argv("rawjson");
+        let bake = t.bake().unwrap();
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|s| s.as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            values(&argv, "--file"),
+            [bake["dockerfile"].as_str().unwrap()]
+        );
+        assert_eq!(
+            values(&argv, "--target"),
+            [bake["target"].as_str().unwrap()]
+        );
+        assert_eq!(values(&argv, "--secret"), strings(&bake["secret"]));
+        assert_eq!(values(&argv, "--ssh"), strings(&bake["ssh"]));
+        assert_eq!(argv.last().unwrap(), bake["context"].as_str().unwrap());
+        let args: Vec<String> = bake["args"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap()))
+            .collect();
+        let mut argv_args = values(&argv, "--build-arg");
+        argv_args.sort();
+        assert_eq!(argv_args, args);
+        assert_eq!(values(&argv, "--tag"), strings(&bake["tags"]));
+        assert_eq!(
+            values(&argv, "--platform"),
+            [strings(&bake["platforms"]).join(",")]
+        );
+        assert_eq!(values(&argv, "--cache-from"), strings(&bake["cache-from"]));
+        assert_eq!(values(&argv, "--cache-to"), strings(&bake["cache-to"]));
+        assert_eq!(argv.contains(&"--pull".into()), bake["pull"] == true);
+        assert_eq!(
+            argv.contains(&"--no-cache".into()),
+            bake["no-cache"] == true
+        );
+        assert!(argv.contains(&"--push".into()));
+        assert_eq!(bake["output"], json!(["type=registry"]));
+
+        let plain = Target {
+            pull: false,
+            no_cache: false,
+            platforms: vec![],
+            cache_from: vec![],
+            cache_to: vec![],
+            output: Output::Local("target/pack-binaries".into()),
+            tags: vec![],
+            ..every_option()
+        };
+        let (argv, bake) = (plain.build_argv("plain"), plain.bake().unwrap());
+        for flag in [
+            "--pull",
+            "--no-cache",
+            "--platform",
+            "--cache-from",
+            "--push",
+            "--load",
+        ] {
+            assert!(!argv.contains(&flag.to_string()), "{flag}: {argv:?}");
+        }
+        for key in ["pull", "no-cache", "platforms", "cache-from", "tags"] {
+            assert!(bake.get(key).is_none(), "{key}: {bake}");
+        }
+        assert_eq!(
+            values(&argv, "--output"),
+            ["type=local,dest=target/pack-binaries"]
+        );
+        assert_eq!(
+            bake["output"],
+            json!(["type=local,dest=target/pack-binaries"])
+        );
+    }
+
+    #[test]
+    fn a_builder_cannot_go_into_a_bake_file() {
+        let t = Target {
+            builder: Some("remote".into()),
+            ..every_option()
+        };
+        assert_eq!(values(&t.build_argv("rawjson"), "--builder"), ["remote"]);
+        let err = bake_file([&t]).unwrap_err();
+        assert!(err.0.starts_with("--builder remote:"), "{err}");
+    }
+
+    #[test]
+    fn bake_print_is_compared_field_by_field() {
+        let t = every_option();
+        let file = bake_file([&t]).unwrap();
+        assert_eq!(bake_print_mismatches([&t], &file), Vec::<String>::new());
+        // newer buildx prints cache entries as objects, and leaves out what is false or empty
+        let mut printed = file.clone();
+        printed["target"]["api"]["cache-to"] =
+            json!([{"type": "local", "dest": "c/api", "mode": "max"}]);
+        assert_eq!(bake_print_mismatches([&t], &printed), Vec::<String>::new());
+        printed["target"]["api"]
+            .as_object_mut()
+            .unwrap()
+            .remove("no-cache");
+        printed["target"]["api"]["platforms"] = json!(["linux/amd64"]);
+        assert_eq!(
+            bake_print_mismatches([&t], &printed),
+            [
+                "api: platforms: planned [\"linux/amd64\",\"linux/arm64\"], bake read [\"linux/amd64\"]",
+                "api: no-cache: planned true, bake read null",
+            ]
+        );
+        assert_eq!(
+            bake_print_mismatches([&t], &json!({"target": {}})),
+            ["api: missing from bake's output"]
+        );
+    }
+}
