@@ -97,7 +97,8 @@ pub fn check_stages(root: &Path, plan: &Plan) -> anyhow::Result<()> {
             };
             texts.insert(build.dockerfile(), text);
         }
-        plan::check_stage(build, &texts[build.dockerfile()]).map_err(anyhow::Error::msg)?;
+        // the declaration and the Dockerfile disagree: the user's input to fix (exit 2)
+        plan::check_stage(build, &texts[build.dockerfile()]).map_err(crate::UsageError)?;
     }
     Ok(())
 }

@@ -834,7 +834,7 @@ fn a_stage_missing_from_the_workspace_dockerfile_is_reported_before_any_build() 
         }
         let t = Test::docker_build(args).cwd(ws.path());
         let out = t.run();
-        out.expect_code(1);
+        out.expect_code(2);
         assert!(
             out.stderr.contains(
                 "image `api-next`: docker/Dockerfile.workspace has no stage `api-next` (stages: "

@@ -14,6 +14,8 @@ use crate::{flags, Status};
 pub struct Step {
     pub name: &'static str,
     pub argv: Vec<String>,
+    /// Extra environment for the step's process.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 /// The steps, in order. Pure, so the list is tested.
@@ -21,6 +23,7 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
     let step = |name, argv: &[&str]| Step {
         name,
         argv: argv.iter().map(|s| s.to_string()).collect(),
+        env: vec![],
     };
     let mut steps = vec![
         step("fmt", &["cargo", "fmt", "--all", "--", "--check"]),
@@ -59,6 +62,15 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         ),
         step("docker-build", &["xtask", "docker-build", "all"]),
         step("smoke", &["xtask", "smoke", "all"]),
+        // the guards that need the engine: an owned build arg refused, a named DOCKER_HOST kept,
+        // a service added as AGENTS.md says builds and runs (xtask/tests/engine_guards.rs)
+        Step {
+            env: vec![("ATTUNE_ENGINE_TESTS", "1")],
+            ..step(
+                "engine-guards",
+                &["cargo", "test", "-p", "xtask", "--test", "engine_guards"],
+            )
+        },
     ];
     // the perf test needs a builder per image, which the default (workspace) strategy has not:
     // CI verifies the per-service Dockerfiles, all three tests
@@ -87,6 +99,7 @@ pub fn run(root: &Path, args: flags::CiArgs) -> anyhow::Result<Status> {
         };
         let status = Command::new(program)
             .args(&step.argv[1..])
+            .envs(step.env.iter().copied())
             .current_dir(root)
             .status()
             .with_context(|| format!("cannot start step {}", step.name))?;
@@ -135,6 +148,7 @@ mod tests {
                 "bake-print",
                 "docker-build",
                 "smoke",
+                "engine-guards",
                 "verify-parallel"
             ]
         );
