@@ -6,6 +6,8 @@
 mod bake;
 mod bench;
 mod build;
+#[allow(dead_code)] // wired to the commands in the next commits
+mod cache;
 mod ci;
 mod dockerfile;
 mod engine;
