@@ -6,8 +6,8 @@
 mod bake;
 mod bench;
 mod build;
-#[allow(dead_code)] // wired to the commands in the next commits
 mod cache;
+mod cache_cmd;
 mod ci;
 mod dockerfile;
 mod engine;
@@ -64,5 +64,6 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::RestoreShared(args) => policy::restore_shared(&root, args),
         flags::Cmd::LintDocker(args) => policy::lint_docker(&root, args),
         flags::Cmd::VerifyParallel(args) => verify::run(&root, args),
+        flags::Cmd::Cache(args) => cache_cmd::run(&root, args),
     }
 }

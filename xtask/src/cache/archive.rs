@@ -5,7 +5,7 @@
 use std::{
     fs,
     io::{self, BufReader, BufWriter, Read, Write},
-    path::Path,
+    path::{Path, PathBuf},
 };
 
 use anyhow::Context;
@@ -151,6 +151,43 @@ pub fn check_layout(dir: &Path) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// Merges OCI layouts (one per image: concurrent `--cache-to type=local` writes to one directory
+/// collide in its ingest area) into one at `into`: blobs once each, every index entry kept.
+/// Returns the bytes of the merged blobs.
+pub fn merge_layouts(layouts: &[PathBuf], into: &Path) -> Result<u64, String> {
+    let blobs = into.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(|e| format!("cannot create {}: {e}", blobs.display()))?;
+    let mut manifests: Vec<serde_json::Value> = Vec::new();
+    let mut bytes = 0;
+    for layout in layouts {
+        let index = layout.join("index.json");
+        let text = fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
+        manifests.extend(value["manifests"].as_array().cloned().unwrap_or_default());
+        let from = layout.join("blobs/sha256");
+        for entry in fs::read_dir(&from).map_err(|e| format!("{}: {e}", from.display()))? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let dst = blobs.join(entry.file_name());
+            if dst.exists() {
+                continue;
+            }
+            if fs::hard_link(entry.path(), &dst).is_err() {
+                fs::copy(entry.path(), &dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+            }
+            bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+    fs::write(into.join("index.json"), index.to_string()).map_err(|e| e.to_string())?;
+    fs::write(
+        into.join("oci-layout"),
+        "{\"imageLayoutVersion\":\"1.0.0\"}",
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
 /// Copies a directory tree, hard-linking files where the file system allows (an OCI layout's
 /// blobs are never modified in place); returns the bytes.
 pub fn link_tree(from: &Path, to: &Path) -> io::Result<u64> {
@@ -170,21 +207,6 @@ pub fn link_tree(from: &Path, to: &Path) -> io::Result<u64> {
         }
     }
     Ok(bytes)
-}
-
-/// Bytes of the files under `dir`.
-pub fn tree_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => tree_bytes(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
 }
 
 struct HashingWriter<W> {
@@ -315,6 +337,9 @@ mod tests {
             link_tree(tmp.path().join("blobs").as_path(), &copy).unwrap(),
             5
         );
-        assert_eq!(tree_bytes(&copy), 5);
+        assert_eq!(
+            fs::read(copy.join("sha256").join(&digest)).unwrap(),
+            b"hellO"
+        );
     }
 }

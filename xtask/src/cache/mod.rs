@@ -15,3 +15,4 @@ pub mod helper;
 pub mod key;
 pub mod location;
 pub mod manifest;
+pub mod transfer;

@@ -1,0 +1,153 @@
+//! `cargo xtask cache export|import`: thin; the work is in `cache::transfer`.
+
+use std::path::Path;
+
+use crate::{
+    build,
+    cache::{
+        location::Location,
+        transfer::{self, Outcome},
+    },
+    exec::progress,
+    flags::{self, CacheBuildArgs, CacheCmd},
+    plan, workspace, Status,
+};
+
+pub fn run(root: &Path, args: flags::CacheArgs) -> anyhow::Result<Status> {
+    match args.cmd {
+        CacheCmd::Export { to, build } => export(root, &Location::parse(&to)?, build),
+        CacheCmd::Import { from, build } => import(root, &Location::parse(&from)?, build),
+    }
+}
+
+fn docker_build_args(args: &CacheBuildArgs) -> flags::DockerBuildArgs {
+    flags::DockerBuildArgs {
+        images: args.images.clone(),
+        strategy: args.strategy.clone(),
+        jobs: 0,
+        tag: None,
+        registry: None,
+        builder: args.builder.clone(),
+        platform: args.platform.iter().cloned().collect(),
+        push: false,
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
+        build_arg: args.build_arg.clone(),
+        no_cache: false,
+        pull: false,
+        dry_run: args.dry_run,
+        json: false,
+        log_dir: args.log_dir.clone(),
+        engine: args.engine,
+        cache: None,
+        cache_strict: false,
+    }
+}
+
+fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
+    let decl = workspace::load(root)?;
+    let mut build_args = docker_build_args(&args);
+    let plan = build::plan_from_args(&decl, &build_args)?;
+    let setup = transfer::setup(
+        root,
+        &plan,
+        args.builder.as_deref(),
+        &build_args.platform,
+        &plan
+            .builds
+            .first()
+            .map(|b| b.build_args.clone())
+            .unwrap_or_default(),
+        &args.log_dir,
+        !args.dry_run,
+    )?;
+    build_args.cache_to.push(setup.cache_to());
+    let plan = build::plan_from_args(&decl, &build_args)?;
+    if args.dry_run {
+        print!("{}", plan::render_dry_run(&plan));
+        print!("{}", render_helper(&setup.export_build()));
+        println!(
+            "# then: zstd of each tar and the layer cache, published as {location}/{}/",
+            setup.inputs.key()
+        );
+        return Ok(Status::Ok);
+    }
+    build::preflight(root, &plan, args.engine, args.builder.is_some())?;
+    let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
+    let report = build::execute(root, &plan, progress::detect_mode());
+    if report.status() != Status::Ok {
+        print!("{}", build::render_summary(&report));
+        eprintln!("cache: builds failed; {location} left as it is");
+        return Ok(report.status());
+    }
+    let outcome = transfer::export(root, &setup, location, Some(&transfer::layers_out()));
+    Ok(finish(outcome?, args.cache_strict))
+}
+
+fn import(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
+    let decl = workspace::load(root)?;
+    let build_args = docker_build_args(&args);
+    let plan = build::plan_from_args(&decl, &build_args)?;
+    let setup = transfer::setup(
+        root,
+        &plan,
+        args.builder.as_deref(),
+        &build_args.platform,
+        &plan
+            .builds
+            .first()
+            .map(|b| b.build_args.clone())
+            .unwrap_or_default(),
+        &args.log_dir,
+        !args.dry_run,
+    )?;
+    if args.dry_run {
+        println!("# the entry {location}/{}/ (or the closest one of the same toolchain and platform), its archives decompressed into {}/import-in", setup.inputs.key(), transfer::WORK_DIR);
+        print!("{}", render_helper(&setup.import_build()));
+        return Ok(Status::Ok);
+    }
+    build::preflight(root, &plan, args.engine, args.builder.is_some())?;
+    let outcome = transfer::import(root, &setup, location);
+    let imported = matches!(outcome, Outcome::Done(_));
+    let status = finish(outcome, args.cache_strict);
+    if imported && root.join(transfer::layers_in()).is_dir() {
+        println!(
+            "cache: the layer cache is staged; build with --cache-from '{}' (docker-build --cache does both)",
+            setup.cache_from()
+        );
+    }
+    Ok(status)
+}
+
+/// Prints the outcome; a cold one is a warning, or a failure with `strict`.
+pub fn finish(outcome: Outcome, strict: bool) -> Status {
+    match outcome {
+        Outcome::Done(line) => {
+            println!("cache: {line}");
+            Status::Ok
+        }
+        Outcome::Cold(why) if strict => {
+            eprintln!("error: cache: {why}");
+            Status::Failed
+        }
+        Outcome::Cold(why) => {
+            eprintln!("warning: cache: {why}; building cold");
+            Status::Ok
+        }
+        Outcome::Interrupted => Status::Interrupted,
+    }
+}
+
+/// A helper build for `--dry-run`: its command and its generated Dockerfile.
+pub fn render_helper(build: &crate::cache::helper::HelperBuild) -> String {
+    let mut out = format!(
+        "# {}: a helper build, its Dockerfile generated into {}\n{}\n",
+        build.name,
+        build.dockerfile.display(),
+        plan::shell_line(&build.argv)
+    );
+    for line in build.dockerfile_text.lines() {
+        out.push_str(&format!("#   {line}\n"));
+    }
+    out
+}
