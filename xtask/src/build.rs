@@ -36,7 +36,11 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
             check.map(|h| h.join().expect("engine check panicked")),
         )
     });
-    let plan = plan_from_args(&decl?, &args)?;
+    let decl = decl?;
+    if let Some(location) = &args.cache {
+        return run_with_cache(root, &decl, &args, location, check);
+    }
+    let plan = plan_from_args(&decl, &args)?;
     let Some(check) = check else {
         print!("{}", plan::render_dry_run(&plan));
         return Ok(Status::Ok);
@@ -442,4 +446,85 @@ pub fn human_size(bytes: u64) -> String {
     } else {
         format!("{bytes} B")
     }
+}
+
+/// `docker-build --cache LOCATION`: import the cache entry, build with its layer cache, and export
+/// a new entry when a cargo step ran (something changed). The cache's failures are warnings
+/// unless `--cache-strict`.
+fn run_with_cache(
+    root: &Path,
+    decl: &Declaration,
+    args: &flags::DockerBuildArgs,
+    location: &str,
+    check: Option<anyhow::Result<EngineCheck>>,
+) -> anyhow::Result<Status> {
+    use crate::cache::{
+        location::Location,
+        transfer::{self, Outcome},
+    };
+    let location = Location::parse(location)?;
+    let plan = plan_from_args(decl, args)?;
+    let build_args = plan
+        .builds
+        .first()
+        .map(|b| b.build_args.clone())
+        .unwrap_or_default();
+    let setup = transfer::setup(
+        root,
+        &plan,
+        args.builder.as_deref(),
+        &args.platform,
+        &build_args,
+        &args.log_dir,
+        check.is_some(),
+    )?;
+    let with_layers = |from: bool| {
+        let mut args = args.clone();
+        if from {
+            args.cache_from.push(setup.cache_from());
+        }
+        args.cache_to.push(setup.cache_to());
+        plan_from_args(decl, &args)
+    };
+    let Some(check) = check else {
+        print!("{}", transfer::render_helper(&setup.import_build()));
+        print!("{}", plan::render_dry_run(&with_layers(true)?));
+        print!("{}", transfer::render_helper(&setup.export_build()));
+        println!(
+            "# the export runs only when a cargo step ran; the entry: {location}/{}/",
+            setup.inputs.key()
+        );
+        return Ok(Status::Ok);
+    };
+    preflight_with(root, &plan, args.engine, check?)?;
+    let imported = transfer::import(root, &setup, &location);
+    let staged = matches!(imported, Outcome::Done(_)) && root.join(transfer::layers_in()).is_dir();
+    match transfer::finish(imported, args.cache_strict, "; building cold") {
+        Status::Ok => {}
+        other => return Ok(other),
+    }
+    let plan = with_layers(staged)?;
+    let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
+    let report = execute(root, &plan, progress::detect_mode());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_summary(&report));
+    }
+    if report.status() != Status::Ok {
+        return Ok(report.status());
+    }
+    let changed = report
+        .images
+        .iter()
+        .any(|i| matches!(i.cargo_step, CargoStep::Ran | CargoStep::Shared));
+    if !changed {
+        eprintln!("cache: no cargo step ran; {location} left as it is");
+        return Ok(Status::Ok);
+    }
+    let exported = match transfer::export(root, &setup, &location, Some(&transfer::layers_out())) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Cold(format!("export to {location} failed: {e:#}")),
+    };
+    Ok(transfer::finish(exported, args.cache_strict, ""))
 }

@@ -65,7 +65,7 @@ fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
     let plan = build::plan_from_args(&decl, &build_args)?;
     if args.dry_run {
         print!("{}", plan::render_dry_run(&plan));
-        print!("{}", render_helper(&setup.export_build()));
+        print!("{}", transfer::render_helper(&setup.export_build()));
         println!(
             "# then: zstd of each tar and the layer cache, published as {location}/{}/",
             setup.inputs.key()
@@ -81,7 +81,7 @@ fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
         return Ok(report.status());
     }
     let outcome = transfer::export(root, &setup, location, Some(&transfer::layers_out()));
-    Ok(finish(outcome?, args.cache_strict))
+    Ok(transfer::finish(outcome?, args.cache_strict, ""))
 }
 
 fn import(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
@@ -103,13 +103,13 @@ fn import(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
     )?;
     if args.dry_run {
         println!("# the entry {location}/{}/ (or the closest one of the same toolchain and platform), its archives decompressed into {}/import-in", setup.inputs.key(), transfer::WORK_DIR);
-        print!("{}", render_helper(&setup.import_build()));
+        print!("{}", transfer::render_helper(&setup.import_build()));
         return Ok(Status::Ok);
     }
     build::preflight(root, &plan, args.engine, args.builder.is_some())?;
     let outcome = transfer::import(root, &setup, location);
     let imported = matches!(outcome, Outcome::Done(_));
-    let status = finish(outcome, args.cache_strict);
+    let status = transfer::finish(outcome, args.cache_strict, "; the builds will be cold");
     if imported && root.join(transfer::layers_in()).is_dir() {
         println!(
             "cache: the layer cache is staged; build with --cache-from '{}' (docker-build --cache does both)",
@@ -117,37 +117,4 @@ fn import(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
         );
     }
     Ok(status)
-}
-
-/// Prints the outcome; a cold one is a warning, or a failure with `strict`.
-pub fn finish(outcome: Outcome, strict: bool) -> Status {
-    match outcome {
-        Outcome::Done(line) => {
-            println!("cache: {line}");
-            Status::Ok
-        }
-        Outcome::Cold(why) if strict => {
-            eprintln!("error: cache: {why}");
-            Status::Failed
-        }
-        Outcome::Cold(why) => {
-            eprintln!("warning: cache: {why}; building cold");
-            Status::Ok
-        }
-        Outcome::Interrupted => Status::Interrupted,
-    }
-}
-
-/// A helper build for `--dry-run`: its command and its generated Dockerfile.
-pub fn render_helper(build: &crate::cache::helper::HelperBuild) -> String {
-    let mut out = format!(
-        "# {}: a helper build, its Dockerfile generated into {}\n{}\n",
-        build.name,
-        build.dockerfile.display(),
-        plan::shell_line(&build.argv)
-    );
-    for line in build.dockerfile_text.lines() {
-        out.push_str(&format!("#   {line}\n"));
-    }
-    out
 }

@@ -26,6 +26,7 @@ use crate::{
         runner::{self, Job, Outcome as JobOutcome},
     },
     plan::Plan,
+    Status,
 };
 
 /// Where the helper builds and the staged layer caches live, relative to the workspace root.
@@ -470,4 +471,38 @@ fn run_helper(root: &Path, setup: &Setup, build: &HelperBuild) -> anyhow::Result
         .next()
         .map(|r| r.outcome)
         .unwrap_or(JobOutcome::NotStarted))
+}
+
+/// Prints the outcome; a cold one is a warning, or a failure with `strict`.
+/// `then` ends a warning: what happens instead (`; building cold`).
+pub fn finish(outcome: Outcome, strict: bool, then: &str) -> Status {
+    match outcome {
+        Outcome::Done(line) => {
+            println!("cache: {line}");
+            Status::Ok
+        }
+        Outcome::Cold(why) if strict => {
+            eprintln!("error: cache: {why}");
+            Status::Failed
+        }
+        Outcome::Cold(why) => {
+            eprintln!("warning: cache: {why}{then}");
+            Status::Ok
+        }
+        Outcome::Interrupted => Status::Interrupted,
+    }
+}
+
+/// A helper build for `--dry-run`: its command and its generated Dockerfile.
+pub fn render_helper(build: &HelperBuild) -> String {
+    let mut out = format!(
+        "# {}: a helper build, its Dockerfile generated into {}\n{}\n",
+        build.name,
+        build.dockerfile.display(),
+        crate::plan::shell_line(&build.argv)
+    );
+    for line in build.dockerfile_text.lines() {
+        out.push_str(&format!("#   {line}\n"));
+    }
+    out
 }
