@@ -47,6 +47,14 @@ pub enum Cmd {
     RestoreShared(RewriteArgs),
     /// Check the Dockerfiles' cache-mount policy statically
     LintDocker(LintArgs),
+    /// Carry the build caches (layer cache and the contents of the cache mounts: cargo home,
+    /// target directories) to a directory and back, for CI runners that start empty
+    ///
+    /// An entry is keyed by Cargo.lock, the toolchain (RUST_VERSION and the base image's id), the
+    /// strategy, profile, platform and RUSTFLAGS: LOCATION/<key>/ holds manifest.json (sha256 of
+    /// each file), mounts/<id>.tar.zst and layers/ (an OCI layout). Entries are published with one
+    /// atomic rename. `docker-build --cache LOCATION` imports before the builds and exports after.
+    Cache(CacheArgs),
     /// Run the three verification tests on the engine: parallel build performance (locked against
     /// the committed policy), no race conditions (cold parallel builds), cache reuse
     ///
@@ -101,7 +109,7 @@ pub enum EngineCmd {
     },
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct DockerBuildArgs {
     #[command(flatten)]
     pub build: BuildOptions,
@@ -121,10 +129,18 @@ pub struct DockerBuildArgs {
     /// up), `external` only reports it
     #[arg(long, value_enum, default_value_t = EngineMode::Auto, env = "ATTUNE_ENGINE")]
     pub engine: EngineMode,
+    /// Import the build caches from this directory before the builds, and export them to it
+    /// after the builds when a cargo step ran (see `cargo xtask cache --help`)
+    #[arg(long, value_name = "LOCATION")]
+    pub cache: Option<String>,
+    /// With --cache: a cache that cannot be imported or exported is an error (exit 1), not a
+    /// warning
+    #[arg(long, requires = "cache")]
+    pub cache_strict: bool,
 }
 
 /// What to build and how: the options `docker-build` and `bake-file` share.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct BuildOptions {
     /// Images or groups to build (default: all). Images: api, executor, sensor, worker-shell,
     /// worker-python, worker-node, worker-full, pack-binaries; groups: services (api executor
@@ -177,6 +193,69 @@ pub struct BuildOptions {
     /// Always try to pull newer base images
     #[arg(long)]
     pub pull: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub cmd: CacheCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCmd {
+    /// Run the builds (normally all layer-cached) with --cache-to, copy the cache mounts out with
+    /// a helper build, and publish both as one entry at LOCATION; prints sizes and times
+    Export {
+        /// The directory to export to (created when missing)
+        #[arg(long, value_name = "LOCATION")]
+        to: String,
+        #[command(flatten)]
+        build: CacheBuildArgs,
+    },
+    /// Unpack the entry for these builds (or the closest one of the same toolchain and platform)
+    /// into the engine's cache mounts, and stage its layer cache in target/xtask/cache/layers-in
+    ///
+    /// A missing location, no usable entry or a damaged archive is a one-line warning (exit 0);
+    /// with --cache-strict, exit 1.
+    Import {
+        /// The directory to import from
+        #[arg(long, value_name = "LOCATION")]
+        from: String,
+        #[command(flatten)]
+        build: CacheBuildArgs,
+    },
+}
+
+/// The builds whose caches travel: as for docker-build.
+#[derive(Debug, Args)]
+pub struct CacheBuildArgs {
+    /// Images or groups (default: all)
+    pub images: Vec<String>,
+    /// Build strategy (default: the declaration's)
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Build arguments (KEY=VALUE), as given to docker-build (RUST_VERSION and RUSTFLAGS are part
+    /// of the key)
+    #[arg(long)]
+    pub build_arg: Vec<String>,
+    /// The one target platform (default: the engine's)
+    #[arg(long)]
+    pub platform: Option<String>,
+    /// The buildx builder to use
+    #[arg(long)]
+    pub builder: Option<String>,
+    /// A cache that cannot be carried is an error (exit 1), not a warning
+    #[arg(long)]
+    pub cache_strict: bool,
+    /// Print the commands; run nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Where the logs go, relative to the workspace root
+    #[arg(long, default_value = "target/xtask/logs", env = "ATTUNE_LOG_DIR")]
+    pub log_dir: PathBuf,
+    /// What to do when no engine is reachable (as for docker-build)
+    #[arg(long, value_enum, default_value_t = EngineMode::Auto, env = "ATTUNE_ENGINE")]
+    pub engine: EngineMode,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

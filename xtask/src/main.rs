@@ -3,6 +3,7 @@
 //! `main` parses the flags, finds the workspace root and dispatches with one `match`.
 //! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md.
 
+mod cache;
 mod cmd;
 mod docker;
 mod dockerfile;
@@ -74,5 +75,6 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::RestoreShared(args) => cmd::policy::restore_shared(&root, args),
         flags::Cmd::LintDocker(args) => cmd::policy::lint_docker(&root, args),
         flags::Cmd::VerifyParallel(args) => cmd::verify::run(&root, args),
+        flags::Cmd::Cache(args) => cmd::cache::run(&root, args),
     }
 }

@@ -4,6 +4,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     path::{Path, PathBuf},
     time::Instant,
 };
@@ -415,4 +416,98 @@ pub fn human_size(bytes: u64) -> String {
     } else {
         format!("{bytes} B")
     }
+}
+/// The summary table, then the tails of failed builds' logs.
+pub fn render_summary(report: &Report) -> String {
+    let mut out = String::new();
+    let width = report
+        .images
+        .iter()
+        .map(|i| i.image.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    // cargo steps shared between builds: one BuildKit step serving several images reports the
+    // same start instant (to the microsecond) in each of their event streams
+    let shared = shared_cargo_runs(&report.images);
+    let mark_of = |image: &str| shared.iter().position(|g| g.iter().any(|i| i == image));
+    let _ = writeln!(
+        out,
+        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}",
+        "image", "result", "wall", "cargo step", "size"
+    );
+    for image in &report.images {
+        let result = match image.result {
+            Outcome::Succeeded if image.fully_cached => "ok (cached)",
+            Outcome::Succeeded => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NotStarted => "not started",
+        };
+        let mut cargo = match (image.cargo_step, image.cargo_seconds) {
+            (CargoStep::Ran, Some(s)) => format!("ran {s:.1}s"),
+            (CargoStep::Ran, None) => "ran".to_string(),
+            (CargoStep::Shared, _) => "shared".to_string(),
+            (CargoStep::Cached, _) => "cached".to_string(),
+            (CargoStep::None, _) => "-".to_string(),
+        };
+        if let Some(mark) = mark_of(&image.image) {
+            cargo.push_str(&format!(" [{}]", mark + 1));
+        }
+        let size = image
+            .size_bytes
+            .map(human_size)
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}",
+            image.image, result, image.wall_seconds, cargo, size
+        );
+    }
+    for (mark, images) in shared.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "[{}] one cargo run (the same BuildKit step) served {}",
+            mark + 1,
+            images.join(", ")
+        );
+    }
+    let t = &report.totals;
+    let _ = writeln!(
+        out,
+        "{} image{}: {} ok, {} failed{}{} in {:.1}s (strategy {})",
+        t.images,
+        if t.images == 1 { "" } else { "s" },
+        t.succeeded,
+        t.failed,
+        if t.interrupted > 0 {
+            format!(", {} interrupted", t.interrupted)
+        } else {
+            String::new()
+        },
+        if t.not_started > 0 {
+            format!(", {} not started", t.not_started)
+        } else {
+            String::new()
+        },
+        t.wall_seconds,
+        report.strategy
+    );
+    for image in report.images.iter().filter(|i| i.result == Outcome::Failed) {
+        let _ = writeln!(
+            out,
+            "\n{} failed; the last lines of {}:",
+            image.image,
+            image.log.display()
+        );
+        for line in &image.job.tail {
+            let _ = writeln!(out, "  {line}");
+        }
+    }
+    if let Some(first) = report.images.first() {
+        if let Some(dir) = first.log.parent() {
+            let _ = writeln!(out, "logs: {}/", dir.display());
+        }
+    }
+    out
 }

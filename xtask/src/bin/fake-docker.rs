@@ -24,6 +24,10 @@
 //! - `docker image inspect --format F IMAGE...`: for each image, `sha256:fake 1234567` when F asks
 //!   for the size, else `sha256:fake`; with `FAKE_DOCKER_MISSING_IMAGES=A|B`, the images that
 //!   contain A or B are missing (`No such image` on stderr, exit 1).
+//! - `docker version --format` with `{{.Server.Os}}`: prints `linux/amd64`.
+//! - Cache helper builds (`cargo xtask cache`): an export helper (its Dockerfile says `attune cache
+//!   export helper`) writes an empty tar `<id>.tar` per cache mount into its `--output` directory;
+//!   `--cache-to type=local,dest=D,...,tag=T` writes a one-blob OCI layout with tag T to D.
 //! - Anything else: exit 0 silently.
 
 use std::{
@@ -53,6 +57,10 @@ fn main() {
     }
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     let code = match words.as_slice() {
+        ["version", "--format", f] if f.contains("{{.Server.Os}}") => {
+            println!("linux/amd64");
+            0
+        }
         ["version", ..] => version(),
         ["buildx", ..] if flag("FAKE_DOCKER_NO_BUILDX") => {
             eprintln!("docker: 'buildx' is not a docker command.\nSee 'docker --help'");
@@ -257,9 +265,18 @@ fn build(args: &[String]) -> i32 {
     simple_step(&b, step, &last_stage, cached);
     simple_step(&b, step + 1, export, false);
 
+    cache_outputs(args);
     if let Some(dest) = &b.output_dest {
         let dir = Path::new(dest);
         fs::create_dir_all(dir).expect("create the --output directory");
+        let helper = fs::read_to_string(&b.dockerfile).unwrap_or_default();
+        if helper.contains("attune cache export helper") {
+            for id in helper.split("id=").skip(1) {
+                let id = id.split([',', ' ']).next().unwrap_or("");
+                fs::write(dir.join(format!("{id}.tar")), [0u8; 10240]).expect("write a tar");
+            }
+            return 0;
+        }
         fs::write(
             dir.join("attune-core-timer-sensor"),
             "#!/bin/sh\necho fake attune-core-timer-sensor\n",
@@ -278,6 +295,33 @@ fn build(args: &[String]) -> i32 {
         );
     }
     0
+}
+
+/// `--cache-to type=local,dest=D,...,tag=T`: a one-blob OCI layout in D, tagged T.
+fn cache_outputs(args: &[String]) {
+    use sha2::Digest;
+    for w in args.windows(2).filter(|w| w[0] == "--cache-to") {
+        let opts: Vec<(&str, &str)> = w[1]
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let get = |k: &str| opts.iter().find(|(key, _)| *key == k).map(|(_, v)| *v);
+        let (Some("local"), Some(dest)) = (get("type"), get("dest")) else {
+            continue;
+        };
+        let tag = get("tag").unwrap_or("latest");
+        let blob = format!("fake layer cache of {tag}");
+        let digest: String = sha2::Sha256::digest(blob.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let blobs = Path::new(dest).join("blobs/sha256");
+        fs::create_dir_all(&blobs).expect("create the cache directory");
+        fs::write(blobs.join(&digest), &blob).expect("write a blob");
+        let index = json!({"schemaVersion": 2, "manifests": [{"digest": format!("sha256:{digest}"),
+            "size": blob.len(), "annotations": {"org.opencontainers.image.ref.name": tag}}]});
+        fs::write(Path::new(dest).join("index.json"), index.to_string()).expect("write index.json");
+    }
 }
 
 /// A step that starts and completes (or comes from the cache) at once.

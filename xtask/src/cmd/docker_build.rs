@@ -1,14 +1,14 @@
 //! `cargo xtask docker-build`: every image in parallel on BuildKit, with live progress, a log per
 //! image and a summary.
 
-use std::{fmt::Write as _, path::Path};
+use std::path::Path;
 
 use crate::{
-    exec::{events::CargoStep, progress, runner::Outcome},
+    exec::{events::CargoStep, progress},
     flags, plan,
     session::{
-        check_engine, check_stages, execute, human_size, lock_log_dir, plan_from_args,
-        preflight_with, shared_cargo_runs, Report,
+        check_engine, check_stages, execute, lock_log_dir, plan_from_args, preflight_with,
+        render_summary,
     },
     workspace, Status,
 };
@@ -25,7 +25,11 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
             check.map(|h| h.join().expect("engine check panicked")),
         )
     });
-    let plan = plan_from_args(&decl?, &args.build, &args.log_dir, args.jobs)?;
+    let decl = decl?;
+    if let Some(location) = &args.cache {
+        return run_with_cache(root, &decl, &args, location, check);
+    }
+    let plan = plan_from_args(&decl, &args.build, &args.log_dir, args.jobs)?;
     check_stages(root, &plan)?;
     let Some(check) = check else {
         if args.json {
@@ -47,97 +51,90 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     Ok(report.status())
 }
 
-/// The summary table, then the tails of failed builds' logs.
-pub fn render_summary(report: &Report) -> String {
-    let mut out = String::new();
-    let width = report
+/// `docker-build --cache LOCATION`: import the cache entry, build with its layer cache, and export
+/// a new entry when a cargo step ran (something changed). The cache's failures are warnings
+/// unless `--cache-strict`.
+fn run_with_cache(
+    root: &Path,
+    decl: &crate::workspace::Declaration,
+    args: &flags::DockerBuildArgs,
+    location: &str,
+    check: Option<anyhow::Result<crate::session::EngineCheck>>,
+) -> anyhow::Result<Status> {
+    use crate::cache::{
+        location::Location,
+        transfer::{self, Outcome},
+    };
+    let location = Location::parse(location)?;
+    let plan = plan_from_args(decl, &args.build, &args.log_dir, args.jobs)?;
+    check_stages(root, &plan)?;
+    let build_args = plan
+        .builds
+        .first()
+        .map(|b| {
+            (b.target.args.iter())
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<String>>()
+        })
+        .unwrap_or_default();
+    let setup = transfer::setup(
+        root,
+        &plan,
+        args.build.builder.as_deref(),
+        &args.build.platform,
+        &build_args,
+        &args.log_dir,
+        check.is_some(),
+    )?;
+    let with_layers = |from: bool| {
+        let mut args = args.clone();
+        if from {
+            args.build.cache_from.push(setup.cache_from());
+        }
+        args.build.cache_to.push(setup.cache_to());
+        plan_from_args(decl, &args.build, &args.log_dir, args.jobs)
+    };
+    let Some(check) = check else {
+        print!("{}", transfer::render_helper(&setup.import_build()));
+        print!("{}", plan::render_dry_run(&with_layers(true)?));
+        print!("{}", transfer::render_helper(&setup.export_build()));
+        println!(
+            "# the export runs only when a cargo step ran; the entry: {location}/{}/",
+            setup.inputs.key()
+        );
+        return Ok(Status::Ok);
+    };
+    preflight_with(root, &plan, args.engine, check?)?;
+    let imported = transfer::import(root, &setup, &location);
+    let staged = matches!(imported, Outcome::Done(_)) && root.join(transfer::layers_in()).is_dir();
+    match transfer::finish(imported, args.cache_strict, "; building cold") {
+        Status::Ok => {}
+        other => return Ok(other),
+    }
+    let plan = with_layers(staged)?;
+    // one run at a time writes a log directory: concurrent runs would tear each other's logs
+    let _lock = lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
+    let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
+    let report = execute(root, &plan, progress::detect_mode());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render_summary(&report));
+    }
+    if report.status() != Status::Ok {
+        return Ok(report.status());
+    }
+    let changed = report
         .images
         .iter()
-        .map(|i| i.image.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
-    // cargo steps shared between builds: one BuildKit step serving several images reports the
-    // same start instant (to the microsecond) in each of their event streams
-    let shared = shared_cargo_runs(&report.images);
-    let mark_of = |image: &str| shared.iter().position(|g| g.iter().any(|i| i == image));
-    let _ = writeln!(
-        out,
-        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}",
-        "image", "result", "wall", "cargo step", "size"
-    );
-    for image in &report.images {
-        let result = match image.result {
-            Outcome::Succeeded if image.fully_cached => "ok (cached)",
-            Outcome::Succeeded => "ok",
-            Outcome::Failed => "FAILED",
-            Outcome::Interrupted => "interrupted",
-            Outcome::NotStarted => "not started",
-        };
-        let mut cargo = match (image.cargo_step, image.cargo_seconds) {
-            (CargoStep::Ran, Some(s)) => format!("ran {s:.1}s"),
-            (CargoStep::Ran, None) => "ran".to_string(),
-            (CargoStep::Shared, _) => "shared".to_string(),
-            (CargoStep::Cached, _) => "cached".to_string(),
-            (CargoStep::None, _) => "-".to_string(),
-        };
-        if let Some(mark) = mark_of(&image.image) {
-            cargo.push_str(&format!(" [{}]", mark + 1));
-        }
-        let size = image
-            .size_bytes
-            .map(human_size)
-            .unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}",
-            image.image, result, image.wall_seconds, cargo, size
-        );
+        .any(|i| matches!(i.cargo_step, CargoStep::Ran | CargoStep::Shared));
+    if !changed {
+        eprintln!("cache: no cargo step ran; {location} left as it is");
+        return Ok(Status::Ok);
     }
-    for (mark, images) in shared.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "[{}] one cargo run (the same BuildKit step) served {}",
-            mark + 1,
-            images.join(", ")
-        );
-    }
-    let t = &report.totals;
-    let _ = writeln!(
-        out,
-        "{} image{}: {} ok, {} failed{}{} in {:.1}s (strategy {})",
-        t.images,
-        if t.images == 1 { "" } else { "s" },
-        t.succeeded,
-        t.failed,
-        if t.interrupted > 0 {
-            format!(", {} interrupted", t.interrupted)
-        } else {
-            String::new()
-        },
-        if t.not_started > 0 {
-            format!(", {} not started", t.not_started)
-        } else {
-            String::new()
-        },
-        t.wall_seconds,
-        report.strategy
-    );
-    for image in report.images.iter().filter(|i| i.result == Outcome::Failed) {
-        let _ = writeln!(
-            out,
-            "\n{} failed; the last lines of {}:",
-            image.image,
-            image.log.display()
-        );
-        for line in &image.job.tail {
-            let _ = writeln!(out, "  {line}");
-        }
-    }
-    if let Some(first) = report.images.first() {
-        if let Some(dir) = first.log.parent() {
-            let _ = writeln!(out, "logs: {}/", dir.display());
-        }
-    }
-    out
+    let exported = match transfer::export(root, &setup, &location, Some(&transfer::layers_out())) {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Cold(format!("export to {location} failed: {e:#}")),
+    };
+    Ok(transfer::finish(exported, args.cache_strict, ""))
 }

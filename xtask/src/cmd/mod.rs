@@ -3,6 +3,7 @@
 
 pub mod bake;
 pub mod bench;
+pub mod cache;
 pub mod ci;
 pub mod docker_build;
 pub mod engine;

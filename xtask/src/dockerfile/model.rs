@@ -20,6 +20,8 @@ pub use super::lexer::Heredoc;
 #[derive(Debug, Clone)]
 pub struct Dockerfile {
     pub instructions: Vec<Instruction>,
+    /// Indexes into `instructions` of the instructions before the first `FROM` (global `ARG`s).
+    pub global: Vec<usize>,
     pub stages: Vec<Stage>,
     /// Lowercased stage name -> index of the first stage with that name.
     names: HashMap<String, usize>,
@@ -168,6 +170,20 @@ impl Dockerfile {
     ) -> impl Iterator<Item = &'a Instruction> {
         stage.instructions.iter().map(|&i| &self.instructions[i])
     }
+
+    /// The stage and the stages it is built `FROM`, nearest first.
+    pub fn ancestry<'a>(&'a self, stage: &'a Stage) -> Vec<&'a Stage> {
+        let mut chain = vec![stage];
+        let mut current = stage;
+        while let Some(parent) = self
+            .stage(&current.base)
+            .filter(|p| p.index < current.index)
+        {
+            chain.push(parent);
+            current = parent;
+        }
+        chain
+    }
 }
 
 /// Parses a Dockerfile.
@@ -177,6 +193,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
     for raw in lexed.instructions {
         instructions.push(instruction(raw, &lexed.lines)?);
     }
+    let mut global = Vec::new();
     let mut stages: Vec<Stage> = Vec::new();
     for (i, ins) in instructions.iter().enumerate() {
         if ins.keyword == "FROM" {
@@ -198,8 +215,9 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
             continue;
         }
         // instructions before the first FROM (global ARGs) belong to no stage
-        if let Some(stage) = stages.last_mut() {
-            stage.instructions.push(i);
+        match stages.last_mut() {
+            Some(stage) => stage.instructions.push(i),
+            None => global.push(i),
         }
     }
     let mut names = HashMap::new();
@@ -210,6 +228,7 @@ pub fn parse(src: &str) -> Result<Dockerfile, ParseError> {
     }
     Ok(Dockerfile {
         instructions,
+        global,
         stages,
         names,
     })
@@ -473,7 +492,7 @@ mod tests {
     }
 
     #[test]
-    fn stages_and_their_bases() {
+    fn stages_and_ancestry() {
         let df = parse(
             "ARG V=1\nFROM rust:${V} AS Base\nRUN a\nFROM base AS next\nRUN b\nFROM scratch\n",
         )
@@ -482,7 +501,9 @@ mod tests {
         // the global ARG (instruction 0) is in no stage
         assert!(df.stages.iter().all(|s| !s.instructions.contains(&0)));
         let next = df.stage("next").unwrap();
-        assert_eq!(df.stage(&next.base).map(|s| s.index), Some(0));
+        let chain: Vec<_> = df.ancestry(next).iter().map(|s| s.index).collect();
+        assert_eq!(chain, [1, 0]);
+        assert_eq!(df.global, [0]);
         assert_eq!(df.stage("2").unwrap().base, "scratch");
     }
 }

@@ -1,0 +1,345 @@
+//! Archives on the host: zstd compression of the tars the export helper writes, decompression
+//! with the sha256 check of the manifest, and the checks of a layer cache's blobs. The builder
+//! image has `tar` but no `zstd`, so the containers only ever see plain tars.
+
+use std::{
+    fs,
+    io::{self, BufReader, BufWriter, Read, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use super::key::hex;
+
+/// zstd level 3 (zstd's default): measured on this project's cache mounts, see the commit that
+/// introduced it; higher levels cost far more time than they save in size.
+pub const LEVEL: i32 = 3;
+
+/// What [`compress`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    pub sha256: String,
+    pub bytes: u64,
+    pub tar_bytes: u64,
+}
+
+/// Compresses `tar` into `out`; the sha256 is that of the compressed file.
+pub fn compress(tar: &Path, out: &Path, level: i32) -> anyhow::Result<Written> {
+    let input = fs::File::open(tar).with_context(|| format!("cannot read {}", tar.display()))?;
+    let file = fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+    let hashing = HashingWriter {
+        inner: BufWriter::new(file),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let mut encoder = zstd::Encoder::new(hashing, level)?;
+    let tar_bytes = io::copy(&mut BufReader::new(input), &mut encoder)
+        .with_context(|| format!("cannot compress {}", tar.display()))?;
+    let mut hashing = encoder.finish()?;
+    hashing.inner.flush()?;
+    hashing
+        .inner
+        .into_inner()
+        .map_err(|e| e.into_error())?
+        .sync_all()?;
+    Ok(Written {
+        sha256: hex(&hashing.hasher.finalize()),
+        bytes: hashing.bytes,
+        tar_bytes,
+    })
+}
+
+/// Why an archive cannot be used, in a few words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    Missing(String),
+    /// The zstd stream ends early or does not decode.
+    Corrupt(String),
+    /// It decodes, but is not the file the manifest describes.
+    Checksum {
+        expected: String,
+        found: String,
+    },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Missing(e) => write!(f, "missing ({e})"),
+            Damage::Corrupt(e) => write!(f, "truncated or corrupt ({e})"),
+            Damage::Checksum { expected, found } => write!(
+                f,
+                "checksum mismatch (sha256 {}..., the manifest says {}...)",
+                &found[..12.min(found.len())],
+                &expected[..12.min(expected.len())]
+            ),
+        }
+    }
+}
+
+/// Decompresses `archive` into `out` and checks the compressed bytes' sha256 against `sha256`.
+/// On any damage `out` is removed. Returns the size of the tar.
+pub fn decompress(archive: &Path, sha256: &str, out: &Path) -> Result<u64, Damage> {
+    let result = decompress_inner(archive, sha256, out);
+    if result.is_err() {
+        let _ = fs::remove_file(out);
+    }
+    result
+}
+
+fn decompress_inner(archive: &Path, sha256: &str, out: &Path) -> Result<u64, Damage> {
+    let file = fs::File::open(archive).map_err(|e| Damage::Missing(e.to_string()))?;
+    let mut reader = HashingReader {
+        inner: BufReader::new(file),
+        hasher: Sha256::new(),
+    };
+    let written = {
+        let mut decoder =
+            zstd::Decoder::with_buffer(&mut reader).map_err(|e| Damage::Corrupt(e.to_string()))?;
+        let output = fs::File::create(out).map_err(|e| Damage::Missing(e.to_string()))?;
+        let mut output = BufWriter::new(output);
+        let n = io::copy(&mut decoder, &mut output).map_err(|e| Damage::Corrupt(e.to_string()))?;
+        output.flush().map_err(|e| Damage::Missing(e.to_string()))?;
+        n
+    };
+    // whatever follows the zstd frame counts too
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| Damage::Corrupt(e.to_string()))?;
+    let found = hex(&reader.hasher.finalize());
+    if found != sha256 {
+        return Err(Damage::Checksum {
+            expected: sha256.to_string(),
+            found,
+        });
+    }
+    Ok(written)
+}
+
+/// sha256 (hex) of a file.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut reader = HashingReader {
+        inner: BufReader::new(fs::File::open(path)?),
+        hasher: Sha256::new(),
+    };
+    io::copy(&mut reader, &mut io::sink())?;
+    Ok(hex(&reader.hasher.finalize()))
+}
+
+/// Checks that every blob of an OCI layout (`blobs/sha256/<hex>`) has the digest it is named by
+/// and that `index.json` parses; returns the bytes checked.
+pub fn check_layout(dir: &Path) -> Result<u64, String> {
+    let index = dir.join("index.json");
+    let text = fs::read_to_string(&index).map_err(|e| format!("no index.json ({e})"))?;
+    serde_json::from_str::<serde_json::Value>(&text)
+        .map_err(|e| format!("index.json does not parse ({e})"))?;
+    let blobs = dir.join("blobs/sha256");
+    let mut bytes = 0;
+    for entry in fs::read_dir(&blobs).map_err(|e| format!("no blobs/sha256 ({e})"))? {
+        let entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let found = sha256_file(&entry.path()).map_err(|e| format!("blob {name}: {e}"))?;
+        if found != name {
+            return Err(format!(
+                "blob {}... is damaged (sha256 {}...)",
+                &name[..12.min(name.len())],
+                &found[..12]
+            ));
+        }
+        bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+    }
+    Ok(bytes)
+}
+
+/// Merges OCI layouts (one per image: concurrent `--cache-to type=local` writes to one directory
+/// collide in its ingest area) into one at `into`: blobs once each, every index entry kept.
+/// Returns the bytes of the merged blobs.
+pub fn merge_layouts(layouts: &[PathBuf], into: &Path) -> Result<u64, String> {
+    let blobs = into.join("blobs/sha256");
+    fs::create_dir_all(&blobs).map_err(|e| format!("cannot create {}: {e}", blobs.display()))?;
+    let mut manifests: Vec<serde_json::Value> = Vec::new();
+    let mut bytes = 0;
+    for layout in layouts {
+        let index = layout.join("index.json");
+        let text = fs::read_to_string(&index).map_err(|e| format!("{}: {e}", index.display()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", index.display()))?;
+        manifests.extend(value["manifests"].as_array().cloned().unwrap_or_default());
+        let from = layout.join("blobs/sha256");
+        for entry in fs::read_dir(&from).map_err(|e| format!("{}: {e}", from.display()))? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let dst = blobs.join(entry.file_name());
+            if dst.exists() {
+                continue;
+            }
+            if fs::hard_link(entry.path(), &dst).is_err() {
+                fs::copy(entry.path(), &dst).map_err(|e| format!("{}: {e}", dst.display()))?;
+            }
+            bytes += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": manifests});
+    fs::write(into.join("index.json"), index.to_string()).map_err(|e| e.to_string())?;
+    fs::write(
+        into.join("oci-layout"),
+        "{\"imageLayoutVersion\":\"1.0.0\"}",
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// Copies a directory tree, hard-linking files where the file system allows (an OCI layout's
+/// blobs are never modified in place); returns the bytes.
+pub fn link_tree(from: &Path, to: &Path) -> io::Result<u64> {
+    fs::create_dir_all(to)?;
+    let mut bytes = 0;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            bytes += link_tree(&src, &dst)?;
+        } else if kind.is_file() {
+            if fs::hard_link(&src, &dst).is_err() {
+                fs::copy(&src, &dst)?;
+            }
+            bytes += entry.metadata()?.len();
+        }
+    }
+    Ok(bytes)
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct HashingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<R: io::BufRead> io::BufRead for HashingReader<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        if let Ok(buf) = self.inner.fill_buf() {
+            self.hasher.update(&buf[..amt]);
+        }
+        self.inner.consume(amt);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_like(dir: &Path) -> std::path::PathBuf {
+        let path = dir.join("m.tar");
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        fs::write(&path, data).unwrap();
+        path
+    }
+
+    #[test]
+    fn round_trip_with_checksum() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tar = tar_like(tmp.path());
+        let zst = tmp.path().join("m.tar.zst");
+        let written = compress(&tar, &zst, LEVEL).unwrap();
+        assert_eq!(written.tar_bytes, 800_000);
+        assert!(written.bytes < written.tar_bytes / 10, "{written:?}");
+        assert_eq!(written.bytes, fs::metadata(&zst).unwrap().len());
+        assert_eq!(written.sha256, sha256_file(&zst).unwrap());
+        let out = tmp.path().join("out.tar");
+        assert_eq!(decompress(&zst, &written.sha256, &out), Ok(800_000));
+        assert_eq!(fs::read(&out).unwrap(), fs::read(&tar).unwrap());
+    }
+
+    #[test]
+    fn damage_is_detected_and_leaves_no_output() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tar = tar_like(tmp.path());
+        let zst = tmp.path().join("m.tar.zst");
+        let written = compress(&tar, &zst, LEVEL).unwrap();
+        let out = tmp.path().join("out.tar");
+        let bytes = fs::read(&zst).unwrap();
+
+        fs::write(&zst, &bytes[..bytes.len() / 2]).unwrap();
+        let err = decompress(&zst, &written.sha256, &out).unwrap_err();
+        assert!(matches!(err, Damage::Corrupt(_)), "{err}");
+        assert!(
+            err.to_string().starts_with("truncated or corrupt ("),
+            "{err}"
+        );
+        assert!(!out.exists());
+
+        // a flipped byte in a frame's content: zstd's own checksum or ours catches it
+        let mut flipped = bytes.clone();
+        let i = flipped.len() / 2;
+        flipped[i] ^= 0x55;
+        fs::write(&zst, &flipped).unwrap();
+        assert!(decompress(&zst, &written.sha256, &out).is_err());
+        assert!(!out.exists());
+
+        // intact, but not the archive the manifest describes
+        fs::write(&zst, &bytes).unwrap();
+        let err = decompress(&zst, &"00".repeat(32), &out).unwrap_err();
+        assert!(
+            err.to_string().starts_with("checksum mismatch (sha256 "),
+            "{err}"
+        );
+
+        let err = decompress(&tmp.path().join("nope"), &written.sha256, &out).unwrap_err();
+        assert!(matches!(err, Damage::Missing(_)), "{err}");
+    }
+
+    #[test]
+    fn layout_blobs_are_checked_by_their_names() {
+        let tmp = tempfile::tempdir().unwrap();
+        let blobs = tmp.path().join("blobs/sha256");
+        fs::create_dir_all(&blobs).unwrap();
+        fs::write(tmp.path().join("index.json"), "{\"manifests\": []}").unwrap();
+        let good = blobs.join("x");
+        fs::write(&good, "hello").unwrap();
+        let digest = sha256_file(&good).unwrap();
+        fs::rename(&good, blobs.join(&digest)).unwrap();
+        assert_eq!(check_layout(tmp.path()), Ok(5));
+        fs::write(blobs.join(&digest), "hellO").unwrap();
+        assert!(check_layout(tmp.path()).unwrap_err().contains("is damaged"));
+
+        let copy = tmp.path().join("copy");
+        assert_eq!(
+            link_tree(tmp.path().join("blobs").as_path(), &copy).unwrap(),
+            5
+        );
+        assert_eq!(
+            fs::read(copy.join("sha256").join(&digest)).unwrap(),
+            b"hellO"
+        );
+    }
+}

@@ -1,0 +1,559 @@
+//! The helper builds that carry cache mounts' contents in and out of BuildKit, as data. Pure.
+//!
+//! BuildKit exports layers (`--cache-to`) but never the contents of cache mounts. An export helper
+//! is a generated Dockerfile whose one RUN mounts the same caches (same id, target and sharing as
+//! the strategy's Dockerfiles) and writes a tar of each into /out, copied to the host with
+//! `--output type=local`; an import helper's RUN unpacks tars from a named build context into the
+//! mounts. Both RUNs use a nonce build argument, so they are never layer-cached.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use crate::dockerfile::{lexer::shell_words, model::Dockerfile};
+
+/// The build argument that keeps a helper's RUN from being layer-cached.
+pub const NONCE_ARG: &str = "ATTUNE_CACHE_NONCE";
+/// The named build context the import helper reads its tars from.
+pub const ARCHIVES_CONTEXT: &str = "attune-cache-archives";
+/// What of a cargo home is worth carrying (the Cargo book's advice): `registry/src` is
+/// re-extracted from `registry/cache` when missing, and the lock files are per process.
+pub const CARGO_HOME_PATHS: [&str; 3] = ["registry/index", "registry/cache", "git/db"];
+
+/// A cache mount of the strategy's Dockerfiles.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CacheMount {
+    pub id: String,
+    pub target: String,
+    pub sharing: String,
+    /// The RUN sets `CARGO_HOME` to this mount: only [`CARGO_HOME_PATHS`] travel.
+    pub cargo_home: bool,
+}
+
+impl CacheMount {
+    /// What travels, relative to the mount's target.
+    pub fn paths(&self) -> Vec<String> {
+        if self.cargo_home {
+            CARGO_HOME_PATHS.iter().map(|p| p.to_string()).collect()
+        } else {
+            vec![".".into()]
+        }
+    }
+
+    /// The tar's file name, inside the helper and in the entry (`<id>.tar`).
+    pub fn tar_name(&self) -> String {
+        format!("{}.tar", self.id)
+    }
+}
+
+/// What the builds of one Dockerfile target use: the builder's base image and its cache mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uses {
+    pub base_image: Option<String>,
+    pub mounts: Vec<CacheMount>,
+}
+
+/// The cache mounts the build of `target` (with `build_args`, `KEY=VALUE`) uses: every RUN of the
+/// stages it depends on (its ancestry and the stages it copies or mounts from), ids and targets
+/// with `${ARG}`s expanded. `file` names the Dockerfile in errors.
+pub fn uses(
+    df: &Dockerfile,
+    file: &str,
+    target: &str,
+    build_args: &[String],
+) -> Result<Uses, String> {
+    let given: BTreeMap<String, String> = build_args
+        .iter()
+        .filter_map(|a| a.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    // global ARGs in order, a build argument overriding the default
+    let mut args: BTreeMap<String, String> = BTreeMap::new();
+    for &i in &df.global {
+        let ins = &df.instructions[i];
+        if ins.keyword == "ARG" {
+            for (key, default) in arg_defaults(&ins.args) {
+                let value = match (given.get(&key), default) {
+                    (Some(v), _) => v.clone(),
+                    (None, Some(d)) => expand(&d, &args).unwrap_or(d),
+                    (None, None) => continue,
+                };
+                args.insert(key, value);
+            }
+        }
+    }
+    args.extend(given.clone());
+
+    let Some(start) = df.stage(target) else {
+        return Err(format!("{file}: no stage `{target}`"));
+    };
+    // the stages the target needs, by index
+    let mut needed = vec![start.index];
+    let mut i = 0;
+    while i < needed.len() {
+        let stage = &df.stages[needed[i]];
+        let mut refs: Vec<String> = vec![stage.base.clone()];
+        for ins in df.stage_instructions(stage) {
+            if let Some(from) = ins.flag("from").and_then(|f| f.value.clone()) {
+                refs.push(from);
+            }
+            refs.extend(
+                ins.mounts
+                    .iter()
+                    .filter_map(|m| m.get("from").map(String::from)),
+            );
+        }
+        for r in refs {
+            if let Some(dep) = df.stage(&r).filter(|d| d.index < stage.index) {
+                if !needed.contains(&dep.index) {
+                    needed.push(dep.index);
+                }
+            }
+        }
+        i += 1;
+    }
+    needed.sort_unstable();
+
+    let mut out = Uses {
+        base_image: None,
+        mounts: Vec::new(),
+    };
+    for &index in &needed {
+        let stage = &df.stages[index];
+        let mut scope = args.clone();
+        for ins in df.stage_instructions(stage) {
+            if ins.keyword == "ARG" {
+                for (key, default) in arg_defaults(&ins.args) {
+                    if let Some(value) = given.get(&key).cloned().or(default) {
+                        scope.insert(key, value);
+                    }
+                }
+            }
+            if ins.keyword != "RUN" {
+                continue;
+            }
+            let words = shell_words(&ins.args);
+            for mount in ins.mounts.iter().filter(|m| m.is_cache()) {
+                let at = format!("{file} line {}", mount.line);
+                let target = mount
+                    .target()
+                    .ok_or_else(|| format!("{at}: a cache mount without target"))?;
+                let target = expand(target, &scope)
+                    .map_err(|v| format!("{at}: target `{target}` needs the build argument {v}"))?;
+                let id = mount.id().unwrap_or(&target).to_string();
+                let id = expand(&id, &scope)
+                    .map_err(|v| format!("{at}: id `{id}` needs the build argument {v}"))?;
+                if !safe(&id) || !safe(&target) {
+                    return Err(format!(
+                        "{at}: cache mount id `{id}` or target `{target}` has characters the helper builds do not quote"
+                    ));
+                }
+                let cargo_home = words
+                    .iter()
+                    .any(|w| w.strip_prefix("CARGO_HOME=") == Some(target.as_str()));
+                let sharing = mount.get("sharing").unwrap_or("shared").to_string();
+                let cache = CacheMount {
+                    id,
+                    target,
+                    sharing,
+                    cargo_home,
+                };
+                if let Some(other) = out.mounts.iter().find(|m| m.id == cache.id) {
+                    if other.target != cache.target || other.cargo_home != cache.cargo_home {
+                        return Err(format!(
+                            "{at}: cache id `{}` is mounted at {} here and at {} elsewhere",
+                            cache.id, cache.target, other.target
+                        ));
+                    }
+                    continue;
+                }
+                if out.base_image.is_none() {
+                    let root = df.ancestry(stage).last().copied().unwrap_or(stage);
+                    out.base_image = Some(expand(&root.base, &scope).map_err(|v| {
+                        format!(
+                            "{file} line {}: base image needs the build argument {v}",
+                            root.line
+                        )
+                    })?);
+                }
+                out.mounts.push(cache);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Where a helper build keeps its files, relative to the workspace root.
+#[derive(Debug, Clone)]
+pub struct HelperBuild {
+    /// `cache-export` or `cache-import`.
+    pub name: String,
+    pub dockerfile: PathBuf,
+    pub dockerfile_text: String,
+    pub argv: Vec<String>,
+    /// `--output type=local,dest=` of the build.
+    pub output: PathBuf,
+}
+
+/// The common options of a helper build.
+#[derive(Debug, Clone)]
+pub struct HelperOptions {
+    /// Where the helper's Dockerfile, context and output live (relative to the workspace root).
+    pub work_dir: PathBuf,
+    pub base_image: String,
+    pub builder: Option<String>,
+    pub platform: Option<String>,
+    pub nonce: String,
+}
+
+/// The export helper: tars of `mounts` land in `<work>/export-out/<id>.tar`.
+pub fn export_build(options: &HelperOptions, mounts: &[CacheMount]) -> HelperBuild {
+    let mut script = vec![
+        format!("echo \"cache export ${NONCE_ARG}\""),
+        "mkdir -p /out".to_string(),
+    ];
+    for m in mounts {
+        script.push(format!(
+            "cd {} && set -- && for p in {}; do if [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done && \
+             tar -cf /out/{} -T /dev/null \"$@\"",
+            m.target,
+            m.paths().join(" "),
+            m.tar_name()
+        ));
+    }
+    let text = dockerfile(
+        "export",
+        "copies the contents of the strategy's cache mounts out, a tar per mount",
+        &options.base_image,
+        &mount_flags(mounts, None),
+        &script,
+        "/out/",
+    );
+    helper(options, "export", text, None)
+}
+
+/// The import helper: unpacks `<id>.tar` from `archives` (a directory, the named build context)
+/// into each of `mounts`.
+pub fn import_build(
+    options: &HelperOptions,
+    mounts: &[CacheMount],
+    archives: &Path,
+) -> HelperBuild {
+    let mut script = vec![
+        format!("echo \"cache import ${NONCE_ARG}\""),
+        "mkdir -p /done".to_string(),
+    ];
+    for m in mounts {
+        script.push(format!(
+            "tar -C {} -xf /attune-cache-in/{}",
+            m.target,
+            m.tar_name()
+        ));
+    }
+    script.push("echo imported > /done/imported".into());
+    let text = dockerfile(
+        "import",
+        "unpacks a tar per cache mount from the named context into the mounts",
+        &options.base_image,
+        &mount_flags(mounts, Some(ARCHIVES_CONTEXT)),
+        &script,
+        "/done/",
+    );
+    helper(options, "import", text, Some(archives))
+}
+
+fn helper(
+    options: &HelperOptions,
+    kind: &str,
+    dockerfile_text: String,
+    archives: Option<&Path>,
+) -> HelperBuild {
+    let dockerfile = options.work_dir.join(format!("{kind}.Dockerfile"));
+    let output = options.work_dir.join(format!("{kind}-out"));
+    let context = options.work_dir.join("context");
+    let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
+    if let Some(builder) = &options.builder {
+        argv.extend(["--builder".into(), builder.clone()]);
+    }
+    argv.push("--progress=rawjson".into());
+    argv.extend(["--file".into(), path(&dockerfile)]);
+    argv.extend([
+        "--build-arg".into(),
+        format!("{NONCE_ARG}={}", options.nonce),
+    ]);
+    if let Some(platform) = &options.platform {
+        argv.extend(["--platform".into(), platform.clone()]);
+    }
+    if let Some(archives) = archives {
+        argv.extend([
+            "--build-context".into(),
+            format!("{ARCHIVES_CONTEXT}={}", path(archives)),
+        ]);
+    }
+    argv.extend([
+        "--output".into(),
+        format!("type=local,dest={}", path(&output)),
+    ]);
+    argv.push(path(&context));
+    HelperBuild {
+        name: format!("cache-{kind}"),
+        dockerfile,
+        dockerfile_text,
+        argv,
+        output,
+    }
+}
+
+fn mount_flags(mounts: &[CacheMount], archives: Option<&str>) -> Vec<String> {
+    let mut flags: Vec<String> = archives
+        .map(|from| format!("--mount=type=bind,from={from},target=/attune-cache-in"))
+        .into_iter()
+        .collect();
+    flags.extend(mounts.iter().map(|m| {
+        format!(
+            "--mount=type=cache,target={},id={},sharing={}",
+            m.target, m.id, m.sharing
+        )
+    }));
+    flags
+}
+
+fn dockerfile(
+    kind: &str,
+    what: &str,
+    base: &str,
+    flags: &[String],
+    script: &[String],
+    out: &str,
+) -> String {
+    let mut text = format!(
+        "# attune cache {kind} helper, generated by `cargo xtask cache {kind}`: {what}.\n\
+         # The RUN uses {NONCE_ARG}, so it is never layer-cached.\n\
+         FROM {base} AS {kind}\n\
+         ARG {NONCE_ARG}\n\
+         RUN "
+    );
+    let mut parts: Vec<String> = flags.to_vec();
+    parts.push(script.join(" && \\\n    "));
+    text.push_str(&parts.join(" \\\n    "));
+    text.push_str(&format!("\n\nFROM scratch\nCOPY --from={kind} {out} /\n"));
+    text
+}
+
+fn path(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+fn safe(text: &str) -> bool {
+    !text.is_empty()
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+}
+
+/// `ARG A=1 B` -> [("A", Some("1")), ("B", None)].
+fn arg_defaults(args: &str) -> Vec<(String, Option<String>)> {
+    shell_words(args)
+        .into_iter()
+        .map(|w| match w.split_once('=') {
+            Some((k, v)) => (k.to_string(), Some(v.trim_matches('"').to_string())),
+            None => (w.to_string(), None),
+        })
+        .collect()
+}
+
+/// Expands `$VAR`, `${VAR}` and `${VAR:-default}`; an unset variable is the error.
+fn expand(text: &str, vars: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, default, len) = if let Some(body) = after.strip_prefix('{') {
+            let Some(end) = body.find('}') else {
+                return Err(after.to_string());
+            };
+            let inner = &body[..end];
+            match inner.split_once(":-") {
+                Some((n, d)) => (n, Some(d), end + 2),
+                None => (inner, None, end + 2),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], None, end)
+        };
+        match (vars.get(name).filter(|v| !v.is_empty()), default) {
+            (Some(v), _) => out.push_str(v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(name.to_string()),
+        }
+        rest = &after[len..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::model::parse;
+
+    fn read(name: &str) -> Dockerfile {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../docker")
+            .join(name);
+        parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    fn ids(uses: &Uses) -> Vec<(&str, bool)> {
+        uses.mounts
+            .iter()
+            .map(|m| (m.id.as_str(), m.cargo_home))
+            .collect()
+    }
+
+    #[test]
+    fn mounts_of_the_project_dockerfiles() {
+        let ws = read("Dockerfile.workspace");
+        let api = uses(&ws, "docker/Dockerfile.workspace", "api", &[]).unwrap();
+        assert_eq!(
+            ids(&api),
+            [("cargo-home", true), ("target-workspace", false)]
+        );
+        assert_eq!(api.base_image.as_deref(), Some("rust:1.95-slim-bookworm"));
+        assert_eq!(api.mounts[1].target, "/build/target");
+        assert_eq!(api.mounts[1].sharing, "shared");
+        // a stage that copies nothing from the builder uses no cache
+        let base = uses(&ws, "docker/Dockerfile.workspace", "runtime-base", &[]).unwrap();
+        assert_eq!(base.mounts, []);
+
+        let optimized = read("Dockerfile.optimized");
+        let file = "docker/Dockerfile.optimized";
+        let api = uses(&optimized, file, "runtime", &["SERVICE=api".into()]).unwrap();
+        assert_eq!(
+            ids(&api),
+            [("cargo-home", true), ("target-builder-api", false)]
+        );
+        let rust = uses(
+            &optimized,
+            file,
+            "runtime",
+            &["SERVICE=api".into(), "RUST_VERSION=1.96".into()],
+        )
+        .unwrap();
+        assert_eq!(rust.base_image.as_deref(), Some("rust:1.96-slim-bookworm"));
+        let err = uses(&optimized, file, "runtime", &[]).unwrap_err();
+        assert!(
+            err.starts_with("docker/Dockerfile.optimized line ")
+                && err.ends_with("id `target-builder-${SERVICE}` needs the build argument SERVICE"),
+            "{err}"
+        );
+        assert_eq!(
+            uses(&optimized, file, "nope", &[]).unwrap_err(),
+            "docker/Dockerfile.optimized: no stage `nope`"
+        );
+    }
+
+    fn options() -> HelperOptions {
+        HelperOptions {
+            work_dir: "target/xtask/cache".into(),
+            base_image: "rust:1.95-slim-bookworm".into(),
+            builder: None,
+            platform: Some("linux/amd64".into()),
+            nonce: "<nonce>".into(),
+        }
+    }
+
+    fn mounts() -> Vec<CacheMount> {
+        vec![
+            CacheMount {
+                id: "cargo-home".into(),
+                target: "/cargo-home".into(),
+                sharing: "shared".into(),
+                cargo_home: true,
+            },
+            CacheMount {
+                id: "target-workspace".into(),
+                target: "/build/target".into(),
+                sharing: "shared".into(),
+                cargo_home: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn export_helper_snapshot() {
+        let build = export_build(&options(), &mounts());
+        assert_eq!(
+            build.dockerfile_text,
+            r#"# attune cache export helper, generated by `cargo xtask cache export`: copies the contents of the strategy's cache mounts out, a tar per mount.
+# The RUN uses ATTUNE_CACHE_NONCE, so it is never layer-cached.
+FROM rust:1.95-slim-bookworm AS export
+ARG ATTUNE_CACHE_NONCE
+RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
+    --mount=type=cache,target=/build/target,id=target-workspace,sharing=shared \
+    echo "cache export $ATTUNE_CACHE_NONCE" && \
+    mkdir -p /out && \
+    cd /cargo-home && set -- && for p in registry/index registry/cache git/db; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/cargo-home.tar -T /dev/null "$@" && \
+    cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace.tar -T /dev/null "$@"
+
+FROM scratch
+COPY --from=export /out/ /
+"#
+        );
+        assert_eq!(
+            crate::proc::shell_line(&build.argv),
+            "docker buildx build --progress=rawjson --file target/xtask/cache/export.Dockerfile \
+             --build-arg 'ATTUNE_CACHE_NONCE=<nonce>' --platform linux/amd64 \
+             --output type=local,dest=target/xtask/cache/export-out target/xtask/cache/context"
+        );
+    }
+
+    #[test]
+    fn import_helper_snapshot() {
+        let build = import_build(
+            &HelperOptions {
+                builder: Some("remote".into()),
+                platform: None,
+                ..options()
+            },
+            &mounts()[..1],
+            Path::new("target/xtask/cache/import-in"),
+        );
+        assert_eq!(
+            build.dockerfile_text,
+            r#"# attune cache import helper, generated by `cargo xtask cache import`: unpacks a tar per cache mount from the named context into the mounts.
+# The RUN uses ATTUNE_CACHE_NONCE, so it is never layer-cached.
+FROM rust:1.95-slim-bookworm AS import
+ARG ATTUNE_CACHE_NONCE
+RUN --mount=type=bind,from=attune-cache-archives,target=/attune-cache-in \
+    --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
+    echo "cache import $ATTUNE_CACHE_NONCE" && \
+    mkdir -p /done && \
+    tar -C /cargo-home -xf /attune-cache-in/cargo-home.tar && \
+    echo imported > /done/imported
+
+FROM scratch
+COPY --from=import /done/ /
+"#
+        );
+        assert_eq!(
+            crate::proc::shell_line(&build.argv),
+            "docker buildx build --builder remote --progress=rawjson --file target/xtask/cache/import.Dockerfile \
+             --build-arg 'ATTUNE_CACHE_NONCE=<nonce>' \
+             --build-context attune-cache-archives=target/xtask/cache/import-in \
+             --output type=local,dest=target/xtask/cache/import-out target/xtask/cache/context"
+        );
+    }
+
+    #[test]
+    fn expansion() {
+        let vars: BTreeMap<String, String> =
+            [("A".to_string(), "1".to_string())].into_iter().collect();
+        assert_eq!(expand("x-${A}-$A-${B:-d}", &vars), Ok("x-1-1-d".into()));
+        assert_eq!(expand("${B}", &vars), Err("B".into()));
+    }
+}

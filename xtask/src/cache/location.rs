@@ -1,0 +1,272 @@
+//! Where entries live: a directory `LOCATION/<key>/` with `manifest.json`, `mounts/<id>.tar.zst`
+//! and `layers/` (an OCI layout). An entry is written into a hidden staging directory inside
+//! LOCATION and published with one rename, so that no reader ever sees half an entry: Linux's
+//! `renameat2(RENAME_EXCHANGE)` swaps it over an existing entry of the same key, and the old one
+//! is deleted afterwards. Two exports of one key at once leave one complete entry.
+
+use std::{
+    ffi::CString,
+    fs, io,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+
+use super::manifest::{self, Manifest};
+
+/// A cache location, as `--to`, `--from` or `--cache` name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    Dir(PathBuf),
+}
+
+impl Location {
+    /// `registry://...` is reserved for registry-backed locations (not supported yet); anything
+    /// else is a directory.
+    pub fn parse(text: &str) -> Result<Location, crate::UsageError> {
+        if text.is_empty() {
+            return Err(crate::UsageError("cache location is empty".into()));
+        }
+        if text.contains("://") {
+            return Err(crate::UsageError(format!(
+                "cache location `{text}`: only directories are supported yet (registry:// locations are not)"
+            )));
+        }
+        Ok(Location::Dir(PathBuf::from(text)))
+    }
+
+    pub fn dir(&self) -> &Path {
+        match self {
+            Location::Dir(dir) => dir,
+        }
+    }
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.dir().display())
+    }
+}
+
+/// One entry found at a location; its manifest, or why it cannot be read.
+#[derive(Debug)]
+pub struct Listed {
+    pub name: String,
+    pub manifest: Result<Manifest, String>,
+}
+
+/// The entries in `dir`: its visible subdirectories (staging directories start with a dot).
+pub fn list(dir: &Path) -> anyhow::Result<Vec<Listed>> {
+    let mut out = Vec::new();
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("cannot read {}", dir.display()))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let path = entry.path().join(manifest::FILE);
+        let manifest = match fs::read_to_string(&path) {
+            Ok(text) => Manifest::parse(&text).and_then(|m| {
+                if m.key == name {
+                    Ok(m)
+                } else {
+                    Err(format!("its manifest names another key ({})", m.key))
+                }
+            }),
+            Err(e) => Err(format!("no readable {} ({e})", manifest::FILE)),
+        };
+        out.push(Listed { name, manifest });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+/// An entry being written: a hidden directory inside the location, removed unless published.
+#[derive(Debug)]
+pub struct Staging {
+    dir: PathBuf,
+    target: PathBuf,
+    published: bool,
+}
+
+impl Staging {
+    /// Creates `LOCATION/.staging-<key>-<pid>-<nanos>/` (and LOCATION when missing).
+    pub fn create(location: &Path, key: &str) -> anyhow::Result<Staging> {
+        fs::create_dir_all(location)
+            .with_context(|| format!("cannot create the cache location {}", location.display()))?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let dir = location.join(format!(".staging-{key}-{}-{nanos}", std::process::id()));
+        fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        Ok(Staging {
+            dir,
+            target: location.join(key),
+            published: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Makes the staged entry visible under its key in one rename; an existing entry of that key
+    /// is swapped out atomically and then deleted. Returns whether one was replaced.
+    pub fn publish(mut self) -> anyhow::Result<bool> {
+        let replaced = match rename2(&self.dir, &self.target, libc::RENAME_NOREPLACE) {
+            Ok(()) => false,
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
+                rename2(&self.dir, &self.target, libc::RENAME_EXCHANGE).with_context(|| {
+                    format!("cannot swap the new entry over {}", self.target.display())
+                })?;
+                // the staging path now holds the old entry
+                let _ = fs::remove_dir_all(&self.dir);
+                true
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+                ) =>
+            {
+                // a file system without renameat2 flags: move the old entry aside first (a
+                // reader may then briefly find no entry, never half of one)
+                let old = self.dir.with_extension("old");
+                let replaced = fs::rename(&self.target, &old).is_ok();
+                fs::rename(&self.dir, &self.target)
+                    .with_context(|| format!("cannot publish {}", self.target.display()))?;
+                let _ = fs::remove_dir_all(&old);
+                replaced
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot publish {}", self.target.display()))
+            }
+        };
+        self.published = true;
+        Ok(replaced)
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if !self.published {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+    let from = CString::new(from.as_os_str().as_bytes())?;
+    let to = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both paths are NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Reads an entry's manifest and checks it is the entry named `name`.
+pub fn read_manifest(entry: &Path) -> anyhow::Result<Manifest> {
+    let path = entry.join(manifest::FILE);
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    match Manifest::parse(&text) {
+        Ok(m) => Ok(m),
+        Err(e) => bail!("{}: {e}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(staging: &Staging, text: &str) {
+        fs::write(staging.path().join("payload"), text).unwrap();
+    }
+
+    #[test]
+    fn locations() {
+        assert_eq!(
+            Location::parse("ci-cache").unwrap(),
+            Location::Dir("ci-cache".into())
+        );
+        assert!(Location::parse("registry://localhost:5000/cache")
+            .unwrap_err()
+            .0
+            .contains("only directories are supported yet"));
+        assert!(Location::parse("").is_err());
+    }
+
+    #[test]
+    fn publish_is_one_rename_and_replaces_an_entry_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let loc = tmp.path().join("cache");
+        let first = Staging::create(&loc, "k").unwrap();
+        entry(&first, "one");
+        // not visible while staged
+        assert!(list(&loc).unwrap().is_empty());
+        assert!(!first.publish().unwrap());
+        assert_eq!(fs::read_to_string(loc.join("k/payload")).unwrap(), "one");
+
+        let (a, b) = (
+            Staging::create(&loc, "k").unwrap(),
+            Staging::create(&loc, "k").unwrap(),
+        );
+        entry(&a, "two");
+        entry(&b, "three");
+        assert!(a.publish().unwrap());
+        assert!(b.publish().unwrap());
+        assert_eq!(fs::read_to_string(loc.join("k/payload")).unwrap(), "three");
+        let names: Vec<String> = fs::read_dir(&loc)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["k"], "nothing staged is left behind");
+    }
+
+    #[test]
+    fn an_unpublished_staging_directory_is_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = Staging::create(tmp.path(), "k").unwrap();
+        let dir = staging.path().to_path_buf();
+        entry(&staging, "half");
+        drop(staging);
+        assert!(!dir.exists());
+        assert!(!tmp.path().join("k").exists());
+    }
+
+    #[test]
+    fn listing_reports_unreadable_entries() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("broken")).unwrap();
+        fs::write(tmp.path().join("broken/manifest.json"), "{").unwrap();
+        fs::create_dir(tmp.path().join("empty")).unwrap();
+        fs::create_dir(tmp.path().join(".staging-x")).unwrap();
+        let listed = list(tmp.path()).unwrap();
+        let names: Vec<&str> = listed.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["broken", "empty"]);
+        assert!(listed[0]
+            .manifest
+            .as_ref()
+            .unwrap_err()
+            .starts_with("not a cache manifest"));
+        assert!(listed[1]
+            .manifest
+            .as_ref()
+            .unwrap_err()
+            .starts_with("no readable manifest.json"));
+    }
+}

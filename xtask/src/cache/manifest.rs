@@ -1,0 +1,194 @@
+//! An entry's `manifest.json`: its key and inputs, and every file it carries with its sha256.
+//! Pure: parsing and validation only.
+//!
+//! Format 1. The layer cache is named by kind so that a registry-backed entry (layers and
+//! archives as registry blobs) can use the same manifest with another `kind`.
+
+use serde::{Deserialize, Serialize};
+
+use super::key::KeyInputs;
+
+pub const FORMAT: u32 = 1;
+pub const FILE: &str = "manifest.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: u32,
+    /// The entry's directory name, `inputs.key()`.
+    pub key: String,
+    pub inputs: KeyInputs,
+    /// Seconds since the Unix epoch.
+    pub created: u64,
+    /// One archive per cache mount.
+    pub mounts: Vec<MountArchive>,
+    /// BuildKit's layer cache, when the builds exported one.
+    pub layers: Option<Layers>,
+}
+
+/// The contents of one cache mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountArchive {
+    /// The cache mount's id, target and sharing, as the strategy's Dockerfiles declare them.
+    pub id: String,
+    pub target: String,
+    pub sharing: String,
+    /// What of the mount is carried, relative to its target (`.` for all of it).
+    pub paths: Vec<String>,
+    /// Relative to the entry: `mounts/<id>.tar.zst`.
+    pub file: String,
+    pub sha256: String,
+    /// Size of the compressed file, and of the tar inside it.
+    pub bytes: u64,
+    pub tar_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Layers {
+    /// `oci-layout`: a directory as `--cache-to type=local` writes it, one tag per image.
+    pub kind: String,
+    /// Relative to the entry.
+    pub dir: String,
+    pub tags: Vec<String>,
+    pub bytes: u64,
+}
+
+impl Manifest {
+    /// Parses and checks a manifest; the error names what is wrong, in one line.
+    pub fn parse(text: &str) -> Result<Manifest, String> {
+        let manifest: Manifest =
+            serde_json::from_str(text).map_err(|e| format!("not a cache manifest ({e})"))?;
+        if manifest.format != FORMAT {
+            return Err(format!(
+                "manifest format {} (this xtask reads {FORMAT})",
+                manifest.format
+            ));
+        }
+        if manifest.key != manifest.inputs.key() {
+            return Err(format!(
+                "its key {} does not match its inputs ({})",
+                manifest.key,
+                manifest.inputs.key()
+            ));
+        }
+        for mount in &manifest.mounts {
+            if !is_plain_relative(&mount.file) {
+                return Err(format!(
+                    "mount {}: file `{}` is not a plain relative path",
+                    mount.id, mount.file
+                ));
+            }
+            if mount.sha256.len() != 64 || !mount.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(format!(
+                    "mount {}: `{}` is not a sha256",
+                    mount.id, mount.sha256
+                ));
+            }
+        }
+        if let Some(layers) = &manifest.layers {
+            if layers.kind != "oci-layout" || !is_plain_relative(&layers.dir) {
+                return Err(format!(
+                    "layers: kind `{}` in `{}` is not an oci-layout directory of the entry",
+                    layers.kind, layers.dir
+                ));
+            }
+        }
+        Ok(manifest)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a manifest serializes") + "\n"
+    }
+
+    pub fn mount(&self, id: &str) -> Option<&MountArchive> {
+        self.mounts.iter().find(|m| m.id == id)
+    }
+
+    /// Bytes of every file the entry carries.
+    pub fn total_bytes(&self) -> u64 {
+        self.mounts.iter().map(|m| m.bytes).sum::<u64>()
+            + self.layers.as_ref().map_or(0, |l| l.bytes)
+    }
+}
+
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.starts_with('/')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn manifest() -> Manifest {
+        let inputs = KeyInputs {
+            cargo_lock: "aa".repeat(32),
+            rust_version: "1.95".into(),
+            base_image: "rust:1.95-slim-bookworm".into(),
+            base_image_id: "sha256:3c".into(),
+            strategy: "workspace".into(),
+            profile: "release".into(),
+            platform: "linux/amd64".into(),
+            rustflags: String::new(),
+        };
+        Manifest {
+            format: FORMAT,
+            key: inputs.key(),
+            inputs,
+            created: 1_700_000_000,
+            mounts: vec![MountArchive {
+                id: "cargo-home".into(),
+                target: "/cargo-home".into(),
+                sharing: "shared".into(),
+                paths: vec!["registry/index".into()],
+                file: "mounts/cargo-home.tar.zst".into(),
+                sha256: "0f".repeat(32),
+                bytes: 10,
+                tar_bytes: 20,
+            }],
+            layers: Some(Layers {
+                kind: "oci-layout".into(),
+                dir: "layers".into(),
+                tags: vec!["api".into()],
+                bytes: 5,
+            }),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let m = manifest();
+        assert_eq!(Manifest::parse(&m.to_json()), Ok(m.clone()));
+        assert_eq!(m.total_bytes(), 15);
+        assert_eq!(m.mount("cargo-home").unwrap().tar_bytes, 20);
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_trust() {
+        let bad = |edit: fn(&mut Manifest)| {
+            let mut m = manifest();
+            edit(&mut m);
+            Manifest::parse(&m.to_json()).unwrap_err()
+        };
+        assert_eq!(
+            bad(|m| m.format = 2),
+            "manifest format 2 (this xtask reads 1)"
+        );
+        assert!(bad(|m| m.inputs.platform = "linux/arm64".into())
+            .starts_with("its key workspace-linux-amd64-"));
+        assert_eq!(
+            bad(|m| m.mounts[0].file = "../../etc/passwd".into()),
+            "mount cargo-home: file `../../etc/passwd` is not a plain relative path"
+        );
+        assert_eq!(
+            bad(|m| m.mounts[0].sha256 = "xyz".into()),
+            "mount cargo-home: `xyz` is not a sha256"
+        );
+        assert!(bad(|m| m.layers.as_mut().unwrap().dir = "/tmp".into()).starts_with("layers:"));
+        assert!(Manifest::parse("{\"format\": 1")
+            .unwrap_err()
+            .starts_with("not a cache manifest ("));
+    }
+}

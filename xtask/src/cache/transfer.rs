@@ -1,0 +1,510 @@
+//! Import and export of cache entries: the edge of [`super`], where the helper builds run (through
+//! the runner, so Ctrl-C stops them with the builds) and files are read and written.
+//!
+//! Import never fails a build: a missing location, no compatible entry, a damaged archive or a
+//! failed helper build is a [`Outcome::Cold`] with a one-line reason, and the builds go on cold.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use anyhow::Context;
+
+use super::{
+    archive,
+    helper::{self, CacheMount, HelperBuild, HelperOptions},
+    key::{self, Candidate, Choice, KeyInputs},
+    location::{self, Location, Staging},
+    manifest::{self, Layers, Manifest, MountArchive},
+};
+use crate::{
+    exec::{
+        progress,
+        runner::{self, Job, Outcome as JobOutcome},
+    },
+    plan::Plan,
+    session::human_size,
+    Status,
+};
+
+/// Where the helper builds and the staged layer caches live, relative to the workspace root.
+pub const WORK_DIR: &str = "target/xtask/cache";
+/// The cargo profile the Dockerfiles build.
+pub const PROFILE: &str = "release";
+
+/// What an import or export needs to know about the builds.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub inputs: KeyInputs,
+    pub mounts: Vec<CacheMount>,
+    pub helper: HelperOptions,
+    /// The images whose layer caches travel (one tag each in the layer cache).
+    pub images: Vec<String>,
+    pub log_dir: PathBuf,
+}
+
+impl Setup {
+    /// `--cache-from` for the builds after an import (`{image}` is the plan's placeholder).
+    pub fn cache_from(&self) -> String {
+        format!("type=local,src={},tag={{image}}", layers_in().display())
+    }
+
+    /// `--cache-to` for the builds before an export: a directory per image (concurrent exports
+    /// to one directory collide in its ingest area), merged into the entry by [`export`].
+    pub fn cache_to(&self) -> String {
+        format!(
+            "type=local,dest={}/{{image}},mode=max,tag={{image}}",
+            layers_out().display()
+        )
+    }
+
+    pub fn import_build(&self) -> HelperBuild {
+        helper::import_build(
+            &self.helper,
+            &self.mounts,
+            &Path::new(WORK_DIR).join("import-in"),
+        )
+    }
+
+    pub fn export_build(&self) -> HelperBuild {
+        helper::export_build(&self.helper, &self.mounts)
+    }
+}
+
+pub fn layers_in() -> PathBuf {
+    Path::new(WORK_DIR).join("layers-in")
+}
+
+pub fn layers_out() -> PathBuf {
+    Path::new(WORK_DIR).join("layers-out")
+}
+
+/// The cache mounts and builder base image of a plan's builds, from its Dockerfiles.
+pub fn mounts_of_plan(root: &Path, plan: &Plan) -> anyhow::Result<(String, Vec<CacheMount>)> {
+    let mut texts: std::collections::BTreeMap<PathBuf, crate::dockerfile::model::Dockerfile> =
+        Default::default();
+    let mut base: Option<String> = None;
+    let mut mounts: Vec<CacheMount> = Vec::new();
+    for build in &plan.builds {
+        if !texts.contains_key(build.dockerfile()) {
+            let path = root.join(build.dockerfile());
+            let text = fs::read_to_string(&path)
+                .with_context(|| format!("cannot read {}", build.dockerfile().display()))?;
+            let df = crate::dockerfile::model::parse(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", build.dockerfile().display()))?;
+            texts.insert(build.dockerfile().to_path_buf(), df);
+        }
+        let file = build.dockerfile().display().to_string();
+        let build_args: Vec<String> = (build.target.args.iter())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let uses = helper::uses(
+            &texts[build.dockerfile()],
+            &file,
+            &build.target.target,
+            &build_args,
+        )
+        .map_err(|e| anyhow::anyhow!("image `{}`: {e}", build.image))?;
+        if let (Some(b), None) = (uses.base_image, &base) {
+            base = Some(b);
+        }
+        for m in uses.mounts {
+            if !mounts.iter().any(|o| o.id == m.id) {
+                mounts.push(m);
+            }
+        }
+    }
+    let Some(base) = base else {
+        anyhow::bail!("the selected images' Dockerfiles have no cache mount: nothing to carry");
+    };
+    Ok((base, mounts))
+}
+
+/// The setup for `plan`; with `engine` false (a dry run) the engine's facts are placeholders.
+pub fn setup(
+    root: &Path,
+    plan: &Plan,
+    builder: Option<&str>,
+    platforms: &[String],
+    build_args: &[String],
+    log_dir: &Path,
+    engine: bool,
+) -> anyhow::Result<Setup> {
+    if platforms.len() > 1 {
+        return Err(crate::UsageError(format!(
+            "a cache entry holds one platform; --platform {} names {}",
+            platforms.join(","),
+            platforms.len()
+        ))
+        .into());
+    }
+    let (base_image, mounts) = mounts_of_plan(root, plan)?;
+    let arg = |name: &str| {
+        build_args
+            .iter()
+            .rev()
+            .find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    let rust_version = match arg("RUST_VERSION") {
+        Some(v) => v,
+        None => crate::engine::workspace_rust_version(root)?,
+    };
+    let lock = root.join("Cargo.lock");
+    let cargo_lock =
+        archive::sha256_file(&lock).with_context(|| format!("cannot read {}", lock.display()))?;
+    let (base_image_id, platform) = if engine {
+        (
+            docker_query(&["image", "inspect", "--format", "{{.Id}}", &base_image])
+                .with_context(|| format!("cannot inspect the base image {base_image}"))?,
+            match platforms.first() {
+                Some(p) => p.clone(),
+                None => docker_query(&["version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"])
+                    .context("cannot ask the engine its platform")?,
+            },
+        )
+    } else {
+        (
+            "<id of the base image>".into(),
+            platforms
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "<the engine's platform>".into()),
+        )
+    };
+    let nonce = if engine {
+        format!(
+            "{:x}",
+            runner::unix_now().to_bits() ^ u64::from(std::process::id())
+        )
+    } else {
+        "<nonce>".into()
+    };
+    Ok(Setup {
+        inputs: KeyInputs {
+            cargo_lock,
+            rust_version,
+            base_image: base_image.clone(),
+            base_image_id,
+            strategy: plan.strategy.clone(),
+            profile: PROFILE.into(),
+            platform,
+            rustflags: arg("RUSTFLAGS").unwrap_or_default(),
+        },
+        mounts,
+        helper: HelperOptions {
+            work_dir: WORK_DIR.into(),
+            base_image,
+            builder: builder.map(str::to_string),
+            platform: platforms.first().cloned(),
+            nonce,
+        },
+        images: plan.builds.iter().map(|b| b.image.clone()).collect(),
+        log_dir: log_dir.to_path_buf(),
+    })
+}
+
+fn docker_query(args: &[&str]) -> anyhow::Result<String> {
+    let out = crate::proc::capture_with_timeout(
+        std::process::Command::new("docker").args(args),
+        std::time::Duration::from_secs(30),
+    )?;
+    let line = out.lines().next().unwrap_or("").trim().to_string();
+    anyhow::ensure!(
+        !line.is_empty(),
+        "`docker {}` printed nothing",
+        args.join(" ")
+    );
+    Ok(line)
+}
+
+/// How an import or export ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Done; what was carried, in one line.
+    Done(String),
+    /// Nothing carried, and why, in one line: the builds go on cold (import) or LOCATION stays as
+    /// it was (export).
+    Cold(String),
+    Interrupted,
+}
+
+/// Imports the entry for `setup` from `location` into the engine's cache mounts, and stages its
+/// layer cache at [`layers_in`].
+pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
+    let clock = Instant::now();
+    let dir = location.dir();
+    if !dir.is_dir() {
+        return Outcome::Cold(format!("cache location {location} does not exist"));
+    }
+    let listed = match location::list(dir) {
+        Ok(l) => l,
+        Err(e) => return Outcome::Cold(format!("{e:#}")),
+    };
+    let candidates: Vec<Candidate> = listed
+        .iter()
+        .filter_map(|l| {
+            l.manifest.as_ref().ok().map(|m| Candidate {
+                name: l.name.clone(),
+                inputs: m.inputs.clone(),
+                created: m.created,
+            })
+        })
+        .collect();
+    let key = setup.inputs.key();
+    let (name, note) = match key::choose(&setup.inputs, &candidates) {
+        Choice::Exact(name) => (name, String::new()),
+        Choice::Closest { name, differs } => {
+            let note = format!(
+                " (no entry {key}: the closest, differing in {})",
+                differs.join(", ")
+            );
+            (name, note)
+        }
+        Choice::Miss(rejected) => {
+            let unreadable: Vec<String> = listed
+                .iter()
+                .filter_map(|l| {
+                    l.manifest
+                        .as_ref()
+                        .err()
+                        .map(|e| format!("{}: {e}", l.name))
+                })
+                .collect();
+            let mut why: Vec<String> = rejected.iter().map(|(n, w)| format!("{n}: {w}")).collect();
+            why.extend(unreadable);
+            return Outcome::Cold(if why.is_empty() {
+                format!("no cache entry at {location}")
+            } else {
+                format!(
+                    "no usable cache entry for {key} at {location} ({})",
+                    why.join("; ")
+                )
+            });
+        }
+    };
+    let entry = dir.join(&name);
+    let manifest = match location::read_manifest(&entry) {
+        Ok(m) => m,
+        Err(e) => return Outcome::Cold(format!("{e:#}")),
+    };
+    let work = root.join(WORK_DIR);
+    let archives = work.join("import-in");
+    let _ = fs::remove_dir_all(&archives);
+    let _ = fs::remove_dir_all(root.join(layers_in()));
+    if let Err(e) = fs::create_dir_all(&archives) {
+        return Outcome::Cold(format!("cannot create {}: {e}", archives.display()));
+    }
+    let mounts: Vec<CacheMount> = setup
+        .mounts
+        .iter()
+        .filter(|m| manifest.mount(&m.id).is_some())
+        .cloned()
+        .collect();
+    let mut parts = Vec::new();
+    for mount in &mounts {
+        let carried = manifest.mount(&mount.id).expect("filtered");
+        let tar = archives.join(mount.tar_name());
+        match archive::decompress(&entry.join(&carried.file), &carried.sha256, &tar) {
+            Ok(bytes) => parts.push(format!(
+                "{} {} ({} compressed)",
+                mount.id,
+                human_size(bytes),
+                human_size(carried.bytes)
+            )),
+            Err(damage) => {
+                return Outcome::Cold(format!("entry {name}: {} is {damage}", carried.file))
+            }
+        }
+        if runner::interrupted() {
+            return Outcome::Interrupted;
+        }
+    }
+    if let Some(layers) = &manifest.layers {
+        let src = entry.join(&layers.dir);
+        if let Err(e) = archive::check_layout(&src) {
+            return Outcome::Cold(format!("entry {name}: layer cache {}: {e}", layers.dir));
+        }
+        match archive::link_tree(&src, &root.join(layers_in())) {
+            Ok(bytes) => parts.push(format!("layers {}", human_size(bytes))),
+            Err(e) => return Outcome::Cold(format!("cannot stage the layer cache: {e}")),
+        }
+    }
+    if !mounts.is_empty() {
+        let build = helper::import_build(
+            &setup.helper,
+            &mounts,
+            &Path::new(WORK_DIR).join("import-in"),
+        );
+        match run_helper(root, setup, &build) {
+            Ok(JobOutcome::Succeeded) => {}
+            Ok(JobOutcome::Interrupted | JobOutcome::NotStarted) => return Outcome::Interrupted,
+            Ok(JobOutcome::Failed) => {
+                return Outcome::Cold(format!(
+                    "the import helper build failed (log: {})",
+                    setup.log_dir.join("cache-import.log").display()
+                ))
+            }
+            Err(e) => return Outcome::Cold(format!("{e:#}")),
+        }
+    }
+    let _ = fs::remove_dir_all(&archives);
+    Outcome::Done(format!(
+        "imported {name}{note} from {location}: {} in {:.1}s",
+        parts.join(", "),
+        clock.elapsed().as_secs_f64()
+    ))
+}
+
+/// Exports the engine's cache mounts for `setup`, and the layer cache at `layers` (written by the
+/// builds' `--cache-to`) when given, as one entry at `location`.
+pub fn export(
+    root: &Path,
+    setup: &Setup,
+    location: &Location,
+    layers: Option<&Path>,
+) -> anyhow::Result<Outcome> {
+    let clock = Instant::now();
+    let build = setup.export_build();
+    let out = root.join(&build.output);
+    let _ = fs::remove_dir_all(&out);
+    match run_helper(root, setup, &build)? {
+        JobOutcome::Succeeded => {}
+        JobOutcome::Interrupted | JobOutcome::NotStarted => return Ok(Outcome::Interrupted),
+        JobOutcome::Failed => anyhow::bail!(
+            "the export helper build failed (log: {})",
+            setup.log_dir.join("cache-export.log").display()
+        ),
+    }
+    let helper_seconds = clock.elapsed().as_secs_f64();
+    let key = setup.inputs.key();
+    let staging = Staging::create(location.dir(), &key)?;
+    fs::create_dir_all(staging.path().join("mounts"))?;
+    let mut archives = Vec::new();
+    let mut parts = Vec::new();
+    let compress_clock = Instant::now();
+    for mount in &setup.mounts {
+        let tar = out.join(mount.tar_name());
+        let file = format!("mounts/{}.zst", mount.tar_name());
+        let written = archive::compress(&tar, &staging.path().join(&file), archive::LEVEL)
+            .with_context(|| format!("cache mount {}", mount.id))?;
+        parts.push(format!(
+            "{} {} -> {}",
+            mount.id,
+            human_size(written.tar_bytes),
+            human_size(written.bytes)
+        ));
+        archives.push(MountArchive {
+            id: mount.id.clone(),
+            target: mount.target.clone(),
+            sharing: mount.sharing.clone(),
+            paths: mount.paths(),
+            file,
+            sha256: written.sha256,
+            bytes: written.bytes,
+            tar_bytes: written.tar_bytes,
+        });
+        let _ = fs::remove_file(&tar);
+        if runner::interrupted() {
+            return Ok(Outcome::Interrupted);
+        }
+    }
+    let compress_seconds = compress_clock.elapsed().as_secs_f64();
+    let layers = match layers {
+        Some(dir) => {
+            let dir = root.join(dir);
+            let layouts: Vec<PathBuf> = setup.images.iter().map(|i| dir.join(i)).collect();
+            let bytes = archive::merge_layouts(&layouts, &staging.path().join("layers"))
+                .map_err(|e| anyhow::anyhow!("the builds' layer cache: {e}"))?;
+            parts.push(format!("layers {}", human_size(bytes)));
+            Some(Layers {
+                kind: "oci-layout".into(),
+                dir: "layers".into(),
+                tags: setup.images.clone(),
+                bytes,
+            })
+        }
+        None => None,
+    };
+    let manifest = Manifest {
+        format: manifest::FORMAT,
+        key: key.clone(),
+        inputs: setup.inputs.clone(),
+        created: runner::unix_now() as u64,
+        mounts: archives,
+        layers,
+    };
+    let total = manifest.total_bytes();
+    fs::write(staging.path().join(manifest::FILE), manifest.to_json())?;
+    if runner::interrupted() {
+        return Ok(Outcome::Interrupted);
+    }
+    let replaced = staging.publish()?;
+    Ok(Outcome::Done(format!(
+        "exported {key} to {location}{}: {}; {} in {:.1}s (helper build {helper_seconds:.1}s, zstd {compress_seconds:.1}s)",
+        if replaced { " (replacing the entry)" } else { "" },
+        parts.join(", "),
+        human_size(total),
+        clock.elapsed().as_secs_f64()
+    )))
+}
+
+/// Writes the helper's Dockerfile and empty context, and runs it like a build.
+fn run_helper(root: &Path, setup: &Setup, build: &HelperBuild) -> anyhow::Result<JobOutcome> {
+    let dockerfile = root.join(&build.dockerfile);
+    let context = root.join(WORK_DIR).join("context");
+    fs::create_dir_all(&context).with_context(|| format!("cannot create {}", context.display()))?;
+    fs::write(&dockerfile, &build.dockerfile_text)
+        .with_context(|| format!("cannot write {}", dockerfile.display()))?;
+    let job = Job {
+        name: build.name.clone(),
+        argv: build.argv.clone(),
+        cwd: root.to_path_buf(),
+        log: root
+            .join(&setup.log_dir)
+            .join(format!("{}.log", build.name)),
+    };
+    let reporter = progress::reporter(progress::detect_mode(), std::slice::from_ref(&job.name));
+    let result = runner::run_all(std::slice::from_ref(&job), 1, reporter.as_ref());
+    drop(reporter);
+    Ok(result
+        .into_iter()
+        .next()
+        .map(|r| r.outcome)
+        .unwrap_or(JobOutcome::NotStarted))
+}
+
+/// Prints the outcome; a cold one is a warning, or a failure with `strict`.
+/// `then` ends a warning: what happens instead (`; building cold`).
+pub fn finish(outcome: Outcome, strict: bool, then: &str) -> Status {
+    match outcome {
+        Outcome::Done(line) => {
+            println!("cache: {line}");
+            Status::Ok
+        }
+        Outcome::Cold(why) if strict => {
+            eprintln!("error: cache: {why}");
+            Status::Failed
+        }
+        Outcome::Cold(why) => {
+            eprintln!("warning: cache: {why}{then}");
+            Status::Ok
+        }
+        Outcome::Interrupted => Status::Interrupted,
+    }
+}
+
+/// A helper build for `--dry-run`: its command and its generated Dockerfile.
+pub fn render_helper(build: &HelperBuild) -> String {
+    let mut out = format!(
+        "# {}: a helper build, its Dockerfile generated into {}\n{}\n",
+        build.name,
+        build.dockerfile.display(),
+        crate::proc::shell_line(&build.argv)
+    );
+    for line in build.dockerfile_text.lines() {
+        out.push_str(&format!("#   {line}\n"));
+    }
+    out
+}

@@ -1,0 +1,123 @@
+//! `cargo xtask cache export|import`: thin; the work is in `cache::transfer`.
+
+use std::path::Path;
+
+use crate::{
+    cache::{
+        location::Location,
+        transfer::{self, Outcome},
+    },
+    exec::progress,
+    flags::{self, CacheBuildArgs, CacheCmd},
+    plan::{self, Plan},
+    session, workspace, Status,
+};
+
+pub fn run(root: &Path, args: flags::CacheArgs) -> anyhow::Result<Status> {
+    match args.cmd {
+        CacheCmd::Export { to, build } => export(root, &Location::parse(&to)?, build),
+        CacheCmd::Import { from, build } => import(root, &Location::parse(&from)?, build),
+    }
+}
+
+/// The build options of the builds whose caches travel: as docker-build would run them.
+fn build_options(args: &CacheBuildArgs) -> flags::BuildOptions {
+    flags::BuildOptions {
+        images: args.images.clone(),
+        strategy: args.strategy.clone(),
+        tag: None,
+        registry: None,
+        builder: args.builder.clone(),
+        platform: args.platform.iter().cloned().collect(),
+        push: false,
+        cache_from: Vec::new(),
+        cache_to: Vec::new(),
+        build_arg: args.build_arg.clone(),
+        secret: Vec::new(),
+        ssh: Vec::new(),
+        no_cache: false,
+        pull: false,
+    }
+}
+
+fn plan_of(
+    decl: &workspace::Declaration,
+    options: &flags::BuildOptions,
+    args: &CacheBuildArgs,
+) -> anyhow::Result<Plan> {
+    session::plan_from_args(decl, options, &args.log_dir, 0)
+}
+
+/// `KEY=VALUE` of the first build's arguments (the key's RUST_VERSION and RUSTFLAGS).
+fn first_build_args(plan: &Plan) -> Vec<String> {
+    (plan.builds.first().into_iter())
+        .flat_map(|b| b.target.args.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect()
+}
+
+fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
+    let decl = workspace::load(root)?;
+    let mut options = build_options(&args);
+    let plan = plan_of(&decl, &options, &args)?;
+    let setup = transfer::setup(
+        root,
+        &plan,
+        args.builder.as_deref(),
+        &options.platform,
+        &first_build_args(&plan),
+        &args.log_dir,
+        !args.dry_run,
+    )?;
+    options.cache_to.push(setup.cache_to());
+    let plan = plan_of(&decl, &options, &args)?;
+    if args.dry_run {
+        print!("{}", plan::render_dry_run(&plan));
+        print!("{}", transfer::render_helper(&setup.export_build()));
+        println!(
+            "# then: zstd of each tar and the layer cache, published as {location}/{}/",
+            setup.inputs.key()
+        );
+        return Ok(Status::Ok);
+    }
+    session::preflight(root, &plan, args.engine, args.builder.is_some())?;
+    let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
+    let report = session::execute(root, &plan, progress::detect_mode());
+    if report.status() != Status::Ok {
+        print!("{}", session::render_summary(&report));
+        eprintln!("cache: builds failed; {location} left as it is");
+        return Ok(report.status());
+    }
+    let outcome = transfer::export(root, &setup, location, Some(&transfer::layers_out()));
+    Ok(transfer::finish(outcome?, args.cache_strict, ""))
+}
+
+fn import(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
+    let decl = workspace::load(root)?;
+    let options = build_options(&args);
+    let plan = plan_of(&decl, &options, &args)?;
+    let setup = transfer::setup(
+        root,
+        &plan,
+        args.builder.as_deref(),
+        &options.platform,
+        &first_build_args(&plan),
+        &args.log_dir,
+        !args.dry_run,
+    )?;
+    if args.dry_run {
+        println!("# the entry {location}/{}/ (or the closest one of the same toolchain and platform), its archives decompressed into {}/import-in", setup.inputs.key(), transfer::WORK_DIR);
+        print!("{}", transfer::render_helper(&setup.import_build()));
+        return Ok(Status::Ok);
+    }
+    session::preflight(root, &plan, args.engine, args.builder.is_some())?;
+    let outcome = transfer::import(root, &setup, location);
+    let imported = matches!(outcome, Outcome::Done(_));
+    let status = transfer::finish(outcome, args.cache_strict, "; the builds will be cold");
+    if imported && root.join(transfer::layers_in()).is_dir() {
+        println!(
+            "cache: the layer cache is staged; build with --cache-from '{}' (docker-build --cache does both)",
+            setup.cache_from()
+        );
+    }
+    Ok(status)
+}
