@@ -40,11 +40,8 @@ pub fn restore_shared(root: &Path, args: flags::RewriteArgs) -> anyhow::Result<S
 
 pub fn lint_docker(root: &Path, args: flags::LintArgs) -> anyhow::Result<Status> {
     let files = dockerfiles(root, &args.paths)?;
-    let manifest = root.join("Cargo.toml");
-    let cargo_toml = fs::read_to_string(&manifest)
-        .with_context(|| format!("cannot read {}", manifest.display()))?;
     let ctx = LintContext {
-        rust_version: dockerfile::workspace_rust_version(&cargo_toml),
+        rust_version: Some(crate::workspace::rust_version(root)?),
     };
     let mut report = Vec::new();
     let mut errors = Vec::new();

@@ -76,29 +76,6 @@ pub fn lint(text: &str, ctx: &LintContext) -> Result<Vec<Finding>, ParseError> {
     Ok(findings)
 }
 
-/// `workspace.package.rust-version` from the text of a workspace's root Cargo.toml.
-pub fn workspace_rust_version(cargo_toml: &str) -> Option<String> {
-    let mut in_section = false;
-    for line in cargo_toml.lines() {
-        let line = line.split('#').next().unwrap_or("").trim();
-        if line.starts_with('[') {
-            in_section =
-                line.trim_start_matches('[').trim_end_matches(']').trim() == "workspace.package";
-            continue;
-        }
-        if !in_section {
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            continue;
-        };
-        if key.trim() == "rust-version" {
-            return Some(value.trim().trim_matches(['"', '\'']).to_string());
-        }
-    }
-    None
-}
-
 /// A RUN with what the rules need to know about its surroundings.
 struct Run<'a> {
     stage: &'a Stage,

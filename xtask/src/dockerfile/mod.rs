@@ -17,7 +17,7 @@ pub mod lint;
 pub mod model;
 pub mod rewrite;
 
-pub use lint::{lint, workspace_rust_version, Finding, LintContext};
+pub use lint::{lint, Finding, LintContext};
 pub use rewrite::{copy_with_sharing, set_sharing, Rewrite, Sharing};
 
 use std::{

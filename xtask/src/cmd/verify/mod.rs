@@ -702,7 +702,7 @@ fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::R
 fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> anyhow::Result<String> {
     let common = ctx.decl.common_crate()?;
     let mut out = String::new();
-    let sandbox = std::env::temp_dir().join(format!("attune-verify-{}-<test>", ctx.nonce));
+    let sandbox = std::env::temp_dir().join(format!("attune-verify-{}-<test>-<random>", ctx.nonce));
     let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
     out.push_str(&format!(
         "# verify-parallel, strategy {}, images {}; every build runs from {} (a copy of the\n\
