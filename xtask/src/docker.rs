@@ -84,12 +84,13 @@ pub fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> 
         return found;
     }
     // one line per image, `reference id size`; a missing one only prints an error on stderr
-    let output = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
-        .args(references)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output();
+    let output = crate::proc::output(
+        Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
+            .args(references)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let Ok(output) = output else { return found };
     let stderr = String::from_utf8_lossy(&output.stderr);
     let present = references

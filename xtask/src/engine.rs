@@ -349,18 +349,19 @@ fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
 fn wait_for_socket(dir: &EngineDir) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ok = Command::new("docker")
-            .args([
-                "--host",
-                &dir.docker_host(),
-                "version",
-                "--format",
-                "{{.Server.Version}}",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = crate::proc::status(
+            Command::new("docker")
+                .args([
+                    "--host",
+                    &dir.docker_host(),
+                    "version",
+                    "--format",
+                    "{{.Server.Version}}",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .is_ok_and(|s| s.success());
         if ok {
             return Ok(());
         }
@@ -460,19 +461,20 @@ fn make_base_image(
     fs::create_dir_all(rootfs)?;
     let log = rootfs.with_extension("debootstrap.log");
     let log_file = fs::File::create(&log)?;
-    let status = Command::new("debootstrap")
-        .args([
-            "--variant=minbase",
-            &format!("--include={include}"),
-            DEBIAN_SUITE,
-        ])
-        .arg(rootfs)
-        .arg(mirror)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .status()
-        .context("cannot run debootstrap")?;
+    let status = crate::proc::status(
+        Command::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                &format!("--include={include}"),
+                DEBIAN_SUITE,
+            ])
+            .arg(rootfs)
+            .arg(mirror)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file),
+    )
+    .context("cannot run debootstrap")?;
     if !status.success() {
         bail!("debootstrap for {image} failed; see {}", log.display());
     }

@@ -365,8 +365,7 @@ fn run_contender(
         cmd.stdout(file.try_clone()?).stderr(file);
         eprintln!("bench: rep {} {} {scenario} ...", rep + 1, contender.name());
         let clock = Instant::now();
-        let status = cmd
-            .status()
+        let status = crate::proc::status(&mut cmd)
             .with_context(|| format!("cannot run {}", argv.join(" ")))?;
         let seconds = clock.elapsed().as_secs_f64();
         eprintln!(
