@@ -67,6 +67,34 @@ pub fn probe() -> Probe {
     }
 }
 
+/// Where and how a measured run happens, for the reports of verify-parallel and bench.
+#[derive(Debug, Clone)]
+pub struct RunEnvironment {
+    /// UTC, `2026-11-29T12:37:00Z`.
+    pub date: String,
+    /// `cargo xtask` and this process's arguments.
+    pub command: String,
+    pub cores: usize,
+    pub engine: String,
+    pub buildx: String,
+}
+
+pub fn run_environment() -> RunEnvironment {
+    let (engine, buildx) = probe().versions();
+    RunEnvironment {
+        date: crate::util::utc_date(crate::exec::runner::unix_now()),
+        command: std::iter::once("cargo xtask".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        cores: thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        engine,
+        buildx,
+    }
+}
+
 /// The images of `images` that the engine does not have (one `docker image inspect` for all).
 pub fn missing_images(images: &[String]) -> Vec<String> {
     let found = inspect_images(images);

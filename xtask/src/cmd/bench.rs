@@ -210,19 +210,14 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         }
     }
     let default = Contender::Xtask(decl.default_strategy.clone()).name();
-    let (engine, buildx) = crate::docker::probe().versions();
+    let run = crate::docker::run_environment();
     let rows = rows(&samples, &scenarios, &contenders, &default);
     let report = BenchReport {
-        date: crate::util::utc_date(crate::exec::runner::unix_now()),
-        command: std::iter::once("cargo xtask".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        engine,
-        buildx,
+        date: run.date,
+        command: run.command,
+        cores: run.cores,
+        engine: run.engine,
+        buildx: run.buildx,
         images,
         reps,
         default_strategy: decl.default_strategy.clone(),

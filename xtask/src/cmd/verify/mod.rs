@@ -44,7 +44,6 @@ use crate::{
 use crate::{
     sandbox::{nonce, Sandbox},
     session,
-    util::utc_date,
 };
 use analysis::{CargoSpan, Lane, Metrics};
 
@@ -760,18 +759,13 @@ fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> anyhow::Result<
 }
 
 fn environment(ctx: &Ctx, images: &[ImageDecl]) -> Environment {
-    let (engine, buildx) = docker::probe().versions();
+    let run = docker::run_environment();
     Environment {
-        date: utc_date(runner::unix_now()),
-        command: std::iter::once("cargo xtask".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        engine,
-        buildx,
+        date: run.date,
+        command: run.command,
+        cores: run.cores,
+        engine: run.engine,
+        buildx: run.buildx,
         strategy: ctx.strategy.clone(),
         images: images.iter().map(|i| i.name.clone()).collect(),
     }
