@@ -9,6 +9,10 @@
 //!
 //! The rest of the xtask finds this engine by itself: [`use_private_engine_if_needed`] points
 //! `DOCKER_HOST` at the private socket when no other engine is configured.
+//!
+//! Longer than 500 lines because the setup is one ordered procedure (packages, dockerd, base
+//! images from debootstrap and the host toolchain) whose steps share the engine directory; its
+//! queries live in `docker.rs`, its command in `cmd/engine.rs`.
 
 use std::{
     fs,

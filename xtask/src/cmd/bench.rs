@@ -9,6 +9,9 @@
 //! changed), `api` (a file of crates/api changed), `noop` (nothing changed). Repetitions rotate the
 //! contenders' order. The reference row is native cargo on the host (`cargo build --release
 //! --workspace --bins`, fresh target directory and cargo home for `cold`).
+//!
+//! Longer than 500 lines: the contenders, the scenarios that run them and the report's table and
+//! Markdown are one command's; the running goes through the sandbox and the session.
 
 use std::{
     fmt::Write as _,

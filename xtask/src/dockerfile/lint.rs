@@ -15,6 +15,9 @@
 //!
 //! A cargo target directory is a cache-mount target whose path ends in `/target`, or the
 //! `CARGO_TARGET_DIR` of that RUN (set in the command or by `ENV`).
+//!
+//! Longer than 500 lines because each rule is its own function over the model, next to the
+//! table that names it; the tests are in `lint/tests.rs`.
 
 use std::collections::{BTreeSet, HashMap};
 
