@@ -67,6 +67,34 @@ pub fn probe() -> Probe {
     }
 }
 
+/// Where and how a measured run happens, for the reports of verify-parallel and bench.
+#[derive(Debug, Clone)]
+pub struct RunEnvironment {
+    /// UTC, `2026-11-29T12:37:00Z`.
+    pub date: String,
+    /// `cargo xtask` and this process's arguments.
+    pub command: String,
+    pub cores: usize,
+    pub engine: String,
+    pub buildx: String,
+}
+
+pub fn run_environment() -> RunEnvironment {
+    let (engine, buildx) = probe().versions();
+    RunEnvironment {
+        date: crate::util::utc_date(crate::exec::runner::unix_now()),
+        command: std::iter::once("cargo xtask".to_string())
+            .chain(std::env::args().skip(1))
+            .collect::<Vec<_>>()
+            .join(" "),
+        cores: thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        engine,
+        buildx,
+    }
+}
+
 /// The images of `images` that the engine does not have (one `docker image inspect` for all).
 pub fn missing_images(images: &[String]) -> Vec<String> {
     let found = inspect_images(images);
@@ -84,12 +112,13 @@ pub fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> 
         return found;
     }
     // one line per image, `reference id size`; a missing one only prints an error on stderr
-    let output = Command::new("docker")
-        .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
-        .args(references)
-        .stdin(Stdio::null())
-        .stderr(Stdio::piped())
-        .output();
+    let output = crate::proc::output(
+        Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}} {{.Size}}"])
+            .args(references)
+            .stdin(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
     let Ok(output) = output else { return found };
     let stderr = String::from_utf8_lossy(&output.stderr);
     let present = references

@@ -9,6 +9,10 @@
 //!
 //! The rest of the xtask finds this engine by itself: [`use_private_engine_if_needed`] points
 //! `DOCKER_HOST` at the private socket when no other engine is configured.
+//!
+//! Longer than 500 lines because the setup is one ordered procedure (packages, dockerd, base
+//! images from debootstrap and the host toolchain) whose steps share the engine directory; its
+//! queries live in `docker.rs`, its command in `cmd/engine.rs`.
 
 use std::{
     fs,
@@ -239,35 +243,8 @@ pub fn down(dir: &EngineDir) -> anyhow::Result<()> {
 
 /// The base images the Dockerfiles name by default.
 pub fn base_images(root: &Path) -> anyhow::Result<Vec<String>> {
-    let rust_version = workspace_rust_version(root)?;
+    let rust_version = crate::workspace::rust_version(root)?;
     Ok(vec![rust_image(&rust_version), RUNTIME_IMAGE.to_string()])
-}
-
-/// `workspace.package.rust-version` of the root Cargo.toml: the toolchain the images use.
-pub fn workspace_rust_version(root: &Path) -> anyhow::Result<String> {
-    let path = root.join("Cargo.toml");
-    let text =
-        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    parse_rust_version(&text)
-        .with_context(|| format!("{}: no rust-version in [workspace.package]", path.display()))
-}
-
-fn parse_rust_version(manifest: &str) -> Option<String> {
-    let mut in_section = false;
-    for line in manifest.lines() {
-        let line = line.trim();
-        if line.starts_with('[') {
-            in_section = line == "[workspace.package]";
-            continue;
-        }
-        if in_section {
-            if let Some(value) = line.strip_prefix("rust-version") {
-                let value = value.trim_start().strip_prefix('=')?.trim();
-                return Some(value.trim_matches('"').to_string());
-            }
-        }
-    }
-    None
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
@@ -441,18 +418,19 @@ fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
 fn wait_for_socket(dir: &EngineDir) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let ok = Command::new("docker")
-            .args([
-                "--host",
-                &dir.docker_host(),
-                "version",
-                "--format",
-                "{{.Server.Version}}",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
+        let ok = crate::proc::status(
+            Command::new("docker")
+                .args([
+                    "--host",
+                    &dir.docker_host(),
+                    "version",
+                    "--format",
+                    "{{.Server.Version}}",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        )
+        .is_ok_and(|s| s.success());
         if ok {
             return Ok(());
         }
@@ -469,7 +447,7 @@ fn wait_for_socket(dir: &EngineDir) -> anyhow::Result<()> {
 
 /// Pulls the base images, or, when no registry answers, makes them locally.
 fn ensure_base_images(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
-    let rust_version = workspace_rust_version(root)?;
+    let rust_version = crate::workspace::rust_version(root)?;
     let rust = rust_image(&rust_version);
     let missing = missing_images(&[rust.clone(), RUNTIME_IMAGE.to_string()]);
     if missing.is_empty() {
@@ -552,19 +530,20 @@ fn make_base_image(
     fs::create_dir_all(rootfs)?;
     let log = rootfs.with_extension("debootstrap.log");
     let log_file = fs::File::create(&log)?;
-    let status = Command::new("debootstrap")
-        .args([
-            "--variant=minbase",
-            &format!("--include={include}"),
-            DEBIAN_SUITE,
-        ])
-        .arg(rootfs)
-        .arg(mirror)
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone()?)
-        .stderr(log_file)
-        .status()
-        .context("cannot run debootstrap")?;
+    let status = crate::proc::status(
+        Command::new("debootstrap")
+            .args([
+                "--variant=minbase",
+                &format!("--include={include}"),
+                DEBIAN_SUITE,
+            ])
+            .arg(rootfs)
+            .arg(mirror)
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file),
+    )
+    .context("cannot run debootstrap")?;
     if !status.success() {
         bail!("debootstrap for {image} failed; see {}", log.display());
     }
@@ -685,13 +664,7 @@ mod tests {
     }
 
     #[test]
-    fn rust_version_from_manifest() {
-        let text = "[workspace]\nmembers = []\n[workspace.package]\nversion = \"0.1.0\"\nrust-version = \"1.95\"\n";
-        assert_eq!(parse_rust_version(text).as_deref(), Some("1.95"));
-        assert_eq!(
-            parse_rust_version("[package]\nrust-version = \"1.0\"\n"),
-            None
-        );
+    fn rust_image_names() {
         assert_eq!(rust_image("1.95"), "rust:1.95-slim-bookworm");
     }
 }

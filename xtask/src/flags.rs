@@ -8,6 +8,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
 pub struct Xtask {
+    /// Log diagnostics on stderr: every process started (argv, duration, exit status) and each
+    /// image's build; `-vv` for everything. `RUST_LOG` (e.g. `xtask=debug`) takes precedence
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
     #[command(subcommand)]
     pub cmd: Cmd,
 }

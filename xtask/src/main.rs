@@ -51,7 +51,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Diagnostics go to stderr through tracing: `RUST_LOG` when set, else by `-v` count.
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "xtask=debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
 fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
+    init_tracing(flags.verbose);
     let root = util::workspace_root()?;
     // only the commands that talk to an engine look for one
     let uses_engine = !matches!(

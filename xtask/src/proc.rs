@@ -2,17 +2,31 @@
 //! timeout, signalling a process or process group, and quoting an argv for logs.
 
 use std::{
-    process::{Command, Stdio},
-    thread,
-    time::Duration,
+    ffi::OsStr,
+    process::{Command, ExitStatus, Output, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
 
+/// [`Command::status`], with the process logged (`-v`): argv, duration, exit status.
+pub fn status(cmd: &mut Command) -> std::io::Result<ExitStatus> {
+    let started = start(cmd);
+    let result = cmd.status();
+    finished(cmd, started, &result.as_ref().map(ToString::to_string));
+    result
+}
+
+/// [`Command::output`], with the process logged (`-v`).
+pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
+    let started = start(cmd);
+    let result = cmd.output();
+    finished(cmd, started, &result.as_ref().map(|o| o.status.to_string()));
+    result
+}
+
 pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
-    let status = cmd
-        .stdin(Stdio::null())
-        .status()
+    let status = status(cmd.stdin(Stdio::null()))
         .with_context(|| format!("cannot start {what} ({:?})", cmd.get_program()))?;
     if !status.success() {
         bail!("{what} failed ({status})");
@@ -20,33 +34,68 @@ pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a command, returns its stdout, and fails with its stderr when it fails or takes too long.
+/// Runs a command, returns its stdout, and fails with its stderr when it fails or takes too long
+/// (then it is killed). Through duct's `wait_timeout`.
 pub fn capture_with_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<String> {
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    match rx.recv_timeout(timeout) {
-        Ok(output) => {
-            let output = output?;
-            if output.status.success() {
-                Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-            } else {
-                bail!("{}", String::from_utf8_lossy(&output.stderr).trim())
-            }
-        }
-        Err(_) => {
-            send_signal(pid as i32, libc::SIGKILL);
-            bail!("timed out after {} s", timeout.as_secs())
-        }
+    let mut expression = duct::cmd(cmd.get_program(), cmd.get_args())
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked();
+    if let Some(dir) = cmd.get_current_dir() {
+        expression = expression.dir(dir);
     }
+    for (key, value) in cmd.get_envs() {
+        expression = match value {
+            Some(value) => expression.env(key, value),
+            None => expression.env_remove(key),
+        };
+    }
+    let started = start(cmd);
+    let handle = expression
+        .start()
+        .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
+    let Some(output) = handle.wait_timeout(timeout)? else {
+        let _ = handle.kill();
+        finished(cmd, started, &Ok::<_, String>("killed: timed out"));
+        bail!("timed out after {} s", timeout.as_secs())
+    };
+    finished(cmd, started, &Ok::<_, String>(output.status));
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        bail!("{}", String::from_utf8_lossy(&output.stderr).trim())
+    }
+}
+
+fn start(cmd: &Command) -> Instant {
+    tracing::debug!(argv = %command_line(cmd), "process started");
+    Instant::now()
+}
+
+fn finished<T: std::fmt::Display, E: std::fmt::Display>(
+    cmd: &Command,
+    started: Instant,
+    status: &Result<T, E>,
+) {
+    let seconds = started.elapsed().as_secs_f64();
+    match status {
+        Ok(status) => tracing::debug!(
+            argv = %command_line(cmd), seconds, %status, "process finished"
+        ),
+        Err(err) => tracing::debug!(
+            argv = %command_line(cmd), seconds, error = %err, "process did not start"
+        ),
+    }
+}
+
+/// The command line of `cmd`, quoted for a shell.
+pub fn command_line(cmd: &Command) -> String {
+    let argv: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a: &OsStr| a.to_string_lossy().into_owned())
+        .collect();
+    shell_line(&argv)
 }
 
 /// Sends `signal` to process `pid`, or to process group `-pid` when negative. Errors (the process

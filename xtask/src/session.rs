@@ -321,6 +321,15 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .iter()
         .zip(results)
         .map(|(build, job)| {
+            let _span = tracing::info_span!("image", image = %build.image).entered();
+            tracing::debug!(
+                argv = %crate::proc::shell_line(&build.argv),
+                seconds = job.wall_seconds,
+                exit = ?job.exit_code,
+                outcome = ?job.outcome,
+                log = %build.log.display(),
+                "build finished"
+            );
             let ok = job.outcome == Outcome::Succeeded;
             let (image_id, size) = match build.tag().and_then(|t| inspected.get(t)) {
                 Some((id, size)) => (Some(id.clone()), Some(*size)),

@@ -209,10 +209,10 @@ pub struct PackageBins {
     pub deps: Vec<String>,
 }
 
-/// Reads and validates the declaration of the workspace at `root`.
-pub fn load(root: &Path) -> anyhow::Result<Declaration> {
+/// `cargo metadata --no-deps` of the workspace at `root`.
+fn metadata(root: &Path) -> anyhow::Result<cargo_metadata::Metadata> {
     let manifest = root.join("Cargo.toml");
-    let metadata = cargo_metadata::MetadataCommand::new()
+    cargo_metadata::MetadataCommand::new()
         .manifest_path(&manifest)
         .no_deps()
         .other_options(vec!["--offline".to_string()])
@@ -222,7 +222,39 @@ pub fn load(root: &Path) -> anyhow::Result<Declaration> {
                 "cannot read the workspace metadata of {}",
                 manifest.display()
             )
+        })
+}
+
+/// `workspace.package.rust-version` (the toolchain the images are built with), as cargo reads it:
+/// `1.95` for `rust-version = "1.95"`.
+pub fn rust_version(root: &Path) -> anyhow::Result<String> {
+    let metadata = metadata(root)?;
+    let version = metadata
+        .workspace_packages()
+        .iter()
+        .find_map(|p| p.rust_version.clone())
+        .with_context(|| {
+            format!(
+                "{}: no rust-version in [workspace.package]",
+                root.join("Cargo.toml").display()
+            )
         })?;
+    Ok(short_version(&version))
+}
+
+/// `1.95` for 1.95.0, `1.95.1` for 1.95.1: the version as a `rust-version` key writes it.
+fn short_version(v: &cargo_metadata::semver::Version) -> String {
+    if v.patch == 0 {
+        format!("{}.{}", v.major, v.minor)
+    } else {
+        v.to_string()
+    }
+}
+
+/// Reads and validates the declaration of the workspace at `root`.
+pub fn load(root: &Path) -> anyhow::Result<Declaration> {
+    let manifest = root.join("Cargo.toml");
+    let metadata = metadata(root)?;
     let packages: Vec<PackageBins> = metadata
         .workspace_packages()
         .iter()
@@ -653,6 +685,21 @@ mod tests {
         assert!(
             err.contains("measure: unknown image or group `nope`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn rust_versions_are_written_as_in_cargo_toml() {
+        let v = |s| cargo_metadata::semver::Version::parse(s).unwrap();
+        assert_eq!(short_version(&v("1.95.0")), "1.95");
+        assert_eq!(short_version(&v("1.95.1")), "1.95.1");
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+        let version = rust_version(root).unwrap();
+        assert!(
+            std::fs::read_to_string(root.join("Cargo.toml"))
+                .unwrap()
+                .contains(&format!("rust-version = \"{version}\"")),
+            "{version}"
         );
     }
 

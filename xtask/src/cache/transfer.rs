@@ -149,7 +149,7 @@ pub fn setup(
     };
     let rust_version = match arg("RUST_VERSION") {
         Some(v) => v,
-        None => crate::engine::workspace_rust_version(root)?,
+        None => crate::workspace::rust_version(root)?,
     };
     let lock = root.join("Cargo.lock");
     let cargo_lock =

@@ -9,6 +9,9 @@
 //! changed), `api` (a file of crates/api changed), `noop` (nothing changed). Repetitions rotate the
 //! contenders' order. The reference row is native cargo on the host (`cargo build --release
 //! --workspace --bins`, fresh target directory and cargo home for `cold`).
+//!
+//! Longer than 500 lines: the contenders, the scenarios that run them and the report's table and
+//! Markdown are one command's; the running goes through the sandbox and the session.
 
 use std::{
     fmt::Write as _,
@@ -213,19 +216,14 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         }
     }
     let default = Contender::Xtask(decl.default_strategy.clone()).name();
-    let (engine, buildx) = crate::docker::probe().versions();
+    let run = crate::docker::run_environment();
     let rows = rows(&samples, &scenarios, &contenders, &default);
     let report = BenchReport {
-        date: crate::util::utc_date(crate::exec::runner::unix_now()),
-        command: std::iter::once("cargo xtask".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        engine,
-        buildx,
+        date: run.date,
+        command: run.command,
+        cores: run.cores,
+        engine: run.engine,
+        buildx: run.buildx,
         images,
         reps,
         default_strategy: decl.default_strategy.clone(),
@@ -368,8 +366,7 @@ fn run_contender(
         cmd.stdout(file.try_clone()?).stderr(file);
         eprintln!("bench: rep {} {} {scenario} ...", rep + 1, contender.name());
         let clock = Instant::now();
-        let status = cmd
-            .status()
+        let status = crate::proc::status(&mut cmd)
             .with_context(|| format!("cannot run {}", argv.join(" ")))?;
         let seconds = clock.elapsed().as_secs_f64();
         eprintln!(

@@ -97,12 +97,13 @@ pub fn run(root: &Path, args: flags::CiArgs) -> anyhow::Result<Status> {
         } else {
             step.argv[0].clone().into()
         };
-        let status = Command::new(program)
-            .args(&step.argv[1..])
-            .envs(step.env.iter().copied())
-            .current_dir(root)
-            .status()
-            .with_context(|| format!("cannot start step {}", step.name))?;
+        let status = crate::proc::status(
+            Command::new(program)
+                .args(&step.argv[1..])
+                .envs(step.env.iter().copied())
+                .current_dir(root),
+        )
+        .with_context(|| format!("cannot start step {}", step.name))?;
         let ok = status.success();
         let seconds = clock.elapsed().as_secs_f64();
         eprintln!(

@@ -15,6 +15,9 @@
 //!
 //! A cargo target directory is a cache-mount target whose path ends in `/target`, or the
 //! `CARGO_TARGET_DIR` of that RUN (set in the command or by `ENV`).
+//!
+//! Longer than 500 lines because each rule is its own function over the model, next to the
+//! table that names it; the tests are in `lint/tests.rs`.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -76,7 +79,9 @@ pub fn lint(text: &str, ctx: &LintContext) -> Result<Vec<Finding>, ParseError> {
     Ok(findings)
 }
 
-/// `workspace.package.rust-version` from the text of a workspace's root Cargo.toml.
+/// `workspace.package.rust-version` from the text of a workspace's root Cargo.toml: for the
+/// Dockerfiles of another workspace, whose `[workspace.package]` cargo metadata does not report
+/// when no member inherits it (this workspace's own comes from `workspace::rust_version`).
 pub fn workspace_rust_version(cargo_toml: &str) -> Option<String> {
     let mut in_section = false;
     for line in cargo_toml.lines() {

@@ -485,8 +485,8 @@ RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \\
 
     #[test]
     fn copy_with_sharing_rewrites_a_copy_and_leaves_the_source() {
-        let base =
-            std::env::temp_dir().join(format!("xtask-copy-with-sharing-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path();
         let (src, dst) = (base.join("docker"), base.join("locked"));
         fs::create_dir_all(&src).unwrap();
         let text = "FROM a\nRUN --mount=type=cache,target=/c,sharing=shared true\n";
@@ -507,6 +507,5 @@ RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \\
             "target\n"
         );
         assert_eq!(fs::read_to_string(src.join("Dockerfile.x")).unwrap(), text);
-        fs::remove_dir_all(&base).unwrap();
     }
 }

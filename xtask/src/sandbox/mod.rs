@@ -18,22 +18,30 @@ use crate::dockerfile::{self, Sharing};
 pub struct Sandbox {
     pub root: PathBuf,
     source: PathBuf,
-    keep: bool,
+    /// Removes the directory when dropped; `None` when kept.
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Sandbox {
-    /// Copies `source` (minus its top-level target/ and .git/) to a fresh directory.
+    /// Copies `source` (minus its top-level target/ and .git/) to a fresh temporary directory
+    /// named `attune-verify-<name>-<random>`.
     pub fn create(source: &Path, name: &str, keep: bool) -> anyhow::Result<Sandbox> {
-        let root = std::env::temp_dir().join(format!("attune-verify-{name}"));
-        if root.exists() {
-            fs::remove_dir_all(&root)
-                .with_context(|| format!("cannot remove {}", root.display()))?;
-        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("attune-verify-{name}-"))
+            .tempdir()
+            .context("cannot create a temporary directory")?;
+        let root = dir.path().to_path_buf();
         copy_tree(source, &root, true)?;
+        let dir = if keep {
+            let _kept: PathBuf = dir.keep();
+            None
+        } else {
+            Some(dir)
+        };
         Ok(Sandbox {
             root,
             source: source.to_path_buf(),
-            keep,
+            _dir: dir,
         })
     }
 
@@ -102,21 +110,19 @@ impl Sandbox {
     }
 }
 
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if !self.keep {
-            let _ = fs::remove_dir_all(&self.root);
-        }
-    }
-}
-
+/// Copies a tree, the entries of each directory in parallel (rayon): a build context has
+/// thousands of small files, and copying them one after the other leaves cores idle.
 fn copy_tree(src: &Path, dst: &Path, top: bool) -> anyhow::Result<()> {
+    use rayon::prelude::*;
     fs::create_dir_all(dst).with_context(|| format!("cannot create {}", dst.display()))?;
-    for entry in fs::read_dir(src).with_context(|| format!("cannot read {}", src.display()))? {
-        let entry = entry?;
+    let entries: Vec<fs::DirEntry> = fs::read_dir(src)
+        .with_context(|| format!("cannot read {}", src.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot read {}", src.display()))?;
+    entries.par_iter().try_for_each(|entry| {
         let name = entry.file_name();
         if top && (name == "target" || name == ".git") {
-            continue;
+            return Ok(());
         }
         let (from, to) = (entry.path(), dst.join(&name));
         let kind = entry.file_type()?;
@@ -128,8 +134,8 @@ fn copy_tree(src: &Path, dst: &Path, top: bool) -> anyhow::Result<()> {
         } else if kind.is_file() {
             fs::copy(&from, &to).with_context(|| format!("cannot copy {}", from.display()))?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 pub fn nonce() -> String {
@@ -142,4 +148,37 @@ pub fn nonce() -> String {
         (t as u64) & 0xffff_ffff,
         std::process::id() & 0xfff
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sandbox_copies_the_tree_minus_target_and_git_and_goes_away() {
+        let src = tempfile::tempdir().unwrap();
+        for dir in ["crates/a/src", "target/debug", ".git", "docker"] {
+            fs::create_dir_all(src.path().join(dir)).unwrap();
+        }
+        fs::write(src.path().join("crates/a/src/lib.rs"), "pub fn a() {}\n").unwrap();
+        fs::write(src.path().join("target/debug/x"), "x").unwrap();
+        std::os::unix::fs::symlink("crates", src.path().join("link")).unwrap();
+        let sandbox = Sandbox::create(src.path(), "test", false).unwrap();
+        let root = sandbox.root.clone();
+        assert!(root.join("crates/a/src/lib.rs").is_file());
+        assert!(root.join("docker").is_dir() && root.join("link").is_symlink());
+        assert!(!root.join("target").exists() && !root.join(".git").exists());
+        let changed = sandbox.change(Path::new("crates/a"), "n1").unwrap();
+        assert_eq!(changed, Path::new("crates/a/src/lib.rs"));
+        assert!(fs::read_to_string(root.join(&changed))
+            .unwrap()
+            .contains("n1"));
+        drop(sandbox);
+        assert!(!root.exists());
+        let kept = Sandbox::create(src.path(), "kept", true).unwrap();
+        let root = kept.root.clone();
+        drop(kept);
+        assert!(root.is_dir());
+        fs::remove_dir_all(root).unwrap();
+    }
 }

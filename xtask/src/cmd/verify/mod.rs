@@ -14,6 +14,9 @@
 //! Every build runs from a temporary copy of the build context ([`Sandbox`]) whose
 //! Dockerfiles are rewritten (sharing, cache namespace, exec marker); the working tree is never
 //! touched. Pure logic lives in [`analysis`] and [`report`].
+//!
+//! Longer than 500 lines: the three tests share one context and their report types; the pure
+//! parts are already apart ([`analysis`], [`report`]). A next split would give each test its file.
 
 pub mod analysis;
 pub mod report;
@@ -44,7 +47,6 @@ use crate::{
 use crate::{
     sandbox::{nonce, Sandbox},
     session,
-    util::utc_date,
 };
 use analysis::{CargoSpan, Lane, Metrics};
 
@@ -702,7 +704,7 @@ fn reuse(ctx: &Ctx, image: &ImageDecl, failures: &mut Vec<Failure>) -> anyhow::R
 fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> anyhow::Result<String> {
     let common = ctx.decl.common_crate()?;
     let mut out = String::new();
-    let sandbox = std::env::temp_dir().join(format!("attune-verify-{}-<test>", ctx.nonce));
+    let sandbox = std::env::temp_dir().join(format!("attune-verify-{}-<test>-<random>", ctx.nonce));
     let names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
     out.push_str(&format!(
         "# verify-parallel, strategy {}, images {}; every build runs from {} (a copy of the\n\
@@ -760,18 +762,13 @@ fn dry_run(ctx: &Ctx, sel: &Selection, images: &[&ImageDecl]) -> anyhow::Result<
 }
 
 fn environment(ctx: &Ctx, images: &[ImageDecl]) -> Environment {
-    let (engine, buildx) = docker::probe().versions();
+    let run = docker::run_environment();
     Environment {
-        date: utc_date(runner::unix_now()),
-        command: std::iter::once("cargo xtask".to_string())
-            .chain(std::env::args().skip(1))
-            .collect::<Vec<_>>()
-            .join(" "),
-        cores: std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1),
-        engine,
-        buildx,
+        date: run.date,
+        command: run.command,
+        cores: run.cores,
+        engine: run.engine,
+        buildx: run.buildx,
         strategy: ctx.strategy.clone(),
         images: images.iter().map(|i| i.name.clone()).collect(),
     }

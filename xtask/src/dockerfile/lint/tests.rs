@@ -247,16 +247,6 @@ fn rust_version_default_matches_the_workspace() {
 }
 
 #[test]
-fn reads_the_workspace_rust_version() {
-    let toml = "[workspace]\nmembers = []\n\n[package]\nrust-version = \"1.1\"\n[workspace.package]\nversion = \"0.1.0\"\n# comment\nrust-version = \"1.95\" # toolchain\n";
-    assert_eq!(workspace_rust_version(toml).as_deref(), Some("1.95"));
-    assert_eq!(
-        workspace_rust_version("[package]\nrust-version = \"1.1\"\n"),
-        None
-    );
-}
-
-#[test]
 fn every_rule_id_is_listed() {
     let seen = [
         "cache-registry-race",
