@@ -143,14 +143,28 @@ pub struct BuildOptions {
     #[arg(long)]
     pub registry: Option<String>,
     /// The buildx builder to use (a remote or Kubernetes BuildKit, for instance)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "builders")]
     pub builder: Option<String>,
+    /// Spread the images over these builders (buildx builder names or docker contexts,
+    /// comma-separated). With the workspace strategy the builder stage runs once, on the first
+    /// builder, and reaches the others as a layer cache in --registry
+    #[arg(long, value_delimiter = ',')]
+    pub builders: Vec<String>,
+    /// With --builders: do not run a failed build again on another builder
+    #[arg(long)]
+    pub no_retry: bool,
     /// Target platforms, repeatable or comma-separated (e.g. linux/amd64,linux/arm64)
     #[arg(long, value_delimiter = ',')]
     pub platform: Vec<String>,
-    /// Push images instead of loading them into the engine
+    /// Push images instead of loading them into the engine, as one set: each build pushes only a
+    /// staging tag (xtask-staging-TAG), and only when every build succeeded do all tags move to
+    /// the pushed digests at once; a failed set moves no tag (exit 1)
     #[arg(long)]
     pub push: bool,
+    /// With --push: push each image's tag as soon as its build finishes (a failed set is then
+    /// partly published)
+    #[arg(long, requires = "push")]
+    pub push_partial: bool,
     /// External cache sources, as for buildx; `{image}` is replaced by the image name
     #[arg(long)]
     pub cache_from: Vec<String>,

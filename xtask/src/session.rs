@@ -59,6 +59,16 @@ pub fn plan_from_args(
             )));
         }
     }
+    crate::farm::check_builders(&args.builders).map_err(usage)?;
+    let atomic = args.push && !args.push_partial;
+    let tag_len = args.tag.as_deref().unwrap_or(&decl.tag).len();
+    if atomic && tag_len + plan::STAGING_PREFIX.len() > 128 {
+        return Err(usage(format!(
+            "--tag: at most {} characters with --push (the staging tag adds `{}`), or use --push-partial",
+            128 - plan::STAGING_PREFIX.len(),
+            plan::STAGING_PREFIX
+        )));
+    }
     if args.push && args.registry.is_none() {
         return Err(usage(
             "--push without --registry would push attune-*:TAG to Docker Hub's library namespace; name the registry (for Docker Hub: --registry docker.io/<account>)".into(),
@@ -71,6 +81,9 @@ pub fn plan_from_args(
         builder: args.builder.clone(),
         platforms: args.platform.clone(),
         push: args.push,
+        push_partial: args.push_partial,
+        builders: args.builders.clone(),
+        no_retry: args.no_retry,
         cache_from: args.cache_from.clone(),
         cache_to: args.cache_to.clone(),
         build_args: args.build_arg.clone(),
@@ -257,6 +270,17 @@ pub struct ImageReport {
     pub size_bytes: Option<u64>,
     pub output_dir: Option<PathBuf>,
     pub log: PathBuf,
+    /// Where it ran (with `--builders`), and where it failed first when it was retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retried_from: Option<String>,
+    /// The pushed manifest's digest (`sha256:...`), from buildx's metadata file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `REPO:TAG@DIGEST` once an atomic publish moved the tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
     #[serde(skip)]
     pub job: JobResult,
 }
@@ -266,6 +290,9 @@ pub struct Report {
     pub strategy: String,
     pub images: Vec<ImageReport>,
     pub totals: Totals,
+    /// An atomic publish: whether the tags moved, and why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<crate::publish::PublishReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -283,27 +310,79 @@ impl Report {
         if self.totals.interrupted + self.totals.not_started > 0 {
             Status::Interrupted
         } else {
-            Status::from_ok(self.totals.failed == 0)
+            let published = self.publish.as_ref().is_none_or(|p| p.moved);
+            Status::from_ok(self.totals.failed == 0 && published)
         }
     }
 }
 
-/// Runs the plan (the engine must be reachable) and collects the report.
+/// Runs the plan (the engine must be reachable) and collects the report: wave by wave (the seed
+/// of a farm first, alone), each failed build of a wave retried once on another builder when the
+/// plan says so.
 pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
-    let jobs: Vec<Job> = plan
-        .builds
-        .iter()
-        .map(|b| Job {
-            name: b.image.clone(),
-            argv: b.argv.clone(),
-            cwd: root.to_path_buf(),
-            log: root.join(&b.log),
-        })
-        .collect();
-    let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+    let job_of = |b: &plan::Build| Job {
+        name: b.image.clone(),
+        argv: b.argv.clone(),
+        cwd: root.to_path_buf(),
+        log: root.join(&b.log),
+    };
+    let names: Vec<String> = plan.builds.iter().map(|b| b.image.clone()).collect();
     let reporter = progress::reporter(mode, &names);
     let clock = Instant::now();
-    let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
+    let mut slots: Vec<Option<JobResult>> = vec![None; plan.builds.len()];
+    // what ran in the end (a retry's build) and where each build failed first
+    let mut ran: Vec<plan::Build> = plan.builds.clone();
+    let mut retried_from: Vec<Option<String>> = vec![None; plan.builds.len()];
+    let builders: Vec<String> = plan
+        .builds
+        .iter()
+        .filter_map(|b| b.target.builder.clone())
+        .fold(Vec::new(), |mut list, b| {
+            if !list.contains(&b) {
+                list.push(b);
+            }
+            list
+        });
+    for wave in plan.waves() {
+        let jobs: Vec<Job> = wave.iter().map(|&i| job_of(&plan.builds[i])).collect();
+        let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
+        let mut again = Vec::new();
+        for (&i, result) in wave.iter().zip(results) {
+            let failed_on = (plan.retry && result.outcome == Outcome::Failed)
+                .then(|| plan.builds[i].target.builder.clone())
+                .flatten();
+            if let Some(to) =
+                failed_on.and_then(|from| crate::farm::retry_builder(&from, &builders))
+            {
+                let log = plan.builds[i].log.with_extension("retry.log");
+                again.push((i, crate::plan::retarget(&plan.builds[i], &to, log)));
+            }
+            slots[i] = Some(result);
+        }
+        if again.is_empty() || runner::interrupted() {
+            continue;
+        }
+        for (i, build) in &again {
+            eprintln!(
+                "docker-build: {} failed on builder {}; retrying on {} (log {})",
+                build.image,
+                plan.builds[*i].target.builder.as_deref().unwrap_or("-"),
+                build.target.builder.as_deref().unwrap_or("-"),
+                build.log.display()
+            );
+        }
+        let jobs: Vec<Job> = again.iter().map(|(_, b)| job_of(b)).collect();
+        let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
+        for ((i, build), result) in again.into_iter().zip(results) {
+            retried_from[i] = plan.builds[i].target.builder.clone();
+            ran[i] = build;
+            slots[i] = Some(result);
+        }
+    }
+    let results: Vec<JobResult> = slots
+        .into_iter()
+        .map(|r| r.expect("every wave ran"))
+        .collect();
     let wall = clock.elapsed().as_secs_f64();
     drop(reporter);
     let loaded: Vec<String> = plan
@@ -318,8 +397,13 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .builds
         .iter()
         .zip(results)
-        .map(|(build, job)| {
+        .enumerate()
+        .map(|(i, (build, job))| {
             let ok = job.outcome == Outcome::Succeeded;
+            let digest = (build.target.metadata_file.as_ref())
+                .filter(|_| ok)
+                .and_then(|file| std::fs::read_to_string(root.join(file)).ok())
+                .and_then(|text| crate::publish::digest_from_metadata(&text));
             let (image_id, size) = match build.tag().and_then(|t| inspected.get(t)) {
                 Some((id, size)) => (Some(id.clone()), Some(*size)),
                 None => (None, None),
@@ -345,7 +429,11 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 image_id,
                 size_bytes: size,
                 output_dir: build.output_dir().map(Path::to_path_buf),
-                log: build.log.clone(),
+                log: ran[i].log.clone(),
+                builder: ran[i].target.builder.clone(),
+                retried_from: retried_from[i].clone(),
+                digest,
+                published: None,
                 job,
             }
         })
@@ -363,6 +451,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         strategy: plan.strategy.clone(),
         images,
         totals,
+        publish: None,
     }
 }
 

@@ -50,6 +50,9 @@ pub struct Target {
     pub no_cache: bool,
     /// A bake file cannot name one: `docker buildx bake --builder` takes it.
     pub builder: Option<String>,
+    /// Where buildx writes the build's metadata (the pushed digest): `--metadata-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_file: Option<PathBuf>,
 }
 
 impl Target {
@@ -61,6 +64,9 @@ impl Target {
             argv.extend(["--builder".into(), builder.clone()]);
         }
         argv.push(format!("--progress={progress}"));
+        if let Some(file) = &self.metadata_file {
+            argv.extend(["--metadata-file".into(), path_arg(file)]);
+        }
         argv.extend(["--file".into(), path_arg(&self.dockerfile)]);
         argv.extend(["--target".into(), self.target.clone()]);
         for (key, value) in &self.args {
@@ -269,6 +275,7 @@ mod tests {
             pull: true,
             no_cache: true,
             builder: None,
+            metadata_file: None,
         }
     }
 

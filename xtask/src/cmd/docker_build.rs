@@ -16,7 +16,9 @@ use crate::{
 pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> {
     // the engine check (a few docker processes) runs while cargo metadata reads the declaration:
     // a no-op rebuild is dominated by such fixed costs
-    let check_bases = args.engine == flags::EngineMode::Auto && args.build.builder.is_none();
+    let check_bases = args.engine == flags::EngineMode::Auto
+        && args.build.builder.is_none()
+        && args.build.builders.is_empty();
     let (decl, check) = std::thread::scope(|s| {
         let check = (!args.dry_run).then(|| s.spawn(|| check_engine(root, check_bases)));
         let decl = workspace::load(root);
@@ -38,7 +40,8 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     // one run at a time writes a log directory: concurrent runs would tear each other's logs
     let _lock = lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
     preflight_with(root, &plan, args.engine, check?)?;
-    let report = execute(root, &plan, progress::detect_mode());
+    let mut report = execute(root, &plan, progress::detect_mode());
+    crate::publish::finish(root, &plan, &mut report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -61,10 +64,22 @@ pub fn render_summary(report: &Report) -> String {
     // same start instant (to the microsecond) in each of their event streams
     let shared = shared_cargo_runs(&report.images);
     let mark_of = |image: &str| shared.iter().position(|g| g.iter().any(|i| i == image));
+    // with several builders, a column says where each image ran (and where it failed first)
+    let farm = report.images.iter().any(|i| i.builder.is_some());
+    let placed = |image: &crate::session::ImageReport| match (&image.builder, &image.retried_from) {
+        (Some(b), Some(first)) => format!("  {b} (retry; failed on {first})"),
+        (Some(b), None) => format!("  {b}"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}",
-        "image", "result", "wall", "cargo step", "size"
+        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}{}",
+        "image",
+        "result",
+        "wall",
+        "cargo step",
+        "size",
+        if farm { "  builder" } else { "" }
     );
     for image in &report.images {
         let result = match image.result {
@@ -90,8 +105,13 @@ pub fn render_summary(report: &Report) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}",
-            image.image, result, image.wall_seconds, cargo, size
+            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}{}",
+            image.image,
+            result,
+            image.wall_seconds,
+            cargo,
+            size,
+            placed(image)
         );
     }
     for (mark, images) in shared.iter().enumerate() {
@@ -133,6 +153,10 @@ pub fn render_summary(report: &Report) -> String {
         for line in &image.job.tail {
             let _ = writeln!(out, "  {line}");
         }
+    }
+    if let Some(publish) = &report.publish {
+        out.push('\n');
+        out.push_str(&crate::publish::render(publish));
     }
     if let Some(first) = report.images.first() {
         if let Some(dir) = first.log.parent() {
