@@ -88,10 +88,19 @@ pub struct EngineArgs {
 pub enum EngineCmd {
     /// Make an engine reachable: install Debian's docker.io and buildx if needed, start a private
     /// dockerd on its own socket, and create the base images locally when no registry answers
-    Up,
+    Up {
+        /// Start a second private dockerd beside the first (its own data root, socket and bridge,
+        /// docker context `attune-second`), a second builder for `docker-build --builders`
+        #[arg(long)]
+        second: bool,
+    },
     /// Stop the private dockerd and the local registry that `up` started (found by their pid
     /// files), and nothing else
-    Down,
+    Down {
+        /// Stop only the second dockerd and remove its bridge, NAT rules and context
+        #[arg(long)]
+        second: bool,
+    },
     /// Say which engine is reachable, its versions, whether the base images are present, and
     /// the local registry's address (exit 1 when no engine with buildx answers)
     Status {

@@ -15,6 +15,7 @@ mod proc;
 mod publish;
 mod registry;
 mod sandbox;
+mod second_engine;
 mod session;
 mod target;
 mod util;

@@ -26,6 +26,8 @@ pub struct Options {
     pub push_partial: bool,
     /// Builders (buildx builder names or docker contexts) to spread the images over.
     pub builders: Vec<String>,
+    /// Which of `builders` are docker contexts (run with `docker --context`), not buildx builders.
+    pub contexts: Vec<String>,
     /// With several builders: a failed build is not run again on another builder.
     pub no_retry: bool,
     /// Passed through; `{image}` is replaced by the image name.
@@ -89,6 +91,11 @@ impl Publish {
 }
 
 impl Build {
+    /// Where it runs: its buildx builder or docker context, if named.
+    pub fn runs_on(&self) -> Option<&str> {
+        (self.target.builder.as_deref()).or(self.target.docker_context.as_deref())
+    }
+
     /// `attune-api:dev` for images; `None` for local outputs.
     pub fn tag(&self) -> Option<&String> {
         self.target.tags.first()
@@ -127,6 +134,9 @@ pub struct Plan {
     /// Whether a failed build runs once more on another builder.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub retry: bool,
+    /// The builder names that are docker contexts (see [`Options::contexts`]).
+    #[serde(skip)]
+    pub contexts: Vec<String>,
 }
 
 impl Plan {
@@ -154,10 +164,13 @@ impl Plan {
     }
 }
 
-/// `build` run on `builder` instead, logging to `log` (a retry). Pure.
-pub fn retarget(build: &Build, builder: &str, log: PathBuf) -> Build {
+/// `build` run on `builder` instead (a docker context when `contexts` names it, else a buildx
+/// builder), logging to `log`: a placement or a retry. Pure.
+pub fn retarget(build: &Build, builder: &str, log: PathBuf, contexts: &[String]) -> Build {
     let mut target = build.target.clone();
-    target.builder = Some(builder.to_string());
+    let is_context = builder != "default" && contexts.iter().any(|c| c == builder);
+    target.builder = (!is_context).then(|| builder.to_string());
+    target.docker_context = is_context.then(|| builder.to_string());
     Build {
         argv: target.build_argv("rawjson"),
         target,
@@ -204,8 +217,7 @@ pub fn plan(
         }
         let placement = crate::farm::place(builds.len(), &options.builders);
         for (build, builder) in builds.iter_mut().zip(placement) {
-            build.target.builder = Some(builder);
-            build.argv = build.target.build_argv("rawjson");
+            *build = retarget(build, &builder, build.log.clone(), &options.contexts);
         }
     }
     Ok(Plan {
@@ -215,6 +227,7 @@ pub fn plan(
         seed,
         cache_ref,
         retry: options.builders.len() > 1 && !options.no_retry,
+        contexts: options.contexts.clone(),
     })
 }
 
@@ -280,6 +293,7 @@ fn build(
         pull: options.pull,
         no_cache: options.no_cache,
         builder: options.builder.clone(),
+        docker_context: None,
         // a pushed image's digest is read from there
         metadata_file: pushed.then(|| {
             options
@@ -462,7 +476,7 @@ pub fn render_dry_run(plan: &Plan) -> String {
     let line = |out: &mut String, build: &Build| {
         out.push_str(&shell_line(&redacted(&build.argv)));
         out.push_str(&format!("   # {}", build.image));
-        if let Some(builder) = &build.target.builder {
+        if let Some(builder) = build.runs_on() {
             out.push_str(&format!(" on {builder}"));
         }
         out.push_str(&format!(" -> {}\n", build.log.display()));
@@ -760,12 +774,29 @@ mod tests {
         };
         let images = decl.select(&["api".into()]).unwrap();
         let plan = plan(&decl, &images, &options).unwrap();
-        let again = retarget(&plan.builds[0], "b", "logs/api.retry.log".into());
+        let again = retarget(&plan.builds[0], "b", "logs/api.retry.log".into(), &[]);
         assert_eq!(again.target.builder.as_deref(), Some("b"));
         assert_eq!(again.log, Path::new("logs/api.retry.log"));
         let mut want = plan.builds[0].argv.clone();
         want[4] = "b".into();
         assert_eq!(again.argv, want);
+        // a docker context runs the build with `docker --context`, not `--builder`
+        let on_context = retarget(&plan.builds[0], "b", "x.log".into(), &["b".into()]);
+        assert_eq!(on_context.target.builder, None);
+        assert_eq!(
+            on_context.argv[..5],
+            ["docker", "--context", "b", "buildx", "build"]
+        );
+        assert_eq!(on_context.runs_on(), Some("b"));
+        assert!(on_context.target.bake().is_err());
+        // `default` is the builder of DOCKER_HOST's engine, even though a context has that name
+        let default = retarget(
+            &plan.builds[0],
+            "default",
+            "x.log".into(),
+            &["default".into()],
+        );
+        assert_eq!(default.target.builder.as_deref(), Some("default"));
     }
 
     #[test]

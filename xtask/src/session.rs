@@ -83,6 +83,11 @@ pub fn plan_from_args(
         push: args.push,
         push_partial: args.push_partial,
         builders: args.builders.clone(),
+        contexts: if args.builders.is_empty() {
+            Vec::new()
+        } else {
+            crate::docker::context_names()
+        },
         no_retry: args.no_retry,
         cache_from: args.cache_from.clone(),
         cache_to: args.cache_to.clone(),
@@ -336,7 +341,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
     let builders: Vec<String> = plan
         .builds
         .iter()
-        .filter_map(|b| b.target.builder.clone())
+        .filter_map(|b| b.runs_on().map(String::from))
         .fold(Vec::new(), |mut list, b| {
             if !list.contains(&b) {
                 list.push(b);
@@ -349,13 +354,16 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         let mut again = Vec::new();
         for (&i, result) in wave.iter().zip(results) {
             let failed_on = (plan.retry && result.outcome == Outcome::Failed)
-                .then(|| plan.builds[i].target.builder.clone())
+                .then(|| plan.builds[i].runs_on().map(String::from))
                 .flatten();
             if let Some(to) =
                 failed_on.and_then(|from| crate::farm::retry_builder(&from, &builders))
             {
                 let log = plan.builds[i].log.with_extension("retry.log");
-                again.push((i, crate::plan::retarget(&plan.builds[i], &to, log)));
+                again.push((
+                    i,
+                    crate::plan::retarget(&plan.builds[i], &to, log, &plan.contexts),
+                ));
             }
             slots[i] = Some(result);
         }
@@ -366,15 +374,15 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
             eprintln!(
                 "docker-build: {} failed on builder {}; retrying on {} (log {})",
                 build.image,
-                plan.builds[*i].target.builder.as_deref().unwrap_or("-"),
-                build.target.builder.as_deref().unwrap_or("-"),
+                plan.builds[*i].runs_on().unwrap_or("-"),
+                build.runs_on().unwrap_or("-"),
                 build.log.display()
             );
         }
         let jobs: Vec<Job> = again.iter().map(|(_, b)| job_of(b)).collect();
         let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
         for ((i, build), result) in again.into_iter().zip(results) {
-            retried_from[i] = plan.builds[i].target.builder.clone();
+            retried_from[i] = plan.builds[i].runs_on().map(String::from);
             ran[i] = build;
             slots[i] = Some(result);
         }
@@ -430,7 +438,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 size_bytes: size,
                 output_dir: build.output_dir().map(Path::to_path_buf),
                 log: ran[i].log.clone(),
-                builder: ran[i].target.builder.clone(),
+                builder: ran[i].runs_on().map(String::from),
                 retried_from: retried_from[i].clone(),
                 digest,
                 published: None,
