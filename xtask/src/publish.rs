@@ -102,11 +102,56 @@ pub fn finish(root: &Path, plan: &Plan, report: &mut Report) {
             )),
         }
     }
+    if failed.is_empty() {
+        failed.extend(check_loopback_registry(&tags));
+    }
     report.publish = Some(PublishReport {
         moved: failed.is_empty(),
         tags,
         failed,
     });
+}
+
+/// For a registry on a loopback address (the local one): reads back `/v2/_catalog` and each
+/// repository's `tags/list`, one line per tag the registry does not list. Other registries are
+/// not asked.
+fn check_loopback_registry(moved: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    for published in moved {
+        let Some((repo_tag, _digest)) = published.split_once('@') else {
+            continue;
+        };
+        let Some((repo, tag)) = repo_tag.rsplit_once(':') else {
+            continue;
+        };
+        let Some((host, name)) = repo.split_once('/') else {
+            continue;
+        };
+        let Ok(addr) = host.parse::<std::net::SocketAddr>() else {
+            continue;
+        };
+        if !addr.ip().is_loopback() {
+            continue;
+        }
+        let catalog = crate::registry::http_get(addr, "/v2/_catalog?n=1000");
+        let listed = |text: &str, word: &str| text.contains(&format!("\"{word}\""));
+        match catalog {
+            Ok((200, body)) if listed(&body, name) => {}
+            other => {
+                out.push(format!(
+                    "{repo_tag}: {name} missing from {host}/v2/_catalog ({other:?})"
+                ));
+                continue;
+            }
+        }
+        match crate::registry::http_get(addr, &format!("/v2/{name}/tags/list")) {
+            Ok((200, body)) if listed(&body, tag) => {}
+            other => out.push(format!(
+                "{repo_tag}: tag {tag} missing from {host}/v2/{name}/tags/list ({other:?})"
+            )),
+        }
+    }
+    out
 }
 
 /// The publish's lines for the summary.

@@ -59,6 +59,24 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         ),
         step("docker-build", &["xtask", "docker-build", "all"]),
         step("smoke", &["xtask", "smoke", "all"]),
+        // a farm of two engines on this machine: the services spread over both, the builder
+        // stage's layer cache through the local registry (already warm from docker-build: the
+        // second engine compiles nothing), published as one set; the publish reads the
+        // registry's catalog and tags back
+        step("engine-second", &["xtask", "engine", "up", "--second"]),
+        step(
+            "farm-publish",
+            &[
+                "xtask",
+                "docker-build",
+                "services",
+                "--builders",
+                "default,attune-second",
+                "--push",
+                "--registry",
+                "127.0.0.1:5000/attune",
+            ],
+        ),
     ];
     // the perf test needs a builder per image, which the default (workspace) strategy has not:
     // CI verifies the per-service Dockerfiles, all three tests
@@ -135,6 +153,8 @@ mod tests {
                 "bake-print",
                 "docker-build",
                 "smoke",
+                "engine-second",
+                "farm-publish",
                 "verify-parallel"
             ]
         );
