@@ -132,3 +132,26 @@ pub fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> 
     }
     found
 }
+
+/// The names of the docker CLI's contexts (read from its config directory, no process):
+/// `--builders` runs a build on a context with `docker --context NAME`, since buildx refuses a
+/// context's builder while `DOCKER_HOST` is set.
+pub fn context_names() -> Vec<String> {
+    let config_dir = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")));
+    let Some(meta) = config_dir.map(|d| d.join("contexts").join("meta")) else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(meta) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("meta.json")).ok())
+        .filter_map(|text| {
+            let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+            Some(value.get("Name")?.as_str()?.to_string())
+        })
+        .collect()
+}

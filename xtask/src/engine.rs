@@ -220,13 +220,19 @@ pub fn docker_host_note() -> String {
 
 pub fn down(dir: &EngineDir) -> anyhow::Result<()> {
     Registry::new(&dir.root)?.down()?;
+    stop_dockerd(dir);
+    Ok(())
+}
+
+/// Stops the dockerd `dir`'s pid file names, if it is ours and alive (SIGTERM, SIGKILL after 30 s).
+pub fn stop_dockerd(dir: &EngineDir) {
     let Some(pid) = dir.running_pid() else {
         eprintln!(
             "engine: no private dockerd of ours is running (pid file {})",
             dir.pidfile().display()
         );
         let _ = fs::remove_file(dir.pidfile());
-        return Ok(());
+        return;
     };
     send_signal(pid as i32, libc::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -238,7 +244,6 @@ pub fn down(dir: &EngineDir) -> anyhow::Result<()> {
         send_signal(pid as i32, libc::SIGKILL);
     }
     eprintln!("engine: private dockerd (pid {pid}) stopped");
-    Ok(())
 }
 
 /// The base images the Dockerfiles name by default.
@@ -380,13 +385,19 @@ fn mirror_from_sources(text: &str) -> Option<String> {
 const DAEMON_JSON: &str = "{\"features\": {\"containerd-snapshotter\": true}}\n";
 
 fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
+    start_dockerd_with(dir, &[])
+}
+
+/// Starts a dockerd for `dir` (unless it already runs with this configuration), with `extra`
+/// arguments after the directory's own (a second engine's bridge, for instance).
+pub fn start_dockerd_with(dir: &EngineDir, extra: &[String]) -> anyhow::Result<()> {
     if let Some(pid) = dir.running_pid() {
         if dir.runs_current_config(pid) {
             eprintln!("engine: private dockerd already running (pid {pid})");
             return wait_for_socket(dir);
         }
         eprintln!("engine: private dockerd (pid {pid}) runs without the containerd image store; restarting it");
-        down(dir)?;
+        stop_dockerd(dir);
     }
     fs::create_dir_all(&dir.root)
         .with_context(|| format!("cannot create {}", dir.root.display()))?;
@@ -401,6 +412,7 @@ fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
         .with_context(|| format!("cannot open {}", dir.log().display()))?;
     let mut cmd = Command::new("dockerd");
     cmd.args(dir.dockerd_args())
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

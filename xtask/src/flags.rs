@@ -100,10 +100,19 @@ pub struct EngineArgs {
 pub enum EngineCmd {
     /// Make an engine reachable: install Debian's docker.io and buildx if needed, start a private
     /// dockerd on its own socket, and create the base images locally when no registry answers
-    Up,
+    Up {
+        /// Start a second private dockerd beside the first (its own data root, socket and bridge,
+        /// docker context `attune-second`), a second builder for `docker-build --builders`
+        #[arg(long)]
+        second: bool,
+    },
     /// Stop the private dockerd and the local registry that `up` started (found by their pid
     /// files), and nothing else
-    Down,
+    Down {
+        /// Stop only the second dockerd and remove its bridge, NAT rules and context
+        #[arg(long)]
+        second: bool,
+    },
     /// Say which engine is reachable, its versions, whether the base images are present, and
     /// the local registry's address (exit 1 when no engine with buildx answers)
     Status {
@@ -163,14 +172,28 @@ pub struct BuildOptions {
     #[arg(long)]
     pub registry: Option<String>,
     /// The buildx builder to use (a remote or Kubernetes BuildKit, for instance)
-    #[arg(long)]
+    #[arg(long, conflicts_with = "builders")]
     pub builder: Option<String>,
+    /// Spread the images over these builders (buildx builder names or docker contexts,
+    /// comma-separated). With the workspace strategy the builder stage runs once, on the first
+    /// builder, and reaches the others as a layer cache in --registry
+    #[arg(long, value_delimiter = ',')]
+    pub builders: Vec<String>,
+    /// With --builders: do not run a failed build again on another builder
+    #[arg(long)]
+    pub no_retry: bool,
     /// Target platforms, repeatable or comma-separated (e.g. linux/amd64,linux/arm64)
     #[arg(long, value_delimiter = ',')]
     pub platform: Vec<String>,
-    /// Push images instead of loading them into the engine
+    /// Push images instead of loading them into the engine, as one set: each build pushes only a
+    /// staging tag (xtask-staging-TAG), and only when every build succeeded do all tags move to
+    /// the pushed digests at once; a failed set moves no tag (exit 1)
     #[arg(long)]
     pub push: bool,
+    /// With --push: push each image's tag as soon as its build finishes (a failed set is then
+    /// partly published)
+    #[arg(long, requires = "push")]
+    pub push_partial: bool,
     /// External cache sources, as for buildx; `{image}` is replaced by the image name
     #[arg(long)]
     pub cache_from: Vec<String>,

@@ -22,6 +22,14 @@ pub struct Options {
     pub builder: Option<String>,
     pub platforms: Vec<String>,
     pub push: bool,
+    /// With `push`: push each image's tag as its build finishes (no atomic publish).
+    pub push_partial: bool,
+    /// Builders (buildx builder names or docker contexts) to spread the images over.
+    pub builders: Vec<String>,
+    /// Which of `builders` are docker contexts (run with `docker --context`), not buildx builders.
+    pub contexts: Vec<String>,
+    /// With several builders: a failed build is not run again on another builder.
+    pub no_retry: bool,
     /// Passed through; `{image}` is replaced by the image name.
     pub cache_from: Vec<String>,
     pub cache_to: Vec<String>,
@@ -48,9 +56,46 @@ pub struct Build {
     /// workspace root.
     pub argv: Vec<String>,
     pub log: PathBuf,
+    /// The tag that moves to this build's pushed digest once the whole set is pushed (an atomic
+    /// publish: the build itself pushes only the staging tag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<Publish>,
+}
+
+/// A tag that moves only when every image of the set has been pushed.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Publish {
+    /// `REPO:TAG`, the tag users pull.
+    pub tag: String,
+    /// `REPO`, where the pushed digest lives.
+    pub repository: String,
+}
+
+/// The build pushes `REPO:<this prefix><TAG>`: the tag users pull is not touched by the build.
+pub const STAGING_PREFIX: &str = "xtask-staging-";
+
+impl Publish {
+    /// The command that points the tag at `digest`: the registry copies nothing, the manifest
+    /// is the one the build pushed.
+    pub fn move_argv(&self, digest: &str) -> Vec<String> {
+        vec![
+            "docker".into(),
+            "buildx".into(),
+            "imagetools".into(),
+            "create".into(),
+            "--tag".into(),
+            self.tag.clone(),
+            format!("{}@{digest}", self.repository),
+        ]
+    }
 }
 
 impl Build {
+    /// Where it runs: its buildx builder or docker context, if named.
+    pub fn runs_on(&self) -> Option<&str> {
+        (self.target.builder.as_deref()).or(self.target.docker_context.as_deref())
+    }
+
     /// `attune-api:dev` for images; `None` for local outputs.
     pub fn tag(&self) -> Option<&String> {
         self.target.tags.first()
@@ -80,6 +125,58 @@ pub struct Plan {
     /// How many builds run at once.
     pub jobs: usize,
     pub builds: Vec<Build>,
+    /// With several builders and one shared builder stage: the image built first, alone, whose
+    /// build exports the layer cache (`cache_ref`) that the others import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_ref: Option<String>,
+    /// Whether a failed build runs once more on another builder.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retry: bool,
+    /// The builder names that are docker contexts (see [`Options::contexts`]).
+    #[serde(skip)]
+    pub contexts: Vec<String>,
+}
+
+impl Plan {
+    /// The builds in the order they start: the seed alone first (when there is one), then all
+    /// the others. Indexes into `builds`.
+    pub fn waves(&self) -> Vec<Vec<usize>> {
+        let all: Vec<usize> = (0..self.builds.len()).collect();
+        match &self.seed {
+            Some(seed) => {
+                let (first, rest): (Vec<usize>, Vec<usize>) = all
+                    .into_iter()
+                    .partition(|&i| &self.builds[i].image == seed);
+                [first, rest]
+                    .into_iter()
+                    .filter(|w| !w.is_empty())
+                    .collect()
+            }
+            None => vec![all],
+        }
+    }
+
+    /// Whether the tags move only after every build has pushed (an atomic publish).
+    pub fn publishes(&self) -> bool {
+        self.builds.iter().any(|b| b.publish.is_some())
+    }
+}
+
+/// `build` run on `builder` instead (a docker context when `contexts` names it, else a buildx
+/// builder), logging to `log`: a placement or a retry. Pure.
+pub fn retarget(build: &Build, builder: &str, log: PathBuf, contexts: &[String]) -> Build {
+    let mut target = build.target.clone();
+    let is_context = builder != "default" && contexts.iter().any(|c| c == builder);
+    target.builder = (!is_context).then(|| builder.to_string());
+    target.docker_context = is_context.then(|| builder.to_string());
+    Build {
+        argv: target.build_argv("rawjson"),
+        target,
+        log,
+        ..build.clone()
+    }
 }
 
 /// The plan for `images` (already selected) under `options`; an image the strategy cannot
@@ -89,7 +186,7 @@ pub fn plan(
     images: &[&ImageDecl],
     options: &Options,
 ) -> Result<Plan, crate::UsageError> {
-    let builds: Vec<Build> = images
+    let mut builds: Vec<Build> = images
         .iter()
         .map(|image| {
             let (dockerfile, stage) = decl.dockerfile_for(&options.strategy, image)?;
@@ -100,10 +197,37 @@ pub fn plan(
         0 => builds.len().max(1),
         n => n.min(builds.len().max(1)),
     };
+    let (mut seed, mut cache_ref) = (None, None);
+    if !options.builders.is_empty() {
+        // a strategy declared with one Dockerfile for every image has one builder stage for all
+        let shared_stage = builds.len() > 1
+            && (decl.strategies.get(&options.strategy)).is_some_and(|s| s.dockerfile.is_some());
+        if options.builders.len() > 1 && shared_stage {
+            let Some(registry) = &options.registry else {
+                return Err(crate::UsageError(format!(
+                    "--builders {}: the {} strategy's builder stage runs on one builder and its layer cache reaches the others through a registry; add --registry HOST[:PORT]/PREFIX",
+                    options.builders.join(","),
+                    options.strategy
+                )));
+            };
+            let reference = crate::farm::cache_ref(registry, &options.strategy);
+            crate::farm::seed_cache(&mut builds, &reference);
+            seed = Some(builds[0].image.clone());
+            cache_ref = Some(reference);
+        }
+        let placement = crate::farm::place(builds.len(), &options.builders);
+        for (build, builder) in builds.iter_mut().zip(placement) {
+            *build = retarget(build, &builder, build.log.clone(), &options.contexts);
+        }
+    }
     Ok(Plan {
         strategy: options.strategy.clone(),
         jobs,
         builds,
+        seed,
+        cache_ref,
+        retry: options.builders.len() > 1 && !options.no_retry,
+        contexts: options.contexts.clone(),
     })
 }
 
@@ -130,19 +254,32 @@ fn build(
             (key.to_string(), value.to_string())
         }))
         .collect();
+    let atomic = options.push && !options.push_partial;
+    let publish = tag.as_ref().filter(|_| atomic).map(|tag| {
+        let (repository, _) = tag.rsplit_once(':').unwrap_or((tag, ""));
+        Publish {
+            tag: tag.clone(),
+            repository: repository.to_string(),
+        }
+    });
+    let pushed_tag = match &publish {
+        Some(p) => Some(format!("{}:{STAGING_PREFIX}{}", p.repository, options.tag)),
+        None => tag.clone(),
+    };
     let output = match (&tag, &image.output) {
         (Some(_), _) if options.push => Output::Push,
         (Some(_), _) => Output::Load,
         (None, Some(dest)) => Output::Local(dest.clone()),
         (None, None) => unreachable!("an image without a tag has a local output"),
     };
+    let pushed = output == Output::Push;
     let target = Target {
         name: image.name.clone(),
         context: PathBuf::from("."),
         dockerfile,
         target: stage,
         args,
-        tags: tag.into_iter().collect(),
+        tags: pushed_tag.into_iter().collect(),
         platforms: options.platforms.clone(),
         cache_from: (options.cache_from.iter())
             .map(|from| from.replace("{image}", &image.name))
@@ -156,12 +293,20 @@ fn build(
         pull: options.pull,
         no_cache: options.no_cache,
         builder: options.builder.clone(),
+        docker_context: None,
+        // a pushed image's digest is read from there
+        metadata_file: pushed.then(|| {
+            options
+                .log_dir
+                .join(format!("{}.metadata.json", image.name))
+        }),
     };
     Build {
         image: image.name.clone(),
         argv: target.build_argv("rawjson"),
         target,
         log: options.log_dir.join(format!("{}.log", image.name)),
+        publish,
     }
 }
 
@@ -317,7 +462,8 @@ pub fn check_stage(build: &Build, text: &str) -> Result<(), String> {
     ))
 }
 
-/// `--dry-run`'s text: the commands in the order and grouping in which they would run.
+/// `--dry-run`'s text: the commands in the order and grouping in which they would run, where
+/// each runs (with several builders), and the tag moves of an atomic publish.
 pub fn render_dry_run(plan: &Plan) -> String {
     let mut out = String::new();
     let n = plan.builds.len();
@@ -327,8 +473,27 @@ pub fn render_dry_run(plan: &Plan) -> String {
         if n == 1 { "" } else { "s" },
         plan.jobs
     ));
-    for (wave, chunk) in plan.builds.chunks(plan.jobs.max(1)).enumerate() {
-        if plan.jobs < n {
+    let line = |out: &mut String, build: &Build| {
+        out.push_str(&shell_line(&redacted(&build.argv)));
+        out.push_str(&format!("   # {}", build.image));
+        if let Some(builder) = build.runs_on() {
+            out.push_str(&format!(" on {builder}"));
+        }
+        out.push_str(&format!(" -> {}\n", build.log.display()));
+    };
+    let mut rest: Vec<&Build> = plan.builds.iter().collect();
+    if let (Some(seed), Some(cache)) = (&plan.seed, &plan.cache_ref) {
+        out.push_str(&format!(
+            "# first, alone: {seed} compiles the shared builder stage and exports its layer cache to {cache}\n"
+        ));
+        for build in plan.builds.iter().filter(|b| &b.image == seed) {
+            line(&mut out, build);
+        }
+        rest.retain(|b| &b.image != seed);
+        out.push_str("# then the others, importing that cache:\n");
+    }
+    for (wave, chunk) in rest.chunks(plan.jobs.max(1)).enumerate() {
+        if plan.jobs < rest.len() {
             out.push_str(&format!(
                 "# started {}: the next build starts as soon as one finishes\n",
                 if wave == 0 {
@@ -341,12 +506,23 @@ pub fn render_dry_run(plan: &Plan) -> String {
             out.push_str("# started together, running concurrently\n");
         }
         for build in chunk {
-            out.push_str(&shell_line(&redacted(&build.argv)));
-            out.push_str(&format!(
-                "   # {} -> {}\n",
-                build.image,
-                build.log.display()
-            ));
+            line(&mut out, build);
+        }
+    }
+    if plan.retry {
+        out.push_str("# a build that fails runs once more on another builder\n");
+    }
+    if plan.publishes() {
+        out.push_str(&format!(
+            "# each build pushes only its staging tag ({STAGING_PREFIX}TAG); only when every build succeeded, every tag moves to its pushed digest (nothing moves otherwise):\n"
+        ));
+        for build in &plan.builds {
+            if let Some(publish) = &build.publish {
+                out.push_str(&shell_line(
+                    &publish.move_argv(&format!("<digest of {}>", build.image)),
+                ));
+                out.push('\n');
+            }
         }
     }
     out
@@ -440,6 +616,7 @@ mod tests {
             builder: Some("k8s".into()),
             platforms: vec!["linux/amd64".into(), "linux/arm64".into()],
             push: true,
+            push_partial: true,
             cache_from: vec!["type=registry,ref=registry.example/cache:{image}".into()],
             cache_to: vec!["type=registry,ref=registry.example/cache:{image},mode=max".into()],
             build_args: vec!["RUST_VERSION=1.96".into()],
@@ -449,13 +626,177 @@ mod tests {
         };
         assert_eq!(
             lines(&decl, &["api"], &options),
-            ["docker buildx build --builder k8s --progress=rawjson --file docker/Dockerfile.optimized \
+            ["docker buildx build --builder k8s --progress=rawjson \
+              --metadata-file target/xtask/logs/api.metadata.json --file docker/Dockerfile.optimized \
               --target runtime --build-arg SERVICE=api --build-arg RUST_VERSION=1.96 \
               --platform linux/amd64,linux/arm64 \
               --cache-from type=registry,ref=registry.example/cache:api \
               --cache-to type=registry,ref=registry.example/cache:api,mode=max --no-cache --pull \
               --tag registry.example/attune/attune-api:1.2.3 --push ."]
         );
+    }
+
+    #[test]
+    fn an_atomic_push_pushes_a_staging_tag_and_moves_the_real_one_afterwards() {
+        let decl = decl();
+        let options = Options {
+            registry: Some("127.0.0.1:5000/attune".into()),
+            push: true,
+            ..options()
+        };
+        let images = decl
+            .select(&["api".into(), "pack-binaries".into()])
+            .unwrap();
+        let plan = plan(&decl, &images, &options).unwrap();
+        assert!(plan.publishes());
+        let api = &plan.builds[0];
+        assert_eq!(
+            api.target.tags,
+            ["127.0.0.1:5000/attune/attune-api:xtask-staging-dev"]
+        );
+        assert_eq!(
+            api.target.metadata_file.as_deref(),
+            Some(Path::new("target/xtask/logs/api.metadata.json"))
+        );
+        let publish = api.publish.as_ref().unwrap();
+        assert_eq!(
+            publish.move_argv("sha256:ab"),
+            [
+                "docker",
+                "buildx",
+                "imagetools",
+                "create",
+                "--tag",
+                "127.0.0.1:5000/attune/attune-api:dev",
+                "127.0.0.1:5000/attune/attune-api@sha256:ab"
+            ]
+        );
+        // a local output is not published
+        assert_eq!(plan.builds[1].publish, None);
+        let text = render_dry_run(&plan);
+        assert!(
+            text.contains("only when every build succeeded, every tag moves"),
+            "{text}"
+        );
+        assert!(
+            text.contains("docker buildx imagetools create --tag 127.0.0.1:5000/attune/attune-api:dev '127.0.0.1:5000/attune/attune-api@<digest of api>'"),
+            "{text}"
+        );
+        // --push-partial: the real tag, pushed by the build itself
+        let partial = Options {
+            push_partial: true,
+            ..options
+        };
+        let plan = super::plan(&decl, &images, &partial).unwrap();
+        assert!(!plan.publishes());
+        assert_eq!(
+            plan.builds[0].target.tags,
+            ["127.0.0.1:5000/attune/attune-api:dev"]
+        );
+    }
+
+    #[test]
+    fn several_builders_share_one_builder_stage_through_the_registry() {
+        let decl = decl();
+        let options = Options {
+            strategy: "workspace".into(),
+            registry: Some("127.0.0.1:5000/attune".into()),
+            builders: vec!["default".into(), "second".into()],
+            ..options()
+        };
+        let images = decl.select(&[]).unwrap();
+        let plan = plan(&decl, &images, &options).unwrap();
+        let cache = "127.0.0.1:5000/attune/attune-cache:workspace";
+        assert_eq!(plan.seed.as_deref(), Some("api"));
+        assert_eq!(plan.cache_ref.as_deref(), Some(cache));
+        assert!(plan.retry);
+        assert_eq!(plan.waves(), [vec![0], vec![1, 2]]);
+        let where_: Vec<_> = (plan.builds.iter())
+            .map(|b| b.target.builder.as_deref().unwrap())
+            .collect();
+        assert_eq!(where_, ["default", "second", "default"]);
+        assert_eq!(
+            plan.builds[0].target.cache_to,
+            [format!("type=registry,ref={cache},mode=max")]
+        );
+        for build in &plan.builds[1..] {
+            assert_eq!(
+                build.target.cache_from,
+                [format!("type=registry,ref={cache}")]
+            );
+            assert!(build.target.cache_to.is_empty());
+            assert!(
+                build.argv.contains(&"second".to_string())
+                    || build.argv.contains(&"default".to_string())
+            );
+        }
+        let text = render_dry_run(&plan);
+        assert!(
+            text.contains("# first, alone: api compiles the shared builder stage"),
+            "{text}"
+        );
+        assert!(text.contains("# worker-shell on second -> "), "{text}");
+        // without a registry, the cache has nowhere to go
+        let err = super::plan(
+            &decl,
+            &images,
+            &Options {
+                registry: None,
+                ..options.clone()
+            },
+        )
+        .unwrap_err();
+        assert!(err.0.starts_with("--builders default,second: "), "{err}");
+        // per-service builds share no stage: spread, no seed, no registry needed
+        let spread = super::plan(
+            &decl,
+            &images,
+            &Options {
+                strategy: "per-service".into(),
+                registry: None,
+                no_retry: true,
+                ..options
+            },
+        )
+        .unwrap();
+        assert_eq!(spread.seed, None);
+        assert!(!spread.retry);
+        assert_eq!(spread.waves(), [vec![0, 1, 2]]);
+        assert_eq!(spread.builds[1].target.builder.as_deref(), Some("second"));
+    }
+
+    #[test]
+    fn a_retry_runs_the_same_build_on_another_builder() {
+        let decl = decl();
+        let options = Options {
+            builders: vec!["a".into(), "b".into()],
+            ..options()
+        };
+        let images = decl.select(&["api".into()]).unwrap();
+        let plan = plan(&decl, &images, &options).unwrap();
+        let again = retarget(&plan.builds[0], "b", "logs/api.retry.log".into(), &[]);
+        assert_eq!(again.target.builder.as_deref(), Some("b"));
+        assert_eq!(again.log, Path::new("logs/api.retry.log"));
+        let mut want = plan.builds[0].argv.clone();
+        want[4] = "b".into();
+        assert_eq!(again.argv, want);
+        // a docker context runs the build with `docker --context`, not `--builder`
+        let on_context = retarget(&plan.builds[0], "b", "x.log".into(), &["b".into()]);
+        assert_eq!(on_context.target.builder, None);
+        assert_eq!(
+            on_context.argv[..5],
+            ["docker", "--context", "b", "buildx", "build"]
+        );
+        assert_eq!(on_context.runs_on(), Some("b"));
+        assert!(on_context.target.bake().is_err());
+        // `default` is the builder of DOCKER_HOST's engine, even though a context has that name
+        let default = retarget(
+            &plan.builds[0],
+            "default",
+            "x.log".into(),
+            &["default".into()],
+        );
+        assert_eq!(default.target.builder.as_deref(), Some("default"));
     }
 
     #[test]

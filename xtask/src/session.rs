@@ -60,6 +60,16 @@ pub fn plan_from_args(
             )));
         }
     }
+    crate::farm::check_builders(&args.builders).map_err(usage)?;
+    let atomic = args.push && !args.push_partial;
+    let tag_len = args.tag.as_deref().unwrap_or(&decl.tag).len();
+    if atomic && tag_len + plan::STAGING_PREFIX.len() > 128 {
+        return Err(usage(format!(
+            "--tag: at most {} characters with --push (the staging tag adds `{}`), or use --push-partial",
+            128 - plan::STAGING_PREFIX.len(),
+            plan::STAGING_PREFIX
+        )));
+    }
     if args.push && args.registry.is_none() {
         return Err(usage(
             "--push without --registry would push attune-*:TAG to Docker Hub's library namespace; name the registry (for Docker Hub: --registry docker.io/<account>)".into(),
@@ -72,6 +82,14 @@ pub fn plan_from_args(
         builder: args.builder.clone(),
         platforms: args.platform.clone(),
         push: args.push,
+        push_partial: args.push_partial,
+        builders: args.builders.clone(),
+        contexts: if args.builders.is_empty() {
+            Vec::new()
+        } else {
+            crate::docker::context_names()
+        },
+        no_retry: args.no_retry,
         cache_from: args.cache_from.clone(),
         cache_to: args.cache_to.clone(),
         build_args: args.build_arg.clone(),
@@ -259,6 +277,17 @@ pub struct ImageReport {
     pub size_bytes: Option<u64>,
     pub output_dir: Option<PathBuf>,
     pub log: PathBuf,
+    /// Where it ran (with `--builders`), and where it failed first when it was retried.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub builder: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retried_from: Option<String>,
+    /// The pushed manifest's digest (`sha256:...`), from buildx's metadata file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// `REPO:TAG@DIGEST` once an atomic publish moved the tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
     #[serde(skip)]
     pub job: JobResult,
 }
@@ -268,6 +297,9 @@ pub struct Report {
     pub strategy: String,
     pub images: Vec<ImageReport>,
     pub totals: Totals,
+    /// An atomic publish: whether the tags moved, and why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publish: Option<crate::publish::PublishReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -285,27 +317,82 @@ impl Report {
         if self.totals.interrupted + self.totals.not_started > 0 {
             Status::Interrupted
         } else {
-            Status::from_ok(self.totals.failed == 0)
+            let published = self.publish.as_ref().is_none_or(|p| p.moved);
+            Status::from_ok(self.totals.failed == 0 && published)
         }
     }
 }
 
-/// Runs the plan (the engine must be reachable) and collects the report.
+/// Runs the plan (the engine must be reachable) and collects the report: wave by wave (the seed
+/// of a farm first, alone), each failed build of a wave retried once on another builder when the
+/// plan says so.
 pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
-    let jobs: Vec<Job> = plan
-        .builds
-        .iter()
-        .map(|b| Job {
-            name: b.image.clone(),
-            argv: b.argv.clone(),
-            cwd: root.to_path_buf(),
-            log: root.join(&b.log),
-        })
-        .collect();
-    let names: Vec<String> = jobs.iter().map(|j| j.name.clone()).collect();
+    let job_of = |b: &plan::Build| Job {
+        name: b.image.clone(),
+        argv: b.argv.clone(),
+        cwd: root.to_path_buf(),
+        log: root.join(&b.log),
+    };
+    let names: Vec<String> = plan.builds.iter().map(|b| b.image.clone()).collect();
     let reporter = progress::reporter(mode, &names);
     let clock = Instant::now();
-    let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
+    let mut slots: Vec<Option<JobResult>> = vec![None; plan.builds.len()];
+    // what ran in the end (a retry's build) and where each build failed first
+    let mut ran: Vec<plan::Build> = plan.builds.clone();
+    let mut retried_from: Vec<Option<String>> = vec![None; plan.builds.len()];
+    let builders: Vec<String> = plan
+        .builds
+        .iter()
+        .filter_map(|b| b.runs_on().map(String::from))
+        .fold(Vec::new(), |mut list, b| {
+            if !list.contains(&b) {
+                list.push(b);
+            }
+            list
+        });
+    for wave in plan.waves() {
+        let jobs: Vec<Job> = wave.iter().map(|&i| job_of(&plan.builds[i])).collect();
+        let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
+        let mut again = Vec::new();
+        for (&i, result) in wave.iter().zip(results) {
+            let failed_on = (plan.retry && result.outcome == Outcome::Failed)
+                .then(|| plan.builds[i].runs_on().map(String::from))
+                .flatten();
+            if let Some(to) =
+                failed_on.and_then(|from| crate::farm::retry_builder(&from, &builders))
+            {
+                let log = plan.builds[i].log.with_extension("retry.log");
+                again.push((
+                    i,
+                    crate::plan::retarget(&plan.builds[i], &to, log, &plan.contexts),
+                ));
+            }
+            slots[i] = Some(result);
+        }
+        if again.is_empty() || runner::interrupted() {
+            continue;
+        }
+        for (i, build) in &again {
+            eprintln!(
+                "docker-build: {} failed on builder {}; retrying on {} (log {})",
+                build.image,
+                plan.builds[*i].runs_on().unwrap_or("-"),
+                build.runs_on().unwrap_or("-"),
+                build.log.display()
+            );
+        }
+        let jobs: Vec<Job> = again.iter().map(|(_, b)| job_of(b)).collect();
+        let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
+        for ((i, build), result) in again.into_iter().zip(results) {
+            retried_from[i] = plan.builds[i].runs_on().map(String::from);
+            ran[i] = build;
+            slots[i] = Some(result);
+        }
+    }
+    let results: Vec<JobResult> = slots
+        .into_iter()
+        .map(|r| r.expect("every wave ran"))
+        .collect();
     let wall = clock.elapsed().as_secs_f64();
     drop(reporter);
     let loaded: Vec<String> = plan
@@ -320,7 +407,8 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .builds
         .iter()
         .zip(results)
-        .map(|(build, job)| {
+        .enumerate()
+        .map(|(i, (build, job))| {
             let _span = tracing::info_span!("image", image = %build.image).entered();
             tracing::debug!(
                 argv = %crate::proc::shell_line(&build.argv),
@@ -331,6 +419,10 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 "build finished"
             );
             let ok = job.outcome == Outcome::Succeeded;
+            let digest = (build.target.metadata_file.as_ref())
+                .filter(|_| ok)
+                .and_then(|file| std::fs::read_to_string(root.join(file)).ok())
+                .and_then(|text| crate::publish::digest_from_metadata(&text));
             let (image_id, size) = match build.tag().and_then(|t| inspected.get(t)) {
                 Some((id, size)) => (Some(id.clone()), Some(*size)),
                 None => (None, None),
@@ -356,7 +448,11 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 image_id,
                 size_bytes: size,
                 output_dir: build.output_dir().map(Path::to_path_buf),
-                log: build.log.clone(),
+                log: ran[i].log.clone(),
+                builder: ran[i].runs_on().map(String::from),
+                retried_from: retried_from[i].clone(),
+                digest,
+                published: None,
                 job,
             }
         })
@@ -374,6 +470,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         strategy: plan.strategy.clone(),
         images,
         totals,
+        publish: None,
     }
 }
 
@@ -440,10 +537,22 @@ pub fn render_summary(report: &Report) -> String {
     // same start instant (to the microsecond) in each of their event streams
     let shared = shared_cargo_runs(&report.images);
     let mark_of = |image: &str| shared.iter().position(|g| g.iter().any(|i| i == image));
+    // with several builders, a column says where each image ran (and where it failed first)
+    let farm = report.images.iter().any(|i| i.builder.is_some());
+    let placed = |image: &ImageReport| match (&image.builder, &image.retried_from) {
+        (Some(b), Some(first)) => format!("  {b} (retry; failed on {first})"),
+        (Some(b), None) => format!("  {b}"),
+        _ => String::new(),
+    };
     let _ = writeln!(
         out,
-        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}",
-        "image", "result", "wall", "cargo step", "size"
+        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}{}",
+        "image",
+        "result",
+        "wall",
+        "cargo step",
+        "size",
+        if farm { "  builder" } else { "" }
     );
     for image in &report.images {
         let result = match image.result {
@@ -469,8 +578,13 @@ pub fn render_summary(report: &Report) -> String {
             .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}",
-            image.image, result, image.wall_seconds, cargo, size
+            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}{}",
+            image.image,
+            result,
+            image.wall_seconds,
+            cargo,
+            size,
+            placed(image)
         );
     }
     for (mark, images) in shared.iter().enumerate() {
@@ -512,6 +626,10 @@ pub fn render_summary(report: &Report) -> String {
         for line in &image.job.tail {
             let _ = writeln!(out, "  {line}");
         }
+    }
+    if let Some(publish) = &report.publish {
+        out.push('\n');
+        out.push_str(&crate::publish::render(publish));
     }
     if let Some(first) = report.images.first() {
         if let Some(dir) = first.log.parent() {

@@ -50,17 +50,31 @@ pub struct Target {
     pub no_cache: bool,
     /// A bake file cannot name one: `docker buildx bake --builder` takes it.
     pub builder: Option<String>,
+    /// A docker context to run the build on (`docker --context NAME buildx build`), instead of
+    /// a buildx builder: a farm's engine named by its context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker_context: Option<String>,
+    /// Where buildx writes the build's metadata (the pushed digest): `--metadata-file`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_file: Option<PathBuf>,
 }
 
 impl Target {
     /// The `docker buildx build` command line, run from the workspace root; `progress` is the
     /// `--progress` mode (how the caller reads the output).
     pub fn build_argv(&self, progress: &str) -> Vec<String> {
-        let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
+        let mut argv: Vec<String> = vec!["docker".into()];
+        if let Some(context) = &self.docker_context {
+            argv.extend(["--context".into(), context.clone()]);
+        }
+        argv.extend(["buildx", "build"].map(String::from));
         if let Some(builder) = &self.builder {
             argv.extend(["--builder".into(), builder.clone()]);
         }
         argv.push(format!("--progress={progress}"));
+        if let Some(file) = &self.metadata_file {
+            argv.extend(["--metadata-file".into(), path_arg(file)]);
+        }
         argv.extend(["--file".into(), path_arg(&self.dockerfile)]);
         argv.extend(["--target".into(), self.target.clone()]);
         for (key, value) in &self.args {
@@ -104,6 +118,11 @@ impl Target {
 
     /// The bake target (JSON, which bake reads like HCL), or the option bake cannot express.
     pub fn bake(&self) -> Result<Value, UsageError> {
+        if let Some(context) = &self.docker_context {
+            return Err(UsageError(format!(
+                "--builders {context}: a bake file cannot name a docker context; run `docker --context {context} buildx bake`"
+            )));
+        }
         if let Some(builder) = &self.builder {
             return Err(UsageError(format!(
                 "--builder {builder}: a bake file cannot name a builder; leave it out and run `docker buildx bake --builder {builder}`"
@@ -269,6 +288,8 @@ mod tests {
             pull: true,
             no_cache: true,
             builder: None,
+            docker_context: None,
+            metadata_file: None,
         }
     }
 

@@ -1112,3 +1112,181 @@ fn bench_reps_zero_is_a_usage_error() {
     );
     assert!(t.docker_calls().is_empty());
 }
+
+// --- --push: the atomic publish, --builders ------------------------------------------------------
+
+/// The `docker buildx imagetools create` invocations (the tag moves).
+fn tag_moves(t: &Test) -> Vec<Vec<String>> {
+    t.docker_calls()
+        .into_iter()
+        .filter(|argv| argv.get(1..3) == Some(&["buildx".into(), "imagetools".into()]))
+        .collect()
+}
+
+#[test]
+fn push_moves_every_tag_only_after_every_build_pushed_its_staging_tag() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--push", "--registry", "reg.test/ns", "--json"])
+        .args(FOUR)
+        .cwd(ws.path());
+    let out = t.run();
+    out.expect_code(0);
+    let builds = t.builds();
+    assert_eq!(builds.len(), 4);
+    for argv in &builds {
+        let tag = arg_after(argv, "--tag");
+        assert_eq!(tag.len(), 1, "{argv:?}");
+        assert!(tag[0].ends_with(":xtask-staging-dev"), "{argv:?}");
+        assert_eq!(arg_after(argv, "--metadata-file").len(), 1, "{argv:?}");
+    }
+    // every move comes after the last build started (the fake logs in call order)
+    let calls = t.docker_calls();
+    let last_build = calls
+        .iter()
+        .rposition(|a| a.get(2).is_some_and(|w| w == "build"))
+        .unwrap();
+    let first_move = calls
+        .iter()
+        .position(|a| a.get(2).is_some_and(|w| w == "imagetools"))
+        .unwrap();
+    assert!(last_build < first_move, "{calls:?}");
+    let mut moves: Vec<String> = tag_moves(&t).iter().map(|a| a[3..].join(" ")).collect();
+    moves.sort();
+    assert_eq!(
+        moves,
+        FOUR.map(|i| format!(
+            "create --tag reg.test/ns/attune-{i}:dev reg.test/ns/attune-{i}@sha256:fake"
+        ))
+    );
+    let report: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(report["publish"]["moved"], true, "{report}");
+    for image in report["images"].as_array().unwrap() {
+        let name = image["image"].as_str().unwrap();
+        assert_eq!(image["digest"], "sha256:fake", "{image}");
+        assert_eq!(
+            image["published"],
+            format!("reg.test/ns/attune-{name}:dev@sha256:fake"),
+            "{image}"
+        );
+    }
+}
+
+#[test]
+fn a_failed_set_moves_no_tag_and_names_what_failed() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--push", "--registry", "reg.test/ns"])
+        .args(FOUR)
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_FAIL", "SERVICE=executor");
+    let out = t.run();
+    out.expect_code(1);
+    // the others still built and pushed their staging tags, but no tag moved
+    assert_eq!(t.builds().len(), 4);
+    assert_eq!(tag_moves(&t), Vec::<Vec<String>>::new());
+    assert!(
+        out.stdout
+            .contains("publish: NO tag moved; every tag is where it was, because:\n  executor: build failed\n"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn push_partial_pushes_each_tag_as_its_build_finishes() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--push", "--push-partial", "--registry", "reg.test/ns"])
+        .args(["api", "executor"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_FAIL", "SERVICE=executor");
+    let out = t.run();
+    out.expect_code(1);
+    let tags: Vec<String> = t
+        .builds()
+        .iter()
+        .flat_map(|a| {
+            arg_after(a, "--tag")
+                .into_iter()
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        tags.contains(&"reg.test/ns/attune-api:dev".to_string()),
+        "{tags:?}"
+    );
+    assert_eq!(tag_moves(&t), Vec::<Vec<String>>::new());
+    assert!(!out.stdout.contains("publish:"), "{}", out.stdout);
+    // --push-partial alone is a usage error
+    Test::docker_build(["--push-partial", "--dry-run", "api"])
+        .no_docker()
+        .run()
+        .expect_code(2);
+}
+
+#[test]
+fn builders_spread_the_images_and_a_failed_build_is_retried_on_another() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build([
+        "--strategy",
+        "workspace",
+        "--builders",
+        "one,flaky",
+        "--registry",
+        "reg.test/ns",
+    ])
+    .args(FOUR)
+    .cwd(ws.path())
+    // only the build on builder `flaky` of executor fails: its retry on `one` succeeds
+    .env("FAKE_DOCKER_FAIL", "flaky");
+    let out = t.run();
+    let builds = t.builds();
+    let on = |argv: &Vec<String>| arg_after(argv, "--builder")[0].to_string();
+    let target = |argv: &Vec<String>| arg_after(argv, "--target")[0].to_string();
+    // the seed ran first, alone, on the first builder, exporting the cache
+    assert_eq!(
+        (target(&builds[0]), on(&builds[0])),
+        ("api".into(), "one".into())
+    );
+    assert_eq!(
+        arg_after(&builds[0], "--cache-to"),
+        ["type=registry,ref=reg.test/ns/attune-cache:workspace,mode=max"]
+    );
+    for argv in &builds[1..] {
+        assert_eq!(
+            arg_after(argv, "--cache-from"),
+            ["type=registry,ref=reg.test/ns/attune-cache:workspace"]
+        );
+    }
+    // executor and worker-shell were placed on `flaky`, failed there, and ran again on `one`
+    let placed: Vec<(String, String)> = builds.iter().map(|a| (target(a), on(a))).collect();
+    for image in ["executor", "worker-shell"] {
+        assert!(
+            placed.contains(&(image.into(), "flaky".into())),
+            "{placed:?}"
+        );
+        assert!(placed.contains(&(image.into(), "one".into())), "{placed:?}");
+    }
+    assert_eq!(builds.len(), 6, "{placed:?}");
+    out.expect_code(0);
+    let rows = summary_rows(&out.stdout);
+    assert!(
+        rows["executor"].ends_with("one (retry; failed on flaky)"),
+        "{}",
+        out.stdout
+    );
+    assert!(rows["sensor"].ends_with("  one"), "{}", out.stdout);
+
+    // --no-retry: the failure stands
+    let t = Test::docker_build([
+        "--strategy",
+        "per-service",
+        "--builders",
+        "one,flaky",
+        "--no-retry",
+    ])
+    .args(["api", "executor"])
+    .cwd(ws.path())
+    .env("FAKE_DOCKER_FAIL", "flaky");
+    t.run().expect_code(1);
+    assert_eq!(t.builds().len(), 2);
+}

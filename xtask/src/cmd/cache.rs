@@ -37,6 +37,9 @@ fn build_options(args: &CacheBuildArgs) -> flags::BuildOptions {
         ssh: Vec::new(),
         no_cache: false,
         pull: false,
+        builders: Vec::new(),
+        no_retry: false,
+        push_partial: false,
     }
 }
 

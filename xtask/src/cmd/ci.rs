@@ -71,6 +71,24 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
                 &["cargo", "test", "-p", "xtask", "--test", "engine_guards"],
             )
         },
+        // a farm of two engines on this machine: the services spread over both, the builder
+        // stage's layer cache through the local registry (already warm from docker-build: the
+        // second engine compiles nothing), published as one set; the publish reads the
+        // registry's catalog and tags back
+        step("engine-second", &["xtask", "engine", "up", "--second"]),
+        step(
+            "farm-publish",
+            &[
+                "xtask",
+                "docker-build",
+                "services",
+                "--builders",
+                "default,attune-second",
+                "--push",
+                "--registry",
+                "127.0.0.1:5000/attune",
+            ],
+        ),
     ];
     // the perf test needs a builder per image, which the default (workspace) strategy has not:
     // CI verifies the per-service Dockerfiles, all three tests
@@ -150,6 +168,8 @@ mod tests {
                 "docker-build",
                 "smoke",
                 "engine-guards",
+                "engine-second",
+                "farm-publish",
                 "verify-parallel"
             ]
         );

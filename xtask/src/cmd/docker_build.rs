@@ -16,7 +16,9 @@ use crate::{
 pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> {
     // the engine check (a few docker processes) runs while cargo metadata reads the declaration:
     // a no-op rebuild is dominated by such fixed costs
-    let check_bases = args.engine == flags::EngineMode::Auto && args.build.builder.is_none();
+    let check_bases = args.engine == flags::EngineMode::Auto
+        && args.build.builder.is_none()
+        && args.build.builders.is_empty();
     let (decl, check) = std::thread::scope(|s| {
         let check = (!args.dry_run).then(|| s.spawn(|| check_engine(root, check_bases)));
         let decl = workspace::load(root);
@@ -42,7 +44,8 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     // one run at a time writes a log directory: concurrent runs would tear each other's logs
     let _lock = lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
     preflight_with(root, &plan, args.engine, check?)?;
-    let report = execute(root, &plan, progress::detect_mode());
+    let mut report = execute(root, &plan, progress::detect_mode());
+    crate::publish::finish(root, &plan, &mut report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -11,14 +11,16 @@ use crate::{
     engine::{base_images, docker_host_note, down, up, EngineDir},
     flags,
     registry::{self, Registry},
-    Status,
+    second_engine, Status,
 };
 
 pub fn run(root: &Path, args: flags::EngineArgs) -> anyhow::Result<Status> {
     let dir = EngineDir::from_env();
     match args.cmd {
-        flags::EngineCmd::Up => up(root, &dir).map(|()| Status::Ok),
-        flags::EngineCmd::Down => down(&dir).map(|()| Status::Ok),
+        flags::EngineCmd::Up { second: false } => up(root, &dir).map(|()| Status::Ok),
+        flags::EngineCmd::Up { second: true } => second_engine::up(root).map(|()| Status::Ok),
+        flags::EngineCmd::Down { second: false } => down(&dir).map(|()| Status::Ok),
+        flags::EngineCmd::Down { second: true } => second_engine::down().map(|()| Status::Ok),
         flags::EngineCmd::Status { json } => status(root, &dir, json),
     }
 }
