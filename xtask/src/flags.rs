@@ -306,8 +306,8 @@ pub struct CiArgs {
     #[arg(long)]
     pub full: bool,
     /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, engine, bake-print,
-    /// docker-build, smoke, engine-guards, verify-parallel); repeatable. For local use: CI skips
-    /// nothing
+    /// docker-build, smoke, engine-guards, engine-second, farm-publish, verify-parallel);
+    /// repeatable. For local use: CI skips nothing
     #[arg(long)]
     pub skip: Vec<String>,
     /// Stop at the first failed step
