@@ -18,7 +18,7 @@ use crate::{
         progress,
         runner::{self, Job, JobResult, Outcome},
     },
-    flags,
+    flags, history,
     plan::{self, Plan},
     workspace::{self, Declaration},
     Status,
@@ -42,13 +42,142 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
         return Ok(Status::Ok);
     };
     preflight_with(root, &plan, args.engine, check?)?;
-    let report = execute(root, &plan, progress::detect_mode());
+    // up to date: the recorded inputs say so and the image is still there; no buildx process
+    let snapshot = history::Snapshot::take(root, &plan);
+    let current: Vec<String> = plan
+        .builds
+        .iter()
+        .filter(|b| !args.force && snapshot.up_to_date(b))
+        .map(|b| b.image.clone())
+        .collect();
+    let mut todo = plan.clone();
+    todo.builds.retain(|b| !current.contains(&b.image));
+    let mut report = execute(root, &todo, progress::detect_mode());
+    add_up_to_date(&mut report, &plan, &current, &snapshot);
+    let record = snapshot.finish(
+        "docker-build",
+        args.tag.as_deref().unwrap_or(&decl_tag(&plan)),
+        report.totals.wall_seconds,
+        history_images(&report),
+    );
+    if history::enabled() {
+        if let Err(err) = history::append(&history::path(root), &record) {
+            eprintln!("warning: build history not recorded: {err:#}");
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_summary(&report));
+        for image in record.images.iter().filter(|i| i.why.is_some()) {
+            println!(
+                "why {}: {}",
+                image.image,
+                image.why.as_deref().unwrap_or("")
+            );
+        }
     }
     Ok(report.status())
+}
+
+/// The tag of the plan's first tagged image (`attune-api:dev` -> `dev`).
+fn decl_tag(plan: &Plan) -> String {
+    plan.builds
+        .iter()
+        .find_map(|b| {
+            b.tag
+                .as_deref()?
+                .rsplit_once(':')
+                .map(|(_, t)| t.to_string())
+        })
+        .unwrap_or_default()
+}
+
+/// Puts the images found up to date (not built) into the report, in the plan's order.
+fn add_up_to_date(
+    report: &mut Report,
+    plan: &Plan,
+    current: &[String],
+    snapshot: &history::Snapshot,
+) {
+    let mut built = std::mem::take(&mut report.images).into_iter();
+    for build in &plan.builds {
+        if !current.contains(&build.image) {
+            report.images.extend(built.next());
+            continue;
+        }
+        let image_id = build.tag.as_ref().and_then(|t| snapshot.image_ids.get(t));
+        let size = snapshot
+            .last
+            .get(&build.image)
+            .and_then(|(r, _)| r.size_bytes);
+        report.images.push(ImageReport {
+            image: build.image.clone(),
+            result: Outcome::Succeeded,
+            exit_code: None,
+            wall_seconds: 0.0,
+            cargo_step: CargoStep::None,
+            cargo_seconds: None,
+            cargo_name: None,
+            cargo_started: None,
+            fully_cached: true,
+            up_to_date: true,
+            tag: build.tag.clone(),
+            image_id: image_id.cloned(),
+            size_bytes: size,
+            output_dir: build.output_dir.clone(),
+            log: build.log.clone(),
+            job: JobResult {
+                name: build.image.clone(),
+                outcome: Outcome::Succeeded,
+                exit_code: None,
+                started_at: snapshot.time,
+                wall_seconds: 0.0,
+                cargo_step: CargoStep::None,
+                steps: Vec::new(),
+                tail: Vec::new(),
+                log: build.log.clone(),
+            },
+        });
+        report.totals.images += 1;
+        report.totals.succeeded += 1;
+    }
+    report.images.extend(built);
+}
+
+/// The report's images as history records (inputs are added by the snapshot).
+fn history_images(report: &Report) -> Vec<history::ImageRecord> {
+    report
+        .images
+        .iter()
+        .map(|i| {
+            let result = if i.up_to_date {
+                "up-to-date".to_string()
+            } else {
+                serde_json::to_value(i.result)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            };
+            history::ImageRecord {
+                image: i.image.clone(),
+                result,
+                wall_seconds: i.wall_seconds,
+                cargo_step: serde_json::to_value(i.cargo_step)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                cargo_seconds: i.cargo_seconds,
+                steps_run: i.job.steps.iter().filter(|s| !s.cached).count(),
+                steps_cached: i.job.steps.iter().filter(|s| s.cached).count(),
+                image_id: i.image_id.clone(),
+                size_bytes: i.size_bytes,
+                inputs: None,
+                digest: None,
+                why: None,
+            }
+        })
+        .collect()
 }
 
 /// The plan the flags ask for; unknown images, groups or strategies are usage errors.
@@ -183,6 +312,8 @@ pub struct ImageReport {
     pub cargo_name: Option<String>,
     pub cargo_started: Option<f64>,
     pub fully_cached: bool,
+    /// The recorded inputs showed the image current: no build ran.
+    pub up_to_date: bool,
     pub tag: Option<String>,
     pub image_id: Option<String>,
     pub size_bytes: Option<u64>,
@@ -274,6 +405,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 cargo_name: cargo.map(|s| s.name.clone()),
                 cargo_started: cargo.and_then(|s| s.started),
                 fully_cached: ok && job.fully_cached(),
+                up_to_date: false,
                 tag: build.tag.clone(),
                 image_id,
                 size_bytes: size,
@@ -334,6 +466,7 @@ pub fn render_summary(report: &Report) -> String {
     );
     for image in &report.images {
         let result = match image.result {
+            Outcome::Succeeded if image.up_to_date => "up to date",
             Outcome::Succeeded if image.fully_cached => "ok (cached)",
             Outcome::Succeeded => "ok",
             Outcome::Failed => "FAILED",

@@ -52,6 +52,25 @@ pub enum Cmd {
     /// Exit status: 0 when every selected test passed, 1 when any failed (each failure printed in
     /// one line with its log), 2 for usage errors, 130 when interrupted.
     VerifyParallel(VerifyParallelArgs),
+    /// The recorded docker-build runs (target/xtask/history.jsonl): a table, per-image medians
+    /// and trends, `--plot FILE.svg`, and `--explain IMAGE` (why its last build re-ran)
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many of the newest runs to show
+    #[arg(long, default_value_t = 20)]
+    pub last: usize,
+    /// Print the runs and per-image statistics as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG of each image's build time over the runs to FILE (relative to the root)
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Show every input of IMAGE's last run that differs from its previous successful run
+    #[arg(long, value_name = "IMAGE")]
+    pub explain: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +160,9 @@ pub struct DockerBuildArgs {
     /// Print the exact commands, in the order and grouping in which they would run; run nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Build even the images whose recorded inputs show them up to date
+    #[arg(long)]
+    pub force: bool,
     /// Print the summary as JSON on stdout (progress stays on stderr)
     #[arg(long)]
     pub json: bool,

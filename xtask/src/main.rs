@@ -7,10 +7,12 @@ mod bake;
 mod bench;
 mod build;
 mod ci;
+mod cmd_history;
 mod dockerfile;
 mod engine;
 mod exec;
 mod flags;
+mod history;
 mod plan;
 mod policy;
 mod smoke;
@@ -62,5 +64,6 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::RestoreShared(args) => policy::restore_shared(&root, args),
         flags::Cmd::LintDocker(args) => policy::lint_docker(&root, args),
         flags::Cmd::VerifyParallel(args) => verify::run(&root, args),
+        flags::Cmd::History(args) => cmd_history::run(&root, args),
     }
 }
