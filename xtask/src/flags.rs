@@ -55,6 +55,46 @@ pub enum Cmd {
     /// The recorded docker-build runs (target/xtask/history.jsonl): a table, per-image medians
     /// and trends, `--plot FILE.svg`, and `--explain IMAGE` (why its last build re-ran)
     History(HistoryArgs),
+    /// This workspace's BuildKit cache: `du` (every cache mount id the Dockerfiles use, its size
+    /// and last use, and the layer cache), `prune` (removes only this workspace's cache mounts)
+    Cache(CacheArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub cmd: CacheCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCmd {
+    /// Size and last use of every cache mount id in docker/Dockerfile*, and the layer cache total
+    Du(CacheDuArgs),
+    /// Remove this workspace's cache mounts (never another project's), least recently used first
+    Prune(CachePruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheDuArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CachePruneArgs {
+    /// Only this cache id, as the Dockerfiles write it (e.g. cargo-home, target-builder-${SERVICE})
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only caches unused for at least this long (90m, 12h, 7d, 2w)
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Remove the least recently used until this much of this workspace's cache stays (10GB)
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Print what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

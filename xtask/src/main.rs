@@ -6,6 +6,7 @@
 mod bake;
 mod bench;
 mod build;
+mod cache_usage;
 mod ci;
 mod cmd_history;
 mod dockerfile;
@@ -65,5 +66,6 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::LintDocker(args) => policy::lint_docker(&root, args),
         flags::Cmd::VerifyParallel(args) => verify::run(&root, args),
         flags::Cmd::History(args) => cmd_history::run(&root, args),
+        flags::Cmd::Cache(args) => cache_usage::run(&root, args),
     }
 }

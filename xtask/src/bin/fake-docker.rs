@@ -24,6 +24,8 @@
 //! - `docker image inspect --format F IMAGE...`: for each image, `sha256:fake 1234567` when F asks
 //!   for the size, else `sha256:fake`; with `FAKE_DOCKER_MISSING_IMAGES=A|B`, the images that
 //!   contain A or B are missing (`No such image` on stderr, exit 1).
+//! - `docker info`: prints `$FAKE_DOCKER_ENGINE_ID` when set (the engine id), else nothing.
+//! - `docker buildx du --verbose`: canned records (see `DU`).
 //! - Anything else: exit 0 silently.
 
 use std::{
@@ -37,6 +39,15 @@ use std::{
 };
 
 use serde_json::{json, Value};
+
+/// What `buildx du --verbose` prints: this workspace's cargo-home, target-workspace and a
+/// namespaced target-builder-api copy, another project's cache mount, and a layer.
+const DU: &str = "ID:\t\tfake-home\nSize:\t\t1.5GB\nDescription:\tcached mount /cargo-home from exec /bin/sh -c cargo build\nLast used:\t2 days ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-ws\nSize:\t\t800MB\nDescription:\tcached mount /build/target from exec /bin/sh -c cargo build with id \"/target-workspace\"\nLast used:\t10 minutes ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-api\nSize:\t\t300MB\nDescription:\tcached mount /build/target from exec x with id \"/target-builder-api-verify-1\"\nLast used:\t3 weeks ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-other\nSize:\t\t5GB\nDescription:\tcached mount /root/.m2 from exec mvn with id \"/other-project\"\nLast used:\t9 weeks ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-layer\nSize:\t\t44.52MB\nDescription:\tmount / from exec /bin/sh -c apt-get\nLast used:\t5 minutes ago\nType:\t\tregular\n\n\
+Shared:\t\t1.374GB\nPrivate:\t44.52MB\nReclaimable:\t866MB\nTotal:\t\t7.9GB\n";
 
 /// The argument with which the fake re-runs itself as its "buildx plugin" child during a hang.
 const PLUGIN: &str = "__fake-buildx-plugin";
@@ -64,6 +75,16 @@ fn main() {
         }
         ["buildx", "build", ..] => build(&args[2..]),
         ["image", "inspect", rest @ ..] => inspect(rest),
+        ["info", ..] => {
+            if let Ok(id) = env::var("FAKE_DOCKER_ENGINE_ID") {
+                println!("{id}");
+            }
+            0
+        }
+        ["buildx", "du", ..] => {
+            print!("{DU}");
+            0
+        }
         _ => 0,
     };
     process::exit(code);
