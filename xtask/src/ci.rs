@@ -40,6 +40,17 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         step("cache-policy", &["xtask", "restore-shared", "--check"]),
         step("engine", &["xtask", "engine", "up"]),
         step("docker-build", &["xtask", "docker-build", "all"]),
+        // what docker-build recorded, and the cache it left, read back from the real engine
+        step(
+            "history-plot",
+            &["xtask", "history", "--plot", "target/xtask/history.svg"],
+        ),
+        step("history-explain", &["xtask", "history", "--explain", "api"]),
+        step("cache-du", &["xtask", "cache", "du"]),
+        step(
+            "cache-prune-dry-run",
+            &["xtask", "cache", "prune", "--dry-run"],
+        ),
         step("smoke", &["xtask", "smoke", "all"]),
     ];
     let mut verify = vec!["xtask", "verify-parallel"];
@@ -85,7 +96,7 @@ pub fn run(root: &Path, args: flags::CiArgs) -> anyhow::Result<Status> {
     eprintln!();
     for (name, ok, seconds) in &results {
         eprintln!(
-            "{:<16} {:<6} {seconds:>7.1}s",
+            "{:<20} {:<6} {seconds:>7.1}s",
             name,
             if *ok { "passed" } else { "FAILED" }
         );
@@ -113,6 +124,10 @@ mod tests {
                 "cache-policy",
                 "engine",
                 "docker-build",
+                "history-plot",
+                "history-explain",
+                "cache-du",
+                "cache-prune-dry-run",
                 "smoke",
                 "verify-parallel"
             ]

@@ -236,7 +236,8 @@ pub struct CiArgs {
     #[arg(long)]
     pub full: bool,
     /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, engine, docker-build,
-    /// smoke, verify-parallel); repeatable. For local use: CI skips nothing
+    /// history-plot, history-explain, cache-du, cache-prune-dry-run, smoke, verify-parallel);
+    /// repeatable. For local use: CI skips nothing
     #[arg(long)]
     pub skip: Vec<String>,
     /// Stop at the first failed step
