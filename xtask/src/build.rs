@@ -41,9 +41,11 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
         print!("{}", plan::render_dry_run(&plan));
         return Ok(Status::Ok);
     };
-    preflight_with(root, &plan, args.engine, check?)?;
+    let check = check?;
+    let engine_id = history::engine_identity(check.probe.server_version.as_deref());
+    preflight_with(root, &plan, args.engine, check)?;
     // up to date: the recorded inputs say so and the image is still there; no buildx process
-    let snapshot = history::Snapshot::take(root, &plan);
+    let snapshot = history::Snapshot::take(root, &plan, engine_id);
     let current: Vec<String> = plan
         .builds
         .iter()

@@ -24,7 +24,6 @@
 //! - `docker image inspect --format F IMAGE...`: for each image, `sha256:fake 1234567` when F asks
 //!   for the size, else `sha256:fake`; with `FAKE_DOCKER_MISSING_IMAGES=A|B`, the images that
 //!   contain A or B are missing (`No such image` on stderr, exit 1).
-//! - `docker info`: prints `$FAKE_DOCKER_ENGINE_ID` when set (the engine id), else nothing.
 //! - `docker buildx du --verbose`: canned records (see `DU`).
 //! - Anything else: exit 0 silently.
 
@@ -75,12 +74,6 @@ fn main() {
         }
         ["buildx", "build", ..] => build(&args[2..]),
         ["image", "inspect", rest @ ..] => inspect(rest),
-        ["info", ..] => {
-            if let Ok(id) = env::var("FAKE_DOCKER_ENGINE_ID") {
-                println!("{id}");
-            }
-            0
-        }
         ["buildx", "du", ..] => {
             print!("{DU}");
             0
