@@ -177,6 +177,7 @@ fn history_images(report: &Report) -> Vec<history::ImageRecord> {
                 inputs: None,
                 digest: None,
                 why: None,
+                output_digest: None,
             }
         })
         .collect()

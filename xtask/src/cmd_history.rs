@@ -249,7 +249,8 @@ pub fn render_explain(records: &[Record], image: &str) -> anyhow::Result<String>
     }
     for s in &inputs.sources {
         let path = if s.path.is_empty() { "." } else { &s.path };
-        let _ = writeln!(out, "    source {path} ({} files) {}", s.files, s.digest);
+        let files = if s.files == 1 { "file" } else { "files" };
+        let _ = writeln!(out, "    source {path} ({} {files}) {}", s.files, s.digest);
     }
     Ok(out)
 }

@@ -76,6 +76,24 @@ fn an_unchanged_image_is_up_to_date_and_any_changed_input_rebuilds_it() {
 }
 
 #[test]
+fn a_local_output_is_up_to_date_while_its_files_are_unchanged() {
+    let ws = TempWorkspace::new();
+    let run = || {
+        let t = Test::docker_build(["pack-binaries"]).cwd(ws.path());
+        t.run().expect_code(0);
+        t.builds().len()
+    };
+    assert_eq!(run(), 1);
+    assert_eq!(run(), 0, "inputs and output unchanged");
+    let out = ws.path().join("target/pack-binaries");
+    let file = fs::read_dir(&out).unwrap().flatten().next().unwrap().path();
+    append(&file, "x");
+    assert_eq!(run(), 1, "the output was touched");
+    fs::remove_dir_all(&out).unwrap();
+    assert_eq!(run(), 1, "the output is gone");
+}
+
+#[test]
 fn doubt_builds_a_gone_image_or_on_another_engine() {
     let ws = TempWorkspace::new();
     build(&ws, &[]);

@@ -71,6 +71,9 @@ pub struct ImageRecord {
     /// Why the cargo step ran (the first input that differs from the last run), when it ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub why: Option<String>,
+    /// For a local output (`--output type=local`): the digest of the files it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_digest: Option<String>,
 }
 
 impl ImageRecord {
@@ -232,6 +235,8 @@ pub struct Snapshot {
     pub image_ids: BTreeMap<String, String>,
     pub last: BTreeMap<String, (ImageRecord, BTreeMap<String, String>)>,
     last_engine: BTreeMap<String, (String, Option<String>)>,
+    /// Local outputs: image -> (directory, digest of its files before the run).
+    outputs: BTreeMap<String, (PathBuf, Option<String>)>,
     git: Option<std::thread::JoinHandle<(Option<String>, Option<bool>)>>,
 }
 
@@ -281,6 +286,15 @@ impl Snapshot {
             },
         );
         let files = files.map_err(|e| format!("{e:#}"));
+        let outputs = plan
+            .builds
+            .iter()
+            .filter_map(|b| {
+                let dir = root.join(b.output_dir.as_ref()?);
+                let digest = dir_digest(&dir);
+                Some((b.image.clone(), (dir, digest)))
+            })
+            .collect();
         let mut result = BTreeMap::new();
         for (build, (image, read)) in plan.builds.iter().zip(reads) {
             let entry = match (&files, read) {
@@ -330,6 +344,7 @@ impl Snapshot {
             image_ids: ids.into_iter().map(|(r, (id, _))| (r, id)).collect(),
             last,
             last_engine,
+            outputs,
             git,
         }
     }
@@ -337,9 +352,8 @@ impl Snapshot {
     /// Whether `build` can be skipped: its inputs' digest equals its last successful build's
     /// and the engine still has the image under that build's id. Any doubt says no.
     pub fn up_to_date(&self, build: &crate::plan::Build) -> bool {
-        let Some(tag) = &build.tag else { return false };
         let risky = ["--no-cache", "--pull", "--push"];
-        if !build.loaded || build.argv.iter().any(|a| risky.contains(&a.as_str())) {
+        if build.argv.iter().any(|a| risky.contains(&a.as_str())) {
             return false;
         }
         let Some(Ok((inputs, digest))) = self.inputs.get(&build.image) else {
@@ -351,9 +365,15 @@ impl Snapshot {
         let Some((last, _)) = self.last.get(&build.image) else {
             return false;
         };
-        last.digest.as_ref() == Some(digest)
-            && last.image_id.is_some()
-            && last.image_id.as_ref() == self.image_ids.get(tag)
+        // the result is still there: the image under its id, or the output's files unchanged
+        let present = match (&build.tag, self.outputs.get(&build.image)) {
+            (Some(tag), _) if build.loaded => {
+                last.image_id.is_some() && last.image_id.as_ref() == self.image_ids.get(tag)
+            }
+            (None, Some((_, now))) => now.is_some() && last.output_digest == *now,
+            _ => false,
+        };
+        present && last.digest.as_ref() == Some(digest)
     }
 
     /// Why an image's cargo step ran: its first input that differs from its last successful run.
@@ -393,6 +413,13 @@ impl Snapshot {
             }
             if image.ran() {
                 image.why = self.reason(&image.image);
+            }
+            if let Some((dir, before)) = self.outputs.get(&image.image) {
+                image.output_digest = match image.result.as_str() {
+                    "up-to-date" => before.clone(),
+                    "succeeded" => dir_digest(dir),
+                    _ => None,
+                };
             }
         }
         let read: Vec<String> = images
@@ -440,6 +467,12 @@ pub fn engine_identity(server_version: Option<&str>) -> Option<String> {
         .or_else(|_| std::env::var("DOCKER_CONTEXT").map(|c| format!("context:{c}")))
         .unwrap_or_else(|_| "default".into());
     Some(format!("{host} {version}"))
+}
+
+/// One digest over the files under `dir`; `None` when it is missing, empty or unreadable.
+fn dir_digest(dir: &Path) -> Option<String> {
+    let files = inputs::hash_context(dir).ok().filter(|f| !f.is_empty())?;
+    Some(inputs::source("", &files).digest)
 }
 
 /// `git rev-parse HEAD` and whether tracked files differ from it.
@@ -505,6 +538,7 @@ pub mod tests {
             inputs: None,
             digest: Some(format!("d-{name}")),
             why: None,
+            output_digest: None,
         }
     }
 
