@@ -28,24 +28,31 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     // the engine check (a few docker processes) runs while cargo metadata reads the declaration:
     // a no-op rebuild is dominated by such fixed costs
     let check_bases = args.engine == flags::EngineMode::Auto && args.builder.is_none();
-    let (decl, check) = std::thread::scope(|s| {
+    // ... and so does the snapshot of the recorded inputs (hashing, one image inspect)
+    let (plan, check, snapshot) = std::thread::scope(|s| {
         let check = (!args.dry_run).then(|| s.spawn(|| check_engine(root, check_bases)));
-        let decl = workspace::load(root);
+        let plan = workspace::load(root).and_then(|decl| plan_from_args(&decl, &args));
+        let snapshot = match &plan {
+            Ok(plan) if !args.dry_run => Some(history::Snapshot::take(root, plan)),
+            _ => None,
+        };
         (
-            decl,
+            plan,
             check.map(|h| h.join().expect("engine check panicked")),
+            snapshot,
         )
     });
-    let plan = plan_from_args(&decl?, &args)?;
-    let Some(check) = check else {
+    let plan = plan?;
+    let (Some(check), Some(mut snapshot)) = (check, snapshot) else {
         print!("{}", plan::render_dry_run(&plan));
         return Ok(Status::Ok);
     };
     let check = check?;
-    let engine_id = history::engine_identity(check.probe.server_version.as_deref());
+    snapshot.set_engine(history::engine_identity(
+        check.probe.server_version.as_deref(),
+    ));
     preflight_with(root, &plan, args.engine, check)?;
     // up to date: the recorded inputs say so and the image is still there; no buildx process
-    let snapshot = history::Snapshot::take(root, &plan, engine_id);
     let current: Vec<String> = plan
         .builds
         .iter()

@@ -243,7 +243,9 @@ pub struct Snapshot {
 impl Snapshot {
     /// Hashes the context (in parallel) while the engine is asked for its id and the images'
     /// ids, and the history is read from its end. Never fails: what cannot be known is a doubt.
-    pub fn take(root: &Path, plan: &crate::plan::Plan, engine_id: Option<String>) -> Snapshot {
+    /// The engine's identity is not known yet: [`Snapshot::set_engine`] adds it.
+    pub fn take(root: &Path, plan: &crate::plan::Plan) -> Snapshot {
+        let engine_id: Option<String> = None;
         let time = crate::exec::runner::unix_now();
         let git = enabled().then(|| {
             let root = root.to_path_buf();
@@ -347,6 +349,14 @@ impl Snapshot {
             outputs,
             git,
         }
+    }
+
+    /// Sets the engine's identity, part of every image's digest.
+    pub fn set_engine(&mut self, engine_id: Option<String>) {
+        for (inputs, digest) in self.inputs.values_mut().flatten() {
+            *digest = inputs::digest(inputs, &self.strategy, engine_id.as_deref());
+        }
+        self.engine_id = engine_id;
     }
 
     /// Whether `build` can be skipped: its inputs' digest equals its last successful build's
