@@ -146,7 +146,8 @@ fn prune(declared: &[String], args: flags::CachePruneArgs) -> anyhow::Result<Sta
     Ok(Status::from_ok(failed == 0))
 }
 
-/// Every cache mount id the Dockerfiles under `docker/` declare (`${VAR}` kept as written).
+/// Every cache mount id the Dockerfiles under `docker/` declare with `id=` (`${VAR}` kept as
+/// written).
 pub fn declared_ids(root: &Path) -> anyhow::Result<Vec<String>> {
     let mut files = Vec::new();
     let mut dirs = vec![root.join("docker")];
@@ -176,7 +177,9 @@ pub fn declared_ids(root: &Path) -> anyhow::Result<Vec<String>> {
             if !mount.is_cache() {
                 continue;
             }
-            if let Some(id) = mount.id().or(mount.target()) {
+            // a mount without `id=` is keyed by its target path, which any other project
+            // mounting that path shares: not this workspace's to list or prune
+            if let Some(id) = mount.id() {
                 let id = id.trim_start_matches('/').to_string();
                 if !ids.contains(&id) {
                     ids.push(id);
