@@ -205,11 +205,11 @@ pub fn svg(records: &[Record]) -> String {
     out
 }
 
-/// 1, 2, 5 x 10^k at or above `v` (at least 1 s).
+/// 1, 2, 4, 5, 8 x 10^k at or above `v` (at least 1 s): four grid steps stay round numbers.
 fn nice_ceiling(v: f64) -> f64 {
     let v = v.max(1.0);
     let mag = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 5.0, 10.0] {
+    for m in [1.0, 2.0, 4.0, 5.0, 8.0, 10.0] {
         if v <= m * mag {
             return m * mag;
         }
@@ -282,8 +282,9 @@ mod tests {
         let doc_text = svg(&[]);
         assert!(roxmltree::Document::parse(&doc_text).is_ok());
         assert_eq!(nice_ceiling(0.0), 1.0);
-        assert_eq!(nice_ceiling(63.0), 100.0);
-        assert_eq!(nice_ceiling(7.5), 10.0);
+        assert_eq!(nice_ceiling(63.0), 80.0);
+        assert_eq!(nice_ceiling(682.0), 800.0);
+        assert_eq!(nice_ceiling(8.5), 10.0);
         assert_eq!(nice_ceiling(1.5), 2.0);
     }
 }
