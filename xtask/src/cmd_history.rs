@@ -167,7 +167,12 @@ pub fn render_explain(records: &[Record], image: &str) -> anyhow::Result<String>
         .iter()
         .filter_map(|r| r.images.iter().find(|i| i.image == image).map(|i| (r, i)))
         .collect();
-    let Some(&(last_run, last)) = runs.last() else {
+    // the newest run whose cargo step ran is the one to explain; runs after it did not rebuild
+    let chosen = runs
+        .iter()
+        .rposition(|(_, i)| i.ran() && i.inputs.is_some())
+        .or(runs.len().checked_sub(1));
+    let Some(chosen) = chosen else {
         let mut known: Vec<&str> = records
             .iter()
             .flat_map(|r| r.images.iter().map(|i| i.image.as_str()))
@@ -184,10 +189,16 @@ pub fn render_explain(records: &[Record], image: &str) -> anyhow::Result<String>
         ))
         .into());
     };
+    let (last_run, last) = runs[chosen];
     let mut out = String::new();
+    let what = if last.ran() {
+        "last run whose cargo step ran"
+    } else {
+        "last run"
+    };
     let _ = writeln!(
         out,
-        "{image}: last run {} ({}), {}, cargo step {}",
+        "{image}: {what} {} ({}), {}, cargo step {}",
         utc(last_run.time),
         last_run
             .git_rev
@@ -200,7 +211,14 @@ pub fn render_explain(records: &[Record], image: &str) -> anyhow::Result<String>
     let Some(inputs) = &last.inputs else {
         bail!("the last run of {image} recorded no inputs (they could not be hashed)");
     };
-    let previous = runs[..runs.len() - 1]
+    if chosen + 1 < runs.len() {
+        let _ = writeln!(
+            out,
+            "  ({} newer run(s) of {image} did not run the cargo step)",
+            runs.len() - chosen - 1
+        );
+    }
+    let previous = runs[..chosen]
         .iter()
         .rev()
         .find(|(_, i)| i.succeeded() && i.inputs.is_some());
@@ -304,6 +322,30 @@ mod tests {
         assert_eq!(stats[0].last_result, "up-to-date");
         let table = render_table(&records, &stats);
         assert!(table.contains("api"), "{table}");
+    }
+
+    #[test]
+    fn explain_picks_the_last_run_whose_cargo_step_ran() {
+        use crate::history::explain::tests::{files, inputs_over};
+        let before = files(&[("Cargo.lock", "l1"), ("crates/common/src/lib.rs", "c1")]);
+        let mut after = before.clone();
+        after.insert("Cargo.lock".into(), "l2".into());
+        let with = |t: f64, cargo: &str, f: &BTreeMap<String, String>| {
+            let mut i = image("api", "succeeded", 1.0, cargo);
+            i.inputs = Some(inputs_over(f));
+            let mut r = record(t, vec![i]);
+            r.files = f.clone();
+            r
+        };
+        let records = vec![
+            with(1.0, "ran", &before),
+            with(2.0, "ran", &after),
+            with(3.0, "cached", &after),
+        ];
+        let text = render_explain(&records, "api").unwrap();
+        assert!(text.contains("last run whose cargo step ran"), "{text}");
+        assert!(text.contains("- Cargo.lock changed"), "{text}");
+        assert!(text.contains("1 newer run(s)"), "{text}");
     }
 
     #[test]
