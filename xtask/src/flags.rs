@@ -51,8 +51,9 @@ pub enum Cmd {
     RestoreShared(RewriteArgs),
     /// Check the Dockerfiles' cache-mount policy statically
     LintDocker(LintArgs),
-    /// Carry the build caches (layer cache and the contents of the cache mounts: cargo home,
-    /// target directories) to a directory and back, for CI runners that start empty
+    /// This workspace's build caches: `du` and `prune` on the engine; `export` and `import` carry
+    /// them (layer cache and the contents of the cache mounts: cargo home, target directories) to
+    /// a directory and back, for CI runners that start empty
     ///
     /// An entry is keyed by Cargo.lock, the toolchain (RUST_VERSION and the base image's id), the
     /// strategy, profile, platform and RUSTFLAGS: LOCATION/<key>/ holds manifest.json (sha256 of
@@ -65,6 +66,48 @@ pub enum Cmd {
     /// Exit status: 0 when every selected test passed, 1 when any failed (each failure printed in
     /// one line with its log), 2 for usage errors, 130 when interrupted.
     VerifyParallel(VerifyParallelArgs),
+    /// The recorded docker-build runs (target/xtask/history.jsonl): a table, per-image medians
+    /// and trends, `--plot FILE.svg`, and `--explain IMAGE` (why its last build re-ran)
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CacheDuArgs {
+    /// Print JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CachePruneArgs {
+    /// Only this cache id, as the Dockerfiles write it (e.g. cargo-home, target-builder-${SERVICE})
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only caches unused for at least this long (90m, 12h, 7d, 2w)
+    #[arg(long, value_name = "DURATION")]
+    pub older_than: Option<String>,
+    /// Remove the least recently used until this much of this workspace's cache stays (10GB)
+    #[arg(long, value_name = "SIZE")]
+    pub keep_storage: Option<String>,
+    /// Print what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// How many of the newest runs to show
+    #[arg(long, default_value_t = 20)]
+    pub last: usize,
+    /// Print the runs and per-image statistics as JSON
+    #[arg(long)]
+    pub json: bool,
+    /// Write an SVG of each image's build time over the runs to FILE (relative to the root)
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Show every input of IMAGE's last run that differs from its previous successful run
+    #[arg(long, value_name = "IMAGE")]
+    pub explain: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +169,9 @@ pub enum EngineCmd {
 pub struct DockerBuildArgs {
     #[command(flatten)]
     pub build: BuildOptions,
+    /// Build even the images whose recorded inputs show them up to date
+    #[arg(long)]
+    pub force: bool,
     /// How many builds run at once (0: all at once)
     #[arg(long, short = 'j', default_value_t = 0)]
     pub jobs: usize,
@@ -230,6 +276,10 @@ pub struct CacheArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CacheCmd {
+    /// Size and last use of every cache mount id in docker/Dockerfile*, and the layer cache total
+    Du(CacheDuArgs),
+    /// Remove this workspace's cache mounts (never another project's), least recently used first
+    Prune(CachePruneArgs),
     /// Run the builds (normally all layer-cached) with --cache-to, copy the cache mounts out with
     /// a helper build, and publish both as one entry at LOCATION; prints sizes and times
     Export {
@@ -306,7 +356,8 @@ pub struct CiArgs {
     #[arg(long)]
     pub full: bool,
     /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, engine, bake-print,
-    /// docker-build, smoke, engine-guards, engine-second, farm-publish, verify-parallel);
+    /// docker-build, history-plot, history-explain, cache-du, cache-prune-dry-run, smoke,
+    /// engine-guards, engine-second, farm-publish, verify-parallel);
     /// repeatable. For local use: CI skips nothing
     #[arg(long)]
     pub skip: Vec<String>,

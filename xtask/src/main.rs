@@ -11,6 +11,7 @@ mod engine;
 mod exec;
 mod farm;
 mod flags;
+mod history;
 mod plan;
 mod proc;
 mod publish;
@@ -96,5 +97,6 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::LintDocker(args) => cmd::policy::lint_docker(&root, args),
         flags::Cmd::VerifyParallel(args) => cmd::verify::run(&root, args),
         flags::Cmd::Cache(args) => cmd::cache::run(&root, args),
+        flags::Cmd::History(args) => cmd::history::run(&root, args),
     }
 }

@@ -19,7 +19,7 @@ use crate::{
         progress,
         runner::{self, Job, JobResult, Outcome},
     },
-    flags,
+    flags, history,
     plan::{self, Plan},
     workspace::Declaration,
     Status,
@@ -170,7 +170,7 @@ fn valid_tag(tag: &str) -> bool {
 /// What the engine looks like: the probe, and the base images it lacks.
 #[derive(Debug)]
 pub struct EngineCheck {
-    probe: docker::Probe,
+    pub probe: docker::Probe,
     missing_bases: Vec<String>,
 }
 
@@ -272,6 +272,8 @@ pub struct ImageReport {
     pub cargo_name: Option<String>,
     pub cargo_started: Option<f64>,
     pub fully_cached: bool,
+    /// The recorded inputs showed the image current: no build ran.
+    pub up_to_date: bool,
     pub tag: Option<String>,
     pub image_id: Option<String>,
     pub size_bytes: Option<u64>,
@@ -444,6 +446,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 cargo_name: cargo.map(|s| s.name.clone()),
                 cargo_started: cargo.and_then(|s| s.started),
                 fully_cached: ok && job.fully_cached(),
+                up_to_date: false,
                 tag: build.tag().cloned(),
                 image_id,
                 size_bytes: size,
@@ -523,6 +526,106 @@ pub fn human_size(bytes: u64) -> String {
         format!("{bytes} B")
     }
 }
+/// The tag of the plan's first tagged image (`attune-api:dev` -> `dev`).
+pub fn decl_tag(plan: &Plan) -> String {
+    plan.builds
+        .iter()
+        .find_map(|b| b.tag()?.rsplit_once(':').map(|(_, t)| t.to_string()))
+        .unwrap_or_default()
+}
+
+/// Puts the images found up to date (not built) into the report, in the plan's order.
+pub fn add_up_to_date(
+    report: &mut Report,
+    plan: &Plan,
+    current: &[String],
+    snapshot: &history::Snapshot,
+) {
+    let mut built = std::mem::take(&mut report.images).into_iter();
+    for build in &plan.builds {
+        if !current.contains(&build.image) {
+            report.images.extend(built.next());
+            continue;
+        }
+        let image_id = build.tag().and_then(|t| snapshot.image_ids.get(t));
+        let size = snapshot
+            .last
+            .get(&build.image)
+            .and_then(|(r, _)| r.size_bytes);
+        report.images.push(ImageReport {
+            image: build.image.clone(),
+            result: Outcome::Succeeded,
+            exit_code: None,
+            wall_seconds: 0.0,
+            cargo_step: CargoStep::None,
+            cargo_seconds: None,
+            cargo_name: None,
+            cargo_started: None,
+            fully_cached: true,
+            up_to_date: true,
+            tag: build.tag().cloned(),
+            image_id: image_id.cloned(),
+            size_bytes: size,
+            output_dir: build.output_dir().map(Path::to_path_buf),
+            log: build.log.clone(),
+            builder: None,
+            retried_from: None,
+            digest: None,
+            published: None,
+            job: JobResult {
+                name: build.image.clone(),
+                outcome: Outcome::Succeeded,
+                exit_code: None,
+                started_at: snapshot.time,
+                wall_seconds: 0.0,
+                cargo_step: CargoStep::None,
+                steps: Vec::new(),
+                tail: Vec::new(),
+                log: build.log.clone(),
+            },
+        });
+        report.totals.images += 1;
+        report.totals.succeeded += 1;
+    }
+    report.images.extend(built);
+}
+
+/// The report's images as history records (inputs are added by the snapshot).
+pub fn history_images(report: &Report) -> Vec<history::ImageRecord> {
+    report
+        .images
+        .iter()
+        .map(|i| {
+            let result = if i.up_to_date {
+                "up-to-date".to_string()
+            } else {
+                serde_json::to_value(i.result)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            };
+            history::ImageRecord {
+                image: i.image.clone(),
+                result,
+                wall_seconds: i.wall_seconds,
+                cargo_step: serde_json::to_value(i.cargo_step)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                cargo_seconds: i.cargo_seconds,
+                steps_run: i.job.steps.iter().filter(|s| !s.cached).count(),
+                steps_cached: i.job.steps.iter().filter(|s| s.cached).count(),
+                image_id: i.image_id.clone(),
+                size_bytes: i.size_bytes,
+                inputs: None,
+                digest: None,
+                why: None,
+                output_digest: None,
+            }
+        })
+        .collect()
+}
+
 /// The summary table, then the tails of failed builds' logs.
 pub fn render_summary(report: &Report) -> String {
     let mut out = String::new();
@@ -556,6 +659,7 @@ pub fn render_summary(report: &Report) -> String {
     );
     for image in &report.images {
         let result = match image.result {
+            Outcome::Succeeded if image.up_to_date => "up to date",
             Outcome::Succeeded if image.fully_cached => "ok (cached)",
             Outcome::Succeeded => "ok",
             Outcome::Failed => "FAILED",

@@ -28,6 +28,7 @@
 //! - Cache helper builds (`cargo xtask cache`): an export helper (its Dockerfile says `attune cache
 //!   export helper`) writes an empty tar `<id>.tar` per cache mount into its `--output` directory;
 //!   `--cache-to type=local,dest=D,...,tag=T` writes a one-blob OCI layout with tag T to D.
+//! - `docker buildx du --verbose`: canned records (see `DU`).
 //! - Anything else: exit 0 silently.
 
 use std::{
@@ -41,6 +42,15 @@ use std::{
 };
 
 use serde_json::{json, Value};
+
+/// What `buildx du --verbose` prints: this workspace's cargo-home, target-workspace and a
+/// namespaced target-builder-api copy, another project's cache mount, and a layer.
+const DU: &str = "ID:\t\tfake-home\nSize:\t\t1.5GB\nDescription:\tcached mount /cargo-home from exec /bin/sh -c cargo build\nLast used:\t2 days ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-ws\nSize:\t\t800MB\nDescription:\tcached mount /build/target from exec /bin/sh -c cargo build with id \"/target-workspace\"\nLast used:\t10 minutes ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-api\nSize:\t\t300MB\nDescription:\tcached mount /build/target from exec x with id \"/target-builder-api-verify-1\"\nLast used:\t3 weeks ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-other\nSize:\t\t5GB\nDescription:\tcached mount /root/.m2 from exec mvn with id \"/other-project\"\nLast used:\t9 weeks ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-layer\nSize:\t\t44.52MB\nDescription:\tmount / from exec /bin/sh -c apt-get\nLast used:\t5 minutes ago\nType:\t\tregular\n\n\
+Shared:\t\t1.374GB\nPrivate:\t44.52MB\nReclaimable:\t866MB\nTotal:\t\t7.9GB\n";
 
 /// The argument with which the fake re-runs itself as its "buildx plugin" child during a hang.
 const PLUGIN: &str = "__fake-buildx-plugin";
@@ -72,6 +82,10 @@ fn main() {
         }
         ["buildx", "build", ..] => build(&args[2..]),
         ["image", "inspect", rest @ ..] => inspect(rest),
+        ["buildx", "du", ..] => {
+            print!("{DU}");
+            0
+        }
         _ => 0,
     };
     process::exit(code);

@@ -61,6 +61,17 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
             ],
         ),
         step("docker-build", &["xtask", "docker-build", "all"]),
+        // what docker-build recorded, and the cache it left, read back from the real engine
+        step(
+            "history-plot",
+            &["xtask", "history", "--plot", "target/xtask/history.svg"],
+        ),
+        step("history-explain", &["xtask", "history", "--explain", "api"]),
+        step("cache-du", &["xtask", "cache", "du"]),
+        step(
+            "cache-prune-dry-run",
+            &["xtask", "cache", "prune", "--dry-run"],
+        ),
         step("smoke", &["xtask", "smoke", "all"]),
         // the guards that need the engine: an owned build arg refused, a named DOCKER_HOST kept,
         // a service added as AGENTS.md says builds and runs (xtask/tests/engine_guards.rs)
@@ -137,7 +148,7 @@ pub fn run(root: &Path, args: flags::CiArgs) -> anyhow::Result<Status> {
     eprintln!();
     for (name, ok, seconds) in &results {
         eprintln!(
-            "{:<16} {:<6} {seconds:>7.1}s",
+            "{:<20} {:<6} {seconds:>7.1}s",
             name,
             if *ok { "passed" } else { "FAILED" }
         );
@@ -166,6 +177,10 @@ mod tests {
                 "engine",
                 "bake-print",
                 "docker-build",
+                "history-plot",
+                "history-explain",
+                "cache-du",
+                "cache-prune-dry-run",
                 "smoke",
                 "engine-guards",
                 "engine-second",

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use crate::{
     exec::{events::CargoStep, progress},
-    flags, plan,
+    flags, history, plan,
     session::{
-        check_engine, check_stages, execute, lock_log_dir, plan_from_args, preflight_with,
-        render_summary,
+        add_up_to_date, check_engine, check_stages, decl_tag, execute, history_images,
+        lock_log_dir, plan_from_args, preflight_with, render_summary,
     },
     workspace, Status,
 };
@@ -41,15 +41,50 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
         }
         return Ok(Status::Ok);
     };
+    // the recorded inputs of every image (context hashes, one image inspect), for "up to date"
+    // and "why did it re-run"
+    let mut snapshot = history::Snapshot::take(root, &plan);
+    let check = check?;
+    snapshot.set_engine(history::engine_identity(
+        check.probe.server_version.as_deref(),
+    ));
     // one run at a time writes a log directory: concurrent runs would tear each other's logs
     let _lock = lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
-    preflight_with(root, &plan, args.engine, check?)?;
-    let mut report = execute(root, &plan, progress::detect_mode());
+    preflight_with(root, &plan, args.engine, check)?;
+    // up to date: the recorded inputs say so and the result is still there; no buildx process.
+    // (A push or a farm always builds: the registry, not this engine, holds their result.)
+    let may_skip = !args.force && !args.build.push && args.build.builders.is_empty();
+    let current: Vec<String> = (plan.builds.iter())
+        .filter(|b| may_skip && snapshot.up_to_date(b))
+        .map(|b| b.image.clone())
+        .collect();
+    let mut todo = plan.clone();
+    todo.builds.retain(|b| !current.contains(&b.image));
+    let mut report = execute(root, &todo, progress::detect_mode());
+    add_up_to_date(&mut report, &plan, &current, &snapshot);
     crate::publish::finish(root, &plan, &mut report);
+    let record = snapshot.finish(
+        "docker-build",
+        args.build.tag.as_deref().unwrap_or(&decl_tag(&plan)),
+        report.totals.wall_seconds,
+        history_images(&report),
+    );
+    if history::enabled() {
+        if let Err(err) = history::append(&history::path(root), &record) {
+            eprintln!("warning: build history not recorded: {err:#}");
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_summary(&report));
+        for image in record.images.iter().filter(|i| i.why.is_some()) {
+            println!(
+                "why {}: {}",
+                image.image,
+                image.why.as_deref().unwrap_or("")
+            );
+        }
     }
     Ok(report.status())
 }

@@ -7,6 +7,7 @@ pub mod cache;
 pub mod ci;
 pub mod docker_build;
 pub mod engine;
+pub mod history;
 pub mod policy;
 pub mod smoke;
 pub mod verify;

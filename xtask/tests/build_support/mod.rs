@@ -216,7 +216,12 @@ impl Test {
             .env("DOCKER_HOST", "unix:///nonexistent/fake.sock")
             .env("FAKE_DOCKER_LOG", self.argv_log())
             .env("FAKE_DOCKER_TIMES", self.times_log())
-            .env("FAKE_DOCKER_PIDS", self.pid_dir());
+            .env("FAKE_DOCKER_PIDS", self.pid_dir())
+            // fake runs never go into the repository's own build history
+            .env(
+                "ATTUNE_HISTORY",
+                if self.cwd == root() { "off" } else { "on" },
+            );
         for (key, value) in &self.env {
             cmd.env(key, value);
         }

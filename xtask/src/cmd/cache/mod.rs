@@ -1,4 +1,7 @@
-//! `cargo xtask cache export|import`: thin; the work is in `cache::transfer`.
+//! `cargo xtask cache du|prune|export|import`: thin; export and import stand on
+//! `cache::transfer`, du and prune on `usage`.
+
+mod usage;
 
 use std::path::Path;
 
@@ -17,6 +20,7 @@ pub fn run(root: &Path, args: flags::CacheArgs) -> anyhow::Result<Status> {
     match args.cmd {
         CacheCmd::Export { to, build } => export(root, &Location::parse(&to)?, build),
         CacheCmd::Import { from, build } => import(root, &Location::parse(&from)?, build),
+        cmd @ (CacheCmd::Du(_) | CacheCmd::Prune(_)) => usage::run(root, cmd),
     }
 }
 

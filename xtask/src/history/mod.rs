@@ -1,0 +1,668 @@
+//! The build history: one JSON record per `docker-build` run in `target/xtask/history.jsonl`.
+//!
+//! A record holds the run (time, git revision, strategy, engine) and, per image, its outcome and
+//! the content digests of everything its build reads ([`inputs`]). Appending is one `write` of a
+//! whole line under an advisory lock, so concurrent runs never interleave; past
+//! [`ROTATE_BYTES`] the file moves to `history.1.jsonl`. Reading skips corrupt lines with a
+//! warning naming the line. [`explain`] compares two runs of an image; [`plot`] draws the times.
+
+pub mod explain;
+pub mod inputs;
+pub mod plot;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Write as _,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+pub use inputs::Inputs;
+
+/// Past this size the history file is rotated to `history.1.jsonl` (the older one is dropped).
+pub const ROTATE_BYTES: u64 = 5 * 1024 * 1024;
+/// Set to `off` (or `0`) to write no record (the up-to-date check still reads the history).
+pub const DISABLE_ENV: &str = "ATTUNE_HISTORY";
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One run of `docker-build`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub version: u32,
+    /// Seconds since the Unix epoch when the run started.
+    pub time: f64,
+    /// Which command built: `docker-build` (bench runs it too, with `--tag bench`).
+    pub command: String,
+    pub git_rev: Option<String>,
+    pub git_dirty: Option<bool>,
+    pub strategy: String,
+    pub tag: String,
+    pub engine_id: Option<String>,
+    pub wall_seconds: f64,
+    /// Content digest of every file of the build context (as `.dockerignore` filters it) that
+    /// some image of this run reads: `path -> digest`.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    pub images: Vec<ImageRecord>,
+}
+
+/// One image of a run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ImageRecord {
+    pub image: String,
+    /// `succeeded`, `failed`, `interrupted`, `not-started` or `up-to-date` (no build started).
+    pub result: String,
+    pub wall_seconds: f64,
+    /// `ran`, `shared`, `cached` or `none`.
+    pub cargo_step: String,
+    pub cargo_seconds: Option<f64>,
+    pub steps_run: usize,
+    pub steps_cached: usize,
+    pub image_id: Option<String>,
+    pub size_bytes: Option<u64>,
+    /// What the build read; `None` when it could not be hashed.
+    pub inputs: Option<Inputs>,
+    /// One digest over `inputs`, the strategy and the engine: equal digests, equal builds.
+    pub digest: Option<String>,
+    /// Why the cargo step ran (the first input that differs from the last run), when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+    /// For a local output (`--output type=local`): the digest of the files it wrote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_digest: Option<String>,
+}
+
+impl ImageRecord {
+    pub fn succeeded(&self) -> bool {
+        self.result == "succeeded" || self.result == "up-to-date"
+    }
+    /// Whether the cargo step executed in this run.
+    pub fn ran(&self) -> bool {
+        self.cargo_step == "ran"
+    }
+}
+
+/// Where the history lives, relative to the workspace root.
+pub fn path(root: &Path) -> PathBuf {
+    root.join("target/xtask/history.jsonl")
+}
+
+pub fn enabled() -> bool {
+    !matches!(
+        std::env::var(DISABLE_ENV).as_deref(),
+        Ok("off") | Ok("0") | Ok("false")
+    )
+}
+
+/// Appends `record` as one line. Never fails a build: the caller prints the error as a warning.
+pub fn append(file: &Path, record: &Record) -> anyhow::Result<()> {
+    let mut line = serde_json::to_string(record)?;
+    line.push('\n');
+    let dir = file.parent().context("history path has no parent")?;
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let lock_path = file.with_extension("lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot open {}", lock_path.display()))?;
+    // SAFETY: flock on a file descriptor we own; released when `lock` is closed
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("cannot lock {}", lock_path.display()));
+    }
+    if fs::metadata(file).map(|m| m.len()).unwrap_or(0) + line.len() as u64 > ROTATE_BYTES {
+        let rotated = rotated_path(file);
+        fs::rename(file, &rotated).with_context(|| {
+            format!("cannot rotate {} to {}", file.display(), rotated.display())
+        })?;
+    }
+    let mut out = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    // one write of the whole line: with O_APPEND and the lock, lines never interleave
+    out.write_all(line.as_bytes())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    Ok(())
+}
+
+/// `history.jsonl` -> `history.1.jsonl`.
+pub fn rotated_path(file: &Path) -> PathBuf {
+    let stem = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("history");
+    file.with_file_name(format!("{stem}.1.jsonl"))
+}
+
+/// The records of `text` (one JSON object a line), oldest first, and a warning for each line
+/// that is not a record (`name:LINE: ...`).
+pub fn parse(text: &str, name: &str) -> (Vec<Record>, Vec<String>) {
+    let mut records = Vec::new();
+    let mut warnings = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Record>(line) {
+            Ok(record) => records.push(record),
+            Err(err) => warnings.push(format!(
+                "{name}:{}: skipped a corrupt or truncated history line ({err})",
+                i + 1
+            )),
+        }
+    }
+    (records, warnings)
+}
+
+/// Every record, the rotated file's first; warnings for unreadable lines.
+pub fn read_all(file: &Path) -> (Vec<Record>, Vec<String>) {
+    let mut records = Vec::new();
+    let mut warnings = Vec::new();
+    for path in [rotated_path(file), file.to_path_buf()] {
+        match fs::read_to_string(&path) {
+            Ok(text) => {
+                let (r, w) = parse(&text, &path.display().to_string());
+                records.extend(r);
+                warnings.extend(w);
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => warnings.push(format!("cannot read {}: {err}", path.display())),
+        }
+    }
+    (records, warnings)
+}
+
+/// An image's last successful record, its run's files, strategy and engine id.
+pub type LastRun = (
+    ImageRecord,
+    BTreeMap<String, String>,
+    String,
+    Option<String>,
+);
+
+/// The newest successful record of each of `images` (and the files map of its run), reading the
+/// history from its end and stopping when every image is found. Unreadable lines are skipped.
+pub fn last_successful(file: &Path, images: &[&str]) -> BTreeMap<String, LastRun> {
+    let mut found = BTreeMap::new();
+    let Ok(text) = fs::read_to_string(file) else {
+        return found;
+    };
+    for line in text.lines().rev() {
+        if found.len() == images.len() {
+            break;
+        }
+        let Ok(record) = serde_json::from_str::<Record>(line) else {
+            continue;
+        };
+        for image in &record.images {
+            if image.succeeded()
+                && images.contains(&image.image.as_str())
+                && !found.contains_key(&image.image)
+            {
+                found.insert(
+                    image.image.clone(),
+                    (
+                        image.clone(),
+                        record.files.clone(),
+                        record.strategy.clone(),
+                        record.engine_id.clone(),
+                    ),
+                );
+            }
+        }
+    }
+    found
+}
+
+/// What the inputs of a run's images looked like when it started, the engine's view of them, and
+/// each image's last successful record: enough to decide "up to date" and to explain a re-run.
+pub struct Snapshot {
+    pub time: f64,
+    pub strategy: String,
+    pub engine_id: Option<String>,
+    pub files: BTreeMap<String, String>,
+    /// Per image, its inputs and their digest, or why they could not be hashed.
+    pub inputs: BTreeMap<String, Result<(Inputs, String), String>>,
+    /// Tag -> image id on the engine now.
+    pub image_ids: BTreeMap<String, String>,
+    pub last: BTreeMap<String, (ImageRecord, BTreeMap<String, String>)>,
+    last_engine: BTreeMap<String, (String, Option<String>)>,
+    /// Local outputs: image -> (directory, digest of its files before the run).
+    outputs: BTreeMap<String, (PathBuf, Option<String>)>,
+    git: Option<std::thread::JoinHandle<(Option<String>, Option<bool>)>>,
+}
+
+impl Snapshot {
+    /// Hashes the context (in parallel) while the engine is asked for its id and the images'
+    /// ids, and the history is read from its end. Never fails: what cannot be known is a doubt.
+    /// The engine's identity is not known yet: [`Snapshot::set_engine`] adds it.
+    pub fn take(root: &Path, plan: &crate::plan::Plan) -> Snapshot {
+        let engine_id: Option<String> = None;
+        let time = crate::exec::runner::unix_now();
+        let git = enabled().then(|| {
+            let root = root.to_path_buf();
+            std::thread::spawn(move || git_state(&root))
+        });
+        let reads: Vec<(String, anyhow::Result<(inputs::Reads, String)>)> = plan
+            .builds
+            .iter()
+            .map(|b| {
+                let path = root.join(b.dockerfile());
+                let build_args: Vec<String> = (b.target.args.iter())
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let read = fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))
+                    .and_then(|text| {
+                        let reads = inputs::reads(&text, &b.target.target, &build_args)
+                            .with_context(|| format!("{}", b.dockerfile().display()))?;
+                        Ok((reads, inputs::digest_bytes(text.as_bytes())))
+                    });
+                (b.image.clone(), read)
+            })
+            .collect();
+        let mut refs: Vec<String> = plan
+            .builds
+            .iter()
+            .filter_map(|b| b.tag().cloned())
+            .collect();
+        for (_, read) in &reads {
+            if let Ok((r, _)) = read {
+                for base in &r.base_images {
+                    if !refs.contains(base) {
+                        refs.push(base.clone());
+                    }
+                }
+            }
+        }
+        let names: Vec<&str> = plan.builds.iter().map(|b| b.image.as_str()).collect();
+        let file = path(root);
+        let (files, (ids, last)) = rayon::join(
+            || inputs::hash_context(root),
+            || {
+                rayon::join(
+                    || crate::docker::inspect_images(&refs),
+                    || last_successful(&file, &names),
+                )
+            },
+        );
+        let files = files.map_err(|e| format!("{e:#}"));
+        let outputs = plan
+            .builds
+            .iter()
+            .filter_map(|b| {
+                let dir = root.join(b.output_dir()?);
+                let digest = dir_digest(&dir);
+                Some((b.image.clone(), (dir, digest)))
+            })
+            .collect();
+        let mut result = BTreeMap::new();
+        for (build, (image, read)) in plan.builds.iter().zip(reads) {
+            let entry = match (&files, read) {
+                (Err(e), _) => Err(e.clone()),
+                (_, Err(e)) => Err(format!("{e:#}")),
+                (Ok(files), Ok((reads, dockerfile_digest))) => {
+                    let inputs = Inputs {
+                        dockerfile: build.dockerfile().display().to_string(),
+                        dockerfile_digest,
+                        target: build.target.target.clone(),
+                        sources: reads
+                            .sources
+                            .iter()
+                            .map(|s| inputs::source(s, files))
+                            .collect(),
+                        build_args: build.target.args.iter().cloned().collect(),
+                        base_images: reads
+                            .base_images
+                            .iter()
+                            .map(|b| (b.clone(), ids.get(b).map(|(id, _)| id.clone())))
+                            .collect(),
+                        options_digest: inputs::options_digest(&build.argv),
+                    };
+                    let digest = inputs::digest(&inputs, &plan.strategy, engine_id.as_deref());
+                    Ok((inputs, digest))
+                }
+            };
+            result.insert(image, entry);
+        }
+        let (last, last_engine) = last
+            .into_iter()
+            .map(|(image, (rec, files, strategy, engine))| {
+                ((image.clone(), (rec, files)), (image, (strategy, engine)))
+            })
+            .unzip();
+        Snapshot {
+            time,
+            strategy: plan.strategy.clone(),
+            engine_id,
+            files: files.unwrap_or_default(),
+            inputs: result,
+            image_ids: ids.into_iter().map(|(r, (id, _))| (r, id)).collect(),
+            last,
+            last_engine,
+            outputs,
+            git,
+        }
+    }
+
+    /// Sets the engine's identity, part of every image's digest.
+    pub fn set_engine(&mut self, engine_id: Option<String>) {
+        for (inputs, digest) in self.inputs.values_mut().flatten() {
+            *digest = inputs::digest(inputs, &self.strategy, engine_id.as_deref());
+        }
+        self.engine_id = engine_id;
+    }
+
+    /// Whether `build` can be skipped: its inputs' digest equals its last successful build's
+    /// and the engine still has the image under that build's id. Any doubt says no.
+    pub fn up_to_date(&self, build: &crate::plan::Build) -> bool {
+        let risky = ["--no-cache", "--pull", "--push"];
+        if build.argv.iter().any(|a| risky.contains(&a.as_str())) {
+            return false;
+        }
+        let Some(Ok((inputs, digest))) = self.inputs.get(&build.image) else {
+            return false;
+        };
+        if self.engine_id.is_none() || inputs.base_images.values().any(Option::is_none) {
+            return false;
+        }
+        let Some((last, _)) = self.last.get(&build.image) else {
+            return false;
+        };
+        // the result is still there: the image under its id, or the output's files unchanged
+        let present = match (build.tag(), self.outputs.get(&build.image)) {
+            (Some(tag), _) if build.loaded() => {
+                last.image_id.is_some() && last.image_id.as_ref() == self.image_ids.get(tag)
+            }
+            (None, Some((_, now))) => now.is_some() && last.output_digest == *now,
+            _ => false,
+        };
+        present && last.digest.as_ref() == Some(digest)
+    }
+
+    /// Why an image's cargo step ran: its first input that differs from its last successful run.
+    pub fn reason(&self, image: &str) -> Option<String> {
+        let (inputs, _) = self.inputs.get(image)?.as_ref().ok()?;
+        let now = explain::Side {
+            inputs,
+            files: &self.files,
+            strategy: &self.strategy,
+            engine_id: self.engine_id.as_deref(),
+        };
+        let before = self.last.get(image).and_then(|(rec, files)| {
+            let (strategy, engine) = self.last_engine.get(image)?;
+            Some(explain::Side {
+                inputs: rec.inputs.as_ref()?,
+                files,
+                strategy,
+                engine_id: engine.as_deref(),
+            })
+        });
+        Some(explain::first_reason(before, now))
+    }
+
+    /// The record of the run: `images` as the build reported them, completed with their inputs,
+    /// digests and, where the cargo step ran, why. `files` keeps only the files some image reads.
+    pub fn finish(
+        mut self,
+        command: &str,
+        tag: &str,
+        wall: f64,
+        mut images: Vec<ImageRecord>,
+    ) -> Record {
+        for image in &mut images {
+            if let Some(Ok((inputs, digest))) = self.inputs.get(&image.image) {
+                image.inputs = Some(inputs.clone());
+                image.digest = Some(digest.clone());
+            }
+            if image.ran() {
+                image.why = self.reason(&image.image);
+            }
+            if let Some((dir, before)) = self.outputs.get(&image.image) {
+                image.output_digest = match image.result.as_str() {
+                    "up-to-date" => before.clone(),
+                    "succeeded" => dir_digest(dir),
+                    _ => None,
+                };
+            }
+        }
+        let read: Vec<String> = images
+            .iter()
+            .filter_map(|i| i.inputs.as_ref())
+            .flat_map(|i| i.sources.iter().map(|s| s.path.clone()))
+            .collect();
+        let files = std::mem::take(&mut self.files)
+            .into_iter()
+            .filter(|(f, _)| {
+                read.iter().any(|p| {
+                    p.is_empty()
+                        || f == p
+                        || (f.starts_with(p.as_str()) && f.as_bytes().get(p.len()) == Some(&b'/'))
+                })
+            })
+            .collect();
+        let (git_rev, git_dirty) = self
+            .git
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or((None, None));
+        Record {
+            version: FORMAT_VERSION,
+            time: self.time,
+            command: command.to_string(),
+            git_rev,
+            git_dirty,
+            strategy: self.strategy.clone(),
+            tag: tag.to_string(),
+            engine_id: self.engine_id.clone(),
+            wall_seconds: wall,
+            files,
+            images,
+        }
+    }
+}
+
+/// Which engine a build ran on, without a process of its own (`docker info` costs a quarter
+/// of a no-op run): where the client points (`DOCKER_HOST`, `DOCKER_CONTEXT`, else the default
+/// socket) and the server's version. `None` when the server did not answer.
+pub fn engine_identity(server_version: Option<&str>) -> Option<String> {
+    let version = server_version?;
+    let host = std::env::var("DOCKER_HOST")
+        .or_else(|_| std::env::var("DOCKER_CONTEXT").map(|c| format!("context:{c}")))
+        .unwrap_or_else(|_| "default".into());
+    Some(format!("{host} {version}"))
+}
+
+/// One digest over the files under `dir`; `None` when it is missing, empty or unreadable.
+fn dir_digest(dir: &Path) -> Option<String> {
+    let files = inputs::hash_context(dir).ok().filter(|f| !f.is_empty())?;
+    Some(inputs::source("", &files).digest)
+}
+
+/// `git rev-parse HEAD` and whether tracked files differ from it.
+fn git_state(root: &Path) -> (Option<String>, Option<bool>) {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(root)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let rev = git(&["rev-parse", "HEAD"]);
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).map(|s| !s.is_empty());
+    (rev, dirty)
+}
+
+/// The median of `values` (`None` when empty).
+pub fn median(values: &[f64]) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    Some(if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
+}
+
+/// The trend of a series: the median of its newer half over the median of its older half
+/// (`None` with fewer than two values).
+pub fn trend(values: &[f64]) -> Option<f64> {
+    if values.len() < 2 {
+        return None;
+    }
+    let half = values.len() / 2;
+    let older = median(&values[..half])?;
+    let newer = median(&values[values.len() - half..])?;
+    (older > 0.0).then(|| newer / older)
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    pub fn image(name: &str, result: &str, wall: f64, cargo: &str) -> ImageRecord {
+        ImageRecord {
+            image: name.into(),
+            result: result.into(),
+            wall_seconds: wall,
+            cargo_step: cargo.into(),
+            cargo_seconds: (cargo == "ran").then_some(wall - 1.0),
+            steps_run: 3,
+            steps_cached: 5,
+            image_id: Some(format!("sha256:{name}")),
+            size_bytes: Some(1000),
+            inputs: None,
+            digest: Some(format!("d-{name}")),
+            why: None,
+            output_digest: None,
+        }
+    }
+
+    pub fn record(time: f64, images: Vec<ImageRecord>) -> Record {
+        Record {
+            version: FORMAT_VERSION,
+            time,
+            command: "docker-build".into(),
+            git_rev: Some("abc".into()),
+            git_dirty: Some(false),
+            strategy: "workspace".into(),
+            tag: "dev".into(),
+            engine_id: Some("e".into()),
+            wall_seconds: 2.0,
+            files: BTreeMap::new(),
+            images,
+        }
+    }
+
+    #[test]
+    fn corrupt_and_truncated_lines_are_skipped_with_their_line_number() {
+        let good = serde_json::to_string(&record(1.0, vec![image("api", "succeeded", 2.0, "ran")]))
+            .unwrap();
+        let text = format!("{good}\nnot json\n{good}\n{}\n", &good[..good.len() / 2]);
+        let (records, warnings) = parse(&text, "h.jsonl");
+        assert_eq!(records.len(), 2);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("h.jsonl:2: "), "{}", warnings[0]);
+        assert!(warnings[1].starts_with("h.jsonl:4: "), "{}", warnings[1]);
+    }
+
+    #[test]
+    fn append_writes_whole_lines_and_rotates() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x/history.jsonl");
+        let r = record(1.0, vec![image("api", "succeeded", 2.0, "ran")]);
+        append(&file, &r).unwrap();
+        append(&file, &r).unwrap();
+        let (records, warnings) = read_all(&file);
+        assert_eq!((records.len(), warnings.len()), (2, 0));
+        // past the limit, the file moves aside and a new one starts
+        let big = fs::OpenOptions::new().append(true).open(&file).unwrap();
+        big.set_len(ROTATE_BYTES).unwrap();
+        append(&file, &r).unwrap();
+        assert!(rotated_path(&file).is_file());
+        let text = fs::read_to_string(&file).unwrap();
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn concurrent_appends_never_interleave() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("history.jsonl");
+        let mut r = record(1.0, vec![]);
+        // a long line: many images
+        r.images = (0..200)
+            .map(|i| image(&format!("img{i}"), "succeeded", 1.0, "cached"))
+            .collect();
+        std::thread::scope(|s| {
+            for _ in 0..8 {
+                s.spawn(|| {
+                    for _ in 0..10 {
+                        append(&file, &r).unwrap();
+                    }
+                });
+            }
+        });
+        let (records, warnings) = read_all(&file);
+        assert_eq!(warnings, Vec::<String>::new());
+        assert_eq!(records.len(), 80);
+    }
+
+    #[test]
+    fn unwritable_history_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        // the history's directory is a file: nothing can be created under it
+        let blocker = dir.path().join("target");
+        fs::write(&blocker, "").unwrap();
+        let err = append(&blocker.join("history.jsonl"), &record(1.0, vec![])).unwrap_err();
+        assert!(format!("{err:#}").contains("target"), "{err:#}");
+    }
+
+    #[test]
+    fn last_successful_reads_from_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("history.jsonl");
+        append(
+            &file,
+            &record(1.0, vec![image("api", "succeeded", 5.0, "ran")]),
+        )
+        .unwrap();
+        append(
+            &file,
+            &record(2.0, vec![image("api", "succeeded", 1.0, "cached")]),
+        )
+        .unwrap();
+        append(
+            &file,
+            &record(3.0, vec![image("api", "failed", 1.0, "ran")]),
+        )
+        .unwrap();
+        let last = last_successful(&file, &["api", "sensor"]);
+        assert_eq!(last.len(), 1);
+        assert_eq!(last["api"].0.cargo_step, "cached");
+    }
+
+    #[test]
+    fn median_and_trend() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[1.0, 2.0, 3.0, 4.0]), Some(2.5));
+        assert_eq!(median(&[]), None);
+        assert_eq!(trend(&[1.0, 1.0, 2.0, 2.0]), Some(2.0));
+        assert_eq!(trend(&[1.0]), None);
+    }
+}

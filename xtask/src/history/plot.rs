@@ -1,0 +1,290 @@
+//! `history --plot`: build time per image over runs, as a hand-written SVG. Pure.
+
+use std::fmt::Write as _;
+
+use super::Record;
+
+const WIDTH: f64 = 900.0;
+const HEIGHT: f64 = 420.0;
+const LEFT: f64 = 60.0;
+const RIGHT: f64 = 190.0;
+const TOP: f64 = 40.0;
+const BOTTOM: f64 = 50.0;
+const COLORS: &[&str] = &[
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+    "#bcbd22", "#17becf",
+];
+
+/// One series per image (`<g class="series" data-image=...>`), x the run, y its wall time; a
+/// filled dot where the cargo step ran, a hollow one where it was cached (or the image was up to
+/// date), a cross where the build failed.
+pub fn svg(records: &[Record]) -> String {
+    let mut images: Vec<&str> = Vec::new();
+    for r in records {
+        for i in &r.images {
+            if !images.contains(&i.image.as_str()) {
+                images.push(&i.image);
+            }
+        }
+    }
+    let max = records
+        .iter()
+        .flat_map(|r| r.images.iter().map(|i| i.wall_seconds))
+        .fold(0.0_f64, f64::max);
+    let top = nice_ceiling(max);
+    let plot_w = WIDTH - LEFT - RIGHT;
+    let plot_h = HEIGHT - TOP - BOTTOM;
+    let n = records.len();
+    let x = |i: usize| {
+        if n <= 1 {
+            LEFT + plot_w / 2.0
+        } else {
+            LEFT + plot_w * i as f64 / (n - 1) as f64
+        }
+    };
+    let y = |s: f64| TOP + plot_h * (1.0 - s / top);
+
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">docker-build wall time per image, last {n} run{}</text>"#,
+        if n == 1 { "" } else { "s" }
+    );
+    // axes, grid and ticks
+    let _ = writeln!(out, r##"<g class="axes" stroke="#333">"##);
+    let _ = writeln!(
+        out,
+        r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}"/>"#,
+        TOP + plot_h
+    );
+    let _ = writeln!(
+        out,
+        r#"<line x1="{LEFT}" y1="{b}" x2="{}" y2="{b}"/>"#,
+        LEFT + plot_w,
+        b = TOP + plot_h
+    );
+    let _ = writeln!(out, "</g>");
+    for k in 0..=4 {
+        let s = top * k as f64 / 4.0;
+        let _ = writeln!(
+            out,
+            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
+            LEFT + plot_w,
+            LEFT - 6.0,
+            y(s) + 4.0,
+            label(s),
+            yy = y(s)
+        );
+    }
+    let step = (n / 10).max(1);
+    for i in (0..n).step_by(step) {
+        let _ = writeln!(
+            out,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
+            x(i),
+            TOP + plot_h + 16.0,
+            i + 1
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">run (oldest to newest)</text>"#,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 12.0
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">seconds</text>"#,
+        TOP + plot_h / 2.0,
+        TOP + plot_h / 2.0
+    );
+    // series
+    for (k, image) in images.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let points: Vec<(usize, &super::ImageRecord)> = records
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.images.iter().find(|m| m.image == *image).map(|m| (i, m)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<g class="series" data-image="{}" stroke="{color}" fill="{color}">"#,
+            escape(image)
+        );
+        let path: Vec<String> = points
+            .iter()
+            .map(|(i, m)| format!("{:.1},{:.1}", x(*i), y(m.wall_seconds)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke-width="1.5" points="{}"/>"#,
+            path.join(" ")
+        );
+        for (i, m) in &points {
+            let (cx, cy) = (x(*i), y(m.wall_seconds));
+            let title = format!(
+                "{image} run {}: {:.1}s, {}, cargo {}",
+                i + 1,
+                m.wall_seconds,
+                m.result,
+                m.cargo_step
+            );
+            if !m.succeeded() {
+                let _ = writeln!(
+                    out,
+                    r#"<path d="M{:.1},{:.1} l8,8 m0,-8 l-8,8" stroke-width="2"><title>{}</title></path>"#,
+                    cx - 4.0,
+                    cy - 4.0,
+                    escape(&title)
+                );
+            } else if m.ran() {
+                let _ = writeln!(
+                    out,
+                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="4"><title>{}</title></circle>"#,
+                    escape(&title)
+                );
+            } else {
+                let _ = writeln!(
+                    out,
+                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="4" fill="white" stroke-width="1.5"><title>{}</title></circle>"#,
+                    escape(&title)
+                );
+            }
+        }
+        let _ = writeln!(out, "</g>");
+    }
+    // legend
+    let lx = WIDTH - RIGHT + 20.0;
+    let _ = writeln!(out, r#"<g class="legend">"#);
+    for (k, image) in images.iter().enumerate() {
+        let ly = TOP + 10.0 + 18.0 * k as f64;
+        let color = COLORS[k % COLORS.len()];
+        let _ = writeln!(
+            out,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            lx + 20.0,
+            lx + 26.0,
+            ly + 4.0,
+            escape(image)
+        );
+    }
+    let ly = TOP + 24.0 + 18.0 * images.len() as f64;
+    let _ = writeln!(
+        out,
+        r##"<circle cx="{}" cy="{ly}" r="4" fill="#333"/><text x="{}" y="{}">cargo step ran</text>"##,
+        lx + 10.0,
+        lx + 26.0,
+        ly + 4.0
+    );
+    let _ = writeln!(
+        out,
+        r##"<circle cx="{}" cy="{}" r="4" fill="white" stroke="#333" stroke-width="1.5"/><text x="{}" y="{}">cached / up to date</text>"##,
+        lx + 10.0,
+        ly + 18.0,
+        lx + 26.0,
+        ly + 22.0
+    );
+    let _ = writeln!(
+        out,
+        r##"<path d="M{},{} l8,8 m0,-8 l-8,8" stroke="#333" stroke-width="2"/><text x="{}" y="{}">failed</text>"##,
+        lx + 6.0,
+        ly + 32.0,
+        lx + 26.0,
+        ly + 40.0
+    );
+    let _ = writeln!(out, "</g>");
+    out.push_str("</svg>\n");
+    out
+}
+
+/// 1, 2, 4, 5, 8 x 10^k at or above `v` (at least 1 s): four grid steps stay round numbers.
+fn nice_ceiling(v: f64) -> f64 {
+    let v = v.max(1.0);
+    let mag = 10f64.powf(v.log10().floor());
+    for m in [1.0, 2.0, 4.0, 5.0, 8.0, 10.0] {
+        if v <= m * mag {
+            return m * mag;
+        }
+    }
+    10.0 * mag
+}
+
+fn label(s: f64) -> String {
+    if s >= 10.0 || s == s.round() {
+        format!("{s:.0}s")
+    } else {
+        format!("{s:.1}s")
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::tests::{image, record};
+
+    #[test]
+    fn well_formed_with_one_series_per_image() {
+        let records = vec![
+            record(
+                1.0,
+                vec![
+                    image("api", "succeeded", 60.0, "ran"),
+                    image("sensor", "succeeded", 50.0, "ran"),
+                ],
+            ),
+            record(
+                2.0,
+                vec![
+                    image("api", "succeeded", 2.0, "cached"),
+                    image("sensor", "failed", 3.0, "ran"),
+                    image("a<b", "up-to-date", 0.1, "none"),
+                ],
+            ),
+        ];
+        let text = svg(&records);
+        let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+        let series: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.attribute("class") == Some("series"))
+            .filter_map(|n| n.attribute("data-image"))
+            .collect();
+        assert_eq!(series, ["api", "sensor", "a<b"]);
+        // api: one filled (ran) and one hollow (cached) marker
+        let api = doc
+            .descendants()
+            .find(|n| n.attribute("data-image") == Some("api"))
+            .unwrap();
+        let fills: Vec<Option<&str>> = api
+            .children()
+            .filter(|c| c.has_tag_name("circle"))
+            .map(|c| c.attribute("fill"))
+            .collect();
+        assert_eq!(fills, [None, Some("white")]);
+    }
+
+    #[test]
+    fn empty_history_still_draws() {
+        let doc_text = svg(&[]);
+        assert!(roxmltree::Document::parse(&doc_text).is_ok());
+        assert_eq!(nice_ceiling(0.0), 1.0);
+        assert_eq!(nice_ceiling(63.0), 80.0);
+        assert_eq!(nice_ceiling(682.0), 800.0);
+        assert_eq!(nice_ceiling(8.5), 10.0);
+        assert_eq!(nice_ceiling(1.5), 2.0);
+    }
+}
