@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: everything CI checks, in order, each step a real process with its own exit
-//! code: formatting, clippy, the test suite, the Dockerfile policy, then, on the real engine,
-//! every image built, smoke-tested, and the parallel-build verification.
+//! code: formatting, clippy, the test suite, the Dockerfile policy, docker-compose.yaml current,
+//! then, on the real engine, every image built, smoke-tested (alone, then as `docker compose up`
+//! runs them), and the parallel-build verification.
 
 use std::{path::Path, process::Command, time::Instant};
 
@@ -38,9 +39,11 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         step("test", &["cargo", "test", "--workspace"]),
         step("lint-docker", &["xtask", "lint-docker"]),
         step("cache-policy", &["xtask", "restore-shared", "--check"]),
+        step("compose-file", &["xtask", "compose-file", "--check"]),
         step("engine", &["xtask", "engine", "up"]),
         step("docker-build", &["xtask", "docker-build", "all"]),
         step("smoke", &["xtask", "smoke", "all"]),
+        step("smoke-compose", &["xtask", "smoke", "--compose"]),
     ];
     let mut verify = vec!["xtask", "verify-parallel"];
     if quick_verify {
@@ -111,9 +114,11 @@ mod tests {
                 "test",
                 "lint-docker",
                 "cache-policy",
+                "compose-file",
                 "engine",
                 "docker-build",
                 "smoke",
+                "smoke-compose",
                 "verify-parallel"
             ]
         );

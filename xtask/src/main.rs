@@ -7,6 +7,8 @@ mod bake;
 mod bench;
 mod build;
 mod ci;
+mod compose;
+mod compose_file;
 mod dockerfile;
 mod engine;
 mod exec;
@@ -56,6 +58,7 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::DockerBuild(args) => build::run(&root, args),
         flags::Cmd::Smoke(args) => smoke::run(&root, args),
         flags::Cmd::BakeFile(args) => bake::run(&root, args),
+        flags::Cmd::ComposeFile(args) => compose_file::run(&root, args),
         flags::Cmd::Bench(args) => bench::run(&root, args),
         flags::Cmd::Ci(args) => ci::run(&root, args),
         flags::Cmd::RollbackLocked(args) => policy::rollback_locked(&root, args),

@@ -266,6 +266,7 @@ mod tests {
             output: None,
             smoke: vec![],
             health: None,
+            compose: Default::default(),
         };
         assert_eq!(
             Strategy::Seed
