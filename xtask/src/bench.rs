@@ -22,7 +22,7 @@ use anyhow::{bail, Context};
 use serde::Serialize;
 
 use crate::{
-    bake, flags, plan,
+    bake, compose, flags, plan,
     verify::{self, strategy::Sandbox},
     workspace::{self, Declaration},
     Status, UsageError,
@@ -34,9 +34,10 @@ use crate::{
 pub enum Contender {
     /// `cargo xtask docker-build --strategy <name>` for each strategy of the declaration.
     Xtask(String),
-    /// `docker buildx bake` with the file `bake-file` generates (per-service Dockerfiles).
+    /// `docker buildx bake` with the file `bake-file` generates (the default strategy).
     Bake,
-    /// `docker compose build` with the root docker-compose.yaml (per-service Dockerfiles).
+    /// `docker compose build` with the docker-compose.yaml `compose-file` generates (the default
+    /// strategy, as committed).
     Compose,
     /// Native cargo on the host: the physical limit.
     Native,
@@ -55,12 +56,12 @@ impl Contender {
         }
     }
 
-    /// The docker-build strategy whose Dockerfiles this contender builds (bake and compose use the
-    /// per-service Dockerfiles); none for native cargo.
-    fn strategy(&self) -> Option<&str> {
+    /// The docker-build strategy whose Dockerfiles this contender builds (bake and compose build
+    /// the `default` one, as their generated files do); none for native cargo.
+    fn strategy<'a>(&'a self, default: &'a str) -> Option<&'a str> {
         match self {
             Contender::Xtask(s) => Some(s),
-            Contender::Bake | Contender::Compose => Some("per-service"),
+            Contender::Bake | Contender::Compose => Some(default),
             Contender::Native => None,
         }
     }
@@ -299,7 +300,7 @@ fn run_contender(
         .collect();
     let sandbox = Sandbox::create(root, &format!("bench-{slug}"), false)?;
     let namespace = format!("bench-{}", verify::nonce());
-    if let Some(strategy) = contender.strategy() {
+    if let Some(strategy) = contender.strategy(&decl.default_strategy) {
         // the plan says which Dockerfiles the builds use; their cache ids get the namespace
         let plan = plan::plan(
             decl,
@@ -320,6 +321,14 @@ fn run_contender(
             fs::write(
                 sandbox.root.join("docker-bake.json"),
                 serde_json::to_string_pretty(&bake::bake_file(&plan))?,
+            )?;
+        }
+        if *contender == Contender::Compose {
+            // the committed file is this rendering (a test checks it); its images get the tag
+            // `bench` through ATTUNE_TAG, so the run leaves docker-build's `dev` images alone
+            fs::write(
+                sandbox.root.join(compose::FILE),
+                compose::render(decl, &plan),
             )?;
         }
     }
@@ -353,6 +362,9 @@ fn run_contender(
             .current_dir(&sandbox.root)
             .env_remove("CARGO_MANIFEST_DIR")
             .stdin(Stdio::null());
+        if *contender == Contender::Compose {
+            cmd.env(compose::TAG_VAR, "bench");
+        }
         if *contender == Contender::Native {
             cmd.env("CARGO_TARGET_DIR", sandbox.root.join("target-native"))
                 .env("CARGO_HOME", sandbox.root.join("cargo-home-native"));
