@@ -24,6 +24,11 @@
 //! - `docker image inspect --format F IMAGE...`: for each image, `sha256:fake 1234567` when F asks
 //!   for the size, else `sha256:fake`; with `FAKE_DOCKER_MISSING_IMAGES=A|B`, the images that
 //!   contain A or B are missing (`No such image` on stderr, exit 1).
+//! - `docker compose [--project-name P] [--file F] up|ps|logs|down ...`:
+//!   - `up`: with `FAKE_DOCKER_COMPOSE_UP_FAIL=MESSAGE`, prints MESSAGE on stderr and exits 1.
+//!   - `ps`: prints `FAKE_DOCKER_COMPOSE_PS` (JSON lines, as compose does).
+//!   - `logs`: prints `FAKE_DOCKER_COMPOSE_LOGS`.
+//!   - anything else (`down`): exit 0.
 //! - Anything else: exit 0 silently.
 
 use std::{
@@ -64,6 +69,7 @@ fn main() {
         }
         ["buildx", "build", ..] => build(&args[2..]),
         ["image", "inspect", rest @ ..] => inspect(rest),
+        ["compose", rest @ ..] => compose(rest),
         _ => 0,
     };
     process::exit(code);
@@ -106,6 +112,47 @@ fn inspect(args: &[&str]) -> i32 {
         }
     }
     code
+}
+
+/// `docker compose`: the subcommand is the first word after the global flags.
+fn compose(args: &[&str]) -> i32 {
+    let mut words = args.iter();
+    let mut command = None;
+    while let Some(word) = words.next() {
+        match *word {
+            "--project-name" | "-p" | "--file" | "-f" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => {
+                command = Some(w);
+                break;
+            }
+        }
+    }
+    let print = |var: &str| {
+        if let Ok(text) = env::var(var) {
+            print!("{text}");
+        }
+    };
+    match command {
+        Some("up") => match env::var("FAKE_DOCKER_COMPOSE_UP_FAIL") {
+            Ok(message) => {
+                eprintln!("{message}");
+                1
+            }
+            Err(_) => 0,
+        },
+        Some("ps") => {
+            print("FAKE_DOCKER_COMPOSE_PS");
+            0
+        }
+        Some("logs") => {
+            print("FAKE_DOCKER_COMPOSE_LOGS");
+            0
+        }
+        _ => 0,
+    }
 }
 
 /// What one `buildx build` was asked for.
