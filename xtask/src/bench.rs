@@ -324,11 +324,21 @@ fn run_contender(
             )?;
         }
         if *contender == Contender::Compose {
-            // the committed file is this rendering (a test checks it); its images get the tag
-            // `bench` through ATTUNE_TAG, so the run leaves docker-build's `dev` images alone
+            // the committed file, rendered for every image (a service's depends-on may name an
+            // image the bench does not build); `docker compose build <images>` picks the images.
+            // They get the tag `bench` through ATTUNE_TAG, leaving docker-build's `dev` alone.
+            let all = plan::plan(
+                decl,
+                &decl.select(&[])?,
+                &plan::Options {
+                    strategy: strategy.into(),
+                    tag: "bench".into(),
+                    ..Default::default()
+                },
+            );
             fs::write(
                 sandbox.root.join(compose::FILE),
-                compose::render(decl, &plan),
+                compose::render(decl, &all),
             )?;
         }
     }
