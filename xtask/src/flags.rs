@@ -26,6 +26,9 @@ pub enum Cmd {
     DockerBuild(DockerBuildArgs),
     /// Run each built image's binary in its container (--version, self-check) and probe /health
     /// of a running api container; pack binaries run on the host
+    ///
+    /// With --compose: the services as `docker compose up -d --wait` starts them; exit 1 naming
+    /// every service that is not healthy. `docker compose down` runs whatever happened.
     Smoke(SmokeArgs),
     /// Print a `docker buildx bake` file (JSON) for the same builds as `docker-build`
     ///
@@ -33,13 +36,19 @@ pub enum Cmd {
     /// > docker-bake.json && docker buildx bake -f docker-bake.json`. `--builder` cannot be
     /// written into a bake file (exit 2): give it to `docker buildx bake` itself.
     BakeFile(BakeFileArgs),
+    /// Write docker-compose.yaml from the image declaration (the default strategy's Dockerfile,
+    /// the services' ports, environment, health checks and order)
+    ///
+    /// Exit status with --check: 0 when the committed file is current, 1 when it is stale.
+    ComposeFile(ComposeFileArgs),
     /// Time this project's strategies against buildx bake, compose, a cargo-chef Dockerfile and
     /// native cargo, in one run: cold, a change in crates/common, a change in crates/api, no-op
     ///
     /// Long (tens of minutes): not part of CI; `--smoke` runs one repetition of ours and native.
     Bench(BenchArgs),
-    /// Run everything CI checks: fmt, clippy, tests, the Dockerfile policy, then on the real engine
-    /// every image built and smoke-tested and `verify-parallel --quick`
+    /// Run everything CI checks: fmt, clippy, tests, the Dockerfile policy, docker-compose.yaml
+    /// current, then on the real engine every image built and smoke-tested (also with `docker
+    /// compose up`) and `verify-parallel --quick`
     ///
     /// A missing engine is a failure, never a skip. Ends with `ci: N passed, N failed`.
     Ci(CiArgs),
@@ -348,6 +357,14 @@ pub struct SmokeArgs {
     /// Image tag (default: the declaration's tag)
     #[arg(long)]
     pub tag: Option<String>,
+    /// Instead: `docker compose up -d --wait` the selected services (and what they depend on)
+    /// from docker-compose.yaml, check that every one is healthy and the published ports answer,
+    /// then `docker compose down`, also on failure
+    #[arg(long)]
+    pub compose: bool,
+    /// With --compose: how long `up` may wait for the services to be healthy, in seconds
+    #[arg(long, default_value_t = 120, requires = "compose")]
+    pub wait_timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -355,9 +372,9 @@ pub struct CiArgs {
     /// Run the full verify-parallel instead of `--quick`
     #[arg(long)]
     pub full: bool,
-    /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, engine, bake-print,
-    /// docker-build, history-plot, history-explain, cache-du, cache-prune-dry-run, smoke,
-    /// engine-guards, engine-second, farm-publish, verify-parallel);
+    /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, compose-file, engine,
+    /// bake-print, docker-build, history-plot, history-explain, cache-du, cache-prune-dry-run,
+    /// smoke, smoke-compose, engine-guards, engine-second, farm-publish, verify-parallel);
     /// repeatable. For local use: CI skips nothing
     #[arg(long)]
     pub skip: Vec<String>,
@@ -422,6 +439,17 @@ pub struct BakeFileArgs {
     /// reads back every planned setting (exit 1 naming each difference)
     #[arg(long)]
     pub check_print: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ComposeFileArgs {
+    /// Print the file for this strategy on stdout instead (e.g. `per-service`); the committed file
+    /// is the default strategy's
+    #[arg(long)]
+    pub strategy: Option<String>,
+    /// Write nothing; exit 1 when docker-compose.yaml does not match the declaration (for CI)
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 
 mod cache;
 mod cmd;
+mod compose;
 mod docker;
 mod dockerfile;
 mod engine;
@@ -98,5 +99,6 @@ fn run(flags: flags::Xtask) -> anyhow::Result<Status> {
         flags::Cmd::VerifyParallel(args) => cmd::verify::run(&root, args),
         flags::Cmd::Cache(args) => cmd::cache::run(&root, args),
         flags::Cmd::History(args) => cmd::history::run(&root, args),
+        flags::Cmd::ComposeFile(args) => cmd::compose_file::run(&root, args),
     }
 }

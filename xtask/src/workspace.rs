@@ -32,6 +32,9 @@ pub struct Declaration {
     /// From cargo_metadata, not from the table.
     #[serde(skip)]
     pub crates: Crates,
+    /// What `docker compose up` gives every service (docker-compose.yaml is generated from it).
+    #[serde(default)]
+    pub compose: ComposeDecl,
 }
 
 /// What cargo_metadata says about the crates behind the images.
@@ -42,6 +45,35 @@ pub struct Crates {
     /// The workspace library crate every image's crate depends on (a change there rebuilds
     /// every image), when there is one.
     pub common: Option<PathBuf>,
+}
+
+/// `docker compose up` settings shared by every service.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ComposeDecl {
+    /// Environment variables and their defaults; the compose file reads each as `${NAME:-default}`
+    /// from the environment of the `docker compose` command.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+/// How `docker compose up` runs one image.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServiceDecl {
+    /// Environment variables of this service and their defaults (as [`ComposeDecl::env`]).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// A container port, published on 127.0.0.1 only, host port `${ATTUNE_<NAME>_PORT:-port}`.
+    pub port: Option<u16>,
+    /// The health check, run in the container (default: `<binary> --self-check`).
+    pub healthcheck: Option<Vec<String>>,
+    /// The service reads its input on stdin until end of input: compose keeps stdin open.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Images that must be healthy before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
 }
 
 /// How a strategy builds the images.
@@ -94,6 +126,9 @@ pub struct ImageDecl {
     pub smoke: Vec<Vec<String>>,
     /// An HTTP path the running service answers with 200 (smoke-tested on a running container).
     pub health: Option<String>,
+    /// How `docker compose up` runs it (images with an `output` are not compose services).
+    #[serde(default)]
+    pub compose: ServiceDecl,
 }
 
 impl ImageDecl {
@@ -477,6 +512,7 @@ fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> 
             check_relative(&format!("strategy `{name}`"), "dockerfile", file)?;
         }
     }
+    validate_compose(decl)?;
     for (group, members) in &decl.groups {
         if group == "all" {
             bail!("group `all` is built in (every image): give the group another name");
@@ -505,6 +541,51 @@ fn validate(decl: &Declaration, packages: &[PackageBins]) -> anyhow::Result<()> 
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+    }
+    Ok(())
+}
+
+/// The compose settings: variable names a shell would accept, defaults compose does not
+/// interpolate, dependencies on images that are compose services.
+fn validate_compose(decl: &Declaration) -> anyhow::Result<()> {
+    let check_env = |whose: &str, env: &BTreeMap<String, String>| -> anyhow::Result<()> {
+        for (name, default) in env {
+            if name.is_empty()
+                || name.starts_with(|c: char| c.is_ascii_digit())
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+            {
+                bail!("{whose}: compose env `{name}`: names are A-Z, 0-9 and `_`");
+            }
+            if default.contains(['$', '}', '\n']) {
+                bail!("{whose}: compose env `{name}`: the default {default:?} may not contain `$`, `}}` or a newline");
+            }
+        }
+        Ok(())
+    };
+    check_env("[workspace.metadata.attune.compose]", &decl.compose.env)?;
+    for image in &decl.images {
+        let whose = format!("image `{}`", image.name);
+        check_env(&whose, &image.compose.env)?;
+        for dep in &image.compose.depends_on {
+            match decl.image(dep) {
+                Some(d) if d.is_local_output() => {
+                    bail!("{whose}: compose depends-on `{dep}`, which is not a compose service (it has an `output`)")
+                }
+                Some(d) if d.name == image.name => bail!("{whose}: compose depends-on itself"),
+                Some(_) => {}
+                None => bail!("{whose}: compose depends-on unknown image `{dep}`"),
+            }
+        }
+        if image
+            .compose
+            .healthcheck
+            .as_ref()
+            .is_some_and(Vec::is_empty)
+        {
+            bail!("{whose}: compose healthcheck is empty");
+        }
     }
     Ok(())
 }
@@ -704,6 +785,34 @@ mod tests {
     }
 
     #[test]
+    fn compose_settings_are_checked() {
+        let err_of = |compose: serde_json::Value| {
+            let mut image = api();
+            image["compose"] = compose;
+            format!(
+                "{:#}",
+                parse(&metadata(json!([image])), &packages()).unwrap_err()
+            )
+        };
+        let err = err_of(json!({"depends-on": ["nope"]}));
+        assert!(
+            err.contains("image `api`: compose depends-on unknown image `nope`"),
+            "{err}"
+        );
+        let err = err_of(json!({"depends-on": ["api"]}));
+        assert!(err.contains("depends-on itself"), "{err}");
+        let err = err_of(json!({"env": {"bad-name": "1"}}));
+        assert!(err.contains("compose env `bad-name`"), "{err}");
+        let err = err_of(json!({"env": {"X": "${Y}"}}));
+        assert!(err.contains("may not contain `$`"), "{err}");
+        let mut image = api();
+        image["compose"] =
+            json!({"port": 8080, "stdin": true, "env": {"ATTUNE_API_BIND": "0.0.0.0:8080"}});
+        let decl = parse(&metadata(json!([image])), &packages()).unwrap();
+        assert_eq!(decl.images[0].compose.port, Some(8080));
+    }
+
+    #[test]
     fn the_projects_declaration_is_valid() {
         // no image name or count here: adding a service must not break this test
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
@@ -830,65 +939,5 @@ mod tests {
         meta["attune"]["groups"]["none"] = json!([]);
         let err = format!("{:#}", parse(&meta, &packages()).unwrap_err());
         assert!(err.contains("group `none` is empty"), "{err}");
-    }
-
-    /// docker-compose.yaml is for `docker compose build --parallel` users: it must describe the
-    /// same images as the declaration (text check: one block per image, no YAML parser needed).
-    #[test]
-    fn compose_file_matches_the_declaration() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
-        let decl = load(root).unwrap();
-        let compose = std::fs::read_to_string(root.join("docker-compose.yaml")).unwrap();
-        let mut blocks: BTreeMap<String, String> = BTreeMap::new();
-        let mut current: Option<String> = None;
-        for line in compose.lines() {
-            if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
-                if !name.starts_with(' ') {
-                    current = Some(name.to_string());
-                    continue;
-                }
-            }
-            if let Some(name) = &current {
-                let block = blocks.entry(name.clone()).or_default();
-                block.push_str(line.trim());
-                block.push('\n');
-            }
-        }
-        let images: Vec<&ImageDecl> = decl
-            .images
-            .iter()
-            .filter(|i| !i.is_local_output())
-            .collect();
-        assert_eq!(
-            blocks.keys().collect::<Vec<_>>(),
-            images
-                .iter()
-                .map(|i| &i.name)
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .collect::<Vec<_>>()
-        );
-        for image in images {
-            let block = &blocks[&image.name];
-            let expect = [
-                format!("image: {}{}:{}", decl.image_prefix, image.name, decl.tag),
-                format!("dockerfile: {}", image.dockerfile.display()),
-                format!("target: {}", image.target),
-            ];
-            for line in expect.iter().chain(
-                image
-                    .service
-                    .iter()
-                    .map(|s| format!("SERVICE: {s}"))
-                    .collect::<Vec<_>>()
-                    .iter(),
-            ) {
-                assert!(
-                    block.lines().any(|l| l == line),
-                    "compose service {}: no `{line}` in\n{block}",
-                    image.name
-                );
-            }
-        }
     }
 }

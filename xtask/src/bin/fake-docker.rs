@@ -29,6 +29,11 @@
 //!   export helper`) writes an empty tar `<id>.tar` per cache mount into its `--output` directory;
 //!   `--cache-to type=local,dest=D,...,tag=T` writes a one-blob OCI layout with tag T to D.
 //! - `docker buildx du --verbose`: canned records (see `DU`).
+//! - `docker compose [--project-name P] [--file F] up|ps|logs|down ...`:
+//!   - `up`: with `FAKE_DOCKER_COMPOSE_UP_FAIL=MESSAGE`, prints MESSAGE on stderr and exits 1.
+//!   - `ps`: prints `FAKE_DOCKER_COMPOSE_PS` (JSON lines, as compose does).
+//!   - `logs`: prints `FAKE_DOCKER_COMPOSE_LOGS`.
+//!   - anything else (`down`): exit 0.
 //! - Anything else: exit 0 silently.
 
 use std::{
@@ -86,6 +91,7 @@ fn main() {
             print!("{DU}");
             0
         }
+        ["compose", rest @ ..] => compose(rest),
         _ => 0,
     };
     process::exit(code);
@@ -128,6 +134,47 @@ fn inspect(args: &[&str]) -> i32 {
         }
     }
     code
+}
+
+/// `docker compose`: the subcommand is the first word after the global flags.
+fn compose(args: &[&str]) -> i32 {
+    let mut words = args.iter();
+    let mut command = None;
+    while let Some(word) = words.next() {
+        match *word {
+            "--project-name" | "-p" | "--file" | "-f" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w => {
+                command = Some(w);
+                break;
+            }
+        }
+    }
+    let print = |var: &str| {
+        if let Ok(text) = env::var(var) {
+            print!("{text}");
+        }
+    };
+    match command {
+        Some("up") => match env::var("FAKE_DOCKER_COMPOSE_UP_FAIL") {
+            Ok(message) => {
+                eprintln!("{message}");
+                1
+            }
+            Err(_) => 0,
+        },
+        Some("ps") => {
+            print("FAKE_DOCKER_COMPOSE_PS");
+            0
+        }
+        Some("logs") => {
+            print("FAKE_DOCKER_COMPOSE_LOGS");
+            0
+        }
+        _ => 0,
+    }
 }
 
 /// What one `buildx build` was asked for.

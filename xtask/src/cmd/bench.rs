@@ -25,7 +25,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::{
-    flags, plan,
+    compose, flags, plan,
     sandbox::{nonce, Sandbox},
     target::bake_file,
     workspace::{self, Declaration},
@@ -38,9 +38,10 @@ use crate::{
 pub enum Contender {
     /// `cargo xtask docker-build --strategy <name>` for each strategy of the declaration.
     Xtask(String),
-    /// `docker buildx bake` with the file `bake-file` generates (per-service Dockerfiles).
+    /// `docker buildx bake` with the file `bake-file` generates (the default strategy).
     Bake,
-    /// `docker compose build` with the root docker-compose.yaml (per-service Dockerfiles).
+    /// `docker compose build` with the docker-compose.yaml `compose-file` generates (the default
+    /// strategy, as committed).
     Compose,
     /// Native cargo on the host: the physical limit.
     Native,
@@ -59,12 +60,12 @@ impl Contender {
         }
     }
 
-    /// The docker-build strategy whose Dockerfiles this contender builds (bake and compose use the
-    /// per-service Dockerfiles); none for native cargo.
-    fn strategy(&self) -> Option<&str> {
+    /// The docker-build strategy whose Dockerfiles this contender builds (bake and compose build
+    /// the `default` one, as their generated files do); none for native cargo.
+    fn strategy<'a>(&'a self, default: &'a str) -> Option<&'a str> {
         match self {
             Contender::Xtask(s) => Some(s),
-            Contender::Bake | Contender::Compose => Some("per-service"),
+            Contender::Bake | Contender::Compose => Some(default),
             Contender::Native => None,
         }
     }
@@ -298,7 +299,7 @@ fn run_contender(
         .collect();
     let sandbox = Sandbox::create(root, &format!("bench-{slug}"), false)?;
     let namespace = format!("bench-{}", nonce());
-    if let Some(strategy) = contender.strategy() {
+    if let Some(strategy) = contender.strategy(&decl.default_strategy) {
         // the plan says which Dockerfiles the builds use; their cache ids get the namespace
         let plan = plan::plan(
             decl,
@@ -322,6 +323,24 @@ fn run_contender(
             fs::write(
                 sandbox.root.join("docker-bake.json"),
                 serde_json::to_string_pretty(&bake_file(plan.builds.iter().map(|b| &b.target))?)?,
+            )?;
+        }
+        if *contender == Contender::Compose {
+            // the committed file, rendered for every image (a service's depends-on may name an
+            // image the bench does not build); `docker compose build <images>` picks the images.
+            // They get the tag `bench` through ATTUNE_TAG, leaving docker-build's `dev` alone.
+            let all = plan::plan(
+                decl,
+                &decl.select(&[])?,
+                &plan::Options {
+                    strategy: strategy.into(),
+                    tag: "bench".into(),
+                    ..Default::default()
+                },
+            )?;
+            fs::write(
+                sandbox.root.join(compose::FILE),
+                compose::render(decl, &all),
             )?;
         }
     }
@@ -357,6 +376,9 @@ fn run_contender(
             .current_dir(&sandbox.root)
             .env_remove("CARGO_MANIFEST_DIR")
             .stdin(Stdio::null());
+        if *contender == Contender::Compose {
+            cmd.env(compose::TAG_VAR, "bench");
+        }
         if *contender == Contender::Native {
             cmd.env("CARGO_TARGET_DIR", sandbox.root.join("target-native"))
                 .env("CARGO_HOME", sandbox.root.join("cargo-home-native"));

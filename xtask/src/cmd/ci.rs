@@ -1,7 +1,8 @@
 //! `cargo xtask ci`: everything CI checks, in order, each step a real process with its own exit
-//! code: formatting, clippy, the test suite, the Dockerfile policy, then, on the real engine,
-//! what `docker buildx bake --print` reads back of a generated bake file, every image built,
-//! smoke-tested, and the parallel-build verification.
+//! code: formatting, clippy, the test suite, the Dockerfile policy, docker-compose.yaml current,
+//! then, on the real engine, what `docker buildx bake --print` reads back of a generated bake
+//! file, every image built, smoke-tested (alone, then as `docker compose up` runs them), the
+//! engine guards, a two-builder publish, and the parallel-build verification.
 
 use std::{path::Path, process::Command, time::Instant};
 
@@ -42,6 +43,7 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         step("test", &["cargo", "test", "--workspace"]),
         step("lint-docker", &["xtask", "lint-docker"]),
         step("cache-policy", &["xtask", "restore-shared", "--check"]),
+        step("compose-file", &["xtask", "compose-file", "--check"]),
         step("engine", &["xtask", "engine", "up"]),
         // what bake reads back of a generated file with every option a bake file can hold
         step(
@@ -73,6 +75,7 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
             &["xtask", "cache", "prune", "--dry-run"],
         ),
         step("smoke", &["xtask", "smoke", "all"]),
+        step("smoke-compose", &["xtask", "smoke", "--compose"]),
         // the guards that need the engine: an owned build arg refused, a named DOCKER_HOST kept,
         // a service added as AGENTS.md says builds and runs (xtask/tests/engine_guards.rs)
         Step {
@@ -174,6 +177,7 @@ mod tests {
                 "test",
                 "lint-docker",
                 "cache-policy",
+                "compose-file",
                 "engine",
                 "bake-print",
                 "docker-build",
@@ -182,6 +186,7 @@ mod tests {
                 "cache-du",
                 "cache-prune-dry-run",
                 "smoke",
+                "smoke-compose",
                 "engine-guards",
                 "engine-second",
                 "farm-publish",

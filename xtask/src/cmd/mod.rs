@@ -5,6 +5,7 @@ pub mod bake;
 pub mod bench;
 pub mod cache;
 pub mod ci;
+pub mod compose_file;
 pub mod docker_build;
 pub mod engine;
 pub mod history;

@@ -15,7 +15,12 @@ use anyhow::{bail, Context};
 
 use crate::{flags, proc::capture_with_timeout, workspace, Status};
 
+mod compose;
+
 pub fn run(root: &Path, args: flags::SmokeArgs) -> anyhow::Result<Status> {
+    if args.compose {
+        return compose::run(root, &args);
+    }
     let decl = workspace::load(root)?;
     let images = decl.select(&args.images)?;
     let tag = args.tag.unwrap_or_else(|| decl.tag.clone());
