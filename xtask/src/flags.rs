@@ -197,8 +197,9 @@ pub struct DockerBuildArgs {
     /// up), `external` only reports it
     #[arg(long, value_enum, default_value_t = EngineMode::Auto, env = "ATTUNE_ENGINE")]
     pub engine: EngineMode,
-    /// Import the build caches from this directory before the builds, and export them to it
-    /// after the builds when a cargo step ran (see `cargo xtask cache --help`)
+    /// Import the build caches from this directory (or registry://HOST:PORT/REPO) before the
+    /// builds, and export them to it after the builds when a cargo step ran (see `cargo xtask
+    /// cache --help`)
     #[arg(long, value_name = "LOCATION")]
     pub cache: Option<String>,
     /// With --cache: a cache that cannot be imported or exported is an error (exit 1), not a
@@ -292,7 +293,7 @@ pub enum CacheCmd {
     /// Run the builds (normally all layer-cached) with --cache-to, copy the cache mounts out with
     /// a helper build, and publish both as one entry at LOCATION; prints sizes and times
     Export {
-        /// The directory to export to (created when missing)
+        /// The directory (created when missing) or registry://HOST:PORT/REPO to export to
         #[arg(long, value_name = "LOCATION")]
         to: String,
         #[command(flatten)]
@@ -304,7 +305,7 @@ pub enum CacheCmd {
     /// A missing location, no usable entry or a damaged archive is a one-line warning (exit 0);
     /// with --cache-strict, exit 1.
     Import {
-        /// The directory to import from
+        /// The directory or registry://HOST:PORT/REPO to import from
         #[arg(long, value_name = "LOCATION")]
         from: String,
         #[command(flatten)]

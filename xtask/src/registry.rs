@@ -221,9 +221,24 @@ pub fn answers(addr: SocketAddr) -> bool {
 
 /// A minimal HTTP/1.0 GET against the loopback registry: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    http_get_accept(addr, path, None)
+}
+
+/// [`http_get`] with an `Accept` header (the manifest endpoint answers by media type).
+pub fn http_get_accept(
+    addr: SocketAddr,
+    path: &str,
+    accept: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let accept = accept
+        .map(|a| format!("Accept: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n"
+    )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let status = response

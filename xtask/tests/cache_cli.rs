@@ -166,15 +166,85 @@ fn a_damaged_archive_is_named_and_nothing_is_imported() {
 }
 
 #[test]
-fn registry_locations_are_a_usage_error() {
+fn registry_locations_unreachable_is_a_warning_or_with_strict_an_error() {
     let ws = TempWorkspace::new();
-    let (_, out) = cache(&ws, &["export", "--to", "registry://localhost:5000/c"]);
-    out.expect_code(2);
+    // nothing listens on port 1
+    let (t, out) = cache(
+        &ws,
+        &["import", "--from", "registry://127.0.0.1:1/c", "api"],
+    );
+    out.expect_code(0);
     assert!(
-        out.stderr.contains("registry:// locations are not"),
+        out.stderr
+            .contains("warning: cache: cache registry 127.0.0.1:1 is unreachable ("),
         "{}",
         out.stderr
     );
+    assert_eq!(out.stderr.matches("warning: cache:").count(), 1);
+    assert!(t.builds().is_empty());
+    let (_, out) = cache(
+        &ws,
+        &[
+            "import",
+            "--from",
+            "registry://127.0.0.1:1/c",
+            "--cache-strict",
+            "api",
+        ],
+    );
+    out.expect_code(1);
+    let (_, out) = cache(&ws, &["export", "--to", "registry://127.0.0.1/c"]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("a port is needed"), "{}", out.stderr);
+}
+
+#[test]
+fn export_to_a_registry_pushes_one_image_and_the_layer_tags() {
+    let ws = TempWorkspace::new();
+    let (t, out) = cache(
+        &ws,
+        &[
+            "export",
+            "--to",
+            "registry://127.0.0.1:1/c",
+            "api",
+            "worker-shell",
+        ],
+    );
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("to registry://127.0.0.1:1/c: "),
+        "{}",
+        out.stdout
+    );
+    let api = t
+        .builds()
+        .into_iter()
+        .find(|a| arg_after(a, "--target") == ["api"])
+        .expect("the api build");
+    let to = arg_after(&api, "--cache-to");
+    assert!(
+        to[0].starts_with("type=registry,ref=127.0.0.1:1/c:workspace-linux-amd64-")
+            && to[0].ends_with("-layers-api,mode=max"),
+        "{to:?}"
+    );
+    let push = helper_builds(&t, "push");
+    assert_eq!(push.len(), 1);
+    let output = arg_after(&push[0], "--output");
+    assert!(
+        output[0].starts_with("type=registry,name=127.0.0.1:1/c:workspace-linux-amd64-")
+            && output[0].ends_with(",compression=uncompressed"),
+        "{output:?}"
+    );
+    let label = arg_after(&push[0], "--label");
+    let manifest = label[0]
+        .strip_prefix("org.attune.cache.manifest=")
+        .expect("the manifest label");
+    let manifest: serde_json::Value = serde_json::from_str(manifest).unwrap();
+    assert_eq!(manifest["layers"]["kind"], "registry");
+    // the staged entry is gone once pushed
+    let push_dir = ws.path().join("target/xtask/cache/push");
+    assert_eq!(fs::read_dir(push_dir).unwrap().count(), 0);
 }
 
 #[test]

@@ -19,33 +19,91 @@ use super::manifest::{self, Manifest};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     Dir(PathBuf),
+    /// `registry://HOST:PORT/REPO`: an entry is the image `HOST:PORT/REPO:<key>` (its archives
+    /// and manifest.json, the manifest also as a label), its layer cache the tags
+    /// `<key>-layers-<image>`.
+    Registry(RegistryRef),
 }
 
+/// `HOST:PORT` and a repository path of a registry location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryRef {
+    pub host: String,
+    pub repo: String,
+}
+
+impl RegistryRef {
+    /// `HOST:PORT/REPO`, the prefix of the entry's image references.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", self.host, self.repo)
+    }
+
+    /// The image reference of the entry `key`.
+    pub fn entry(&self, key: &str) -> String {
+        format!("{}:{key}", self.reference())
+    }
+
+    /// The layer cache tag of the entry `key` for `image` (`{image}` for the plan's placeholder):
+    /// one tag per image, as concurrent builds would overwrite a shared one.
+    pub fn layers(&self, key: &str, image: &str) -> String {
+        format!("{}:{key}{LAYERS_TAG}{image}", self.reference())
+    }
+}
+
+/// What separates an entry's key from the image in a layer cache tag.
+pub const LAYERS_TAG: &str = "-layers-";
+
 impl Location {
-    /// `registry://...` is reserved for registry-backed locations (not supported yet); anything
-    /// else is a directory.
+    /// `registry://HOST:PORT/REPO` is a registry location; any other `scheme://` is refused;
+    /// anything else is a directory.
     pub fn parse(text: &str) -> Result<Location, crate::UsageError> {
+        let usage = |why: &str| crate::UsageError(format!("cache location `{text}`: {why}"));
         if text.is_empty() {
             return Err(crate::UsageError("cache location is empty".into()));
         }
+        if let Some(rest) = text.strip_prefix("registry://") {
+            let Some((host, repo)) = rest.split_once('/') else {
+                return Err(usage("expected registry://HOST:PORT/REPO"));
+            };
+            let port_ok = host
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !port_ok {
+                return Err(usage(
+                    "expected registry://HOST:PORT/REPO (a port is needed)",
+                ));
+            }
+            let repo_ok = repo.split('/').all(|part| {
+                !part.is_empty()
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
+            });
+            if !repo_ok {
+                return Err(usage(
+                    "the repository must be lowercase letters, digits, `._-` and `/`",
+                ));
+            }
+            return Ok(Location::Registry(RegistryRef {
+                host: host.into(),
+                repo: repo.into(),
+            }));
+        }
         if text.contains("://") {
-            return Err(crate::UsageError(format!(
-                "cache location `{text}`: only directories are supported yet (registry:// locations are not)"
-            )));
+            return Err(usage(
+                "only directories and registry://HOST:PORT/REPO are supported",
+            ));
         }
         Ok(Location::Dir(PathBuf::from(text)))
-    }
-
-    pub fn dir(&self) -> &Path {
-        match self {
-            Location::Dir(dir) => dir,
-        }
     }
 }
 
 impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.dir().display())
+        match self {
+            Location::Dir(dir) => write!(f, "{}", dir.display()),
+            Location::Registry(r) => write!(f, "registry://{}", r.reference()),
+        }
     }
 }
 
@@ -203,10 +261,30 @@ mod tests {
             Location::parse("ci-cache").unwrap(),
             Location::Dir("ci-cache".into())
         );
-        assert!(Location::parse("registry://localhost:5000/cache")
-            .unwrap_err()
-            .0
-            .contains("only directories are supported yet"));
+        let Location::Registry(r) =
+            Location::parse("registry://127.0.0.1:5000/attune/cache").unwrap()
+        else {
+            panic!("a registry location")
+        };
+        assert_eq!(r.host, "127.0.0.1:5000");
+        assert_eq!(r.entry("k"), "127.0.0.1:5000/attune/cache:k");
+        assert_eq!(
+            r.layers("k", "{image}"),
+            "127.0.0.1:5000/attune/cache:k-layers-{image}"
+        );
+        for (bad, why) in [
+            (
+                "registry://127.0.0.1:5000",
+                "expected registry://HOST:PORT/REPO",
+            ),
+            ("registry://localhost/cache", "a port is needed"),
+            ("registry://localhost:5000/Cache", "must be lowercase"),
+            ("registry://localhost:5000/a//b", "must be lowercase"),
+            ("s3://bucket/cache", "only directories and registry://"),
+        ] {
+            let err = Location::parse(bad).unwrap_err().0;
+            assert!(err.contains(why), "{bad}: {err}");
+        }
         assert!(Location::parse("").is_err());
     }
 

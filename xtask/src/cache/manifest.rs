@@ -85,9 +85,15 @@ impl Manifest {
             }
         }
         if let Some(layers) = &manifest.layers {
-            if layers.kind != "oci-layout" || !is_plain_relative(&layers.dir) {
+            let registry_tag = format!("{}{}{{image}}", manifest.key, super::location::LAYERS_TAG);
+            let ok = match layers.kind.as_str() {
+                "oci-layout" => is_plain_relative(&layers.dir),
+                "registry" => layers.dir == registry_tag,
+                _ => false,
+            };
+            if !ok {
                 return Err(format!(
-                    "layers: kind `{}` in `{}` is not an oci-layout directory of the entry",
+                    "layers: kind `{}` in `{}` is neither an oci-layout directory of the entry nor the registry tags {registry_tag}",
                     layers.kind, layers.dir
                 ));
             }

@@ -8,6 +8,8 @@
 //!   their contents out and in (pure).
 //! - [`archive`]: zstd and sha256 on the host.
 //! - [`location`]: the directory layout and the atomic publication of an entry.
+//! - [`remote`]: registry locations: the push and fetch helper builds, the registry API answers
+//!   (pure).
 //! - [`transfer`]: import and export, running the helper builds.
 
 pub mod archive;
@@ -15,4 +17,5 @@ pub mod helper;
 pub mod key;
 pub mod location;
 pub mod manifest;
+pub mod remote;
 pub mod transfer;

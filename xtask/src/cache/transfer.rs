@@ -16,8 +16,9 @@ use super::{
     archive,
     helper::{self, CacheMount, HelperBuild, HelperOptions},
     key::{self, Candidate, Choice, KeyInputs},
-    location::{self, Location, Staging},
+    location::{self, Listed, Location, RegistryRef, Staging},
     manifest::{self, Layers, Manifest, MountArchive},
+    remote,
 };
 use crate::{
     exec::{
@@ -60,6 +61,32 @@ impl Setup {
         )
     }
 
+    /// `--cache-to` for the builds before an export to `location`.
+    pub fn layer_cache_to(&self, location: &Location) -> String {
+        match location {
+            Location::Dir(_) => self.cache_to(),
+            Location::Registry(r) => format!(
+                "type=registry,ref={},mode=max",
+                r.layers(&self.inputs.key(), "{image}")
+            ),
+        }
+    }
+
+    /// `--cache-from` for the builds after an import from `location`, when it brought a layer
+    /// cache: the staged directory, or the registry tags of the entry imported.
+    pub fn layer_cache_from(&self, root: &Path, location: &Location) -> Option<String> {
+        match location {
+            Location::Dir(_) => root.join(layers_in()).is_dir().then(|| self.cache_from()),
+            Location::Registry(r) => {
+                let name = fs::read_to_string(root.join(imported_layers())).ok()?;
+                Some(format!(
+                    "type=registry,ref={}",
+                    r.layers(name.trim(), "{image}")
+                ))
+            }
+        }
+    }
+
     pub fn import_build(&self) -> HelperBuild {
         helper::import_build(
             &self.helper,
@@ -75,6 +102,11 @@ impl Setup {
 
 pub fn layers_in() -> PathBuf {
     Path::new(WORK_DIR).join("layers-in")
+}
+
+/// The key of the entry whose registry layer cache the last import brought (registry locations).
+fn imported_layers() -> PathBuf {
+    Path::new(WORK_DIR).join("imported-layers")
 }
 
 pub fn layers_out() -> PathBuf {
@@ -234,13 +266,17 @@ pub enum Outcome {
 /// layer cache at [`layers_in`].
 pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
     let clock = Instant::now();
-    let dir = location.dir();
-    if !dir.is_dir() {
-        return Outcome::Cold(format!("cache location {location} does not exist"));
-    }
-    let listed = match location::list(dir) {
+    let _ = fs::remove_file(root.join(imported_layers()));
+    let listed = match location {
+        Location::Dir(dir) if !dir.is_dir() => {
+            return Outcome::Cold(format!("cache location {location} does not exist"))
+        }
+        Location::Dir(dir) => location::list(dir).map_err(|e| format!("{e:#}")),
+        Location::Registry(r) => list_registry(r),
+    };
+    let listed = match listed {
         Ok(l) => l,
-        Err(e) => return Outcome::Cold(format!("{e:#}")),
+        Err(why) => return Outcome::Cold(why),
     };
     let candidates: Vec<Candidate> = listed
         .iter()
@@ -284,9 +320,36 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
             });
         }
     };
-    let entry = dir.join(&name);
+    let entry = match location {
+        Location::Dir(dir) => dir.join(&name),
+        Location::Registry(r) => {
+            let build = remote::fetch_build(&setup.helper, &r.entry(&name));
+            let out = root.join(&build.output);
+            let _ = fs::remove_dir_all(&out);
+            match run_helper(root, setup, &build) {
+                Ok(JobOutcome::Succeeded) => out,
+                Ok(JobOutcome::Interrupted | JobOutcome::NotStarted) => {
+                    return Outcome::Interrupted
+                }
+                Ok(JobOutcome::Failed) => {
+                    return Outcome::Cold(format!(
+                        "cannot fetch the entry {} (log: {})",
+                        r.entry(&name),
+                        setup.log_dir.join("cache-fetch.log").display()
+                    ))
+                }
+                Err(e) => return Outcome::Cold(format!("{e:#}")),
+            }
+        }
+    };
     let manifest = match location::read_manifest(&entry) {
-        Ok(m) => m,
+        Ok(m) if m.key == name => m,
+        Ok(m) => {
+            return Outcome::Cold(format!(
+                "entry {name}: its manifest names another key ({})",
+                m.key
+            ))
+        }
         Err(e) => return Outcome::Cold(format!("{e:#}")),
     };
     let work = root.join(WORK_DIR);
@@ -321,7 +384,9 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
             return Outcome::Interrupted;
         }
     }
-    if let Some(layers) = &manifest.layers {
+    if let Some(layers) = manifest.layers.as_ref().filter(|l| l.kind == "registry") {
+        parts.push(format!("layers in the registry ({})", layers.dir));
+    } else if let Some(layers) = &manifest.layers {
         let src = entry.join(&layers.dir);
         if let Err(e) = archive::check_layout(&src) {
             return Outcome::Cold(format!("entry {name}: layer cache {}: {e}", layers.dir));
@@ -350,6 +415,14 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
         }
     }
     let _ = fs::remove_dir_all(&archives);
+    if let Location::Registry(_) = location {
+        let _ = fs::remove_dir_all(&entry);
+        if manifest.layers.is_some() {
+            if let Err(e) = fs::write(root.join(imported_layers()), &name) {
+                return Outcome::Cold(format!("cannot record the imported entry: {e}"));
+            }
+        }
+    }
     Outcome::Done(format!(
         "imported {name}{note} from {location}: {} in {:.1}s",
         parts.join(", "),
@@ -379,7 +452,11 @@ pub fn export(
     }
     let helper_seconds = clock.elapsed().as_secs_f64();
     let key = setup.inputs.key();
-    let staging = Staging::create(location.dir(), &key)?;
+    let staging_in = match location {
+        Location::Dir(dir) => dir.clone(),
+        Location::Registry(_) => root.join(WORK_DIR).join("push"),
+    };
+    let staging = Staging::create(&staging_in, &key)?;
     fs::create_dir_all(staging.path().join("mounts"))?;
     let mut archives = Vec::new();
     let mut parts = Vec::new();
@@ -411,8 +488,15 @@ pub fn export(
         }
     }
     let compress_seconds = compress_clock.elapsed().as_secs_f64();
-    let layers = match layers {
-        Some(dir) => {
+    let layers = match (location, layers) {
+        (Location::Registry(_), Some(_)) => Some(Layers {
+            kind: "registry".into(),
+            dir: format!("{key}{}{{image}}", location::LAYERS_TAG),
+            tags: setup.images.clone(),
+            bytes: 0,
+        }),
+        (Location::Registry(_), None) => None,
+        (Location::Dir(_), Some(dir)) => {
             let dir = root.join(dir);
             let layouts: Vec<PathBuf> = setup.images.iter().map(|i| dir.join(i)).collect();
             let bytes = archive::merge_layouts(&layouts, &staging.path().join("layers"))
@@ -425,7 +509,7 @@ pub fn export(
                 bytes,
             })
         }
-        None => None,
+        (Location::Dir(_), None) => None,
     };
     let manifest = Manifest {
         format: manifest::FORMAT,
@@ -440,7 +524,29 @@ pub fn export(
     if runner::interrupted() {
         return Ok(Outcome::Interrupted);
     }
-    let replaced = staging.publish()?;
+    let replaced = match location {
+        Location::Dir(_) => staging.publish()?,
+        Location::Registry(r) => {
+            // one tag update: the registry holds the old entry or the new one, never half
+            let push = remote::push_build(
+                &setup.helper,
+                &r.entry(&key),
+                staging.path(),
+                &manifest.to_json(),
+            );
+            match run_helper_in(root, setup, &push, staging.path())? {
+                JobOutcome::Succeeded => false,
+                JobOutcome::Interrupted | JobOutcome::NotStarted => {
+                    return Ok(Outcome::Interrupted)
+                }
+                JobOutcome::Failed => anyhow::bail!(
+                    "the push of {} failed (log: {})",
+                    r.entry(&key),
+                    setup.log_dir.join("cache-push.log").display()
+                ),
+            }
+        }
+    };
     Ok(Outcome::Done(format!(
         "exported {key} to {location}{}: {}; {} in {:.1}s (helper build {helper_seconds:.1}s, zstd {compress_seconds:.1}s)",
         if replaced { " (replacing the entry)" } else { "" },
@@ -452,9 +558,18 @@ pub fn export(
 
 /// Writes the helper's Dockerfile and empty context, and runs it like a build.
 fn run_helper(root: &Path, setup: &Setup, build: &HelperBuild) -> anyhow::Result<JobOutcome> {
+    run_helper_in(root, setup, build, &root.join(WORK_DIR).join("context"))
+}
+
+/// [`run_helper`] with its context directory.
+fn run_helper_in(
+    root: &Path,
+    setup: &Setup,
+    build: &HelperBuild,
+    context: &Path,
+) -> anyhow::Result<JobOutcome> {
     let dockerfile = root.join(&build.dockerfile);
-    let context = root.join(WORK_DIR).join("context");
-    fs::create_dir_all(&context).with_context(|| format!("cannot create {}", context.display()))?;
+    fs::create_dir_all(context).with_context(|| format!("cannot create {}", context.display()))?;
     fs::write(&dockerfile, &build.dockerfile_text)
         .with_context(|| format!("cannot write {}", dockerfile.display()))?;
     let job = Job {
@@ -507,4 +622,67 @@ pub fn render_helper(build: &HelperBuild) -> String {
         out.push_str(&format!("#   {line}\n"));
     }
     out
+}
+
+/// The entries of a registry location, each with its manifest (from the image config's label),
+/// over the registry HTTP API. An unreachable registry or an unreadable tag list is the error.
+fn list_registry(r: &RegistryRef) -> Result<Vec<Listed>, String> {
+    use std::net::ToSocketAddrs;
+    let unreachable = |e: String| format!("cache registry {} is unreachable ({e})", r.host);
+    let addr = (r.host.to_socket_addrs())
+        .map_err(|e| unreachable(e.to_string()))?
+        .next()
+        .ok_or_else(|| unreachable("no address".into()))?;
+    let get = |path: &str, accept: Option<&str>| -> Result<String, String> {
+        match crate::registry::http_get_accept(addr, path, accept) {
+            Ok((200, body)) => Ok(body),
+            Ok((status, _)) => Err(format!("GET {path} answered {status}")),
+            Err(e) => Err(unreachable(format!("{e:#}"))),
+        }
+    };
+    let tags_path = format!("/v2/{}/tags/list", r.repo);
+    let tags = match crate::registry::http_get(addr, &tags_path) {
+        // an unknown repository: no entry yet
+        Ok((404, _)) => return Ok(Vec::new()),
+        Ok((200, body)) => remote::entry_tags(&body)
+            .map_err(|e| format!("cache registry {}: {tags_path}: {e}", r.host))?,
+        Ok((status, _)) => {
+            return Err(format!(
+                "cache registry {}: GET {tags_path} answered {status}",
+                r.host
+            ))
+        }
+        Err(e) => return Err(unreachable(format!("{e:#}"))),
+    };
+    let mut out = Vec::new();
+    for tag in tags {
+        let manifest = (|| -> Result<Manifest, String> {
+            let path = |reference: &str| format!("/v2/{}/manifests/{reference}", r.repo);
+            let mut body = get(&path(&tag), Some(remote::MANIFEST_ACCEPT))?;
+            // an index points at an image manifest, which points at the config
+            let config = match remote::manifest_ref(&body)? {
+                remote::ManifestRef::Config(digest) => digest,
+                remote::ManifestRef::Manifest(digest) => {
+                    body = get(&path(&digest), Some(remote::MANIFEST_ACCEPT))?;
+                    match remote::manifest_ref(&body)? {
+                        remote::ManifestRef::Config(digest) => digest,
+                        remote::ManifestRef::Manifest(_) => {
+                            return Err("an image index inside an image index".into())
+                        }
+                    }
+                }
+            };
+            let config = get(&format!("/v2/{}/blobs/{config}", r.repo), None)?;
+            let manifest = Manifest::parse(&remote::manifest_label(&config)?)?;
+            if manifest.key != tag {
+                return Err(format!("its manifest names another key ({})", manifest.key));
+            }
+            Ok(manifest)
+        })();
+        out.push(Listed {
+            name: tag,
+            manifest,
+        });
+    }
+    Ok(out)
 }

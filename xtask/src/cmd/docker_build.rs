@@ -124,17 +124,22 @@ fn run_with_cache(
         &args.log_dir,
         check.is_some(),
     )?;
-    let with_layers = |from: bool| {
+    let with_layers = |from: Option<String>| {
         let mut args = args.clone();
-        if from {
-            args.build.cache_from.push(setup.cache_from());
-        }
-        args.build.cache_to.push(setup.cache_to());
+        args.build.cache_from.extend(from);
+        args.build.cache_to.push(setup.layer_cache_to(&location));
         plan_from_args(decl, &args.build, &args.log_dir, args.jobs)
     };
     let Some(check) = check else {
         print!("{}", transfer::render_helper(&setup.import_build()));
-        print!("{}", plan::render_dry_run(&with_layers(true)?));
+        let from = match &location {
+            Location::Dir(_) => setup.cache_from(),
+            Location::Registry(r) => format!(
+                "type=registry,ref={}",
+                r.layers("<key of the entry imported>", "{image}")
+            ),
+        };
+        print!("{}", plan::render_dry_run(&with_layers(Some(from))?));
         print!("{}", transfer::render_helper(&setup.export_build()));
         println!(
             "# the export runs only when a cargo step ran; the entry: {location}/{}/",
@@ -144,7 +149,9 @@ fn run_with_cache(
     };
     preflight_with(root, &plan, args.engine, check?)?;
     let imported = transfer::import(root, &setup, &location);
-    let staged = matches!(imported, Outcome::Done(_)) && root.join(transfer::layers_in()).is_dir();
+    let staged = matches!(imported, Outcome::Done(_))
+        .then(|| setup.layer_cache_from(root, &location))
+        .flatten();
     match transfer::finish(imported, args.cache_strict, "; building cold") {
         Status::Ok => {}
         other => return Ok(other),

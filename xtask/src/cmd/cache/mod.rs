@@ -75,7 +75,7 @@ fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
         &args.log_dir,
         !args.dry_run,
     )?;
-    options.cache_to.push(setup.cache_to());
+    options.cache_to.push(setup.layer_cache_to(location));
     let plan = plan_of(&decl, &options, &args)?;
     if args.dry_run {
         print!("{}", plan::render_dry_run(&plan));
@@ -120,10 +120,12 @@ fn import(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
     let outcome = transfer::import(root, &setup, location);
     let imported = matches!(outcome, Outcome::Done(_));
     let status = transfer::finish(outcome, args.cache_strict, "; the builds will be cold");
-    if imported && root.join(transfer::layers_in()).is_dir() {
+    if let Some(from) = imported
+        .then(|| setup.layer_cache_from(root, location))
+        .flatten()
+    {
         println!(
-            "cache: the layer cache is staged; build with --cache-from '{}' (docker-build --cache does both)",
-            setup.cache_from()
+            "cache: the layer cache is ready; build with --cache-from '{from}' (docker-build --cache does both)"
         );
     }
     Ok(status)
