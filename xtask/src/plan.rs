@@ -1,6 +1,9 @@
 //! The build plan, as data: which images, with which Dockerfile, stage, build arguments, tags and
 //! outputs, and the exact `docker buildx build` argv for each. Pure: nothing here runs a process
 //! or touches the file system, so every option's effect is snapshot-tested.
+//!
+//! Longer than 500 lines: the flags' checks (owned build args, secrets, ssh, stages) and the
+//! dry-run renderings sit beside the plan they check and render.
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,9 @@
 //! A build session: the plan the flags ask for, the preflight (engine, buildx, base images; the
 //! private engine started when none answers), running the plan, and its report. What
 //! docker-build, verify-parallel and bench share.
+//!
+//! Longer than 500 lines: the report types, the summary table and the history records of a run
+//! belong to the session that produced them; each part is a few plain functions over `Report`.
 
 use std::{
     collections::BTreeMap,

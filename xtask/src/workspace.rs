@@ -3,6 +3,10 @@
 //!
 //! Adding a service means adding its crate and one `[[workspace.metadata.attune.images]]` entry;
 //! nothing in the xtask's code names an image.
+//!
+//! Longer than 500 lines: every rule of the declaration (paths inside the workspace, stages,
+//! groups, strategies, compose settings) is checked here, where the declaration is read, so no
+//! command meets an unchecked one.
 
 use std::{
     collections::{BTreeMap, BTreeSet},

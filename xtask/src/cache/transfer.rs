@@ -3,6 +3,9 @@
 //!
 //! Import never fails a build: a missing location, no compatible entry, a damaged archive or a
 //! failed helper build is a [`Outcome::Cold`] with a one-line reason, and the builds go on cold.
+//!
+//! Longer than 500 lines: import and export are one protocol (setup, helper builds, staging,
+//! publish) whose steps must agree on paths and names.
 
 use std::{
     fs,

@@ -31,6 +31,10 @@
 //!
 //! Exit codes: `--check` exits 1 when a file is not in the requested mode; `lint-docker` exits 1
 //! on any finding or a file it could not check (`--json` lists those under `errors`).
+//!
+//! Longer than 500 lines: three commands on one all-or-nothing write path (stage, check, rename,
+//! undo), whose safety depends on the three sharing it; the rewrites and rules themselves live in
+//! `dockerfile/`.
 
 use std::fs;
 use std::io::Write;

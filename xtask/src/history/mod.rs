@@ -5,6 +5,9 @@
 //! whole line under an advisory lock, so concurrent runs never interleave; past
 //! [`ROTATE_BYTES`] the file moves to `history.1.jsonl`. Reading skips corrupt lines with a
 //! warning naming the line. [`explain`] compares two runs of an image; [`plot`] draws the times.
+//!
+//! Longer than 500 lines: the record format, its locked append and rotation, and the snapshot
+//! that fills a record are one file format's reader and writer.
 
 pub mod explain;
 pub mod inputs;
