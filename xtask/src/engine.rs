@@ -92,16 +92,10 @@ impl EngineDir {
     /// The pid of the dockerd this directory's pid file names, if that process is alive and
     /// really is our dockerd (a pid file left by a killed daemon is stale).
     pub fn running_pid(&self) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.pidfile())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        let ours =
-            cmdline.contains("dockerd") && cmdline.contains(&*self.socket().to_string_lossy());
-        ours.then_some(pid)
+        crate::proc::live_pid(
+            &self.pidfile(),
+            &["dockerd", &self.socket().to_string_lossy()],
+        )
     }
 }
 

@@ -13,6 +13,7 @@ mod exec;
 mod farm;
 mod flags;
 mod history;
+mod http;
 mod plan;
 mod proc;
 mod publish;

@@ -124,6 +124,18 @@ pub fn shell_line(argv: &[String]) -> String {
         .join(" ")
 }
 
+/// The pid a pid file names, if that process is alive and its command line contains every one of
+/// `cmdline_has` (a pid file left by a killed daemon is stale, and its pid may be reused).
+pub fn live_pid(pidfile: &std::path::Path, cmdline_has: &[&str]) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(pidfile).ok()?.trim().parse().ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let cmdline = String::from_utf8_lossy(&cmdline);
+    cmdline_has
+        .iter()
+        .all(|needle| cmdline.contains(needle))
+        .then_some(pid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

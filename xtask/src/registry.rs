@@ -12,8 +12,7 @@
 
 use std::{
     fs,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     thread,
@@ -72,16 +71,10 @@ impl Registry {
     /// The pid in the pid file, if that process is alive and is our registry (a pid file left
     /// by a killed server is stale).
     pub fn running_pid(&self) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.pidfile())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        let ours =
-            cmdline.contains(BINARY) && cmdline.contains(&*self.config_file().to_string_lossy());
-        ours.then_some(pid)
+        crate::proc::live_pid(
+            &self.pidfile(),
+            &[BINARY, &self.config_file().to_string_lossy()],
+        )
     }
 
     pub fn status(&self) -> RegistryStatus {
@@ -219,9 +212,9 @@ pub fn answers(addr: SocketAddr) -> bool {
     http_get(addr, "/v2/").is_ok_and(|(status, _)| status == 200)
 }
 
-/// A minimal HTTP/1.0 GET against the loopback registry: the status code and the body.
+/// `GET path` on the registry at `addr`: the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    http_get_accept(addr, path, None)
+    crate::http::get(addr, path, None)
 }
 
 /// [`http_get`] with an `Accept` header (the manifest endpoint answers by media type).
@@ -230,27 +223,7 @@ pub fn http_get_accept(
     path: &str,
     accept: Option<&str>,
 ) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("not an HTTP answer from {addr}"))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
+    crate::http::get(addr, path, accept)
 }
 
 #[cfg(test)]

@@ -3,8 +3,7 @@
 //! with a `health` path for it over loopback.
 
 use std::{
-    io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     path::Path,
     process::Command,
     thread,
@@ -124,24 +123,10 @@ fn poll(addr: &str, path: &str, timeout: Duration) -> anyhow::Result<String> {
     }
 }
 
-/// A minimal HTTP/1.1 GET over loopback: (status, body).
+/// `GET path` on the api at `addr` (a loopback `host:port`).
 fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("no HTTP status line")?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or("");
-    Ok((status, body.to_string()))
+    let addr = addr
+        .parse()
+        .with_context(|| format!("`{addr}` is not an address like 127.0.0.1:8080"))?;
+    crate::http::get(addr, path, None)
 }
