@@ -6,7 +6,8 @@
 //! - a build argument the declaration owns is refused before anything runs (item 1);
 //! - a `DOCKER_HOST` the user named is never replaced by the private engine (item 4);
 //! - adding a service as AGENTS.md says works: docker-build names the missing Dockerfile stage
-//!   before any build, and with that line added the new image builds and runs (item 5).
+//!   before any build, and with that line added the new image builds and runs (item 5);
+//! - a published set where one image fails moves no tag in the local registry (issue 15).
 
 use std::{
     fs,
@@ -213,4 +214,104 @@ fn adding_a_service_as_agents_md_says_builds_and_runs() {
         String::from_utf8_lossy(&run.stdout).trim(),
         format!("attune-{name} ok")
     );
+}
+
+/// `GET path` on the local registry (127.0.0.1:5000, what `engine up` starts): the body, with the
+/// manifest media types a pushed image uses.
+fn registry_get(path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect("127.0.0.1:5000").expect("the local registry");
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:5000\r\nAccept: application/vnd.oci.image.index.v1+json, \
+         application/vnd.docker.distribution.manifest.list.v2+json, \
+         application/vnd.oci.image.manifest.v1+json, \
+         application/vnd.docker.distribution.manifest.v2+json\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Issue 15: a set where one image fails moves no tag in the real registry; once every image
+/// builds, the tags move (so the check can fail).
+#[test]
+fn a_failed_set_moves_no_tag_in_the_registry() {
+    if !enabled("atomic publish") {
+        return;
+    }
+    let root = workspace_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    copy_workspace(&root, ws);
+    let prefix = format!("guard-{}", std::process::id());
+    let registry = format!("127.0.0.1:5000/{prefix}");
+    let publish = |ws: &Path| {
+        xtask(
+            ws,
+            &[
+                "docker-build",
+                "--push",
+                "--registry",
+                &registry,
+                "--tag",
+                "guard",
+                "api",
+                "sensor",
+            ],
+            &[],
+        )
+    };
+    let manifest = |image: &str| {
+        let (status, body) = registry_get(&format!("/v2/{prefix}/attune-{image}/manifests/guard"));
+        assert_eq!(status, 200, "{image}: {body}");
+        body
+    };
+    let out = publish(ws);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = (manifest("api"), manifest("sensor"));
+
+    // api changes, sensor's build fails: nothing may move
+    let dockerfile = ws.join("docker/Dockerfile.workspace");
+    let original = fs::read_to_string(&dockerfile).unwrap();
+    let nonce = format!("{:?}", std::time::SystemTime::now());
+    let edited = original
+        .replace(
+            "FROM service AS api\n",
+            &format!("FROM service AS api\nLABEL guard.nonce=\"{nonce}\"\n"),
+        )
+        .replace(
+            "FROM service AS sensor\n",
+            "FROM service AS sensor\nRUN exit 3\n",
+        );
+    assert_ne!(edited, original);
+    fs::write(&dockerfile, &edited).unwrap();
+    let out = publish(ws);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(said.contains("NO tag moved"), "{said}");
+    assert_eq!((manifest("api"), manifest("sensor")), before);
+
+    // sensor fixed: the set publishes and api's tag moves
+    fs::write(
+        &dockerfile,
+        edited.replace(
+            "FROM service AS sensor\nRUN exit 3\n",
+            "FROM service AS sensor\n",
+        ),
+    )
+    .unwrap();
+    let out = publish(ws);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_ne!(manifest("api"), before.0, "api's tag did not move");
 }
