@@ -1197,6 +1197,41 @@ fn a_failed_set_moves_no_tag_and_names_what_failed() {
 }
 
 #[test]
+fn ctrl_c_during_a_publish_moves_no_tag() {
+    let ws = TempWorkspace::new();
+    let t = Test::docker_build(["--push", "--registry", "reg.test/ns"])
+        .args(FOUR)
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_HANG", "SERVICE=api");
+    let child = t.spawn();
+    let _cleanup = Cleanup {
+        test: &t,
+        xtask: child.id(),
+    };
+    wait_until(
+        "api hangs and the three others pushed their staging tags",
+        Duration::from_secs(60),
+        || {
+            !t.hung_pids().is_empty()
+                && ["executor", "sensor", "worker-shell"].iter().all(|image| {
+                    fs::read_to_string(t.log_dir().join(format!("{image}.log")))
+                        .is_ok_and(|l| l.contains("# exit: 0"))
+                })
+        },
+    );
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    out.expect_code(130);
+    assert_eq!(tag_moves(&t), Vec::<Vec<String>>::new());
+    assert!(
+        out.stdout.contains("publish: NO tag moved"),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
 fn push_partial_pushes_each_tag_as_its_build_finishes() {
     let ws = TempWorkspace::new();
     let t = Test::docker_build(["--push", "--push-partial", "--registry", "reg.test/ns"])
