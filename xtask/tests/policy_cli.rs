@@ -250,13 +250,13 @@ fn check_reports_the_mounts_not_in_the_mode_and_writes_nothing() {
     let name = files[0].display().to_string();
     assert!(
         text.contains(&format!(
-            "{name}:26: cache mount /cargo-home has sharing=shared, not locked"
+            "{name}:33: cache mount /cargo-home has sharing=shared, not locked"
         )),
         "{text}"
     );
     assert!(
         text.contains(&format!(
-            "{name}:27: cache mount /build/target has sharing=shared, not locked"
+            "{name}:34: cache mount /build/target has sharing=shared, not locked"
         )),
         "{text}"
     );
@@ -283,7 +283,7 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
         ),
         "{text}"
     );
-    assert!(text.contains("@@ -23,"), "{text}");
+    assert!(text.contains("@@ -30,"), "{text}");
     assert!(
         text.contains("2 cache mounts -> locked (dry run, nothing written)"),
         "{text}"

@@ -214,6 +214,9 @@ pub fn export_build(options: &HelperOptions, mounts: &[CacheMount]) -> HelperBui
         "mkdir -p /out".to_string(),
     ];
     for m in mounts {
+        if !m.cargo_home {
+            script.push(sweep_script(&m.target));
+        }
         script.push(format!(
             "cd {} && set -- && for p in {}; do if [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done && \
              tar -cf /out/{} -T /dev/null \"$@\"",
@@ -231,6 +234,32 @@ pub fn export_build(options: &HelperOptions, mounts: &[CacheMount]) -> HelperBui
         "/out/",
     );
     helper(options, "export", text, None)
+}
+
+/// The file in a target cache where the strategy's cargo RUN leaves cargo's JSON messages
+/// (`--message-format=json-render-diagnostics`) of its last successful build.
+pub const UNITS_FILE: &str = "attune-units.json";
+
+/// cargo-sweep style, before a target cache is exported: deletes every entry of
+/// `<profile>/{deps,build,.fingerprint}` whose hash suffix (`name-<16 hex>[.ext]`) no unit of
+/// the last build used. The used hashes are those in the paths of the `compiler-artifact`
+/// (every unit, fresh ones included) and `build-script-executed` (`out_dir`) messages, plus the
+/// deps/ file a root binary's uplifted `executable` is a hard link of (its hash is not in the
+/// JSON). Without [`UNITS_FILE`] nothing is deleted. Deleting can only make cargo rebuild, never
+/// keep a stale artifact: a unit is its files in all three directories, under one hash.
+pub fn sweep_script(target: &str) -> String {
+    format!(
+        "cd {target} && if [ -s {UNITS_FILE} ]; then \
+        {{ grep -E '\"reason\":\"(compiler-artifact|build-script-executed)\"' {UNITS_FILE}; \
+        grep -oE '\"executable\":\"[^\"]+\"' {UNITS_FILE} | cut -d'\"' -f4 | \
+        while read -r exe; do if [ -e \"$exe\" ]; then find \"${{exe%/*}}/deps\" -maxdepth 1 -samefile \"$exe\"; fi; done; }} | \
+        grep -oE -- '-[0-9a-f]{{16}}' | cut -c2- | LC_ALL=C sort -u > \"${{TMPDIR:-/tmp}}/attune-used\" && \
+        find . -mindepth 3 -maxdepth 3 \\( -path './*/deps/*' -o -path './*/build/*' -o -path './*/.fingerprint/*' \\) | \
+        sed -nE 's/^(.*-([0-9a-f]{{16}})(\\.[^/]*)?)$/\\2 \\1/p' | LC_ALL=C sort | \
+        LC_ALL=C join -v1 - \"${{TMPDIR:-/tmp}}/attune-used\" | cut -d' ' -f2- > \"${{TMPDIR:-/tmp}}/attune-unused\" && \
+        echo \"sweep {target}: $(wc -l < \"${{TMPDIR:-/tmp}}/attune-unused\") unused entries\" && \
+        xargs -r -d '\\n' rm -rf < \"${{TMPDIR:-/tmp}}/attune-unused\"; fi"
+    )
 }
 
 /// The import helper: unpacks `<id>.tar` from `archives` (a directory, the named build context)
@@ -498,11 +527,13 @@ RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
     echo "cache export $ATTUNE_CACHE_NONCE" && \
     mkdir -p /out && \
     cd /cargo-home && set -- && for p in registry/index registry/cache git/db; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/cargo-home.tar -T /dev/null "$@" && \
+    SWEEP && \
     cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace.tar -T /dev/null "$@"
 
 FROM scratch
 COPY --from=export /out/ /
 "#
+            .replace("SWEEP", &sweep_script("/build/target"))
         );
         assert_eq!(
             crate::proc::shell_line(&build.argv),
@@ -547,6 +578,100 @@ COPY --from=import /done/ /
              --build-context attune-cache-archives=target/xtask/cache/import-in \
              --output type=local,dest=target/xtask/cache/import-out target/xtask/cache/context"
         );
+    }
+
+    /// The sweep on a target directory laid out as cargo 1.95 leaves it (read from a real build):
+    /// a library with a build script, a root binary uplifted as a hard link, and an older unit
+    /// of each kind that the last build did not use.
+    #[test]
+    fn sweep_keeps_the_units_of_the_last_build_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = dir.path().join("target");
+        let r = t.join("release");
+        let used = [
+            "deps/libtiny_x-8183e02cffd48a07.rlib",
+            "deps/libtiny_x-8183e02cffd48a07.rmeta",
+            "deps/tiny_x-8183e02cffd48a07.d",
+            "deps/tiny_bin-8c2af55c1aad543d.d",
+            "build/tiny-x-29662716192ee9d8/build-script-build",
+            "build/tiny-x-8e0231586cd5da0a/out/generated.rs",
+            ".fingerprint/tiny-x-29662716192ee9d8/lib",
+            ".fingerprint/tiny-x-8183e02cffd48a07/lib",
+            ".fingerprint/tiny-x-8c2af55c1aad543d/bin",
+            ".fingerprint/tiny-x-8e0231586cd5da0a/run",
+        ];
+        let unused = [
+            "deps/libtiny_x-0000000000000001.rlib",
+            "deps/tiny_x-0000000000000001.d",
+            "deps/tiny_bin-0000000000000002",
+            "build/tiny-x-0000000000000003/out/generated.rs",
+            ".fingerprint/tiny-x-0000000000000001/lib",
+            ".fingerprint/tiny-x-0000000000000002/bin",
+        ];
+        for p in used.iter().chain(&unused) {
+            let p = r.join(p);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(&p, "x").unwrap();
+        }
+        // the root binary: deps/<name>-<hash> and its uplifted hard link, no hash in the JSON
+        std::fs::write(r.join("deps/tiny_bin-8c2af55c1aad543d"), "bin").unwrap();
+        std::fs::hard_link(r.join("deps/tiny_bin-8c2af55c1aad543d"), r.join("tiny-bin")).unwrap();
+        let at = |p: &str| format!("{}/{p}", r.display());
+        let json = [
+            format!(
+                r#"{{"reason":"compiler-artifact","filenames":["{}"],"executable":null}}"#,
+                at("build/tiny-x-29662716192ee9d8/build-script-build")
+            ),
+            format!(
+                r#"{{"reason":"build-script-executed","out_dir":"{}"}}"#,
+                at("build/tiny-x-8e0231586cd5da0a/out")
+            ),
+            format!(
+                r#"{{"reason":"compiler-artifact","filenames":["{}","{}"],"executable":null}}"#,
+                at("libtiny_x.rlib"),
+                at("deps/libtiny_x-8183e02cffd48a07.rmeta")
+            ),
+            format!(
+                r#"{{"reason":"compiler-artifact","filenames":["{0}"],"executable":"{0}"}}"#,
+                at("tiny-bin")
+            ),
+            r#"{"reason":"build-finished","success":true}"#.to_string(),
+        ];
+        std::fs::write(t.join(UNITS_FILE), json.join("\n")).unwrap();
+
+        let script = sweep_script(&t.to_string_lossy());
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("TMPDIR", dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": 6 unused entries"));
+        for p in used
+            .iter()
+            .chain(&["deps/tiny_bin-8c2af55c1aad543d", "../release/tiny-bin"])
+        {
+            assert!(r.join(p).exists(), "{p} was removed");
+        }
+        for p in unused {
+            let top: std::path::PathBuf = p.split('/').take(2).collect();
+            assert!(!r.join(&top).exists(), "{p} was kept");
+        }
+
+        // without the JSON of a last build, nothing is removed
+        std::fs::remove_file(t.join(UNITS_FILE)).unwrap();
+        std::fs::write(r.join("deps/old-0000000000000009.d"), "x").unwrap();
+        let status = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .env("TMPDIR", dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(r.join("deps/old-0000000000000009.d").exists());
     }
 
     #[test]
