@@ -211,9 +211,8 @@ pub struct DockerBuildArgs {
 /// What to build and how: the options `docker-build` and `bake-file` share.
 #[derive(Debug, Clone, Args)]
 pub struct BuildOptions {
-    /// Images or groups to build (default: all). Images: api, executor, sensor, worker-shell,
-    /// worker-python, worker-node, worker-full, pack-binaries; groups: services (api executor
-    /// worker-shell sensor), workers, all. Declared in [workspace.metadata.attune] of Cargo.toml
+    /// Images or groups to build (default: all). Both are declared in [workspace.metadata.attune]
+    /// of Cargo.toml (`all` is every image); an unknown name exits 2 listing the known ones
     pub images: Vec<String>,
     /// Build strategy: `workspace` (one builder compiles every binary once for all images; the
     /// default), `per-service` (a builder and target cache per service), or another one declared

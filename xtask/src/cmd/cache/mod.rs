@@ -24,6 +24,31 @@ pub fn run(root: &Path, args: flags::CacheArgs) -> anyhow::Result<Status> {
     }
 }
 
+/// The declaration, build options, plan and transfer setup of the builds whose caches travel.
+fn prepare(
+    root: &Path,
+    args: &CacheBuildArgs,
+) -> anyhow::Result<(
+    workspace::Declaration,
+    flags::BuildOptions,
+    Plan,
+    transfer::Setup,
+)> {
+    let decl = workspace::load(root)?;
+    let options = build_options(args);
+    let plan = plan_of(&decl, &options, args)?;
+    let setup = transfer::setup(
+        root,
+        &plan,
+        args.builder.as_deref(),
+        &options.platform,
+        &first_build_args(&plan),
+        &args.log_dir,
+        !args.dry_run,
+    )?;
+    Ok((decl, options, plan, setup))
+}
+
 /// The build options of the builds whose caches travel: as docker-build would run them.
 fn build_options(args: &CacheBuildArgs) -> flags::BuildOptions {
     flags::BuildOptions {
@@ -63,18 +88,7 @@ fn first_build_args(plan: &Plan) -> Vec<String> {
 }
 
 fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
-    let decl = workspace::load(root)?;
-    let mut options = build_options(&args);
-    let plan = plan_of(&decl, &options, &args)?;
-    let setup = transfer::setup(
-        root,
-        &plan,
-        args.builder.as_deref(),
-        &options.platform,
-        &first_build_args(&plan),
-        &args.log_dir,
-        !args.dry_run,
-    )?;
+    let (decl, mut options, _, setup) = prepare(root, &args)?;
     options.cache_to.push(setup.layer_cache_to(location));
     let plan = plan_of(&decl, &options, &args)?;
     if args.dry_run {
@@ -99,18 +113,7 @@ fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
 }
 
 fn import(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
-    let decl = workspace::load(root)?;
-    let options = build_options(&args);
-    let plan = plan_of(&decl, &options, &args)?;
-    let setup = transfer::setup(
-        root,
-        &plan,
-        args.builder.as_deref(),
-        &options.platform,
-        &first_build_args(&plan),
-        &args.log_dir,
-        !args.dry_run,
-    )?;
+    let (_, _, plan, setup) = prepare(root, &args)?;
     if args.dry_run {
         println!("# the entry {location}/{}/ (or the closest one of the same toolchain and platform), its archives decompressed into {}/import-in", setup.inputs.key(), transfer::WORK_DIR);
         print!("{}", transfer::render_helper(&setup.import_build()));
