@@ -1,13 +1,22 @@
 //! `cargo xtask cache` and `docker-build --cache` as the real binary against the fake docker
 //! (src/bin/fake-docker.rs), in a temporary copy of the workspace: argv, the entry written, and
-//! the error paths (missing location, damaged archive, strict mode).
+//! the error paths (missing location, damaged archive, strict mode), Ctrl-C during a helper
+//! build, and two exports to one directory at once.
 
 #[allow(dead_code)] // the harness is shared with build_cli.rs
 mod build_support;
 
-use std::{fs, path::PathBuf};
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    time::{Duration, SystemTime},
+};
 
-use build_support::{arg_after, Outcome, TempWorkspace, Test};
+use build_support::{
+    alive, arg_after, wait_until, wait_with_timeout, Outcome, TempWorkspace, Test,
+};
+use sha2::{Digest, Sha256};
 
 fn cache(ws: &TempWorkspace, args: &[&str]) -> (Test, Outcome) {
     let t = Test::new()
@@ -310,4 +319,148 @@ fn docker_build_cache_dry_run_shows_the_helper_builds() {
         commands[1].contains("--cache-from type=local,src=target/xtask/cache/layers-in,tag=api")
     );
     assert!(commands[2].contains("--file target/xtask/cache/export.Dockerfile"));
+}
+
+// --- Ctrl-C during a helper build, concurrent exports -------------------------------------------
+
+/// Every file under `dir` with its size and modification time (hidden staging directories too).
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (u64, SystemTime)> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                todo.push(entry.path());
+            }
+            let rel = entry.path().strip_prefix(dir).unwrap().to_path_buf();
+            files.insert(rel, (meta.len(), meta.modified().unwrap()));
+        }
+    }
+    files
+}
+
+/// Starts `cache ARGS` with the helper build of `kind` hanging, interrupts it with SIGINT once
+/// the helper hangs, and checks that it exits 130 with no fake docker of the run alive a second
+/// later and `location` as it was.
+fn interrupt_helper(ws: &TempWorkspace, location: &Path, kind: &str, args: &[&str]) {
+    let before = snapshot(location);
+    let t = Test::new()
+        .args(["cache"])
+        .args(args.iter().copied())
+        .args(["--log-dir".into(), t_log(ws)])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_HANG", format!("{kind}.Dockerfile"));
+    let child = t.spawn();
+    let xtask = child.id();
+    let killer = KillOnDrop(&t, xtask);
+    wait_until(
+        &format!("the {kind} helper hangs"),
+        Duration::from_secs(60),
+        || t.hung_pids().len() == 2,
+    );
+    let pids = t.hung_pids();
+    assert!(pids.iter().all(|&p| alive(p)), "{pids:?}");
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(xtask as libc::pid_t, libc::SIGINT) };
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    out.expect_code(130);
+    std::thread::sleep(Duration::from_secs(1));
+    let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "still alive a second later: {left:?}");
+    assert_eq!(snapshot(location), before, "{kind}: {location:?} changed");
+    drop(killer);
+}
+
+/// Kills what a failed interrupt test leaves behind: the hung fakes and the xtask.
+struct KillOnDrop<'a>(&'a Test, u32);
+
+impl Drop for KillOnDrop<'_> {
+    fn drop(&mut self) {
+        for pid in self.0.hung_pids().into_iter().chain([self.1]) {
+            let ours = fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let c = String::from_utf8_lossy(&c);
+                c.contains("docker") || c.contains("xtask")
+            });
+            if alive(pid) && ours {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            }
+        }
+    }
+}
+
+#[test]
+fn sigint_during_the_export_helper_leaves_no_helper_and_location_unchanged() {
+    let ws = TempWorkspace::new();
+    let loc = ws.path().join("ci-cache");
+    let loc_arg = loc.display().to_string();
+    // an entry already there: the interrupted export neither replaces it nor adds one
+    cache(&ws, &["export", "--to", &loc_arg, "api"])
+        .1
+        .expect_code(0);
+    interrupt_helper(&ws, &loc, "export", &["export", "--to", &loc_arg, "api"]);
+    // and into a location that does not exist yet: none is created
+    let fresh = ws.path().join("fresh-cache");
+    interrupt_helper(
+        &ws,
+        &fresh,
+        "export",
+        &["export", "--to", &fresh.display().to_string(), "api"],
+    );
+    assert!(!fresh.exists());
+}
+
+#[test]
+fn sigint_during_the_import_helper_leaves_no_helper_and_location_unchanged() {
+    let ws = TempWorkspace::new();
+    let loc = ws.path().join("ci-cache");
+    let loc_arg = loc.display().to_string();
+    cache(&ws, &["export", "--to", &loc_arg, "api"])
+        .1
+        .expect_code(0);
+    interrupt_helper(&ws, &loc, "import", &["import", "--from", &loc_arg, "api"]);
+}
+
+#[test]
+fn two_exports_to_one_directory_at_once_leave_one_complete_entry() {
+    let (a, b) = (TempWorkspace::new(), TempWorkspace::new());
+    let shared = tempfile::tempdir().unwrap();
+    let loc = shared.path().join("ci-cache");
+    let loc_arg = loc.display().to_string();
+    // the helper builds take a while, so that both runs stage at the same time
+    let start = |ws: &TempWorkspace| {
+        let t = Test::new()
+            .args(["cache", "export", "--to", &loc_arg, "api"])
+            .args(["--log-dir".into(), t_log(ws)])
+            .cwd(ws.path())
+            .env("FAKE_DOCKER_SLOW_MS", "500");
+        let child = t.spawn();
+        (t, child)
+    };
+    let (_ta, ca) = start(&a);
+    let (_tb, cb) = start(&b);
+    for child in [ca, cb] {
+        wait_with_timeout(child, Duration::from_secs(60)).expect_code(0);
+    }
+    let names: Vec<String> = fs::read_dir(&loc)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "one entry and nothing staged: {names:?}");
+    let dir = loc.join(&names[0]);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["key"], names[0].as_str());
+    let mounts = manifest["mounts"].as_array().unwrap();
+    assert!(!mounts.is_empty());
+    for mount in mounts {
+        let bytes = fs::read(dir.join(mount["file"].as_str().unwrap())).unwrap();
+        assert_eq!(mount["bytes"], bytes.len() as u64, "{mount}");
+        let sum: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(mount["sha256"], sum.as_str(), "{mount}");
+    }
 }

@@ -2,7 +2,8 @@
 //! code: formatting, clippy, the test suite, the Dockerfile policy, docker-compose.yaml current,
 //! then, on the real engine, what `docker buildx bake --print` reads back of a generated bake
 //! file, every image built, smoke-tested (alone, then as `docker compose up` runs them), the
-//! engine guards, a two-builder publish, and the parallel-build verification.
+//! engine guards, the cache flow (export, wipe, import after a change), a two-builder publish,
+//! and the parallel-build verification.
 
 use std::{path::Path, process::Command, time::Instant};
 
@@ -83,6 +84,16 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
             ..step(
                 "engine-guards",
                 &["cargo", "test", "-p", "xtask", "--test", "engine_guards"],
+            )
+        },
+        // the cache flow CI users copy: build and export, wipe BuildKit's state, change a file
+        // in crates/api, build with the import (only attune-api recompiles), and the binary is
+        // bit-identical to a cold build's (xtask/tests/cache_flow.rs)
+        Step {
+            env: vec![("ATTUNE_ENGINE_TESTS", "1")],
+            ..step(
+                "cache-flow",
+                &["cargo", "test", "-p", "xtask", "--test", "cache_flow"],
             )
         },
         // a farm of two engines on this machine: the services spread over both, the builder
@@ -188,6 +199,7 @@ mod tests {
                 "smoke",
                 "smoke-compose",
                 "engine-guards",
+                "cache-flow",
                 "engine-second",
                 "farm-publish",
                 "verify-parallel"
