@@ -374,7 +374,7 @@ pub struct CiArgs {
     pub full: bool,
     /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, compose-file, engine,
     /// bake-print, docker-build, history-plot, history-explain, cache-du, cache-prune-dry-run,
-    /// smoke, smoke-compose, engine-guards, cache-flow, engine-second, farm-publish,
+    /// smoke, smoke-compose, engine-guards, engine-second, farm-publish, cache-flow,
     /// verify-parallel); repeatable. For local use: CI skips nothing
     #[arg(long)]
     pub skip: Vec<String>,

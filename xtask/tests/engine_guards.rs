@@ -12,7 +12,7 @@
 #[allow(dead_code)] // shared with cache_flow.rs
 mod engine_support;
 
-use std::fs;
+use std::{fs, path::Path};
 
 use engine_support::{copy_workspace, docker, enabled, stderr, workspace_root, xtask};
 

@@ -86,16 +86,6 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
                 &["cargo", "test", "-p", "xtask", "--test", "engine_guards"],
             )
         },
-        // the cache flow CI users copy: build and export, wipe BuildKit's state, change a file
-        // in crates/api, build with the import (only attune-api recompiles), and the binary is
-        // bit-identical to a cold build's (xtask/tests/cache_flow.rs)
-        Step {
-            env: vec![("ATTUNE_ENGINE_TESTS", "1")],
-            ..step(
-                "cache-flow",
-                &["cargo", "test", "-p", "xtask", "--test", "cache_flow"],
-            )
-        },
         // a farm of two engines on this machine: the services spread over both, the builder
         // stage's layer cache through the local registry (already warm from docker-build: the
         // second engine compiles nothing), published as one set; the publish reads the
@@ -114,6 +104,17 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
                 "127.0.0.1:5000/attune",
             ],
         ),
+        // the cache flow CI users copy (after the farm: under CI it wipes BuildKit's whole state,
+        // which the farm's warm builder stage needs): build and export, wipe BuildKit's state, change a file
+        // in crates/api, build with the import (only attune-api recompiles), and the binary is
+        // bit-identical to a cold build's (xtask/tests/cache_flow.rs)
+        Step {
+            env: vec![("ATTUNE_ENGINE_TESTS", "1")],
+            ..step(
+                "cache-flow",
+                &["cargo", "test", "-p", "xtask", "--test", "cache_flow"],
+            )
+        },
     ];
     // the perf test needs a builder per image, which the default (workspace) strategy has not:
     // CI verifies the per-service Dockerfiles, all three tests
@@ -199,9 +200,9 @@ mod tests {
                 "smoke",
                 "smoke-compose",
                 "engine-guards",
-                "cache-flow",
                 "engine-second",
                 "farm-publish",
+                "cache-flow",
                 "verify-parallel"
             ]
         );
