@@ -1,7 +1,7 @@
 //! A second private dockerd beside the first, as a second builder of a farm on one machine
 //! (`cargo xtask engine up --second`, `engine down --second`): its own data root, exec root, pid
-//! file and socket under `<engine dir>/second`, its own bridge (a second daemon without one would
-//! take the first one's docker0: with `--bridge=none` it deletes it), `--iptables=false` so it
+//! file and socket under `<engine dir>/second`, its own bridge `br-attune2` (never no bridge: a
+//! second daemon started without one deletes the first one's docker0), `--iptables=false` so it
 //! never rewrites the first daemon's rules, and NAT for its bridge's subnet only. A docker context
 //! names it, so `--builders default,attune-second` reaches it. The base images come from the first
 //! engine (`docker save | docker load`). Idempotent.

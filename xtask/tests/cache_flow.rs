@@ -50,14 +50,7 @@ fn binaries_built_from_an_imported_cache_match_a_cold_build() {
     // 1. build and export: the tree differs from every build the engine remembers, so that the
     // cargo step runs (an unchanged tree is layer-cached and exports nothing)
     set_api_about(&ws, &format!("{nonce}-first"));
-    let out = xtask(
-        &ws,
-        &["docker-build", "--tag", &tag, "--cache", &cache_arg, IMAGE],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
+    let stdout = build_with_cache(&ws, &tag, &cache_arg);
     assert!(stdout.contains("cache: exported "), "{stdout}");
     let entries: Vec<_> = fs::read_dir(&cache)
         .unwrap()
@@ -85,14 +78,7 @@ fn binaries_built_from_an_imported_cache_match_a_cold_build() {
     // 3. a change the binary shows, then the build with the import
     let changed = format!("{nonce}-changed");
     set_api_about(&ws, &changed);
-    let out = xtask(
-        &ws,
-        &["docker-build", "--tag", &tag, "--cache", &cache_arg, IMAGE],
-        &[],
-    );
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
+    let stdout = build_with_cache(&ws, &tag, &cache_arg);
     assert!(stdout.contains("cache: imported "), "{stdout}");
     let log = fs::read_to_string(ws.join(format!("target/xtask/logs/{IMAGE}.log"))).unwrap();
     let compiled = compiled_crates(&log);
@@ -268,4 +254,18 @@ impl Drop for RemoveImages {
             let _ = docker(&["image", "rm", image]);
         }
     }
+}
+
+/// `docker-build --tag TAG --cache LOCATION` of the test's image in `ws`, which must succeed:
+/// its stdout.
+fn build_with_cache(ws: &Path, tag: &str, cache: &str) -> String {
+    let out = xtask(
+        ws,
+        &["docker-build", "--tag", tag, "--cache", cache, IMAGE],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!("{stdout}");
+    stdout
 }
