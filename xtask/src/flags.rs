@@ -206,6 +206,11 @@ pub struct DockerBuildArgs {
     /// warning
     #[arg(long, requires = "cache")]
     pub cache_strict: bool,
+    /// With --cache: carry BuildKit's layer cache too (`mode=max`), not only the cache mounts'
+    /// contents. Off by default: measured by `bench --scenarios ephemeral`, the layers cost more
+    /// to export and import than they save once a source file changed (docs/BENCHMARKS.md)
+    #[arg(long, requires = "cache")]
+    pub cache_layers: bool,
 }
 
 /// What to build and how: the options `docker-build` and `bake-file` share.

@@ -4,6 +4,7 @@
 //! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md.
 
 mod cache;
+mod cargo_log;
 mod cmd;
 mod compose;
 mod docker;
@@ -12,6 +13,7 @@ mod engine;
 mod exec;
 mod farm;
 mod flags;
+mod git_times;
 mod history;
 mod http;
 mod plan;

@@ -260,7 +260,15 @@ fn export_to_a_registry_pushes_one_image_and_the_layer_tags() {
 fn docker_build_cache_imports_builds_and_exports_when_cargo_ran() {
     let ws = TempWorkspace::new();
     let loc = ws.path().join("ci-cache").display().to_string();
-    let t = Test::docker_build(["--strategy", "workspace", "--cache", &loc, "api"]).cwd(ws.path());
+    let t = Test::docker_build([
+        "--strategy",
+        "workspace",
+        "--cache",
+        &loc,
+        "--cache-layers",
+        "api",
+    ])
+    .cwd(ws.path());
     let out = t.run();
     out.expect_code(0);
     assert!(
@@ -272,9 +280,16 @@ fn docker_build_cache_imports_builds_and_exports_when_cargo_ran() {
     assert_eq!(helper_builds(&t, "export").len(), 1);
 
     // a second run imports, and with every step cached exports nothing
-    let t = Test::docker_build(["--strategy", "workspace", "--cache", &loc, "api"])
-        .cwd(ws.path())
-        .env("FAKE_DOCKER_CACHED", "1");
+    let t = Test::docker_build([
+        "--strategy",
+        "workspace",
+        "--cache",
+        &loc,
+        "--cache-layers",
+        "api",
+    ])
+    .cwd(ws.path())
+    .env("FAKE_DOCKER_CACHED", "1");
     let out = t.run();
     out.expect_code(0);
     assert!(out.stdout.contains("cache: imported "), "{}", out.stdout);
@@ -293,6 +308,22 @@ fn docker_build_cache_imports_builds_and_exports_when_cargo_ran() {
         out.stderr
     );
     assert!(helper_builds(&t, "export").is_empty());
+
+    // without --cache-layers (the default) the builds neither read nor write a layer cache,
+    // and the cache mounts still travel
+    let t = Test::docker_build(["--strategy", "workspace", "--cache", &loc, "api"]).cwd(ws.path());
+    let out = t.run();
+    out.expect_code(0);
+    assert!(out.stdout.contains("cache: imported "), "{}", out.stdout);
+    let api = t
+        .builds()
+        .into_iter()
+        .find(|a| arg_after(a, "--target") == ["api"])
+        .unwrap();
+    assert!(arg_after(&api, "--cache-from").is_empty(), "{api:?}");
+    assert!(arg_after(&api, "--cache-to").is_empty(), "{api:?}");
+    assert!(out.stdout.contains("cache: exported "), "{}", out.stdout);
+    assert!(!out.stdout.contains("layers "), "{}", out.stdout);
 }
 
 #[test]
@@ -302,6 +333,7 @@ fn docker_build_cache_dry_run_shows_the_helper_builds() {
         "workspace",
         "--cache",
         "ci-cache",
+        "--cache-layers",
         "--dry-run",
         "api",
     ])

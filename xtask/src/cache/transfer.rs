@@ -46,6 +46,9 @@ pub struct Setup {
     pub helper: HelperOptions,
     /// The images whose layer caches travel (one tag each in the layer cache).
     pub images: Vec<String>,
+    /// Whether an import stages the entry's layer cache (`docker-build --cache` only with
+    /// `--cache-layers`; `cache import` always).
+    pub layers: bool,
     pub log_dir: PathBuf,
 }
 
@@ -236,6 +239,7 @@ pub fn setup(
             nonce,
         },
         images: plan.builds.iter().map(|b| b.image.clone()).collect(),
+        layers: true,
         log_dir: log_dir.to_path_buf(),
     })
 }
@@ -387,9 +391,10 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
             return Outcome::Interrupted;
         }
     }
-    if let Some(layers) = manifest.layers.as_ref().filter(|l| l.kind == "registry") {
+    let wanted = manifest.layers.as_ref().filter(|_| setup.layers);
+    if let Some(layers) = wanted.filter(|l| l.kind == "registry") {
         parts.push(format!("layers in the registry ({})", layers.dir));
-    } else if let Some(layers) = &manifest.layers {
+    } else if let Some(layers) = wanted {
         let src = entry.join(&layers.dir);
         if let Err(e) = archive::check_layout(&src) {
             return Outcome::Cold(format!("entry {name}: layer cache {}: {e}", layers.dir));
@@ -420,7 +425,7 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
     let _ = fs::remove_dir_all(&archives);
     if let Location::Registry(_) = location {
         let _ = fs::remove_dir_all(&entry);
-        if manifest.layers.is_some() {
+        if wanted.is_some() {
             if let Err(e) = fs::write(root.join(imported_layers()), &name) {
                 return Outcome::Cold(format!("cannot record the imported entry: {e}"));
             }

@@ -115,7 +115,7 @@ fn run_with_cache(
                 .collect::<Vec<String>>()
         })
         .unwrap_or_default();
-    let setup = transfer::setup(
+    let mut setup = transfer::setup(
         root,
         &plan,
         args.build.builder.as_deref(),
@@ -124,10 +124,14 @@ fn run_with_cache(
         &args.log_dir,
         check.is_some(),
     )?;
+    setup.layers = args.cache_layers;
+    // the builds' plan: with --cache-layers, reading the imported layer cache and writing one
     let with_layers = |from: Option<String>| {
         let mut args = args.clone();
-        args.build.cache_from.extend(from);
-        args.build.cache_to.push(setup.layer_cache_to(&location));
+        if args.cache_layers {
+            args.build.cache_from.extend(from);
+            args.build.cache_to.push(setup.layer_cache_to(&location));
+        }
         plan_from_args(decl, &args.build, &args.log_dir, args.jobs)
     };
     let Some(check) = check else {
@@ -169,15 +173,27 @@ fn run_with_cache(
     if report.status() != Status::Ok {
         return Ok(report.status());
     }
-    let changed = report
-        .images
-        .iter()
-        .any(|i| matches!(i.cargo_step, CargoStep::Ran | CargoStep::Shared));
-    if !changed {
+    // something changed when a cargo step ran and compiled a crate: without the layer cache the
+    // step always runs on a fresh engine, and finds everything fresh when nothing changed
+    let ran: Vec<&crate::session::ImageReport> = (report.images.iter())
+        .filter(|i| matches!(i.cargo_step, CargoStep::Ran))
+        .collect();
+    if ran.is_empty() {
         eprintln!("cache: no cargo step ran; {location} left as it is");
         return Ok(Status::Ok);
     }
-    let exported = match transfer::export(root, &setup, &location, Some(&transfer::layers_out())) {
+    let compiled: usize = (ran.iter())
+        .map(|i| {
+            let log = std::fs::read_to_string(root.join(&i.log)).unwrap_or_default();
+            crate::cargo_log::compiled(&log).len()
+        })
+        .sum();
+    if compiled == 0 {
+        eprintln!("cache: cargo compiled nothing (everything fresh); {location} left as it is");
+        return Ok(Status::Ok);
+    }
+    let layers = args.cache_layers.then(transfer::layers_out);
+    let exported = match transfer::export(root, &setup, &location, layers.as_deref()) {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Cold(format!("export to {location} failed: {e:#}")),
     };

@@ -10,6 +10,8 @@
 //! contenders' order. The reference row is native cargo on the host (`cargo build --release
 //! --workspace --bins`, fresh target directory and cargo home for `cold`).
 //!
+//! `--scenarios ephemeral` ([`ephemeral`]) is another kind of run: CI runners that start empty.
+//!
 //! Longer than 500 lines: the contenders, the scenarios that run them and the report's table and
 //! Markdown are one command's; the running goes through the sandbox and the session.
 
@@ -23,6 +25,8 @@ use std::{
 
 use anyhow::Context;
 use serde::Serialize;
+
+pub mod ephemeral;
 
 use crate::{
     compose, flags, plan,
@@ -164,16 +168,18 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         &args.images
     };
     let images: Vec<String> = decl.select(names)?.iter().map(|i| i.name.clone()).collect();
-    let contenders = contenders(&decl, &args)?;
     let scenarios: Vec<String> = if args.scenarios.is_empty() {
         SCENARIOS.iter().map(|s| s.to_string()).collect()
     } else {
         args.scenarios.clone()
     };
-    if let Some(bad) = scenarios.iter().find(|s| !SCENARIOS.contains(&s.as_str())) {
+    if let Some(bad) = (scenarios.iter())
+        .find(|s| !SCENARIOS.contains(&s.as_str()) && s.as_str() != ephemeral::SCENARIO)
+    {
         return Err(UsageError(format!(
-            "unknown scenario `{bad}`; scenarios: {}",
-            SCENARIOS.join(", ")
+            "unknown scenario `{bad}`; scenarios: {}, {}",
+            SCENARIOS.join(", "),
+            ephemeral::SCENARIO
         ))
         .into());
     }
@@ -181,6 +187,17 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         return Err(UsageError("--reps 0: at least one repetition (--reps 1)".into()).into());
     }
     let reps = if args.smoke { 1 } else { args.reps };
+    if scenarios.iter().any(|s| s == ephemeral::SCENARIO) {
+        if scenarios.len() > 1 {
+            return Err(UsageError(format!(
+                "--scenarios {}: `ephemeral` runs alone (it wipes the engine's build cache before every build)",
+                scenarios.join(",")
+            ))
+            .into());
+        }
+        return run_ephemeral(root, &decl, &images, &args, reps);
+    }
+    let contenders = contenders(&decl, &args)?;
     if args.dry_run {
         for c in &contenders {
             println!(
@@ -239,6 +256,62 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
     if let Some(path) = &args.markdown {
         fs::write(path, render_markdown(&report))
             .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let failed = report.samples.iter().filter(|s| !s.ok).count();
+    Ok(Status::from_ok(failed == 0))
+}
+
+fn run_ephemeral(
+    root: &Path,
+    decl: &Declaration,
+    images: &[String],
+    args: &flags::BenchArgs,
+    reps: usize,
+) -> anyhow::Result<Status> {
+    let contenders = ephemeral::select(&args.contenders)?;
+    if args.dry_run {
+        print!("{}", ephemeral::describe(&contenders, images, reps));
+        return Ok(Status::Ok);
+    }
+    let preflight_plan = plan::plan(
+        decl,
+        &decl.select(images)?,
+        &plan::Options {
+            strategy: decl.default_strategy.clone(),
+            tag: "bench".into(),
+            ..Default::default()
+        },
+    )?;
+    crate::session::preflight(root, &preflight_plan, flags::EngineMode::Auto, false)?;
+    let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+    let out_dir = root.join(&args.out_dir);
+    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let report = ephemeral::run(root, decl, images, &contenders, reps, &xtask, &out_dir)?;
+    let run = crate::docker::run_environment();
+    print!("{}", ephemeral::render_table(&report));
+    println!(
+        "{} cores, engine {}, {}; images {}; {reps} repetition(s)",
+        run.cores,
+        run.engine,
+        run.buildx,
+        images.join(" ")
+    );
+    if let Some(path) = &args.json {
+        fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        let text = format!(
+            "Measured by `{}` on {} ({} cores, Docker engine {}, {}). Images: {}. {reps} repetition(s).\n\n{}",
+            run.command,
+            run.date,
+            run.cores,
+            run.engine,
+            run.buildx,
+            images.join(", "),
+            ephemeral::render_markdown(&report)
+        );
+        fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let failed = report.samples.iter().filter(|s| !s.ok).count();
     Ok(Status::from_ok(failed == 0))
