@@ -293,6 +293,10 @@ pub struct ImageReport {
     /// `REPO:TAG@DIGEST` once an atomic publish moved the tag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published: Option<String>,
+    /// Why the cargo step ran (the history's first differing input), when it ran: the summary's
+    /// `why IMAGE: ...` line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
     #[serde(skip)]
     pub job: JobResult,
 }
@@ -459,6 +463,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 retried_from: retried_from[i].clone(),
                 digest,
                 published: None,
+                why: None,
                 job,
             }
         })
@@ -575,6 +580,7 @@ pub fn add_up_to_date(
             retried_from: None,
             digest: None,
             published: None,
+            why: None,
             job: JobResult {
                 name: build.image.clone(),
                 outcome: Outcome::Succeeded,

@@ -178,6 +178,36 @@ fn the_summary_says_why_and_history_explains_plots_and_skips_corrupt_lines() {
 }
 
 #[test]
+fn the_json_report_carries_why_each_cargo_step_ran() {
+    let ws = TempWorkspace::new();
+    let why_of = |json: &Value, image: &str| {
+        let images = json["images"].as_array().expect("images");
+        let entry = images.iter().find(|i| i["image"] == image).expect(image);
+        entry.get("why").and_then(Value::as_str).map(String::from)
+    };
+    let out = Test::docker_build(["services", "--json"])
+        .cwd(ws.path())
+        .run();
+    out.expect_code(0);
+    let json: Value = serde_json::from_str(&out.stdout).expect("the JSON report");
+    assert_eq!(why_of(&json, "api").as_deref(), Some("no previous run"));
+    append(&ws.path().join("crates/api/src/main.rs"), "\n");
+    let out = Test::docker_build(["services", "--json"])
+        .cwd(ws.path())
+        .run();
+    out.expect_code(0);
+    let json: Value = serde_json::from_str(&out.stdout).expect("the JSON report");
+    assert_eq!(
+        why_of(&json, "api").as_deref(),
+        Some("crates/api/src/main.rs changed"),
+        "{}",
+        out.stdout
+    );
+    // up to date: no cargo step ran, no why
+    assert_eq!(why_of(&json, "sensor"), None, "{}", out.stdout);
+}
+
+#[test]
 fn an_unwritable_history_is_a_warning() {
     let ws = TempWorkspace::new();
     fs::create_dir_all(ws.path().join("target")).unwrap();

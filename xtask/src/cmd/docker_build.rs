@@ -69,6 +69,10 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
         report.totals.wall_seconds,
         history_images(&report),
     );
+    // the JSON report carries the summary's "why" lines
+    for (image, recorded) in report.images.iter_mut().zip(&record.images) {
+        image.why = recorded.why.clone();
+    }
     if history::enabled() {
         if let Err(err) = history::append(&history::path(root), &record) {
             eprintln!("warning: build history not recorded: {err:#}");
