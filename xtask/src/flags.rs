@@ -206,6 +206,11 @@ pub struct DockerBuildArgs {
     /// warning
     #[arg(long, requires = "cache")]
     pub cache_strict: bool,
+    /// After the builds, export cargo's own timing report of the cargo step (`cargo build
+    /// --timings`) to target/xtask/timings/ and name the slowest crates; the strategy's Dockerfile
+    /// needs a `timings` stage (the workspace strategy has one; others: exit 2)
+    #[arg(long, conflicts_with = "cache")]
+    pub timings: bool,
 }
 
 /// What to build and how: the options `docker-build` and `bake-file` share.

@@ -309,6 +309,9 @@ pub struct Report {
     /// An atomic publish: whether the tags moved, and why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<crate::publish::PublishReport>,
+    /// With `--timings`: cargo's timing report and the slowest crates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<crate::timings::TimingsReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -482,6 +485,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         images,
         totals,
         publish: None,
+        timings: None,
     }
 }
 
@@ -743,6 +747,9 @@ pub fn render_summary(report: &Report) -> String {
     if let Some(publish) = &report.publish {
         out.push('\n');
         out.push_str(&crate::publish::render(publish));
+    }
+    if let Some(timings) = &report.timings {
+        out.push_str(&crate::timings::render(timings));
     }
     if let Some(first) = report.images.first() {
         if let Some(dir) = first.log.parent() {
