@@ -56,7 +56,8 @@ struct Unit {
 }
 
 /// The `n` slowest crates of cargo's timing report (`cargo-timing.html`): the JSON array after
-/// `UNIT_DATA = ` in its script, units of one crate (name and version) added up.
+/// `UNIT_DATA = ` in its script, units of one crate (name and version) added up. Crates that
+/// took less than 0.05 s are left out: cargo lists its fresh units too, with a duration of 0.
 pub fn slowest(html: &str, n: usize) -> anyhow::Result<Vec<CrateTime>> {
     const MARK: &str = "UNIT_DATA = ";
     let start = html
@@ -79,6 +80,8 @@ pub fn slowest(html: &str, n: usize) -> anyhow::Result<Vec<CrateTime>> {
             }),
         }
     }
+    // cargo lists fresh units too, with a duration of 0: they were not compiled
+    crates.retain(|c| c.seconds >= 0.05);
     crates.sort_by(|a, b| b.seconds.total_cmp(&a.seconds).then(a.name.cmp(&b.name)));
     crates.truncate(n);
     Ok(crates)
@@ -198,7 +201,8 @@ const UNIT_DATA = [
   {"i": 1, "name": "tokio", "version": "1.40.0", "mode": "todo", "target": "", "start": 0.2, "duration": 12.25, "features": ["a;b"]},
   {"i": 2, "name": "serde", "version": "1.0.0", "mode": "todo", "target": "", "start": 1.7, "duration": 7.0},
   {"i": 3, "name": "attune-common", "version": "0.1.0", "mode": "todo", "target": "", "start": 13.0, "duration": 4.0},
-  {"i": 4, "name": "libc", "version": "0.2.0", "mode": "todo", "target": "", "start": 0.1, "duration": 0.5}
+  {"i": 4, "name": "libc", "version": "0.2.0", "mode": "todo", "target": "", "start": 0.1, "duration": 0.5},
+  {"i": 5, "name": "anstream", "version": "1.0.0", "mode": "todo", "target": "", "start": 0.0, "duration": 0.0}
 ];
 const CONCURRENCY_DATA = [{"t": 0.1, "active": 1}];
 </script></html>"#;
@@ -212,6 +216,7 @@ const CONCURRENCY_DATA = [{"t": 0.1, "active": 1}];
             [("tokio", 12.25), ("serde", 8.5), ("attune-common", 4.0)]
         );
         assert_eq!(top[1].version, "1.0.0");
+        // anstream was fresh (0 s): not a compiled crate
         assert_eq!(slowest(HTML_FIXTURE, 10).unwrap().len(), 4);
     }
 
