@@ -117,6 +117,10 @@ pub struct HistoryArgs {
     /// Show every input of IMAGE's last run that differs from its previous successful run
     #[arg(long, value_name = "IMAGE")]
     pub explain: Option<String>,
+    /// Whose runs: `docker-build` (this workspace's own, the default), `bench` or
+    /// `verify-parallel` (their builds from sandboxes), or `all` (with a source column)
+    #[arg(long, default_value = "docker-build", value_parser = ["docker-build", "bench", "verify-parallel", "all"])]
+    pub source: String,
 }
 
 #[derive(Debug, Args)]

@@ -70,12 +70,14 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     let mut report = execute(root, &todo, progress::detect_mode());
     add_up_to_date(&mut report, &plan, &current, &snapshot);
     crate::publish::finish(root, &plan, &mut report);
-    let record = snapshot.finish(
+    let mut record = snapshot.finish(
         "docker-build",
         args.build.tag.as_deref().unwrap_or(&decl_tag(&plan)),
         report.totals.wall_seconds,
         history_images(&report),
     );
+    // bench's docker-build, in a sandbox, records into the workspace's history, marked
+    record.source = history::source_from_env();
     if let Some(build) = timings_build {
         report.timings = Some(export_timings(root, &plan, build, &report));
     }
@@ -84,7 +86,12 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
         image.why = recorded.why.clone();
     }
     if history::enabled() {
-        if let Err(err) = history::append(&history::path(root), &record) {
+        let file = history::record_file(root);
+        let appended = match file == history::path(root) {
+            true => history::append(&file, &record),
+            false => history::append_from_sandbox(&file, record.clone()),
+        };
+        if let Err(err) = appended {
             eprintln!("warning: build history not recorded: {err:#}");
         }
     }
