@@ -117,6 +117,10 @@ pub struct HistoryArgs {
     /// Show every input of IMAGE's last run that differs from its previous successful run
     #[arg(long, value_name = "IMAGE")]
     pub explain: Option<String>,
+    /// Whose runs: `docker-build` (this workspace's own, the default), `bench` or
+    /// `verify-parallel` (their builds from sandboxes), or `all` (with a source column)
+    #[arg(long, default_value = "docker-build", value_parser = ["docker-build", "bench", "verify-parallel", "all"])]
+    pub source: String,
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +215,11 @@ pub struct DockerBuildArgs {
     /// to export and import than they save once a source file changed (docs/BENCHMARKS.md)
     #[arg(long, requires = "cache")]
     pub cache_layers: bool,
+    /// After the builds, export cargo's own timing report of the cargo step (`cargo build
+    /// --timings`) to target/xtask/timings/ and name the slowest crates; the strategy's Dockerfile
+    /// needs a `timings` stage (the workspace strategy has one; others: exit 2)
+    #[arg(long, conflicts_with = "cache")]
+    pub timings: bool,
 }
 
 /// What to build and how: the options `docker-build` and `bake-file` share.

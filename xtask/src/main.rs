@@ -24,6 +24,7 @@ mod sandbox;
 mod second_engine;
 mod session;
 mod target;
+mod timings;
 mod util;
 mod workspace;
 

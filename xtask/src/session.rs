@@ -293,6 +293,10 @@ pub struct ImageReport {
     /// `REPO:TAG@DIGEST` once an atomic publish moved the tag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published: Option<String>,
+    /// Why the cargo step ran (the history's first differing input), when it ran: the summary's
+    /// `why IMAGE: ...` line.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
     #[serde(skip)]
     pub job: JobResult,
 }
@@ -305,6 +309,9 @@ pub struct Report {
     /// An atomic publish: whether the tags moved, and why not.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<crate::publish::PublishReport>,
+    /// With `--timings`: cargo's timing report and the slowest crates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<crate::timings::TimingsReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -459,6 +466,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
                 retried_from: retried_from[i].clone(),
                 digest,
                 published: None,
+                why: None,
                 job,
             }
         })
@@ -477,6 +485,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         images,
         totals,
         publish: None,
+        timings: None,
     }
 }
 
@@ -575,6 +584,7 @@ pub fn add_up_to_date(
             retried_from: None,
             digest: None,
             published: None,
+            why: None,
             job: JobResult {
                 name: build.image.clone(),
                 outcome: Outcome::Succeeded,
@@ -737,6 +747,9 @@ pub fn render_summary(report: &Report) -> String {
     if let Some(publish) = &report.publish {
         out.push('\n');
         out.push_str(&crate::publish::render(publish));
+    }
+    if let Some(timings) = &report.timings {
+        out.push_str(&crate::timings::render(timings));
     }
     if let Some(first) = report.images.first() {
         if let Some(dir) = first.log.parent() {

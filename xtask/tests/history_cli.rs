@@ -178,6 +178,36 @@ fn the_summary_says_why_and_history_explains_plots_and_skips_corrupt_lines() {
 }
 
 #[test]
+fn the_json_report_carries_why_each_cargo_step_ran() {
+    let ws = TempWorkspace::new();
+    let why_of = |json: &Value, image: &str| {
+        let images = json["images"].as_array().expect("images");
+        let entry = images.iter().find(|i| i["image"] == image).expect(image);
+        entry.get("why").and_then(Value::as_str).map(String::from)
+    };
+    let out = Test::docker_build(["services", "--json"])
+        .cwd(ws.path())
+        .run();
+    out.expect_code(0);
+    let json: Value = serde_json::from_str(&out.stdout).expect("the JSON report");
+    assert_eq!(why_of(&json, "api").as_deref(), Some("no previous run"));
+    append(&ws.path().join("crates/api/src/main.rs"), "\n");
+    let out = Test::docker_build(["services", "--json"])
+        .cwd(ws.path())
+        .run();
+    out.expect_code(0);
+    let json: Value = serde_json::from_str(&out.stdout).expect("the JSON report");
+    assert_eq!(
+        why_of(&json, "api").as_deref(),
+        Some("crates/api/src/main.rs changed"),
+        "{}",
+        out.stdout
+    );
+    // up to date: no cargo step ran, no why
+    assert_eq!(why_of(&json, "sensor"), None, "{}", out.stdout);
+}
+
+#[test]
 fn an_unwritable_history_is_a_warning() {
     let ws = TempWorkspace::new();
     fs::create_dir_all(ws.path().join("target")).unwrap();
@@ -258,4 +288,93 @@ fn cache_prune_removes_only_what_it_names() {
         .cwd(ws.path())
         .run();
     out.expect_code(2);
+}
+
+#[test]
+fn bench_and_verify_parallel_record_into_the_workspaces_history_marked() {
+    let ws = TempWorkspace::new();
+    // bench runs docker-build in a sandbox; verify-parallel builds in sandboxes itself (its
+    // verdict on the fake's events does not matter here)
+    Test::new()
+        .args(["bench", "--reps", "1", "--contenders", "workspace"])
+        .args(["--scenarios", "cold", "api"])
+        .cwd(ws.path())
+        .run()
+        .expect_code(0);
+    Test::new()
+        .args(["verify-parallel", "--tests", "reuse", "--images", "api"])
+        .cwd(ws.path())
+        .run();
+    let (records, _) = read_history(ws.path());
+    let sources: Vec<&str> = records
+        .iter()
+        .map(|r| r["source"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(sources.first(), Some(&"bench"), "{sources:?}");
+    assert!(
+        sources.len() > 1 && sources[1..].iter().all(|s| *s == "verify-parallel"),
+        "{sources:?}"
+    );
+    assert_eq!(records[0]["tag"], "bench");
+    assert_eq!(
+        records[0]["images"][0]["inputs"]["dockerfile"],
+        "docker/Dockerfile.workspace"
+    );
+
+    // the default table is the workspace's own runs, and says what it left out
+    let out = Test::new().args(["history"]).cwd(ws.path()).run();
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("no recorded docker-build run yet"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "(not shown: 1 bench run(s), {} verify-parallel run(s); --source bench|verify-parallel or all)",
+            sources.len() - 1
+        )),
+        "{}",
+        out.stdout
+    );
+    let out = Test::new()
+        .args(["history", "--source", "all"])
+        .cwd(ws.path())
+        .run();
+    out.expect_code(0);
+    assert!(out.stdout.contains("  source\n"), "{}", out.stdout);
+    assert_eq!(
+        out.stdout.matches("  verify-parallel\n").count(),
+        sources.len() - 1
+    );
+
+    // the workspace's own build compares with none of them
+    let out = Test::docker_build(["services"]).cwd(ws.path()).run();
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains("why api: no previous run"),
+        "{}",
+        out.stdout
+    );
+    let out = Test::new()
+        .args(["history", "--explain", "api"])
+        .cwd(ws.path())
+        .run();
+    out.expect_code(0);
+    assert!(
+        out.stdout
+            .contains("no previous successful run to compare with"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The history's records as JSON values, and its raw text.
+fn read_history(root: &std::path::Path) -> (Vec<Value>, String) {
+    let text = fs::read_to_string(root.join("target/xtask/history.jsonl")).unwrap_or_default();
+    let records = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a record"))
+        .collect();
+    (records, text)
 }

@@ -11,7 +11,8 @@
 //! - `FAKE_DOCKER_NO_BUILDX=1`: every `docker buildx ...` fails as without the plugin.
 //! - `docker buildx build`: prints BuildKit `--progress=rawjson` events on stderr for a few steps,
 //!   one of them the `[builder 7/7] RUN ... cargo build ...` step, then writes the
-//!   `--metadata-file` and the `--output type=local,dest=D` directory.
+//!   `--metadata-file` and the `--output type=local,dest=D` directory (for `--target timings`,
+//!   a small `cargo-timing.html` naming tokio, serde_derive and attune-common).
 //!   - `FAKE_DOCKER_SLOW_MS=N`: the cargo step takes N ms.
 //!   - `FAKE_DOCKER_FAIL=A|B`: when an argument contains A or B, the cargo step fails (exit 1,
 //!     with buildx's trailing `ERROR: failed to solve: ...` line).
@@ -338,6 +339,10 @@ fn build(args: &[String]) -> i32 {
             }
             return 0;
         }
+        if b.target == "timings" {
+            fs::write(dir.join("cargo-timing.html"), TIMING_HTML).expect("write the report");
+            return 0;
+        }
         fs::write(
             dir.join("attune-core-timer-sensor"),
             "#!/bin/sh\necho fake attune-core-timer-sensor\n",
@@ -357,6 +362,18 @@ fn build(args: &[String]) -> i32 {
     }
     0
 }
+
+/// What `--target timings` exports: cargo's timing report, its units cut down to three crates.
+const TIMING_HTML: &str = r#"<html><script>
+DURATION = 30;
+const UNIT_DATA = [
+  {"i": 0, "name": "tokio", "version": "1.0.0", "target": "", "start": 0.1, "duration": 12.3},
+  {"i": 1, "name": "serde_derive", "version": "1.0.0", "target": "", "start": 0.1, "duration": 8.1},
+  {"i": 2, "name": "attune-common", "version": "0.1.0", "target": "", "start": 12.5, "duration": 4.0}
+];
+const CONCURRENCY_DATA = [];
+</script></html>
+"#;
 
 /// `--cache-to type=local,dest=D,...,tag=T`: a one-blob OCI layout in D, tagged T.
 fn cache_outputs(args: &[String]) {

@@ -10,7 +10,7 @@ use crate::{
         add_up_to_date, check_engine, check_stages, decl_tag, execute, history_images,
         lock_log_dir, plan_from_args, preflight_with, render_summary,
     },
-    workspace, Status,
+    timings, workspace, Status,
 };
 
 pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> {
@@ -33,11 +33,18 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     }
     let plan = plan_from_args(&decl, &args.build, &args.log_dir, args.jobs)?;
     check_stages(root, &plan)?;
+    let timings_build = match args.timings {
+        true => Some(timings_build(root, &plan, &args.log_dir)?),
+        false => None,
+    };
     let Some(check) = check else {
         if args.json {
             println!("{}", serde_json::to_string_pretty(&plan.redacted())?);
         } else {
             print!("{}", plan::render_dry_run(&plan));
+            if let Some(build) = &timings_build {
+                print!("{}", timings::render_dry_run(build));
+            }
         }
         return Ok(Status::Ok);
     };
@@ -63,14 +70,28 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     let mut report = execute(root, &todo, progress::detect_mode());
     add_up_to_date(&mut report, &plan, &current, &snapshot);
     crate::publish::finish(root, &plan, &mut report);
-    let record = snapshot.finish(
+    let mut record = snapshot.finish(
         "docker-build",
         args.build.tag.as_deref().unwrap_or(&decl_tag(&plan)),
         report.totals.wall_seconds,
         history_images(&report),
     );
+    // bench's docker-build, in a sandbox, records into the workspace's history, marked
+    record.source = history::source_from_env();
+    if let Some(build) = timings_build {
+        report.timings = Some(export_timings(root, &plan, build, &report));
+    }
+    // the JSON report carries the summary's "why" lines
+    for (image, recorded) in report.images.iter_mut().zip(&record.images) {
+        image.why = recorded.why.clone();
+    }
     if history::enabled() {
-        if let Err(err) = history::append(&history::path(root), &record) {
+        let file = history::record_file(root);
+        let appended = match file == history::path(root) {
+            true => history::append(&file, &record),
+            false => history::append_from_sandbox(&file, record.clone()),
+        };
+        if let Err(err) = appended {
             eprintln!("warning: build history not recorded: {err:#}");
         }
     }
@@ -87,6 +108,55 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
         }
     }
     Ok(report.status())
+}
+
+/// The build that exports the plan's `timings` stage; a strategy without one is a usage error.
+fn timings_build(root: &Path, plan: &plan::Plan, log_dir: &Path) -> anyhow::Result<plan::Build> {
+    // check_stages has read the first Dockerfile: a missing one fails in preflight
+    let text = (plan.builds.first())
+        .and_then(|b| std::fs::read_to_string(root.join(b.dockerfile())).ok())
+        .unwrap_or_default();
+    timings::build(plan, &text, log_dir).map_err(|e| crate::UsageError(e).into())
+}
+
+/// After the builds: exports the `timings` stage (when every build succeeded) and reads the
+/// slowest crates of cargo's report.
+fn export_timings(
+    root: &Path,
+    plan: &plan::Plan,
+    build: plan::Build,
+    report: &crate::session::Report,
+) -> timings::TimingsReport {
+    let ran = |step: CargoStep| matches!(step, CargoStep::Ran | CargoStep::Shared);
+    let mut fresh = report.images.iter().any(|i| ran(i.cargo_step));
+    if report.status() != Status::Ok {
+        return timings::report(
+            root,
+            fresh,
+            Err("a build did not succeed; not exported".into()),
+        );
+    }
+    let one = plan::Plan {
+        strategy: plan.strategy.clone(),
+        jobs: 1,
+        builds: vec![build],
+        seed: None,
+        cache_ref: None,
+        retry: false,
+        contexts: plan.contexts.clone(),
+    };
+    let exported = execute(root, &one, progress::detect_mode());
+    let export = &exported.images[0];
+    fresh |= ran(export.cargo_step);
+    let outcome = match export.result {
+        crate::exec::runner::Outcome::Succeeded => Ok(()),
+        _ => Err(format!(
+            "the export of the {} stage failed; see {}",
+            timings::STAGE,
+            export.log.display()
+        )),
+    };
+    timings::report(root, fresh, outcome)
 }
 
 /// `docker-build --cache LOCATION`: import the cache entry, build with its layer cache, and export

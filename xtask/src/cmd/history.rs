@@ -17,6 +17,7 @@ pub fn run(root: &Path, args: flags::HistoryArgs) -> anyhow::Result<Status> {
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
+    let (records, others) = select(records, &args.source);
     let window = &records[records.len().saturating_sub(args.last.max(1))..];
     if let Some(image) = &args.explain {
         print!("{}", render_explain(&records, image)?);
@@ -52,8 +53,43 @@ pub fn run(root: &Path, args: flags::HistoryArgs) -> anyhow::Result<Status> {
         );
     } else if args.plot.is_none() {
         print!("{}", render_table(window, &stats));
+        if let Some(note) = render_others(&others) {
+            print!("{note}");
+        }
     }
     Ok(Status::Ok)
+}
+
+/// The records of `source` (`all`: every one), and how many runs of each other source were left
+/// out.
+pub fn select(records: Vec<Record>, source: &str) -> (Vec<Record>, BTreeMap<String, usize>) {
+    let mut others: BTreeMap<String, usize> = BTreeMap::new();
+    let kept = records
+        .into_iter()
+        .filter(|r| {
+            let keep = source == "all" || r.source() == source;
+            if !keep {
+                *others.entry(r.source().to_string()).or_default() += 1;
+            }
+            keep
+        })
+        .collect();
+    (kept, others)
+}
+
+/// `(also recorded: 12 bench run(s), ...; --source NAME or all)`, when runs were left out.
+pub fn render_others(others: &BTreeMap<String, usize>) -> Option<String> {
+    if others.is_empty() {
+        return None;
+    }
+    let list: Vec<String> = (others.iter())
+        .map(|(source, n)| format!("{n} {source} run(s)"))
+        .collect();
+    Some(format!(
+        "(not shown: {}; --source {} or all)\n",
+        list.join(", "),
+        others.keys().cloned().collect::<Vec<_>>().join("|")
+    ))
 }
 
 /// An image over the window.
@@ -106,10 +142,25 @@ pub fn render_table(records: &[Record], stats: &[ImageStats]) -> String {
         out.push_str("no recorded docker-build run yet (target/xtask/history.jsonl)\n");
         return out;
     }
+    // runs of several sources (--source all): a column says which
+    let sourced = records.iter().any(|r| r.source.is_some());
+    let source_of = |r: &Record| match sourced {
+        true => format!("  {}", r.source()),
+        false => String::new(),
+    };
     let _ = writeln!(
         out,
-        "{:<16}  {:<9}  {:<10}  {:>7}  {:>3}  {:>3}  {:>6}  {:>6}  {:>6}",
-        "time (UTC)", "revision", "strategy", "wall", "ok", "bad", "ran", "cached", "current"
+        "{:<16}  {:<9}  {:<10}  {:>7}  {:>3}  {:>3}  {:>6}  {:>6}  {:>6}{}",
+        "time (UTC)",
+        "revision",
+        "strategy",
+        "wall",
+        "ok",
+        "bad",
+        "ran",
+        "cached",
+        "current",
+        if sourced { "  source" } else { "" }
     );
     for r in records {
         let count =
@@ -122,7 +173,7 @@ pub fn render_table(records: &[Record], stats: &[ImageStats]) -> String {
         let dirty = if r.git_dirty == Some(true) { "+" } else { "" };
         let _ = writeln!(
             out,
-            "{:<16}  {:<9}  {:<10}  {:>6.1}s  {:>3}  {:>3}  {:>6}  {:>6}  {:>6}",
+            "{:<16}  {:<9}  {:<10}  {:>6.1}s  {:>3}  {:>3}  {:>6}  {:>6}  {:>6}{}",
             utc(r.time),
             format!("{rev}{dirty}"),
             r.strategy,
@@ -132,6 +183,7 @@ pub fn render_table(records: &[Record], stats: &[ImageStats]) -> String {
             count(&|i| i.ran()),
             count(&|i| i.succeeded() && !i.ran() && i.result != "up-to-date"),
             count(&|i| i.result == "up-to-date"),
+            source_of(r),
         );
     }
     let _ = writeln!(

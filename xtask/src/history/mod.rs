@@ -1,4 +1,5 @@
-//! The build history: one JSON record per `docker-build` run in `target/xtask/history.jsonl`.
+//! The build history: one JSON record per `docker-build` run in `target/xtask/history.jsonl`
+//! (and per build of bench and verify-parallel, marked with their `source`).
 //!
 //! A record holds the run (time, git revision, strategy, engine) and, per image, its outcome and
 //! the content digests of everything its build reads ([`inputs`]). Appending is one `write` of a
@@ -31,6 +32,14 @@ pub const ROTATE_BYTES: u64 = 5 * 1024 * 1024;
 /// Set to `off` (or `0`) to write no record (the up-to-date check still reads the history).
 pub const DISABLE_ENV: &str = "ATTUNE_HISTORY";
 pub const FORMAT_VERSION: u32 = 1;
+/// Where `docker-build` appends its record instead of the workspace's own history: bench sets it
+/// for the `docker-build` it runs in a sandbox (whose `target/` goes away with it) to the
+/// workspace's file. The up-to-date check still reads the sandbox's own (empty) history.
+pub const FILE_ENV: &str = "ATTUNE_HISTORY_FILE";
+/// The command a `docker-build` runs for (`bench`): the record's `source`.
+pub const SOURCE_ENV: &str = "ATTUNE_HISTORY_SOURCE";
+/// The `source` of the records of the workspace's own `docker-build` runs (no `source` field).
+pub const OWN_SOURCE: &str = "docker-build";
 
 /// One run of `docker-build`.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,7 +47,8 @@ pub struct Record {
     pub version: u32,
     /// Seconds since the Unix epoch when the run started.
     pub time: f64,
-    /// Which command built: `docker-build` (bench runs it too, with `--tag bench`).
+    /// Which command built: `docker-build` (bench runs it too, with `--tag bench`) or
+    /// `verify-parallel`.
     pub command: String,
     pub git_rev: Option<String>,
     pub git_dirty: Option<bool>,
@@ -46,6 +56,12 @@ pub struct Record {
     pub tag: String,
     pub engine_id: Option<String>,
     pub wall_seconds: f64,
+    /// The command whose build this was when not the workspace's own `docker-build`: `bench`
+    /// (its docker-build in a sandbox) or `verify-parallel`. Their builds run from a sandbox with
+    /// rewritten Dockerfiles (cache namespaces), so neither the up-to-date check nor
+    /// `history --explain` compares them with the workspace's own runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// Content digest of every file of the build context (as `.dockerignore` filters it) that
     /// some image of this run reads: `path -> digest`.
     #[serde(default)]
@@ -89,9 +105,44 @@ impl ImageRecord {
     }
 }
 
+impl Record {
+    /// `docker-build` for the workspace's own runs, else the command that ran the build.
+    pub fn source(&self) -> &str {
+        self.source.as_deref().unwrap_or(OWN_SOURCE)
+    }
+}
+
 /// Where the history lives, relative to the workspace root.
 pub fn path(root: &Path) -> PathBuf {
     root.join("target/xtask/history.jsonl")
+}
+
+/// Where this process appends its record: `$ATTUNE_HISTORY_FILE`, else [`path`].
+pub fn record_file(root: &Path) -> PathBuf {
+    match std::env::var_os(FILE_ENV) {
+        Some(file) if !file.is_empty() => PathBuf::from(file),
+        _ => path(root),
+    }
+}
+
+/// `$ATTUNE_HISTORY_SOURCE`, when set and not `docker-build`.
+pub fn source_from_env() -> Option<String> {
+    std::env::var(SOURCE_ENV)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty() && s != OWN_SOURCE)
+}
+
+/// Appends the record of a build run from a sandbox (no `.git` there): without a revision, it
+/// gets the one of the repository `file` lives in.
+pub fn append_from_sandbox(file: &Path, mut record: Record) -> anyhow::Result<()> {
+    if record.git_rev.is_none() {
+        if let Some(dir) = file.parent() {
+            let _ = fs::create_dir_all(dir);
+            (record.git_rev, record.git_dirty) = git_state(dir);
+        }
+    }
+    append(file, &record)
 }
 
 pub fn enabled() -> bool {
@@ -205,6 +256,10 @@ pub fn last_successful(file: &Path, images: &[&str]) -> BTreeMap<String, LastRun
         let Ok(record) = serde_json::from_str::<Record>(line) else {
             continue;
         };
+        // a sandbox's build (bench, verify-parallel) says nothing about this workspace's images
+        if record.source.is_some() {
+            continue;
+        }
         for image in &record.images {
             if image.succeeded()
                 && images.contains(&image.image.as_str())
@@ -467,6 +522,7 @@ impl Snapshot {
             tag: tag.to_string(),
             engine_id: self.engine_id.clone(),
             wall_seconds: wall,
+            source: None,
             files,
             images,
         }
@@ -491,7 +547,7 @@ fn dir_digest(dir: &Path) -> Option<String> {
 }
 
 /// `git rev-parse HEAD` and whether tracked files differ from it.
-fn git_state(root: &Path) -> (Option<String>, Option<bool>) {
+pub fn git_state(root: &Path) -> (Option<String>, Option<bool>) {
     let git = |args: &[&str]| {
         std::process::Command::new("git")
             .args(args)
@@ -568,6 +624,7 @@ pub mod tests {
             tag: "dev".into(),
             engine_id: Some("e".into()),
             wall_seconds: 2.0,
+            source: None,
             files: BTreeMap::new(),
             images,
         }
@@ -658,6 +715,14 @@ pub mod tests {
         let last = last_successful(&file, &["api", "sensor"]);
         assert_eq!(last.len(), 1);
         assert_eq!(last["api"].0.cargo_step, "cached");
+        // a bench's build, newer, is no "last run" of this workspace's image
+        let mut bench = record(4.0, vec![image("api", "succeeded", 9.0, "ran")]);
+        bench.source = Some("bench".into());
+        append(&file, &bench).unwrap();
+        assert_eq!(
+            last_successful(&file, &["api"])["api"].0.cargo_step,
+            "cached"
+        );
     }
 
     #[test]

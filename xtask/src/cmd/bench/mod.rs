@@ -29,7 +29,7 @@ use serde::Serialize;
 pub mod ephemeral;
 
 use crate::{
-    compose, flags, plan,
+    compose, flags, history, plan,
     sandbox::{nonce, Sandbox},
     target::bake_file,
     workspace::{self, Declaration},
@@ -449,6 +449,11 @@ fn run_contender(
             .current_dir(&sandbox.root)
             .env_remove("CARGO_MANIFEST_DIR")
             .stdin(Stdio::null());
+        if let Contender::Xtask(_) = contender {
+            // its record goes to the workspace's history (the sandbox's goes away), marked
+            cmd.env(history::FILE_ENV, history::path(root))
+                .env(history::SOURCE_ENV, "bench");
+        }
         if *contender == Contender::Compose {
             cmd.env(compose::TAG_VAR, "bench");
         }

@@ -39,6 +39,7 @@ use crate::{
         runner::{self, Outcome},
     },
     flags::VerifyParallelArgs,
+    history,
     plan::{self, Plan},
     workspace::{self, Declaration, ImageDecl},
     Status, UsageError,
@@ -258,6 +259,8 @@ struct Ctx<'a> {
     nonce: String,
     keep_temp: bool,
     mode: progress::Mode,
+    /// The engine's identity for the history records of the phases' builds.
+    engine_id: Option<String>,
 }
 
 pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
@@ -289,6 +292,7 @@ pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
         nonce: nonce(),
         keep_temp: args.keep_temp,
         mode: progress::detect_mode(),
+        engine_id: None,
     };
     let image_refs: Vec<&ImageDecl> = images.iter().collect();
     // an image the strategy cannot build is a usage error before anything runs
@@ -298,6 +302,8 @@ pub fn run(root: &Path, args: VerifyParallelArgs) -> anyhow::Result<Status> {
         return Ok(Status::Ok);
     }
     session::preflight(root, &probe_plan, args.engine, false)?;
+    let mut ctx = ctx;
+    ctx.engine_id = history::engine_identity(docker::probe().server_version.as_deref());
     let environment = environment(&ctx, &images);
     eprintln!(
         "verify-parallel: {} core(s), engine {}, buildx {}; strategy {}; images {}",
@@ -402,11 +408,15 @@ impl Ctx<'_> {
             images.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
             change.as_deref().map(|c| format!(", changed {c}")).unwrap_or_default()
         );
+        // the phase's record in the workspace's history: its inputs as the sandbox has them
+        let mut snapshot = history::Snapshot::take(&sandbox.root, &plan);
+        snapshot.set_engine(self.engine_id.clone());
         let started_at = runner::unix_now();
         let report = session::execute(&sandbox.root, &plan, self.mode);
         if runner::interrupted() {
             bail!("interrupted");
         }
+        self.record(snapshot, &report);
         let images: Vec<ImageRun> = report.images.iter().map(image_run).collect();
         let mut phase = Phase {
             test: test.into(),
@@ -426,6 +436,27 @@ impl Ctx<'_> {
             phase.wall_seconds, report.totals.succeeded, report.totals.images
         );
         Ok(phase)
+    }
+}
+
+impl Ctx<'_> {
+    /// Appends a phase's builds to the workspace's history, marked `verify-parallel` (their
+    /// Dockerfiles are rewritten: the up-to-date check and `history --explain` leave them out).
+    fn record(&self, snapshot: history::Snapshot, report: &session::Report) {
+        if !history::enabled() {
+            return;
+        }
+        let mut record = snapshot.finish(
+            "verify-parallel",
+            &self.tag,
+            report.totals.wall_seconds,
+            session::history_images(report),
+        );
+        record.source = Some("verify-parallel".into());
+        let file = history::path(self.root);
+        if let Err(err) = history::append_from_sandbox(&file, record) {
+            eprintln!("warning: build history not recorded: {err:#}");
+        }
     }
 }
 
