@@ -471,7 +471,9 @@ pub struct BenchArgs {
     /// Images or groups to build (default: the declaration's `measure`)
     pub images: Vec<String>,
     /// Contenders, by key: the declaration's strategies (per-service, workspace, chef), bake,
-    /// compose, native (default: all)
+    /// compose, native (default: all of these); `farm` (the default strategy on --builders) and
+    /// `publish` (an atomic publish to --registry) only when named. For `--scenarios ephemeral`:
+    /// cache, cache-layers, cache-nofix, cold, chef, native, native-nofix
     #[arg(long, value_delimiter = ',')]
     pub contenders: Vec<String>,
     /// Scenarios: cold, common, api, noop (default: all, in that order)
@@ -480,6 +482,13 @@ pub struct BenchArgs {
     /// Repetitions of everything, contenders rotating
     #[arg(long, default_value_t = 3)]
     pub reps: usize,
+    /// The builders of the `farm` contender (named only with --contenders farm): buildx builder
+    /// names or docker contexts; `attune-second` is the second engine (`engine up --second`)
+    #[arg(long, value_delimiter = ',', default_value = "default,attune-second")]
+    pub builders: Vec<String>,
+    /// Where the `farm` contender shares its builder stage and the `publish` contender publishes
+    #[arg(long, default_value = "127.0.0.1:5000/attune-bench")]
+    pub registry: String,
     /// One repetition of this project's default strategy and native cargo
     #[arg(long)]
     pub smoke: bool,

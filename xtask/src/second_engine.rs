@@ -56,6 +56,42 @@ fn nat_rules() -> Vec<(&'static str, &'static str, Vec<String>)> {
     ]
 }
 
+/// What `engine status` says of the second engine.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SecondStatus {
+    pub pid: Option<u32>,
+    pub socket: std::path::PathBuf,
+    /// The Docker version it answered with, when it answers.
+    pub server_version: Option<String>,
+    pub context: &'static str,
+    pub bridge: &'static str,
+}
+
+/// The second engine's state: its pid file, and whether its socket answers.
+pub fn status(first: &EngineDir) -> SecondStatus {
+    let dir = dir(first);
+    let pid = dir.running_pid();
+    let server_version = pid.and_then(|_| {
+        crate::proc::capture_with_timeout(
+            Command::new("docker")
+                .arg("--host")
+                .arg(dir.docker_host())
+                .args(["version", "--format", "{{.Server.Version}}"]),
+            std::time::Duration::from_secs(10),
+        )
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+    });
+    SecondStatus {
+        pid,
+        socket: dir.socket(),
+        server_version,
+        context: CONTEXT,
+        bridge: BRIDGE,
+    }
+}
+
 fn quiet(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -38,6 +38,8 @@ struct EngineStatus {
     /// Base image reference -> present (only when the engine is reachable).
     base_images: BTreeMap<String, bool>,
     registry: Option<registry::RegistryStatus>,
+    /// The second engine (`engine up --second`), a second builder for `--builders`.
+    second_engine: second_engine::SecondStatus,
 }
 
 fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
@@ -61,6 +63,7 @@ fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
         private_engine_socket: dir.socket(),
         base_images: base_images_present,
         registry: Registry::new(&dir.root).ok().map(|r| r.status()),
+        second_engine: second_engine::status(dir),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -114,6 +117,22 @@ fn print_status(report: &EngineStatus, dir: &EngineDir) {
                 registry.address
             ),
             (None, false) => println!("registry: not running (`cargo xtask engine up` starts it)"),
+        }
+    }
+    let second = &report.second_engine;
+    match (second.pid, &second.server_version) {
+        (Some(pid), Some(version)) => println!(
+            "second engine: Docker {version} running, pid {pid}, socket {}, context {}, bridge {}",
+            second.socket.display(),
+            second.context,
+            second.bridge
+        ),
+        (Some(pid), None) => println!(
+            "second engine: process {pid} runs but {} does not answer",
+            second.socket.display()
+        ),
+        (None, _) => {
+            println!("second engine: not running (`cargo xtask engine up --second` starts it)")
         }
     }
 }

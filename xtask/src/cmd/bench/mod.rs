@@ -49,6 +49,11 @@ pub enum Contender {
     Compose,
     /// Native cargo on the host: the physical limit.
     Native,
+    /// The default strategy spread over several builders (`--builders`), the builder stage
+    /// shared through the registry's layer cache.
+    Farm { builders: String, registry: String },
+    /// The default strategy with an atomic publish to the registry (`--push --registry`).
+    Publish { registry: String },
 }
 
 pub const SCENARIOS: &[&str] = &["cold", "common", "api", "noop"];
@@ -61,7 +66,17 @@ impl Contender {
             Contender::Bake => "buildx bake".into(),
             Contender::Compose => "compose build".into(),
             Contender::Native => "native cargo".into(),
+            Contender::Farm { builders, .. } => format!("xtask on {builders}"),
+            Contender::Publish { .. } => "xtask --push (atomic publish)".into(),
         }
+    }
+
+    /// Whether it is `docker-build`, whose `--json` report says which cargo step ran where.
+    fn reports(&self) -> bool {
+        matches!(
+            self,
+            Contender::Xtask(_) | Contender::Farm { .. } | Contender::Publish { .. }
+        )
     }
 
     /// The docker-build strategy whose Dockerfiles this contender builds (bake and compose build
@@ -69,7 +84,10 @@ impl Contender {
     fn strategy<'a>(&'a self, default: &'a str) -> Option<&'a str> {
         match self {
             Contender::Xtask(s) => Some(s),
-            Contender::Bake | Contender::Compose => Some(default),
+            Contender::Bake
+            | Contender::Compose
+            | Contender::Farm { .. }
+            | Contender::Publish { .. } => Some(default),
             Contender::Native => None,
         }
     }
@@ -88,6 +106,36 @@ impl Contender {
                 "external".into(),
                 "--log-dir".into(),
                 "bench-logs".into(),
+                "--json".into(),
+            ],
+            Contender::Farm { builders, registry } => vec![
+                xtask.display().to_string(),
+                "docker-build".into(),
+                "--tag".into(),
+                tag.into(),
+                "--engine".into(),
+                "external".into(),
+                "--log-dir".into(),
+                "bench-logs".into(),
+                "--json".into(),
+                "--builders".into(),
+                builders.clone(),
+                "--registry".into(),
+                registry.clone(),
+            ],
+            Contender::Publish { registry } => vec![
+                xtask.display().to_string(),
+                "docker-build".into(),
+                "--tag".into(),
+                tag.into(),
+                "--engine".into(),
+                "external".into(),
+                "--log-dir".into(),
+                "bench-logs".into(),
+                "--json".into(),
+                "--push".into(),
+                "--registry".into(),
+                registry.clone(),
             ],
             Contender::Bake => [
                 "docker",
@@ -128,6 +176,12 @@ pub struct Sample {
     pub seconds: f64,
     pub ok: bool,
     pub log: PathBuf,
+    /// Crates cargo compiled (distinct), from the logs of the images whose cargo step ran
+    /// (docker-build's `--json` report) or from the run's log.
+    pub compiled: usize,
+    /// Crates compiled by more than one cargo step (on different builders); none when the
+    /// contender has no per-image report.
+    pub compiled_twice: Option<usize>,
 }
 
 /// Medians per scenario and contender, with ratios.
@@ -144,6 +198,9 @@ pub struct Row {
     pub vs_default: Option<f64>,
     /// median / median of native cargo
     pub vs_native: Option<f64>,
+    /// The most crates a run compiled, and compiled twice.
+    pub compiled: usize,
+    pub compiled_twice: Option<usize>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -332,11 +389,23 @@ fn contenders(decl: &Declaration, args: &flags::BenchArgs) -> anyhow::Result<Vec
     if args.contenders.is_empty() {
         return Ok(all);
     }
+    // only when named: they need a second builder and the registry
+    all.extend([
+        Contender::Farm {
+            builders: args.builders.join(","),
+            registry: args.registry.clone(),
+        },
+        Contender::Publish {
+            registry: args.registry.clone(),
+        },
+    ]);
     let key = |c: &Contender| match c {
         Contender::Xtask(s) => s.to_string(),
         Contender::Bake => "bake".into(),
         Contender::Compose => "compose".into(),
         Contender::Native => "native".into(),
+        Contender::Farm { .. } => "farm".into(),
+        Contender::Publish { .. } => "publish".into(),
     };
     let mut chosen = Vec::new();
     for wanted in &args.contenders {
@@ -449,7 +518,7 @@ fn run_contender(
             .current_dir(&sandbox.root)
             .env_remove("CARGO_MANIFEST_DIR")
             .stdin(Stdio::null());
-        if let Contender::Xtask(_) = contender {
+        if contender.reports() {
             // its record goes to the workspace's history (the sandbox's goes away), marked
             cmd.env(history::FILE_ENV, history::path(root))
                 .env(history::SOURCE_ENV, "bench");
@@ -463,7 +532,16 @@ fn run_contender(
         }
         let file =
             fs::File::create(&log).with_context(|| format!("cannot write {}", log.display()))?;
-        cmd.stdout(file.try_clone()?).stderr(file);
+        // docker-build's --json report goes to its own file: which image's cargo step ran where
+        let report = log.with_extension("json");
+        if contender.reports() {
+            let _ = fs::remove_dir_all(sandbox.root.join("bench-logs"));
+            let out = fs::File::create(&report)
+                .with_context(|| format!("cannot write {}", report.display()))?;
+            cmd.stdout(out).stderr(file);
+        } else {
+            cmd.stdout(file.try_clone()?).stderr(file);
+        }
         eprintln!("bench: rep {} {} {scenario} ...", rep + 1, contender.name());
         let clock = Instant::now();
         let status = crate::proc::status(&mut cmd)
@@ -479,6 +557,14 @@ fn run_contender(
                 format!(" FAILED ({status}); log {}", log.display())
             }
         );
+        let (compiled, compiled_twice) = if contender.reports() {
+            let text = fs::read_to_string(&report).unwrap_or_default();
+            let (c, twice) = compiled_by_cargo_steps(&text, &sandbox.root);
+            (c, Some(twice))
+        } else {
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            (crate::cargo_log::compiled(&text).len(), None)
+        };
         samples.push(Sample {
             contender: contender.name(),
             scenario: scenario.clone(),
@@ -486,9 +572,32 @@ fn run_contender(
             seconds,
             ok: status.success(),
             log,
+            compiled,
+            compiled_twice,
         });
     }
     Ok(samples)
+}
+
+/// From docker-build's `--json` report: the crates compiled by the cargo steps that ran (the
+/// logs of the images whose step `ran`; a `shared` step's log repeats the one that ran), and how
+/// many of them more than one step compiled.
+fn compiled_by_cargo_steps(report: &str, root: &Path) -> (usize, usize) {
+    let Ok(value) = serde_json::from_str::<serde_json::Value>(report) else {
+        return (0, 0);
+    };
+    let mut seen = std::collections::BTreeMap::new();
+    let images = value["images"].as_array().cloned().unwrap_or_default();
+    for image in images.iter().filter(|i| i["cargo_step"] == "ran") {
+        let Some(log) = image["log"].as_str() else {
+            continue;
+        };
+        let text = fs::read_to_string(root.join(log)).unwrap_or_default();
+        for unit in crate::cargo_log::compiled(&text) {
+            *seen.entry(unit).or_insert(0usize) += 1;
+        }
+    }
+    (seen.len(), seen.values().filter(|n| **n > 1).count())
 }
 
 /// Medians and ratios; pure.
@@ -545,6 +654,15 @@ pub fn rows(
                 max: t.iter().copied().reduce(f64::max),
                 vs_default: ratio(default_median),
                 vs_native: ratio(native_median),
+                compiled: (samples.iter())
+                    .filter(|s| s.scenario == *scenario && s.contender == name && s.ok)
+                    .map(|s| s.compiled)
+                    .max()
+                    .unwrap_or(0),
+                compiled_twice: (samples.iter())
+                    .filter(|s| s.scenario == *scenario && s.contender == name && s.ok)
+                    .filter_map(|s| s.compiled_twice)
+                    .max(),
             });
         }
     }
@@ -560,8 +678,16 @@ pub fn render_table(report: &BenchReport) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\n{:<8} {:<36} {:>4} {:>9} {:>17} {:>10} {:>9}",
-        "scenario", "contender", "runs", "median", "min-max", "vs ours", "vs native"
+        "\n{:<8} {:<36} {:>4} {:>9} {:>17} {:>10} {:>9} {:>8} {:>5}",
+        "scenario",
+        "contender",
+        "runs",
+        "median",
+        "min-max",
+        "vs ours",
+        "vs native",
+        "compiled",
+        "twice"
     );
     for row in &report.rows {
         let range = match (row.min, row.max) {
@@ -570,7 +696,7 @@ pub fn render_table(report: &BenchReport) -> String {
         };
         let _ = writeln!(
             out,
-            "{:<8} {:<36} {:>4} {:>9} {:>17} {:>10} {:>9}{}",
+            "{:<8} {:<36} {:>4} {:>9} {:>17} {:>10} {:>9} {:>8} {:>5}{}",
             row.scenario,
             row.contender,
             row.runs,
@@ -578,6 +704,10 @@ pub fn render_table(report: &BenchReport) -> String {
             range,
             fmt_opt(row.vs_default, "x"),
             fmt_opt(row.vs_native, "x"),
+            row.compiled,
+            row.compiled_twice
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
             if row.failed > 0 {
                 format!("  ({} FAILED)", row.failed)
             } else {
@@ -624,9 +754,9 @@ pub fn render_markdown(report: &BenchReport) -> String {
     );
     let _ = writeln!(
         out,
-        "| scenario | contender | runs | median | min-max | vs ours | vs native |"
+        "| scenario | contender | runs | median | min-max | vs ours | vs native | compiled | twice |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
     for row in &report.rows {
         let range = match (row.min, row.max) {
             (Some(a), Some(b)) => format!("{a:.1}-{b:.1} s"),
@@ -634,7 +764,7 @@ pub fn render_markdown(report: &BenchReport) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {}{} | {} | {} | {} | {} |",
+            "| {} | {} | {}{} | {} | {} | {} | {} | {} | {} |",
             row.scenario,
             row.contender,
             row.runs,
@@ -647,6 +777,10 @@ pub fn render_markdown(report: &BenchReport) -> String {
             range,
             fmt_opt(row.vs_default, "x"),
             fmt_opt(row.vs_native, "x"),
+            row.compiled,
+            row.compiled_twice
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into()),
         );
     }
     out
@@ -664,6 +798,8 @@ mod tests {
             seconds,
             ok,
             log: PathBuf::new(),
+            compiled: 0,
+            compiled_twice: None,
         }
     }
 
@@ -694,11 +830,45 @@ mod tests {
     }
 
     #[test]
+    fn crates_compiled_by_more_than_one_cargo_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| fs::write(dir.path().join(name), text).unwrap();
+        write(
+            "a.log",
+            "#9 1.0    Compiling serde v1.0.0\n#9 2.0    Compiling attune-api v0.1.0\n",
+        );
+        write("b.log", "#9 1.0    Compiling serde v1.0.0\n");
+        write("c.log", "#9 1.0    Compiling tokio v1.0.0\n");
+        // a shared step's log repeats the step that ran: not counted
+        let report = r#"{"images": [
+            {"image": "api", "cargo_step": "ran", "log": "a.log"},
+            {"image": "executor", "cargo_step": "shared", "log": "c.log"},
+            {"image": "sensor", "cargo_step": "ran", "log": "b.log"}]}"#;
+        assert_eq!(compiled_by_cargo_steps(report, dir.path()), (2, 1));
+        assert_eq!(compiled_by_cargo_steps("not json", dir.path()), (0, 0));
+    }
+
+    #[test]
     fn contender_commands() {
         let images = vec!["api".to_string(), "sensor".to_string()];
         assert_eq!(
             Contender::Xtask("workspace".into()).argv(Path::new("/x/xtask"), &images, "bench").join(" "),
-            "/x/xtask docker-build --strategy workspace --tag bench --engine external --log-dir bench-logs api sensor"
+            "/x/xtask docker-build --strategy workspace --tag bench --engine external --log-dir bench-logs --json api sensor"
+        );
+        let farm = Contender::Farm {
+            builders: "default,attune-second".into(),
+            registry: "127.0.0.1:5000/attune-bench".into(),
+        };
+        assert_eq!(
+            farm.argv(Path::new("x"), &images, "t").join(" "),
+            "x docker-build --tag t --engine external --log-dir bench-logs --json --builders default,attune-second --registry 127.0.0.1:5000/attune-bench api sensor"
+        );
+        let publish = Contender::Publish {
+            registry: "127.0.0.1:5000/attune-bench".into(),
+        };
+        assert_eq!(
+            publish.argv(Path::new("x"), &images, "t").join(" "),
+            "x docker-build --tag t --engine external --log-dir bench-logs --json --push --registry 127.0.0.1:5000/attune-bench api sensor"
         );
         assert_eq!(
             Contender::Bake.argv(Path::new("x"), &images, "t").join(" "),
