@@ -30,6 +30,31 @@ fn append(path: &std::path::Path, text: &str) {
 }
 
 #[test]
+fn a_build_recording_elsewhere_is_still_up_to_date_on_its_next_run() {
+    // bench's docker-build in a sandbox records into the workspace's history
+    // (ATTUNE_HISTORY_FILE); its no-op scenario needs the sandbox's next run up to date
+    let ws = TempWorkspace::new();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let file = elsewhere.path().join("history.jsonl");
+    let run = || {
+        let t = Test::docker_build(["services"])
+            .cwd(ws.path())
+            .env("ATTUNE_HISTORY_FILE", &file)
+            .env("ATTUNE_HISTORY_SOURCE", "bench");
+        t.run().expect_code(0);
+        t
+    };
+    assert_eq!(built(&run()), 4);
+    assert_eq!(built(&run()), 0, "the second run is up to date");
+    let text = fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    assert!(
+        text.lines().all(|l| l.contains("\"source\":\"bench\"")),
+        "{text}"
+    );
+}
+
+#[test]
 fn an_unchanged_image_is_up_to_date_and_any_changed_input_rebuilds_it() {
     let ws = TempWorkspace::new();
     assert_eq!(built(&build(&ws, &[])), 4, "first run builds everything");
