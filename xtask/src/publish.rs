@@ -37,7 +37,8 @@ pub fn digest_from_metadata(text: &str) -> Option<String> {
 pub fn blockers(plan: &Plan, report: &Report) -> Vec<String> {
     let mut out = Vec::new();
     for (build, image) in plan.builds.iter().zip(&report.images) {
-        if build.publish.is_none() {
+        // an image found up to date is published already
+        if build.publish.is_none() || image.up_to_date {
             continue;
         }
         match (image.result, &image.digest) {
@@ -81,6 +82,10 @@ pub fn finish(root: &Path, plan: &Plan, report: &mut Report) {
     let mut tags = Vec::new();
     let mut failed = Vec::new();
     for (build, image) in plan.builds.iter().zip(report.images.iter_mut()) {
+        if image.up_to_date {
+            tags.extend(image.published.clone());
+            continue;
+        }
         let (Some(publish), Some(digest)) = (&build.publish, &image.digest) else {
             continue;
         };

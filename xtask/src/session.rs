@@ -560,10 +560,15 @@ pub fn add_up_to_date(
             continue;
         }
         let image_id = build.tag().and_then(|t| snapshot.image_ids.get(t));
-        let size = snapshot
-            .last
-            .get(&build.image)
-            .and_then(|(r, _)| r.size_bytes);
+        let last = snapshot.last.get(&build.image).map(|(r, _)| r);
+        let size = last.and_then(|r| r.size_bytes);
+        // an atomic publish found current: the tag already names the digest it moved it to
+        let published = last
+            .filter(|_| build.publish.is_some())
+            .and_then(|r| r.published.clone());
+        let digest = (published.as_deref())
+            .and_then(|p| p.rsplit_once('@'))
+            .map(|(_, d)| d.to_string());
         report.images.push(ImageReport {
             image: build.image.clone(),
             result: Outcome::Succeeded,
@@ -582,8 +587,8 @@ pub fn add_up_to_date(
             log: build.log.clone(),
             builder: None,
             retried_from: None,
-            digest: None,
-            published: None,
+            digest,
+            published,
             why: None,
             job: JobResult {
                 name: build.image.clone(),
@@ -634,6 +639,7 @@ pub fn history_images(report: &Report) -> Vec<history::ImageRecord> {
                 digest: None,
                 why: None,
                 output_digest: None,
+                published: i.published.clone(),
             }
         })
         .collect()

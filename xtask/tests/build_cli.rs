@@ -1176,6 +1176,83 @@ fn push_moves_every_tag_only_after_every_build_pushed_its_staging_tag() {
     }
 }
 
+/// A registry on loopback that answers what a publish asks: `HEAD .../manifests/TAG` with the
+/// digest in `digest`, the catalog and tag lists with every repository and `dev`.
+fn fake_registry(digest: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            // the whole request (the client may write it in pieces)
+            let mut request = String::new();
+            let mut buf = [0u8; 4096];
+            while !request.contains("\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => request.push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+            let answer = if request.starts_with("HEAD ") && request.contains("/manifests/dev") {
+                format!(
+                    "HTTP/1.0 200 OK\r\nDocker-Content-Digest: {}\r\n\r\n",
+                    digest.lock().unwrap()
+                )
+            } else if request.contains("/v2/_catalog") {
+                let repos: Vec<String> =
+                    FOUR.iter().map(|i| format!("\"ns/attune-{i}\"")).collect();
+                let body = format!("{{\"repositories\": [{}]}}", repos.join(","));
+                format!("HTTP/1.0 200 OK\r\n\r\n{body}")
+            } else if request.contains("/tags/list") {
+                "HTTP/1.0 200 OK\r\n\r\n{\"tags\": [\"dev\"]}".to_string()
+            } else {
+                "HTTP/1.0 404 Not Found\r\n\r\n".to_string()
+            };
+            let _ = stream.write_all(answer.as_bytes());
+        }
+    });
+    port
+}
+
+#[test]
+fn a_publish_whose_tags_still_name_its_digests_builds_nothing() {
+    let ws = TempWorkspace::new();
+    let digest = std::sync::Arc::new(std::sync::Mutex::new("sha256:fake".to_string()));
+    let registry = format!("127.0.0.1:{}/ns", fake_registry(digest.clone()));
+    let publish = || {
+        let t = Test::docker_build(["--push", "--registry", &registry, "--json"])
+            .args(FOUR)
+            .cwd(ws.path());
+        let out = t.run();
+        out.expect_code(0);
+        let report: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(report["publish"]["moved"], true, "{report}");
+        (t, report)
+    };
+    let (t, _) = publish();
+    assert_eq!(t.builds().len(), 4);
+    assert_eq!(tag_moves(&t).len(), 4);
+    // nothing changed and every tag names the digest the last publish moved it to
+    let (t, report) = publish();
+    assert_eq!(t.builds().len(), 0, "nothing to build");
+    assert_eq!(tag_moves(&t).len(), 0, "nothing to move");
+    for image in report["images"].as_array().unwrap() {
+        let name = image["image"].as_str().unwrap();
+        assert_eq!(image["up_to_date"], true, "{image}");
+        assert_eq!(
+            image["published"],
+            format!("{registry}/attune-{name}:dev@sha256:fake"),
+            "{image}"
+        );
+    }
+    // a tag moved elsewhere since: the set is built and published again
+    *digest.lock().unwrap() = "sha256:other".into();
+    let (t, _) = publish();
+    assert_eq!(t.builds().len(), 4);
+    assert_eq!(tag_moves(&t).len(), 4);
+}
+
 #[test]
 fn a_failed_set_moves_no_tag_and_names_what_failed() {
     let ws = TempWorkspace::new();

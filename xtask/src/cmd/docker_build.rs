@@ -59,8 +59,13 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     let _lock = lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
     preflight_with(root, &plan, args.engine, check)?;
     // up to date: the recorded inputs say so and the result is still there; no buildx process.
-    // (A push or a farm always builds: the registry, not this engine, holds their result.)
-    let may_skip = !args.force && !args.build.push && args.build.builders.is_empty();
+    // (An atomic publish: the registry's tags still name the digests it moved them to. A
+    // per-image push or a farm always builds.)
+    let may_skip =
+        !args.force && args.build.builders.is_empty() && (!args.build.push || plan.publishes());
+    if may_skip && plan.publishes() {
+        snapshot.read_published(&plan);
+    }
     let current: Vec<String> = (plan.builds.iter())
         .filter(|b| may_skip && snapshot.up_to_date(b))
         .map(|b| b.image.clone())

@@ -93,6 +93,9 @@ pub struct ImageRecord {
     /// For a local output (`--output type=local`): the digest of the files it wrote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_digest: Option<String>,
+    /// `REPO:TAG@DIGEST` when an atomic publish moved (or found) the tag there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub published: Option<String>,
 }
 
 impl ImageRecord {
@@ -110,6 +113,32 @@ impl Record {
     pub fn source(&self) -> &str {
         self.source.as_deref().unwrap_or(OWN_SOURCE)
     }
+}
+
+/// The digest `REPO:TAG` names in a registry on a loopback address (`HEAD` of its manifest, the
+/// `Docker-Content-Digest` header); None for any other registry or any error.
+fn registry_digest(tag: &str) -> Option<String> {
+    let (repo, tag) = tag.rsplit_once(':').filter(|(r, _)| r.contains('/'))?;
+    let (host, path) = repo.split_once('/')?;
+    let addr: std::net::SocketAddr = host.parse().ok()?;
+    if !addr.ip().is_loopback() {
+        return None;
+    }
+    let accept = "application/vnd.oci.image.index.v1+json, \
+                  application/vnd.docker.distribution.manifest.list.v2+json, \
+                  application/vnd.oci.image.manifest.v1+json, \
+                  application/vnd.docker.distribution.manifest.v2+json";
+    let (status, headers) =
+        crate::http::head(addr, &format!("/v2/{path}/manifests/{tag}"), Some(accept)).ok()?;
+    (status == 200)
+        .then(|| {
+            headers
+                .into_iter()
+                .find(|(k, _)| k == "docker-content-digest")
+        })
+        .flatten()
+        .map(|(_, v)| v)
+        .filter(|d| d.starts_with("sha256:"))
 }
 
 /// Where the history lives, relative to the workspace root.
@@ -295,6 +324,9 @@ pub struct Snapshot {
     last_engine: BTreeMap<String, (String, Option<String>)>,
     /// Local outputs: image -> (directory, digest of its files before the run).
     outputs: BTreeMap<String, (PathBuf, Option<String>)>,
+    /// An atomic publish: `REPO:TAG` -> the digest the registry has under it now (None when it
+    /// has none or cannot be asked).
+    pub published_now: BTreeMap<String, Option<String>>,
     git: Option<std::thread::JoinHandle<(Option<String>, Option<bool>)>>,
 }
 
@@ -407,7 +439,20 @@ impl Snapshot {
             last,
             last_engine,
             outputs,
+            published_now: BTreeMap::new(),
             git,
+        }
+    }
+
+    /// For an atomic publish: asks the registry which digest each tag of `plan` names now. Only a
+    /// registry on a loopback address is asked (plain HTTP, the local one); any other tag stays
+    /// unknown, so its image builds.
+    pub fn read_published(&mut self, plan: &crate::plan::Plan) {
+        for build in &plan.builds {
+            if let Some(publish) = &build.publish {
+                self.published_now
+                    .insert(publish.tag.clone(), registry_digest(&publish.tag));
+            }
         }
     }
 
@@ -421,10 +466,27 @@ impl Snapshot {
 
     /// Whether `build` can be skipped: its inputs' digest equals its last successful build's
     /// and the engine still has the image under that build's id. Any doubt says no.
+    /// For an atomic publish the result is the tag in the registry: it must still name the
+    /// digest the last publish moved it to.
     pub fn up_to_date(&self, build: &crate::plan::Build) -> bool {
         let risky = ["--no-cache", "--pull", "--push"];
-        if build.argv.iter().any(|a| risky.contains(&a.as_str())) {
+        let publishes = build.publish.is_some();
+        if (build.argv.iter()).any(|a| risky.contains(&a.as_str()) && !(publishes && a == "--push"))
+        {
             return false;
+        }
+        if let Some(publish) = &build.publish {
+            let (Some(Ok((_, digest))), Some((last, _))) =
+                (self.inputs.get(&build.image), self.last.get(&build.image))
+            else {
+                return false;
+            };
+            let now = self.published_now.get(&publish.tag).cloned().flatten();
+            return self.engine_id.is_some()
+                && last.digest.as_ref() == Some(digest)
+                && now.is_some_and(|d| {
+                    last.published.as_deref() == Some(&format!("{}@{d}", publish.tag))
+                });
         }
         let Some(Ok((inputs, digest))) = self.inputs.get(&build.image) else {
             return false;
@@ -610,6 +672,7 @@ pub mod tests {
             digest: Some(format!("d-{name}")),
             why: None,
             output_digest: None,
+            published: None,
         }
     }
 
