@@ -599,7 +599,7 @@ mod tests {
                 cargo_home: true,
             },
             CacheMount {
-                id: "target-workspace".into(),
+                id: "target-workspace-linux/amd64".into(),
                 target: "/build/target".into(),
                 sharing: "shared".into(),
                 cargo_home: false,
@@ -617,12 +617,12 @@ mod tests {
 FROM rust:1.95-slim-bookworm AS export
 ARG ATTUNE_CACHE_NONCE
 RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
-    --mount=type=cache,target=/build/target,id=target-workspace,sharing=shared \
+    --mount=type=cache,target=/build/target,id=target-workspace-linux/amd64,sharing=shared \
     echo "cache export $ATTUNE_CACHE_NONCE" && \
     mkdir -p /out && \
     cd /cargo-home && set -- && for p in registry/index registry/cache git/db; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/cargo-home.tar -T /dev/null "$@" && \
     SWEEP && \
-    cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace.tar -T /dev/null "$@"
+    cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace-linux_amd64.tar -T /dev/null "$@"
 
 FROM scratch
 COPY --from=export /out/ /
