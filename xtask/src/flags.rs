@@ -89,7 +89,7 @@ pub struct CacheDuArgs {
 
 #[derive(Debug, Args)]
 pub struct CachePruneArgs {
-    /// Only this cache id, as the Dockerfiles write it (e.g. cargo-home, target-builder-${SERVICE})
+    /// Only this cache id, as the Dockerfiles write it (e.g. cargo-home, target-workspace-${TARGETPLATFORM})
     #[arg(long)]
     pub id: Option<String>,
     /// Only caches unused for at least this long (90m, 12h, 7d, 2w)

@@ -92,12 +92,16 @@ fn export_then_import_round_trip() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["cargo-home", "target-workspace"]);
+    // the target cache's id carries the engine's platform (the fake engine's linux/amd64)
+    assert_eq!(ids, ["cargo-home", "target-workspace-linux/amd64"]);
     assert_eq!(
         manifest["layers"]["tags"],
         serde_json::json!(["api", "worker-shell"])
     );
     assert!(dir.join("mounts/cargo-home.tar.zst").is_file());
+    assert!(dir
+        .join("mounts/target-workspace-linux_amd64.tar.zst")
+        .is_file());
     let names: Vec<String> = fs::read_dir(&loc)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())

@@ -253,12 +253,22 @@ fn cache_du_lists_this_workspaces_ids_only() {
     let ws = TempWorkspace::new();
     let out = Test::new().args(["cache", "du"]).cwd(ws.path()).run();
     out.expect_code(0);
+    // the engine's ids carry the platform (`target-workspace-linux/amd64`): each belongs to the
+    // Dockerfiles' id with `${TARGETPLATFORM}`, one record each
     for id in [
         "cargo-home",
-        "target-workspace",
-        "target-builder-${SERVICE}",
+        "target-workspace-${TARGETPLATFORM}",
+        "target-builder-${SERVICE}-${TARGETPLATFORM}",
     ] {
-        assert!(out.stdout.contains(id), "{id}: {}", out.stdout);
+        let line = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("{id} ")));
+        assert!(
+            line.is_some_and(|l| l.split_whitespace().nth(1) == Some("1")),
+            "{id}: {}",
+            out.stdout
+        );
     }
     assert!(!out.stdout.contains("other-project"), "{}", out.stdout);
     assert!(

@@ -250,13 +250,13 @@ fn check_reports_the_mounts_not_in_the_mode_and_writes_nothing() {
     let name = files[0].display().to_string();
     assert!(
         text.contains(&format!(
-            "{name}:33: cache mount /cargo-home has sharing=shared, not locked"
+            "{name}:34: cache mount /cargo-home has sharing=shared, not locked"
         )),
         "{text}"
     );
     assert!(
         text.contains(&format!(
-            "{name}:34: cache mount /build/target has sharing=shared, not locked"
+            "{name}:35: cache mount /build/target has sharing=shared, not locked"
         )),
         "{text}"
     );
@@ -283,7 +283,7 @@ fn dry_run_prints_a_diff_and_writes_nothing() {
         ),
         "{text}"
     );
-    assert!(text.contains("@@ -30,"), "{text}");
+    assert!(text.contains("@@ -31,"), "{text}");
     assert!(
         text.contains("2 cache mounts -> locked (dry run, nothing written)"),
         "{text}"
@@ -478,10 +478,12 @@ fn lint_passes_on_the_project_and_fails_on_the_seed() {
         ("cache-registry-race", 8),
         ("cache-mount-implicit-sharing", 9),
         ("target-cache-never-read", 9),
+        ("target-cache-without-platform", 9),
         ("cargo-failure-ignored", 10),
         ("cache-registry-race", 16),
         ("cache-registry-race", 17),
         ("cache-mount-implicit-sharing", 18),
+        ("target-cache-without-platform", 18),
         ("binary-from-cache-mount", 23),
     ];
     let expected: Vec<(String, u64)> = expected

@@ -27,7 +27,8 @@
 //!   contain A or B are missing (`No such image` on stderr, exit 1).
 //! - `docker version --format` with `{{.Server.Os}}`: prints `linux/amd64`.
 //! - Cache helper builds (`cargo xtask cache`): an export helper (its Dockerfile says `attune cache
-//!   export helper`) writes an empty tar `<id>.tar` per cache mount into its `--output` directory;
+//!   export helper`) writes an empty tar per `tar -cf /out/<name>` of its RUN (one per cache mount,
+//!   `<id>.tar`) into its `--output` directory;
 //!   `--cache-to type=local,dest=D,...,tag=T` writes a one-blob OCI layout with tag T to D.
 //! - `docker buildx du --verbose`: canned records (see `DU`).
 //! - `docker compose [--project-name P] [--file F] up|ps|logs|down ...`:
@@ -49,11 +50,12 @@ use std::{
 
 use serde_json::{json, Value};
 
-/// What `buildx du --verbose` prints: this workspace's cargo-home, target-workspace and a
-/// namespaced target-builder-api copy, another project's cache mount, and a layer.
+/// What `buildx du --verbose` prints: this workspace's cargo-home, target-workspace (for
+/// linux/amd64) and a namespaced target-builder-api copy, another project's cache mount, and a
+/// layer.
 const DU: &str = "ID:\t\tfake-home\nSize:\t\t1.5GB\nDescription:\tcached mount /cargo-home from exec /bin/sh -c cargo build\nLast used:\t2 days ago\nType:\t\texec.cachemount\n\n\
-ID:\t\tfake-ws\nSize:\t\t800MB\nDescription:\tcached mount /build/target from exec /bin/sh -c cargo build with id \"/target-workspace\"\nLast used:\t10 minutes ago\nType:\t\texec.cachemount\n\n\
-ID:\t\tfake-api\nSize:\t\t300MB\nDescription:\tcached mount /build/target from exec x with id \"/target-builder-api-verify-1\"\nLast used:\t3 weeks ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-ws\nSize:\t\t800MB\nDescription:\tcached mount /build/target from exec /bin/sh -c cargo build with id \"/target-workspace-linux/amd64\"\nLast used:\t10 minutes ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tfake-api\nSize:\t\t300MB\nDescription:\tcached mount /build/target from exec x with id \"/target-builder-api-linux/amd64-verify-1\"\nLast used:\t3 weeks ago\nType:\t\texec.cachemount\n\n\
 ID:\t\tfake-other\nSize:\t\t5GB\nDescription:\tcached mount /root/.m2 from exec mvn with id \"/other-project\"\nLast used:\t9 weeks ago\nType:\t\texec.cachemount\n\n\
 ID:\t\tfake-layer\nSize:\t\t44.52MB\nDescription:\tmount / from exec /bin/sh -c apt-get\nLast used:\t5 minutes ago\nType:\t\tregular\n\n\
 Shared:\t\t1.374GB\nPrivate:\t44.52MB\nReclaimable:\t866MB\nTotal:\t\t7.9GB\n";
@@ -244,7 +246,7 @@ fn build(args: &[String]) -> i32 {
         .unwrap_or_default();
     let cargo_step = format!(
         "[builder 7/7] RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
-         --mount=type=cache,target=/build/target,id=target-builder-{krate},sharing=shared \
+         --mount=type=cache,target=/build/target,id=target-builder-{krate}-linux/amd64,sharing=shared \
          CARGO_HOME=/cargo-home cargo build --release --package attune-{krate}"
     );
     let (last_stage, export) = if b.output_dest.is_some() {
@@ -333,9 +335,9 @@ fn build(args: &[String]) -> i32 {
         fs::create_dir_all(dir).expect("create the --output directory");
         let helper = fs::read_to_string(&b.dockerfile).unwrap_or_default();
         if helper.contains("attune cache export helper") {
-            for id in helper.split("id=").skip(1) {
-                let id = id.split([',', ' ']).next().unwrap_or("");
-                fs::write(dir.join(format!("{id}.tar")), [0u8; 10240]).expect("write a tar");
+            for tar in helper.split("tar -cf /out/").skip(1) {
+                let name = tar.split(' ').next().unwrap_or("");
+                fs::write(dir.join(name), [0u8; 10240]).expect("write a tar");
             }
             return 0;
         }

@@ -15,6 +15,8 @@ use crate::dockerfile::{lexer::shell_words, model::Dockerfile};
 
 /// The build argument that keeps a helper's RUN from being layer-cached.
 pub const NONCE_ARG: &str = "ATTUNE_CACHE_NONCE";
+/// The automatic platform argument the target caches' ids carry (`id=...-${TARGETPLATFORM}`).
+pub const TARGETPLATFORM: &str = "TARGETPLATFORM";
 /// The named build context the import helper reads its tars from.
 pub const ARCHIVES_CONTEXT: &str = "attune-cache-archives";
 /// What of a cargo home is worth carrying (the Cargo book's advice): `registry/src` is
@@ -41,9 +43,10 @@ impl CacheMount {
         }
     }
 
-    /// The tar's file name, inside the helper and in the entry (`<id>.tar`).
+    /// The tar's file name, inside the helper and in the entry (`<id>.tar`, a `/` of the id's
+    /// platform as `_`: `target-workspace-linux_amd64.tar`).
     pub fn tar_name(&self) -> String {
-        format!("{}.tar", self.id)
+        format!("{}.tar", self.id.replace('/', "_"))
     }
 }
 
@@ -57,6 +60,11 @@ pub struct Uses {
 /// The cache mounts the build of `target` (with `build_args`, `KEY=VALUE`) uses: every RUN of the
 /// stages it depends on (its ancestry and the stages it copies or mounts from), ids and targets
 /// with `${ARG}`s expanded. `file` names the Dockerfile in errors.
+///
+/// The automatic platform arguments are not build arguments the builds pass: a caller that
+/// knows the platform gives it as [`TARGETPLATFORM`]`=<os>/<arch>` (what BuildKit expands
+/// `${TARGETPLATFORM}` to), so that `id=target-workspace-${TARGETPLATFORM}` becomes the id the
+/// builds mount, `target-workspace-linux/amd64`.
 pub fn uses(
     df: &Dockerfile,
     file: &str,
@@ -182,6 +190,22 @@ pub fn uses(
         }
     }
     Ok(out)
+}
+
+/// The automatic platform arguments BuildKit gives a build for `platform` (`os/arch[/variant]`),
+/// as `KEY=VALUE` build arguments for [`uses`]: `TARGETPLATFORM`, `TARGETOS`, `TARGETARCH` and
+/// `TARGETVARIANT` (empty without a variant).
+pub fn platform_args(platform: &str) -> Vec<String> {
+    let mut parts = platform.splitn(3, '/');
+    let os = parts.next().unwrap_or("");
+    let arch = parts.next().unwrap_or("");
+    let variant = parts.next().unwrap_or("");
+    vec![
+        format!("{TARGETPLATFORM}={platform}"),
+        format!("TARGETOS={os}"),
+        format!("TARGETARCH={arch}"),
+        format!("TARGETVARIANT={variant}"),
+    ]
 }
 
 /// Where a helper build keeps its files, relative to the workspace root.
@@ -446,44 +470,114 @@ mod tests {
 
     #[test]
     fn mounts_of_the_project_dockerfiles() {
+        let amd64 = platform_args("linux/amd64");
         let ws = read("Dockerfile.workspace");
-        let api = uses(&ws, "docker/Dockerfile.workspace", "api", &[]).unwrap();
+        let api = uses(&ws, "docker/Dockerfile.workspace", "api", &amd64).unwrap();
         assert_eq!(
             ids(&api),
-            [("cargo-home", true), ("target-workspace", false)]
+            [
+                ("cargo-home", true),
+                ("target-workspace-linux/amd64", false)
+            ]
         );
         assert_eq!(api.base_image.as_deref(), Some("rust:1.95-slim-bookworm"));
         assert_eq!(api.mounts[1].target, "/build/target");
         assert_eq!(api.mounts[1].sharing, "shared");
+        assert_eq!(api.mounts[1].tar_name(), "target-workspace-linux_amd64.tar");
+        // each platform its own target cache; the cargo home is shared
+        let arm = uses(
+            &ws,
+            "docker/Dockerfile.workspace",
+            "api",
+            &platform_args("linux/arm/v7"),
+        )
+        .unwrap();
+        assert_eq!(
+            ids(&arm),
+            [
+                ("cargo-home", true),
+                ("target-workspace-linux/arm/v7", false)
+            ]
+        );
+        // without the platform the id cannot be expanded (BuildKit always gives it)
+        let err = uses(&ws, "docker/Dockerfile.workspace", "api", &[]).unwrap_err();
+        assert!(
+            err.ends_with(
+                "id `target-workspace-${TARGETPLATFORM}` needs the build argument TARGETPLATFORM"
+            ),
+            "{err}"
+        );
         // a stage that copies nothing from the builder uses no cache
         let base = uses(&ws, "docker/Dockerfile.workspace", "runtime-base", &[]).unwrap();
         assert_eq!(base.mounts, []);
 
         let optimized = read("Dockerfile.optimized");
         let file = "docker/Dockerfile.optimized";
-        let api = uses(&optimized, file, "runtime", &["SERVICE=api".into()]).unwrap();
+        let with = |args: &[&str]| -> Vec<String> {
+            args.iter()
+                .map(|a| a.to_string())
+                .chain(amd64.iter().cloned())
+                .collect()
+        };
+        let api = uses(&optimized, file, "runtime", &with(&["SERVICE=api"])).unwrap();
         assert_eq!(
             ids(&api),
-            [("cargo-home", true), ("target-builder-api", false)]
+            [
+                ("cargo-home", true),
+                ("target-builder-api-linux/amd64", false)
+            ]
         );
         let rust = uses(
             &optimized,
             file,
             "runtime",
-            &["SERVICE=api".into(), "RUST_VERSION=1.96".into()],
+            &with(&["SERVICE=api", "RUST_VERSION=1.96"]),
         )
         .unwrap();
         assert_eq!(rust.base_image.as_deref(), Some("rust:1.96-slim-bookworm"));
-        let err = uses(&optimized, file, "runtime", &[]).unwrap_err();
+        let err = uses(&optimized, file, "runtime", &with(&[])).unwrap_err();
         assert!(
             err.starts_with("docker/Dockerfile.optimized line ")
-                && err.ends_with("id `target-builder-${SERVICE}` needs the build argument SERVICE"),
+                && err.ends_with(
+                    "id `target-builder-${SERVICE}-${TARGETPLATFORM}` needs the build argument SERVICE"
+                ),
             "{err}"
         );
         assert_eq!(
             uses(&optimized, file, "nope", &[]).unwrap_err(),
             "docker/Dockerfile.optimized: no stage `nope`"
         );
+
+        for (name, target, id) in [
+            (
+                "Dockerfile.worker.optimized",
+                "worker-shell",
+                "target-worker-builder-linux/amd64",
+            ),
+            (
+                "Dockerfile.pack-binaries",
+                "pack-binaries",
+                "target-pack-binaries-linux/amd64",
+            ),
+        ] {
+            let df = read(name);
+            let found = uses(&df, name, target, &amd64).unwrap();
+            assert_eq!(ids(&found), [("cargo-home", true), (id, false)], "{name}");
+        }
+    }
+
+    #[test]
+    fn platform_arguments() {
+        assert_eq!(
+            platform_args("linux/arm/v7"),
+            [
+                "TARGETPLATFORM=linux/arm/v7",
+                "TARGETOS=linux",
+                "TARGETARCH=arm",
+                "TARGETVARIANT=v7"
+            ]
+        );
+        assert_eq!(platform_args("linux/amd64")[3], "TARGETVARIANT=");
     }
 
     fn options() -> HelperOptions {
@@ -505,7 +599,7 @@ mod tests {
                 cargo_home: true,
             },
             CacheMount {
-                id: "target-workspace".into(),
+                id: "target-workspace-linux/amd64".into(),
                 target: "/build/target".into(),
                 sharing: "shared".into(),
                 cargo_home: false,
@@ -523,12 +617,12 @@ mod tests {
 FROM rust:1.95-slim-bookworm AS export
 ARG ATTUNE_CACHE_NONCE
 RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
-    --mount=type=cache,target=/build/target,id=target-workspace,sharing=shared \
+    --mount=type=cache,target=/build/target,id=target-workspace-linux/amd64,sharing=shared \
     echo "cache export $ATTUNE_CACHE_NONCE" && \
     mkdir -p /out && \
     cd /cargo-home && set -- && for p in registry/index registry/cache git/db; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/cargo-home.tar -T /dev/null "$@" && \
     SWEEP && \
-    cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace.tar -T /dev/null "$@"
+    cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace-linux_amd64.tar -T /dev/null "$@"
 
 FROM scratch
 COPY --from=export /out/ /

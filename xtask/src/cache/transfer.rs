@@ -119,8 +119,19 @@ pub fn layers_out() -> PathBuf {
     Path::new(WORK_DIR).join("layers-out")
 }
 
-/// The cache mounts and builder base image of a plan's builds, from its Dockerfiles.
-pub fn mounts_of_plan(root: &Path, plan: &Plan) -> anyhow::Result<(String, Vec<CacheMount>)> {
+/// What a dry run's cache ids carry for the engine's platform it does not ask: expanded as
+/// this (safe in an id), then shown as [`ENGINE_PLATFORM`].
+const ENGINE_PLATFORM_STAND_IN: &str = "ENGINE_OS/ENGINE_ARCH";
+/// The placeholder of a dry run for the engine's platform.
+const ENGINE_PLATFORM: &str = "<the engine's platform>";
+
+/// The cache mounts and builder base image of a plan's builds for `platform` (`os/arch`, what
+/// the ids' `${TARGETPLATFORM}` expands to), from its Dockerfiles.
+pub fn mounts_of_plan(
+    root: &Path,
+    plan: &Plan,
+    platform: &str,
+) -> anyhow::Result<(String, Vec<CacheMount>)> {
     let mut texts: std::collections::BTreeMap<PathBuf, crate::dockerfile::model::Dockerfile> =
         Default::default();
     let mut base: Option<String> = None;
@@ -137,6 +148,7 @@ pub fn mounts_of_plan(root: &Path, plan: &Plan) -> anyhow::Result<(String, Vec<C
         let file = build.dockerfile().display().to_string();
         let build_args: Vec<String> = (build.target.args.iter())
             .map(|(k, v)| format!("{k}={v}"))
+            .chain(helper::platform_args(platform))
             .collect();
         let uses = helper::uses(
             &texts[build.dockerfile()],
@@ -178,7 +190,6 @@ pub fn setup(
         ))
         .into());
     }
-    let (base_image, mounts) = mounts_of_plan(root, plan)?;
     let arg = |name: &str| {
         build_args
             .iter()
@@ -192,24 +203,28 @@ pub fn setup(
     let lock = root.join("Cargo.lock");
     let cargo_lock =
         archive::sha256_file(&lock).with_context(|| format!("cannot read {}", lock.display()))?;
-    let (base_image_id, platform) = if engine {
-        (
-            docker_query(&["image", "inspect", "--format", "{{.Id}}", &base_image])
-                .with_context(|| format!("cannot inspect the base image {base_image}"))?,
-            match platforms.first() {
-                Some(p) => p.clone(),
-                None => docker_query(&["version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"])
-                    .context("cannot ask the engine its platform")?,
-            },
-        )
+    // the platform first: the target caches' ids carry it (`id=target-workspace-${TARGETPLATFORM}`)
+    let platform = match (platforms.first(), engine) {
+        (Some(p), _) => p.clone(),
+        (None, true) => docker_query(&["version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"])
+            .context("cannot ask the engine its platform")?,
+        (None, false) => ENGINE_PLATFORM.into(),
+    };
+    let (base_image, mounts) = if platform == ENGINE_PLATFORM {
+        let (base, mounts) = mounts_of_plan(root, plan, ENGINE_PLATFORM_STAND_IN)?;
+        let shown = mounts.into_iter().map(|m| CacheMount {
+            id: m.id.replace(ENGINE_PLATFORM_STAND_IN, ENGINE_PLATFORM),
+            ..m
+        });
+        (base, shown.collect())
     } else {
-        (
-            "<id of the base image>".into(),
-            platforms
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "<the engine's platform>".into()),
-        )
+        mounts_of_plan(root, plan, &platform)?
+    };
+    let base_image_id = if engine {
+        docker_query(&["image", "inspect", "--format", "{{.Id}}", &base_image])
+            .with_context(|| format!("cannot inspect the base image {base_image}"))?
+    } else {
+        "<id of the base image>".into()
     };
     let nonce = if engine {
         format!(

@@ -7,6 +7,8 @@
 //! | `cache-registry-race` | a cargo `registry`/`git` directory is a shared cache mount while the cargo home around it (where cargo keeps its `.package-cache` locks) is not inside a shared or locked cache mount of the same RUN: concurrent builds unpack the same crates at once (docs/QUICKREF-buildkit-cache-strategy.md, "The race in the seed's recipe") |
 //! | `target-cache-without-id` | a cache mount of a cargo target directory without `id=`: every Dockerfile mounting that path shares one cache |
 //! | `target-cache-shared-between-services` | a target cache whose id does not contain `${SERVICE}` in a stage that declares `ARG SERVICE`, unless the RUN builds the whole workspace (`--workspace`/`--all`): one build then owns that target directory, and cargo's own build-directory lock (`target/<profile>/.cargo-lock`) lives inside the mount, so concurrent builds that meet there wait for each other instead of racing |
+//! | `target-cache-without-platform` | a target cache whose id does not contain `${TARGETPLATFORM}` (or `${TARGETARCH}`): a multi-platform build (`--platform linux/amd64,linux/arm64`) runs the RUN once per platform with the same id, so the platforms' artifacts mix in one target directory and their builds race. The cargo home may stay shared: the registry and the downloaded crates do not depend on the platform |
+//! | `target-cache-platform-arg-undeclared` | a target cache id uses `TARGETPLATFORM` (or `TARGETARCH`) while neither its stage before the RUN nor a stage it is built `FROM` declares `ARG TARGETPLATFORM`: BuildKit predefines the platform arguments in the global scope only, so the id expands to an empty platform |
 //! | `target-cache-never-read` | two stages mount the same target directory under different cache ids: the earlier stage fills a cache that the later one never reads |
 //! | `cargo-failure-ignored` | `\|\| true`, `\|\| :`, `\|\| exit 0` or a trailing `; true` after a cargo command |
 //! | `binary-from-cache-mount` | `COPY --from=stage` (or a `from=stage` mount) of a path inside a cache mount of that stage: cache mounts are not part of the image |
@@ -52,6 +54,8 @@ pub const RULES: &[&str] = &[
     "cache-registry-race",
     "target-cache-without-id",
     "target-cache-shared-between-services",
+    "target-cache-without-platform",
+    "target-cache-platform-arg-undeclared",
     "target-cache-never-read",
     "cargo-failure-ignored",
     "binary-from-cache-mount",
@@ -112,6 +116,26 @@ struct Run<'a> {
     command: String,
     mounts: Vec<CacheMount<'a>>,
     stage_declares_service: bool,
+    /// The automatic platform arguments (`TARGETPLATFORM`, `TARGETARCH`) in scope at this RUN:
+    /// declared by `ARG` earlier in the stage or in a stage it is built `FROM`.
+    platform_args: PlatformArgs,
+}
+
+/// Which automatic platform arguments are declared in a stage's scope.
+#[derive(Debug, Clone, Copy, Default)]
+struct PlatformArgs {
+    platform: bool,
+    arch: bool,
+}
+
+impl PlatformArgs {
+    fn declares(&self, name: &str) -> bool {
+        match name {
+            "TARGETPLATFORM" => self.platform,
+            "TARGETARCH" => self.arch,
+            _ => false,
+        }
+    }
 }
 
 /// A cache mount with its target resolved against the WORKDIR and its sharing mode.
@@ -134,14 +158,16 @@ impl CacheMount<'_> {
 
 fn runs<'a>(df: &'a Dockerfile, text: &str) -> Result<Vec<Run<'a>>, ParseError> {
     let mut out = Vec::new();
-    // Each stage's final WORKDIR and CARGO_TARGET_DIR (the only variable the rules read; a
-    // stage inherits them from its parent stage). Keeping only these keeps the pass linear.
-    let mut finals: Vec<(String, Option<String>)> = Vec::new();
+    // Each stage's final WORKDIR, CARGO_TARGET_DIR (the only variable the rules read) and
+    // platform ARGs: a stage inherits them from its parent stage (BuildKit starts a stage FROM
+    // another with that stage's state, declared ARGs included). Keeping only these keeps the
+    // pass linear.
+    let mut finals: Vec<(String, Option<String>, PlatformArgs)> = Vec::new();
     for stage in &df.stages {
-        let (mut workdir, mut env_target_dir) =
+        let (mut workdir, mut env_target_dir, mut platform_args) =
             match df.stage(&stage.base).filter(|p| p.index < stage.index) {
                 Some(parent) => finals[parent.index].clone(),
-                None => ("/".to_string(), None),
+                None => ("/".to_string(), None, PlatformArgs::default()),
             };
         let stage_declares_service = df
             .stage_instructions(stage)
@@ -149,6 +175,15 @@ fn runs<'a>(df: &'a Dockerfile, text: &str) -> Result<Vec<Run<'a>>, ParseError> 
         for ins in df.stage_instructions(stage) {
             match ins.keyword.as_str() {
                 "WORKDIR" => workdir = resolve(&workdir, unquote(&ins.args)),
+                "ARG" => {
+                    for (name, _) in arg_defaults(ins) {
+                        match name.as_str() {
+                            "TARGETPLATFORM" => platform_args.platform = true,
+                            "TARGETARCH" => platform_args.arch = true,
+                            _ => {}
+                        }
+                    }
+                }
                 "ENV" => {
                     if let Some((_, dir)) = env_pairs(&ins.args)
                         .into_iter()
@@ -187,12 +222,13 @@ fn runs<'a>(df: &'a Dockerfile, text: &str) -> Result<Vec<Run<'a>>, ParseError> 
                         command,
                         mounts,
                         stage_declares_service,
+                        platform_args,
                     });
                 }
                 _ => {}
             }
         }
-        finals.push((workdir, env_target_dir));
+        finals.push((workdir, env_target_dir, platform_args));
     }
     Ok(out)
 }
@@ -255,6 +291,7 @@ fn target_cache_ids(run: &Run, findings: &mut Vec<Finding>) {
             });
             continue;
         };
+        target_cache_platform(run, cache, id, findings);
         let per_service = id.contains("${SERVICE}") || id.contains("$SERVICE");
         if !run.stage_declares_service || per_service || builds_workspace(&run.command) {
             continue;
@@ -268,6 +305,62 @@ fn target_cache_ids(run: &Run, findings: &mut Vec<Finding>) {
             fix: format!("include the service in the id (id={id}-${{SERVICE}}), or build the whole workspace (--workspace) in one builder, whose target cache can be shared because cargo's build-directory lock lives inside it"),
         });
     }
+}
+
+/// `target-cache-without-platform` and `target-cache-platform-arg-undeclared` for the target
+/// cache `cache` with id `id`.
+fn target_cache_platform(run: &Run, cache: &CacheMount, id: &str, findings: &mut Vec<Finding>) {
+    let vars = variables(id);
+    let platform_vars: Vec<&str> = vars
+        .into_iter()
+        .filter(|v| *v == "TARGETPLATFORM" || *v == "TARGETARCH")
+        .collect();
+    let line = cache.mount.line;
+    if platform_vars.is_empty() {
+        findings.push(Finding {
+            id: "target-cache-without-platform",
+            line,
+            message: format!(
+                "the target cache id={id} (line {line}) does not contain the platform, so a multi-platform build (--platform linux/amd64,linux/arm64) runs this RUN once per platform in the same target directory: the platforms' artifacts mix and their builds race"
+            ),
+            fix: format!(
+                "add the platform to the id (id={id}-${{TARGETPLATFORM}}) and declare ARG TARGETPLATFORM in the stage before this RUN; TARGETPLATFORM rather than TARGETARCH, which does not separate arm variants (linux/arm/v6, linux/arm/v7)"
+            ),
+        });
+        return;
+    }
+    for var in platform_vars {
+        if run.platform_args.declares(var) {
+            continue;
+        }
+        findings.push(Finding {
+            id: "target-cache-platform-arg-undeclared",
+            line,
+            message: format!(
+                "the target cache id={id} (line {line}) uses {var}, but stage {} does not declare ARG {var} before this RUN (nor does a stage it is built FROM): BuildKit predefines {var} in the global scope only, so the id expands without the platform and the platforms share one target directory",
+                stage_label(run.stage)
+            ),
+            fix: format!("declare ARG {var} in stage {} before this RUN", stage_label(run.stage)),
+        });
+    }
+}
+
+/// The names of the variables `$NAME` and `${NAME...}` a word refers to, in order.
+fn variables(word: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = word;
+    while let Some(at) = rest.find('$') {
+        let after = &rest[at + 1..];
+        let body = after.strip_prefix('{').unwrap_or(after);
+        let end = body
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(body.len());
+        if end > 0 {
+            out.push(&body[..end]);
+        }
+        rest = &body[end..];
+    }
+    out
 }
 
 fn never_read(df: &Dockerfile, runs: &[Run], findings: &mut Vec<Finding>) {

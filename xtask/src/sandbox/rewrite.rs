@@ -112,6 +112,8 @@ mod tests {
         for file in ["Dockerfile.seed", "Dockerfile.seed.worker"] {
             let text = std::fs::read_to_string(root.join("docker/reference").join(file)).unwrap();
             let out = namespace_cache_ids(&text, "t").unwrap();
+            // the namespace goes after the platform: one namespaced cache per platform
+            assert!(out.contains("-${TARGETPLATFORM}-t,sharing=shared"), "{out}");
             assert!(out.contains(
                 "target=/usr/local/cargo/registry,sharing=shared,id=/usr/local/cargo/registry-t"
             ));

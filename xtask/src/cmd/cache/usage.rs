@@ -195,7 +195,9 @@ pub fn declared_ids(root: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 /// The declared id a record belongs to: equal to it, or a namespaced copy (`<id>-<namespace>`);
-/// a `${VAR}` in the declared id matches any text.
+/// a `${VAR}` in the declared id matches any text without a `-` (`${TARGETPLATFORM}`:
+/// `linux/amd64`). A `-${TARGETPLATFORM}` (or `-${TARGETARCH}`) may also be missing: the ids of
+/// the builds before the target caches carried the platform stay this workspace's to prune.
 pub fn owner<'a>(declared: &'a [String], record: &DuRecord) -> Option<&'a str> {
     let id = record.cache_id.as_deref()?;
     declared
@@ -212,19 +214,30 @@ fn namespaced(declared: &str, id: &str) -> bool {
 }
 
 fn matches_id(declared: &str, id: &str) -> bool {
-    match declared.find("${") {
-        None => declared == id,
-        Some(start) => {
-            let Some(len) = declared[start..].find('}') else {
-                return declared == id;
-            };
-            let (prefix, suffix) = (&declared[..start], &declared[start + len + 1..]);
-            id.len() > prefix.len() + suffix.len()
-                && id.starts_with(prefix)
-                && id.ends_with(suffix)
-                && !id[prefix.len()..id.len() - suffix.len()].contains('-')
-        }
-    }
+    let without_platform = ["TARGETPLATFORM", "TARGETARCH"]
+        .iter()
+        .fold(declared.to_string(), |d, var| {
+            d.replace(&format!("-${{{var}}}"), "")
+        });
+    matches_pattern(declared, id) || matches_pattern(&without_platform, id)
+}
+
+/// Whether `id` is `pattern` with each `${VAR}` replaced by one or more characters but `-`.
+fn matches_pattern(pattern: &str, id: &str) -> bool {
+    let Some(start) = pattern.find("${") else {
+        return pattern == id;
+    };
+    let Some(len) = pattern[start..].find('}') else {
+        return pattern == id;
+    };
+    let (prefix, rest) = (&pattern[..start], &pattern[start + len + 1..]);
+    let Some(tail) = id.strip_prefix(prefix) else {
+        return false;
+    };
+    let value_end = tail.find('-').unwrap_or(tail.len());
+    (tail[..value_end].char_indices().skip(1).map(|(i, _)| i))
+        .chain((value_end > 0).then_some(value_end))
+        .any(|end| matches_pattern(rest, &tail[end..]))
 }
 
 /// What `prune` removes: this workspace's cache mounts not in use, narrowed by `--id`, then
@@ -391,9 +404,10 @@ fn layer_bytes(du: &Du) -> u64 {
 
 pub fn render_du(declared: &[String], du: &Du) -> String {
     let mut out = String::new();
+    let width = declared.iter().map(String::len).max().unwrap_or(0).max(30);
     let _ = writeln!(
         out,
-        "{:<30}  {:>7}  {:>10}  last used",
+        "{:<width$}  {:>7}  {:>10}  last used",
         "cache id", "records", "size"
     );
     for id in declared {
@@ -411,7 +425,7 @@ pub fn render_du(declared: &[String], du: &Du) -> String {
             .unwrap_or(if mine.is_empty() { "-" } else { "never" });
         let _ = writeln!(
             out,
-            "{:<30}  {:>7}  {:>10}  {}",
+            "{:<width$}  {:>7}  {:>10}  {}",
             id,
             mine.len(),
             crate::session::human_size(size),
@@ -463,8 +477,8 @@ mod tests {
     use super::*;
 
     const DU: &str = "ID:\t\tr-home\nCreated at:\t2026-11-29 18:02:35 +0000 UTC\nMutable:\ttrue\nReclaimable:\ttrue\nShared:\t\tfalse\nSize:\t\t1.5GB\nDescription:\tcached mount /cargo-home from exec /bin/sh -c cargo build\nUsage count:\t3\nLast used:\t2 days ago\nType:\t\texec.cachemount\n\n\
-ID:\t\tr-ws\nSize:\t\t800MB\nDescription:\tcached mount /build/target from exec /bin/sh -c cargo build with id \"/target-workspace\"\nLast used:\t10 minutes ago\nType:\t\texec.cachemount\n\n\
-ID:\t\tr-api\nSize:\t\t300MB\nDescription:\tcached mount /build/target from exec x with id \"/target-builder-api\"\nLast used:\tAbout an hour ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tr-ws\nSize:\t\t800MB\nDescription:\tcached mount /build/target from exec /bin/sh -c cargo build with id \"/target-workspace-linux/amd64\"\nLast used:\t10 minutes ago\nType:\t\texec.cachemount\n\n\
+ID:\t\tr-api\nSize:\t\t300MB\nDescription:\tcached mount /build/target from exec x with id \"/target-builder-api-linux/arm64\"\nLast used:\tAbout an hour ago\nType:\t\texec.cachemount\n\n\
 ID:\t\tr-bench\nSize:\t\t200MB\nDescription:\tcached mount /build/target from exec x with id \"/target-workspace-bench-56c4\"\nLast used:\t3 weeks ago\nType:\t\texec.cachemount\n\n\
 ID:\t\tr-other\nSize:\t\t5GB\nDescription:\tcached mount /root/.m2 from exec mvn with id \"/other-project\"\nLast used:\t9 weeks ago\nType:\t\texec.cachemount\n\n\
 ID:\t\tr-layer\nSize:\t\t44.52MB\nDescription:\tmount / from exec /bin/sh -c apt-get\nLast used:\t5 minutes ago\nType:\t\tregular\n\n\
@@ -473,8 +487,8 @@ Shared:\t\t1.374GB\nPrivate:\t44.52MB\nReclaimable:\t866MB\nTotal:\t\t7.9GB\n";
     fn declared() -> Vec<String> {
         [
             "cargo-home",
-            "target-builder-${SERVICE}",
-            "target-workspace",
+            "target-builder-${SERVICE}-${TARGETPLATFORM}",
+            "target-workspace-${TARGETPLATFORM}",
         ]
         .map(String::from)
         .into()
@@ -487,7 +501,10 @@ Shared:\t\t1.374GB\nPrivate:\t44.52MB\nReclaimable:\t866MB\nTotal:\t\t7.9GB\n";
         assert_eq!(du.records[0].cache_id.as_deref(), Some("cargo-home"));
         assert_eq!(du.records[0].size_bytes, 1_500_000_000);
         assert_eq!(du.records[0].last_used_seconds, Some(2 * 86400));
-        assert_eq!(du.records[1].cache_id.as_deref(), Some("target-workspace"));
+        assert_eq!(
+            du.records[1].cache_id.as_deref(),
+            Some("target-workspace-linux/amd64")
+        );
         assert_eq!(du.records[2].last_used_seconds, Some(3600));
         assert_eq!(du.records[5].cache_id, None);
         assert_eq!(du.total_bytes, Some(7_900_000_000));
@@ -502,9 +519,9 @@ Shared:\t\t1.374GB\nPrivate:\t44.52MB\nReclaimable:\t866MB\nTotal:\t\t7.9GB\n";
             owners,
             [
                 Some("cargo-home"),
-                Some("target-workspace"),
-                Some("target-builder-${SERVICE}"),
-                Some("target-workspace"),
+                Some("target-workspace-${TARGETPLATFORM}"),
+                Some("target-builder-${SERVICE}-${TARGETPLATFORM}"),
+                Some("target-workspace-${TARGETPLATFORM}"),
                 None,
                 None
             ]
@@ -528,7 +545,13 @@ Shared:\t\t1.374GB\nPrivate:\t44.52MB\nReclaimable:\t866MB\nTotal:\t\t7.9GB\n";
             ["r-home", "r-ws", "r-api", "r-bench"]
         );
         assert_eq!(
-            ids(select(&d, &du, Some("target-workspace"), None, None)),
+            ids(select(
+                &d,
+                &du,
+                Some("target-workspace-${TARGETPLATFORM}"),
+                None,
+                None
+            )),
             ["r-ws", "r-bench"]
         );
         assert_eq!(
@@ -540,6 +563,35 @@ Shared:\t\t1.374GB\nPrivate:\t44.52MB\nReclaimable:\t866MB\nTotal:\t\t7.9GB\n";
             ids(select(&d, &du, None, None, Some(1_000_000_000))),
             ["r-bench", "r-home", "r-api"]
         );
+    }
+
+    #[test]
+    fn ids_with_variables_match_their_expansions() {
+        let ws = "target-workspace-${TARGETPLATFORM}";
+        let svc = "target-builder-${SERVICE}-${TARGETPLATFORM}";
+        for (pattern, id) in [
+            (ws, "target-workspace-linux/amd64"),
+            (ws, "target-workspace-linux/arm/v7"),
+            (svc, "target-builder-api-linux/arm64"),
+            // the ids before the platform was added
+            (ws, "target-workspace"),
+            (svc, "target-builder-api"),
+        ] {
+            assert!(matches_id(pattern, id), "{pattern} {id}");
+        }
+        for (pattern, id) in [
+            (ws, "target-workspace-"),
+            (ws, "target-workspaces"),
+            (svc, "target-builder--linux/amd64"),
+            (svc, "target-builder-api-linux/amd64-x"),
+            ("cargo-home", "cargo-home-linux/amd64"),
+        ] {
+            assert!(!matches_id(pattern, id), "{pattern} {id}");
+        }
+        // a namespaced copy (verify-parallel, bench) of a platform's cache
+        assert!(namespaced(ws, "target-workspace-linux/amd64-bench-56c4"));
+        assert!(namespaced(svc, "target-builder-api-linux/amd64-verify-1"));
+        assert!(!namespaced(ws, "target-other-linux/amd64-bench"));
     }
 
     #[test]

@@ -15,6 +15,20 @@ fn ids(text: &str) -> Vec<(&'static str, usize)> {
         .collect()
 }
 
+/// `(id, line)` of every finding but the platform rules' (the tests of other rules leave the
+/// platform out of their target cache ids).
+fn ids_but_platform(text: &str) -> Vec<(&'static str, usize)> {
+    ids(text)
+        .into_iter()
+        .filter(|(id, _)| {
+            !matches!(
+                *id,
+                "target-cache-without-platform" | "target-cache-platform-arg-undeclared"
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn the_projects_dockerfiles_pass() {
     for (name, text) in [
@@ -49,10 +63,12 @@ fn the_seeds_recipe_fails_with_every_mistake_it_had() {
             ("cache-registry-race", 8),
             ("cache-mount-implicit-sharing", 9),
             ("target-cache-never-read", 9),
+            ("target-cache-without-platform", 9),
             ("cargo-failure-ignored", 10),
             ("cache-registry-race", 16),
             ("cache-registry-race", 17),
             ("cache-mount-implicit-sharing", 18),
+            ("target-cache-without-platform", 18),
             ("binary-from-cache-mount", 23),
         ]
     );
@@ -108,22 +124,101 @@ fn registry_race_is_fixed_by_a_shared_or_locked_cargo_home_or_a_locked_registry(
 #[test]
 fn target_caches_need_an_id_that_names_the_service() {
     let no_id = "FROM rust AS builder\nRUN --mount=type=cache,target=/build/target,sharing=shared cargo build\n";
-    assert_eq!(ids(no_id), [("target-cache-without-id", 2)]);
+    assert_eq!(ids_but_platform(no_id), [("target-cache-without-id", 2)]);
     let fixed_id = "FROM rust AS builder\nARG SERVICE\nWORKDIR /build\nRUN --mount=type=cache,target=target,id=target-builder,sharing=shared \\\n    cargo build --bin attune-${SERVICE}\n";
-    assert_eq!(ids(fixed_id), [("target-cache-shared-between-services", 4)]);
+    assert_eq!(
+        ids_but_platform(fixed_id),
+        [("target-cache-shared-between-services", 4)]
+    );
     let per_service = fixed_id.replace("id=target-builder", "id=target-builder-$SERVICE");
-    assert_eq!(ids(&per_service), []);
+    assert_eq!(ids_but_platform(&per_service), []);
     let workspace = fixed_id.replace(
         "cargo build --bin attune-${SERVICE}",
         "cargo build --release --workspace --bins",
     );
-    assert_eq!(ids(&workspace), []);
+    assert_eq!(ids_but_platform(&workspace), []);
     let no_service_arg = fixed_id.replace("ARG SERVICE\n", "ARG OTHER\n");
-    assert_eq!(ids(&no_service_arg), []);
+    assert_eq!(ids_but_platform(&no_service_arg), []);
     let env_dir = "FROM rust AS builder\nARG SERVICE\nENV CARGO_TARGET_DIR=/cache/t\nRUN --mount=type=cache,target=/cache/t,id=t,sharing=shared cargo build\n";
-    assert_eq!(ids(env_dir), [("target-cache-shared-between-services", 4)]);
+    assert_eq!(
+        ids_but_platform(env_dir),
+        [("target-cache-shared-between-services", 4)]
+    );
     let cmd_dir = "FROM rust AS builder\nRUN --mount=type=cache,target=/ct,sharing=shared CARGO_TARGET_DIR=/ct cargo build\n";
-    assert_eq!(ids(cmd_dir), [("target-cache-without-id", 2)]);
+    assert_eq!(ids_but_platform(cmd_dir), [("target-cache-without-id", 2)]);
+}
+
+#[test]
+fn target_caches_need_the_platform_in_their_id() {
+    let compliant = "FROM rust AS builder\nARG TARGETPLATFORM\nRUN --mount=type=cache,target=/build/target,id=target-workspace-${TARGETPLATFORM},sharing=shared \\\n    --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared cargo build\n";
+    // the cargo home is platform-independent: only the target cache needs the platform
+    assert_eq!(ids(compliant), []);
+    assert_eq!(
+        ids(&compliant.replace("${TARGETPLATFORM}", "$TARGETPLATFORM")),
+        []
+    );
+
+    let missing = compliant.replace("-${TARGETPLATFORM}", "");
+    assert_eq!(ids(&missing), [("target-cache-without-platform", 3)]);
+    let finding = &lint(&missing, &ctx()).unwrap()[0];
+    assert!(
+        finding.message.contains("id=target-workspace (line 3)"),
+        "{}",
+        finding.message
+    );
+    assert!(
+        finding
+            .fix
+            .contains("id=target-workspace-${TARGETPLATFORM}")
+            && finding.fix.contains("ARG TARGETPLATFORM")
+            && finding
+                .fix
+                .contains("TARGETARCH, which does not separate arm variants"),
+        "{}",
+        finding.fix
+    );
+
+    // TARGETARCH is accepted, declared like TARGETPLATFORM
+    let arch = compliant.replace("TARGETPLATFORM", "TARGETARCH");
+    assert_eq!(ids(&arch), []);
+    assert_eq!(
+        ids(&arch.replace("ARG TARGETARCH\n", "ARG TARGETPLATFORM\n")),
+        [("target-cache-platform-arg-undeclared", 3)]
+    );
+
+    // the platform in the id without the ARG in the stage: BuildKit expands it to nothing
+    let undeclared = compliant.replace("ARG TARGETPLATFORM\n", "ARG OTHER\n");
+    assert_eq!(
+        ids(&undeclared),
+        [("target-cache-platform-arg-undeclared", 3)]
+    );
+    let finding = &lint(&undeclared, &ctx()).unwrap()[0];
+    assert!(
+        finding.message.contains("uses TARGETPLATFORM")
+            && finding.message.contains("stage builder"),
+        "{}",
+        finding.message
+    );
+    assert!(
+        finding.fix.contains("ARG TARGETPLATFORM"),
+        "{}",
+        finding.fix
+    );
+    // a global ARG is not in a stage's scope
+    assert_eq!(
+        ids(&format!("ARG TARGETPLATFORM\n{undeclared}")),
+        [("target-cache-platform-arg-undeclared", 4)]
+    );
+    // declared after the RUN is too late
+    assert_eq!(
+        ids(&format!("{undeclared}ARG TARGETPLATFORM\n")),
+        [("target-cache-platform-arg-undeclared", 3)]
+    );
+    // a stage built FROM a stage that declares it has it in scope; a sibling's does not count
+    let inherited = "FROM rust AS base\nARG TARGETPLATFORM\nFROM base AS builder\nRUN --mount=type=cache,target=/build/target,id=t-${TARGETPLATFORM},sharing=shared cargo build\n";
+    assert_eq!(ids(inherited), []);
+    let sibling = inherited.replace("FROM base AS builder", "FROM rust AS builder");
+    assert_eq!(ids(&sibling), [("target-cache-platform-arg-undeclared", 4)]);
 }
 
 #[test]
@@ -134,8 +229,8 @@ RUN --mount=type=cache,target=/b/target,id=deps,sharing=shared cargo build
 FROM deps AS builder
 RUN --mount=type=cache,target=/b/target,id=builder,sharing=shared cargo build
 ";
-    assert_eq!(ids(text), [("target-cache-never-read", 2)]);
-    assert_eq!(ids(&text.replace("id=deps", "id=builder")), []);
+    assert_eq!(ids_but_platform(text), [("target-cache-never-read", 2)]);
+    assert_eq!(ids_but_platform(&text.replace("id=deps", "id=builder")), []);
 }
 
 #[test]
@@ -174,7 +269,7 @@ COPY --from=0 [\"/build/target/release/y\", \"/y\"]
 RUN --mount=type=bind,from=builder,source=/build/target/release,target=/r cp /r/x /x
 ";
     assert_eq!(
-        ids(text),
+        ids_but_platform(text),
         [
             ("binary-from-cache-mount", 7),
             ("binary-from-cache-mount", 9),
@@ -188,7 +283,7 @@ fn copies_from_a_deep_chain_of_stages_find_the_ancestors_cache_and_not_a_sibling
     // a chain of 3000 stages, each FROM the one before, and a branch beside it; the lint must
     // look through the whole chain (and only through it) for every COPY --from
     let mut text = String::from(
-        "FROM rust AS s0\nRUN --mount=type=cache,target=/b/target,id=t,sharing=shared cargo build\n\
+        "FROM rust AS s0\nARG TARGETPLATFORM\nRUN --mount=type=cache,target=/b/target,id=t-${TARGETPLATFORM},sharing=shared cargo build\n\
          FROM rust AS side\nRUN --mount=type=cache,target=/side,id=side,sharing=shared true\n",
     );
     for i in 1..3000 {
@@ -252,6 +347,8 @@ fn every_rule_id_is_listed() {
         "cache-registry-race",
         "target-cache-without-id",
         "target-cache-shared-between-services",
+        "target-cache-without-platform",
+        "target-cache-platform-arg-undeclared",
         "target-cache-never-read",
         "cargo-failure-ignored",
         "binary-from-cache-mount",
