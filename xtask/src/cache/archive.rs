@@ -38,6 +38,11 @@ pub fn compress(tar: &Path, out: &Path, level: i32) -> anyhow::Result<Written> {
         bytes: 0,
     };
     let mut encoder = zstd::Encoder::new(hashing, level)?;
+    // the export runs after the builds: every core is free for it
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
+    if workers > 1 {
+        encoder.multithread(workers)?;
+    }
     let tar_bytes = io::copy(&mut BufReader::new(input), &mut encoder)
         .with_context(|| format!("cannot compress {}", tar.display()))?;
     let mut hashing = encoder.finish()?;
