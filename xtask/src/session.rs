@@ -312,6 +312,10 @@ pub struct Report {
     /// With `--timings`: cargo's timing report and the slowest crates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<crate::timings::TimingsReport>,
+    /// What writing the history record took (the record, the git state, the append), when one
+    /// was written: `bench` compares it with the whole no-op run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_seconds: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -486,6 +490,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         totals,
         publish: None,
         timings: None,
+        recording_seconds: None,
     }
 }
 

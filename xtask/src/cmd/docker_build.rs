@@ -75,6 +75,7 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     let mut report = execute(root, &todo, progress::detect_mode());
     add_up_to_date(&mut report, &plan, &current, &snapshot);
     crate::publish::finish(root, &plan, &mut report);
+    let recording = std::time::Instant::now();
     let mut record = snapshot.finish(
         "docker-build",
         args.build.tag.as_deref().unwrap_or(&decl_tag(&plan)),
@@ -108,6 +109,7 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
                 eprintln!("warning: build history not recorded: {err:#}");
             }
         }
+        report.recording_seconds = Some(recording.elapsed().as_secs_f64());
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

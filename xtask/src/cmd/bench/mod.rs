@@ -182,6 +182,9 @@ pub struct Sample {
     /// Crates compiled by more than one cargo step (on different builders); none when the
     /// contender has no per-image report.
     pub compiled_twice: Option<usize>,
+    /// docker-build's `recording_seconds`: what writing its history record took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recording_seconds: Option<f64>,
 }
 
 /// Medians per scenario and contender, with ratios.
@@ -201,6 +204,8 @@ pub struct Row {
     /// The most crates a run compiled, and compiled twice.
     pub compiled: usize,
     pub compiled_twice: Option<usize>,
+    /// Median of the runs' history recording, and its share of the median wall time.
+    pub recording: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -557,8 +562,12 @@ fn run_contender(
                 format!(" FAILED ({status}); log {}", log.display())
             }
         );
+        let mut recording_seconds = None;
         let (compiled, compiled_twice) = if contender.reports() {
             let text = fs::read_to_string(&report).unwrap_or_default();
+            recording_seconds = serde_json::from_str::<serde_json::Value>(&text)
+                .ok()
+                .and_then(|v| v["recording_seconds"].as_f64());
             let (c, twice) = compiled_by_cargo_steps(&text, &sandbox.root);
             (c, Some(twice))
         } else {
@@ -574,6 +583,7 @@ fn run_contender(
             log,
             compiled,
             compiled_twice,
+            recording_seconds,
         });
     }
     Ok(samples)
@@ -663,6 +673,12 @@ pub fn rows(
                     .filter(|s| s.scenario == *scenario && s.contender == name && s.ok)
                     .filter_map(|s| s.compiled_twice)
                     .max(),
+                recording: median(
+                    (samples.iter())
+                        .filter(|s| s.scenario == *scenario && s.contender == name && s.ok)
+                        .filter_map(|s| s.recording_seconds)
+                        .collect(),
+                ),
             });
         }
     }
@@ -714,6 +730,18 @@ pub fn render_table(report: &BenchReport) -> String {
                 String::new()
             }
         );
+    }
+    for row in report.rows.iter().filter(|r| r.scenario == "noop") {
+        if let (Some(rec), Some(m)) = (row.recording, row.median) {
+            let _ = writeln!(
+                out,
+                "noop {}: writing the history record took {:.1} ms of the run's {:.0} ms ({:.1}%)",
+                row.contender,
+                rec * 1000.0,
+                m * 1000.0,
+                rec / m * 100.0
+            );
+        }
     }
     let _ = writeln!(
         out,
@@ -783,6 +811,18 @@ pub fn render_markdown(report: &BenchReport) -> String {
                 .unwrap_or_else(|| "-".into()),
         );
     }
+    for row in report.rows.iter().filter(|r| r.scenario == "noop") {
+        if let (Some(rec), Some(m)) = (row.recording, row.median) {
+            let _ = writeln!(
+                out,
+                "\nnoop, {}: writing the history record took {:.1} ms of the run's {:.0} ms ({:.1}%).",
+                row.contender,
+                rec * 1000.0,
+                m * 1000.0,
+                rec / m * 100.0
+            );
+        }
+    }
     out
 }
 
@@ -800,6 +840,7 @@ mod tests {
             log: PathBuf::new(),
             compiled: 0,
             compiled_twice: None,
+            recording_seconds: None,
         }
     }
 
@@ -827,6 +868,38 @@ mod tests {
         assert_eq!(rows[1].failed, 1);
         assert_eq!(rows[1].vs_default, Some(100.0 / 55.0));
         assert_eq!(rows[2].vs_native, Some(1.0));
+    }
+
+    #[test]
+    fn the_recording_share_of_a_noop() {
+        let ours = Contender::Xtask("workspace".into());
+        let mut noop = sample(&ours.name(), "noop", 0.4, true);
+        noop.recording_seconds = Some(0.004);
+        let rows = rows(
+            &[noop],
+            &["noop".into()],
+            std::slice::from_ref(&ours),
+            &ours.name(),
+        );
+        assert_eq!(rows[0].recording, Some(0.004));
+        let report = BenchReport {
+            date: String::new(),
+            command: String::new(),
+            cores: 2,
+            engine: String::new(),
+            buildx: String::new(),
+            images: vec![],
+            reps: 1,
+            default_strategy: "workspace".into(),
+            samples: vec![],
+            rows,
+        };
+        assert!(
+            render_table(&report)
+                .contains("writing the history record took 4.0 ms of the run's 400 ms (1.0%)"),
+            "{}",
+            render_table(&report)
+        );
     }
 
     #[test]
