@@ -16,6 +16,7 @@
 //! Markdown are one command's; the running goes through the sandbox and the session.
 
 use std::{
+    collections::BTreeSet,
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
@@ -589,22 +590,33 @@ fn run_contender(
     Ok(samples)
 }
 
-/// From docker-build's `--json` report: the crates compiled by the cargo steps that ran (the
-/// logs of the images whose step `ran`; a `shared` step's log repeats the one that ran), and how
-/// many of them more than one step compiled.
+/// From docker-build's `--json` report: the crates compiled by the cargo steps that ran, and how
+/// many of them more than one builder compiled. One builder runs an identical step once for all
+/// the builds that reach it (a `shared` step, or one several builds report as `ran`), so the logs
+/// of the images whose step `ran` are merged per builder (`builder`, none: the default one);
+/// a crate in the logs of two builders was compiled twice.
 fn compiled_by_cargo_steps(report: &str, root: &Path) -> (usize, usize) {
     let Ok(value) = serde_json::from_str::<serde_json::Value>(report) else {
         return (0, 0);
     };
-    let mut seen = std::collections::BTreeMap::new();
+    let mut per_builder: std::collections::BTreeMap<String, BTreeSet<crate::cargo_log::Unit>> =
+        Default::default();
     let images = value["images"].as_array().cloned().unwrap_or_default();
     for image in images.iter().filter(|i| i["cargo_step"] == "ran") {
         let Some(log) = image["log"].as_str() else {
             continue;
         };
+        let builder = image["builder"].as_str().unwrap_or("").to_string();
         let text = fs::read_to_string(root.join(log)).unwrap_or_default();
-        for unit in crate::cargo_log::compiled(&text) {
-            *seen.entry(unit).or_insert(0usize) += 1;
+        per_builder
+            .entry(builder)
+            .or_default()
+            .extend(crate::cargo_log::compiled(&text));
+    }
+    let mut seen = std::collections::BTreeMap::new();
+    for units in per_builder.values() {
+        for unit in units {
+            *seen.entry(unit.clone()).or_insert(0usize) += 1;
         }
     }
     (seen.len(), seen.values().filter(|n| **n > 1).count())
@@ -914,10 +926,15 @@ mod tests {
         write("c.log", "#9 1.0    Compiling tokio v1.0.0\n");
         // a shared step's log repeats the step that ran: not counted
         let report = r#"{"images": [
-            {"image": "api", "cargo_step": "ran", "log": "a.log"},
-            {"image": "executor", "cargo_step": "shared", "log": "c.log"},
-            {"image": "sensor", "cargo_step": "ran", "log": "b.log"}]}"#;
+            {"image": "api", "cargo_step": "ran", "log": "a.log", "builder": "one"},
+            {"image": "executor", "cargo_step": "shared", "log": "c.log", "builder": "one"},
+            {"image": "sensor", "cargo_step": "ran", "log": "b.log", "builder": "two"}]}"#;
         assert_eq!(compiled_by_cargo_steps(report, dir.path()), (2, 1));
+        // on one builder, two images that report the same step as `ran` compiled it once
+        let one = r#"{"images": [
+            {"image": "api", "cargo_step": "ran", "log": "a.log"},
+            {"image": "sensor", "cargo_step": "ran", "log": "b.log"}]}"#;
+        assert_eq!(compiled_by_cargo_steps(one, dir.path()), (2, 0));
         assert_eq!(compiled_by_cargo_steps("not json", dir.path()), (0, 0));
     }
 
