@@ -387,9 +387,9 @@ pub struct CiArgs {
     #[arg(long)]
     pub full: bool,
     /// Skip a step by name (fmt, clippy, test, lint-docker, cache-policy, compose-file, engine,
-    /// bake-print, docker-build, history-plot, history-explain, cache-du, cache-prune-dry-run,
-    /// smoke, smoke-compose, engine-guards, engine-second, farm-publish, cache-flow,
-    /// verify-parallel); repeatable. For local use: CI skips nothing
+    /// bake-print, docker-build, timings, history-plot, history-explain, cache-du,
+    /// cache-prune-dry-run, smoke, smoke-compose, engine-guards, engine-second, farm-publish,
+    /// cache-flow, verify-parallel); repeatable. For local use: CI skips nothing
     #[arg(long)]
     pub skip: Vec<String>,
     /// Stop at the first failed step

@@ -64,6 +64,8 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
             ],
         ),
         step("docker-build", &["xtask", "docker-build", "all"]),
+        // cargo's own timing report of that build's cargo step, copied out, slowest crates named
+        step("timings", &["xtask", "docker-build", "--timings", "api"]),
         // what docker-build recorded, and the cache it left, read back from the real engine
         step(
             "history-plot",
@@ -193,6 +195,7 @@ mod tests {
                 "engine",
                 "bake-print",
                 "docker-build",
+                "timings",
                 "history-plot",
                 "history-explain",
                 "cache-du",
