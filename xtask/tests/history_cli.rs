@@ -40,7 +40,8 @@ fn a_build_recording_elsewhere_is_still_up_to_date_on_its_next_run() {
         let t = Test::docker_build(["services"])
             .cwd(ws.path())
             .env("ATTUNE_HISTORY_FILE", &file)
-            .env("ATTUNE_HISTORY_SOURCE", "bench");
+            .env("ATTUNE_HISTORY_SOURCE", "bench")
+            .env("ATTUNE_HISTORY_GIT", "0123abcd dirty");
         t.run().expect_code(0);
         t
     };
@@ -50,6 +51,12 @@ fn a_build_recording_elsewhere_is_still_up_to_date_on_its_next_run() {
     assert_eq!(text.lines().count(), 2);
     assert!(
         text.lines().all(|l| l.contains("\"source\":\"bench\"")),
+        "{text}"
+    );
+    // the git state the command that made the sandbox passed down
+    assert!(
+        text.lines()
+            .all(|l| l.contains("\"git_rev\":\"0123abcd\"") && l.contains("\"git_dirty\":true")),
         "{text}"
     );
 }

@@ -38,6 +38,23 @@ pub const FORMAT_VERSION: u32 = 1;
 pub const FILE_ENV: &str = "ATTUNE_HISTORY_FILE";
 /// The command a `docker-build` runs for (`bench`): the record's `source`.
 pub const SOURCE_ENV: &str = "ATTUNE_HISTORY_SOURCE";
+/// `REV clean|dirty` of the workspace a sandbox was copied from, set by the command that made it:
+/// a sandboxed build's record gets it without asking git (which the sandbox has not).
+pub const GIT_ENV: &str = "ATTUNE_HISTORY_GIT";
+
+/// [`GIT_ENV`]'s value for `root`.
+pub fn git_env_value(root: &Path) -> String {
+    let (rev, dirty) = git_state(root);
+    format!(
+        "{} {}",
+        rev.unwrap_or_default(),
+        match dirty {
+            Some(true) => "dirty",
+            Some(false) => "clean",
+            None => "unknown",
+        }
+    )
+}
 /// The `source` of the records of the workspace's own `docker-build` runs (no `source` field).
 pub const OWN_SOURCE: &str = "docker-build";
 
@@ -165,6 +182,16 @@ pub fn source_from_env() -> Option<String> {
 /// Appends the record of a build run from a sandbox (no `.git` there): without a revision, it
 /// gets the one of the repository `file` lives in.
 pub fn append_from_sandbox(file: &Path, mut record: Record) -> anyhow::Result<()> {
+    // the command that made the sandbox asked git once for all its builds
+    if let Ok(rev) = std::env::var(GIT_ENV) {
+        let (rev, dirty) = rev.split_once(' ').unwrap_or((&rev, ""));
+        record.git_rev = Some(rev.to_string()).filter(|r| !r.is_empty());
+        record.git_dirty = match dirty {
+            "dirty" => Some(true),
+            "clean" => Some(false),
+            _ => None,
+        };
+    }
     if record.git_rev.is_none() {
         if let Some(dir) = file.parent() {
             let _ = fs::create_dir_all(dir);

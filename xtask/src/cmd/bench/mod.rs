@@ -446,6 +446,8 @@ fn run_contender(
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let sandbox = Sandbox::create(root, &format!("bench-{slug}"), false)?;
+    // the workspace's git state, asked once here for the records of the sandbox's builds
+    let git = history::git_env_value(root);
     let namespace = format!("bench-{}", nonce());
     if let Some(strategy) = contender.strategy(&decl.default_strategy) {
         // the plan says which Dockerfiles the builds use; their cache ids get the namespace
@@ -527,7 +529,8 @@ fn run_contender(
         if contender.reports() {
             // its record goes to the workspace's history (the sandbox's goes away), marked
             cmd.env(history::FILE_ENV, history::path(root))
-                .env(history::SOURCE_ENV, "bench");
+                .env(history::SOURCE_ENV, "bench")
+                .env(history::GIT_ENV, &git);
         }
         if *contender == Contender::Compose {
             cmd.env(compose::TAG_VAR, "bench");
