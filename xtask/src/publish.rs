@@ -117,6 +117,15 @@ pub fn finish(root: &Path, plan: &Plan, report: &mut Report) {
     });
 }
 
+/// `HOST:PORT/NAME:TAG` on a registry at a loopback address: the address, NAME and TAG; None
+/// for any other reference (other registries are never asked).
+pub fn loopback_tag(repo_tag: &str) -> Option<(std::net::SocketAddr, &str, &str)> {
+    let (repo, tag) = repo_tag.rsplit_once(':').filter(|(r, _)| r.contains('/'))?;
+    let (host, name) = repo.split_once('/')?;
+    let addr: std::net::SocketAddr = host.parse().ok()?;
+    addr.ip().is_loopback().then_some((addr, name, tag))
+}
+
 /// For a registry on a loopback address (the local one): reads back `/v2/_catalog` and each
 /// repository's `tags/list`, one line per tag the registry does not list. Other registries are
 /// not asked.
@@ -126,18 +135,10 @@ fn check_loopback_registry(moved: &[String]) -> Vec<String> {
         let Some((repo_tag, _digest)) = published.split_once('@') else {
             continue;
         };
-        let Some((repo, tag)) = repo_tag.rsplit_once(':') else {
+        let Some((addr, name, tag)) = loopback_tag(repo_tag) else {
             continue;
         };
-        let Some((host, name)) = repo.split_once('/') else {
-            continue;
-        };
-        let Ok(addr) = host.parse::<std::net::SocketAddr>() else {
-            continue;
-        };
-        if !addr.ip().is_loopback() {
-            continue;
-        }
+        let host = addr.to_string();
         let catalog = crate::registry::http_get(addr, "/v2/_catalog?n=1000");
         let listed = |text: &str, word: &str| text.contains(&format!("\"{word}\""));
         match catalog {

@@ -494,7 +494,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
     }
 }
 
-fn dir_size(dir: &Path) -> u64 {
+pub fn dir_size(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -135,12 +135,7 @@ impl Record {
 /// The digest `REPO:TAG` names in a registry on a loopback address (`HEAD` of its manifest, the
 /// `Docker-Content-Digest` header); None for any other registry or any error.
 fn registry_digest(tag: &str) -> Option<String> {
-    let (repo, tag) = tag.rsplit_once(':').filter(|(r, _)| r.contains('/'))?;
-    let (host, path) = repo.split_once('/')?;
-    let addr: std::net::SocketAddr = host.parse().ok()?;
-    if !addr.ip().is_loopback() {
-        return None;
-    }
+    let (addr, path, tag) = crate::publish::loopback_tag(tag)?;
     let accept = "application/vnd.oci.image.index.v1+json, \
                   application/vnd.docker.distribution.manifest.list.v2+json, \
                   application/vnd.oci.image.manifest.v1+json, \

@@ -32,7 +32,9 @@ use serde::Serialize;
 
 use crate::{
     cargo_log, git_times,
+    history::median,
     sandbox::{nonce, Sandbox},
+    session::human_size,
     workspace::Declaration,
     UsageError,
 };
@@ -415,14 +417,19 @@ impl Bench<'_> {
         }
         let units = cargo_log::compiled(&text);
         let (compiled_own, compiled_deps) = cargo_log::split(&units, &self.members);
-        let carried_bytes = if c.carries() { dir_bytes(&carry) } else { 0 };
-        let native_dirs_bytes = c
-            .is_native()
-            .then(|| dir_bytes(&dir.join("target")) + dir_bytes(&dir.join("cargo-home")));
+        let carried_bytes = if c.carries() {
+            crate::session::dir_size(&carry)
+        } else {
+            0
+        };
+        let native_dirs_bytes = c.is_native().then(|| {
+            crate::session::dir_size(&dir.join("target"))
+                + crate::session::dir_size(&dir.join("cargo-home"))
+        });
         eprintln!(
             "bench: ephemeral {change} (rep {rep}) {}: {seconds:.1}s (restore {restore_seconds:.1}s, save {save_seconds:.1}s; compiled {compiled_own} own + {compiled_deps} deps; carried {}){}",
             c.name(),
-            human(carried_bytes),
+            human_size(carried_bytes),
             if ok { String::new() } else { format!(" FAILED; log {}", log.display()) }
         );
         // the work tree of the run is not needed any more; keep the logs
@@ -617,37 +624,6 @@ fn move_tree_into(dir: &Path, into: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            Ok(t) if t.is_file() => e.metadata().map(|m| m.len()).unwrap_or(0),
-            _ => 0,
-        })
-        .sum()
-}
-
-pub fn human(bytes: u64) -> String {
-    format!("{:.1} MB", bytes as f64 / 1e6)
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
-
 /// Medians per change and contender, with ratios to cold, chef and native; pure.
 pub fn rows(samples: &[Sample], contenders: &[Contender]) -> Vec<Row> {
     let mut out = Vec::new();
@@ -658,7 +634,13 @@ pub fn rows(samples: &[Sample], contenders: &[Contender]) -> Vec<Row> {
                 .collect()
         };
         let med = |key: &str, f: fn(&Sample) -> f64| {
-            median(of(key).iter().filter(|s| s.ok).map(|s| f(s)).collect())
+            median(
+                &of(key)
+                    .iter()
+                    .filter(|s| s.ok)
+                    .map(|s| f(s))
+                    .collect::<Vec<f64>>(),
+            )
         };
         let total = |s: &Sample| s.seconds;
         let base = |c: Contender| med(c.key(), total);
@@ -791,7 +773,7 @@ pub fn render_table(report: &Report) -> String {
             fmt_s(r.build),
             fmt_s(r.save),
             format!("{}+{}", r.compiled_own, r.compiled_deps),
-            human(r.carried_bytes),
+            human_size(r.carried_bytes),
             fmt_x(r.vs_cold),
             fmt_x(r.vs_chef),
             fmt_x(r.vs_native),
@@ -827,7 +809,7 @@ pub fn render_table(report: &Report) -> String {
             out,
             "--cache carried after each run: {}",
             (report.cache_sizes.iter())
-                .map(|b| human(*b))
+                .map(|b| human_size(*b))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
@@ -860,7 +842,7 @@ pub fn render_markdown(report: &Report) -> String {
             fmt_s(r.save),
             r.compiled_own,
             r.compiled_deps,
-            human(r.carried_bytes),
+            human_size(r.carried_bytes),
             fmt_x(r.vs_cold),
             fmt_x(r.vs_chef),
             fmt_x(r.vs_native),

@@ -272,19 +272,7 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         println!("scenarios: {} x {reps} repetition(s)", scenarios.join(", "));
         return Ok(Status::Ok);
     }
-    let preflight_plan = plan::plan(
-        &decl,
-        &decl.select(&images)?,
-        &plan::Options {
-            strategy: decl.default_strategy.clone(),
-            tag: "bench".into(),
-            ..Default::default()
-        },
-    )?;
-    crate::session::preflight(root, &preflight_plan, flags::EngineMode::Auto, false)?;
-    let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
-    let out_dir = root.join(&args.out_dir);
-    fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    let (xtask, out_dir) = prepare(root, &decl, &images, &args)?;
     let mut samples = Vec::new();
     for rep in 0..reps {
         let mut order = contenders.clone();
@@ -324,18 +312,14 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
     Ok(Status::from_ok(failed == 0))
 }
 
-fn run_ephemeral(
+/// Before any run: the engine and base images (the preflight of the default strategy's builds),
+/// the xtask binary the contenders run, the output directory.
+fn prepare(
     root: &Path,
     decl: &Declaration,
     images: &[String],
     args: &flags::BenchArgs,
-    reps: usize,
-) -> anyhow::Result<Status> {
-    let contenders = ephemeral::select(&args.contenders)?;
-    if args.dry_run {
-        print!("{}", ephemeral::describe(&contenders, images, reps));
-        return Ok(Status::Ok);
-    }
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let preflight_plan = plan::plan(
         decl,
         &decl.select(images)?,
@@ -349,6 +333,22 @@ fn run_ephemeral(
     let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
     let out_dir = root.join(&args.out_dir);
     fs::create_dir_all(&out_dir).with_context(|| format!("cannot create {}", out_dir.display()))?;
+    Ok((xtask, out_dir))
+}
+
+fn run_ephemeral(
+    root: &Path,
+    decl: &Declaration,
+    images: &[String],
+    args: &flags::BenchArgs,
+    reps: usize,
+) -> anyhow::Result<Status> {
+    let contenders = ephemeral::select(&args.contenders)?;
+    if args.dry_run {
+        print!("{}", ephemeral::describe(&contenders, images, reps));
+        return Ok(Status::Ok);
+    }
+    let (xtask, out_dir) = prepare(root, decl, images, args)?;
     let report = ephemeral::run(root, decl, images, &contenders, reps, &xtask, &out_dir)?;
     let run = crate::docker::run_environment();
     print!("{}", ephemeral::render_table(&report));
@@ -632,68 +632,46 @@ pub fn rows(
     contenders: &[Contender],
     default: &str,
 ) -> Vec<Row> {
-    let median = |mut v: Vec<f64>| -> Option<f64> {
-        if v.is_empty() {
-            return None;
-        }
-        v.sort_by(|a, b| a.total_cmp(b));
-        let n = v.len();
-        Some(if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        })
-    };
+    use crate::history::median;
     let mut out = Vec::new();
     for scenario in scenarios {
+        let runs = |contender: &str| -> Vec<&Sample> {
+            (samples.iter())
+                .filter(|s| s.scenario == *scenario && s.contender == contender)
+                .collect()
+        };
         let times = |contender: &str| -> Vec<f64> {
-            samples
-                .iter()
-                .filter(|s| s.scenario == *scenario && s.contender == contender && s.ok)
+            (runs(contender).iter())
+                .filter(|s| s.ok)
                 .map(|s| s.seconds)
                 .collect()
         };
-        let default_median = median(times(default));
-        let native_median = median(times(&Contender::Native.name()));
+        let default_median = median(&times(default));
+        let native_median = median(&times(&Contender::Native.name()));
         for contender in contenders {
             let name = contender.name();
+            let all = runs(&name);
+            let ok: Vec<&Sample> = all.iter().copied().filter(|s| s.ok).collect();
             let t = times(&name);
-            let m = median(t.clone());
+            let m = median(&t);
             let ratio = |base: Option<f64>| match (m, base) {
                 (Some(a), Some(b)) if b > 0.0 => Some(a / b),
                 _ => None,
             };
+            let recording: Vec<f64> = ok.iter().filter_map(|s| s.recording_seconds).collect();
             out.push(Row {
                 scenario: scenario.clone(),
                 contender: name.clone(),
-                runs: samples
-                    .iter()
-                    .filter(|s| s.scenario == *scenario && s.contender == name)
-                    .count(),
-                failed: samples
-                    .iter()
-                    .filter(|s| s.scenario == *scenario && s.contender == name && !s.ok)
-                    .count(),
+                runs: all.len(),
+                failed: all.len() - ok.len(),
                 median: m,
                 min: t.iter().copied().reduce(f64::min),
                 max: t.iter().copied().reduce(f64::max),
                 vs_default: ratio(default_median),
                 vs_native: ratio(native_median),
-                compiled: (samples.iter())
-                    .filter(|s| s.scenario == *scenario && s.contender == name && s.ok)
-                    .map(|s| s.compiled)
-                    .max()
-                    .unwrap_or(0),
-                compiled_twice: (samples.iter())
-                    .filter(|s| s.scenario == *scenario && s.contender == name && s.ok)
-                    .filter_map(|s| s.compiled_twice)
-                    .max(),
-                recording: median(
-                    (samples.iter())
-                        .filter(|s| s.scenario == *scenario && s.contender == name && s.ok)
-                        .filter_map(|s| s.recording_seconds)
-                        .collect(),
-                ),
+                compiled: ok.iter().map(|s| s.compiled).max().unwrap_or(0),
+                compiled_twice: ok.iter().filter_map(|s| s.compiled_twice).max(),
+                recording: median(&recording),
             });
         }
     }
