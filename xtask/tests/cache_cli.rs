@@ -118,10 +118,12 @@ fn export_then_import_round_trip() {
     );
     let import = helper_builds(&t, "import");
     assert_eq!(import.len(), 1);
+    // the archives, compressed, are the helper's build context (BuildKit's ADD unpacks them)
     assert_eq!(
-        arg_after(&import[0], "--build-context"),
-        ["attune-cache-archives=target/xtask/cache/import-in"]
+        import[0].last().map(String::as_str),
+        Some("target/xtask/cache/import-in")
     );
+    assert!(arg_after(&import[0], "--build-context").is_empty());
     assert!(ws
         .path()
         .join("target/xtask/cache/layers-in/index.json")
@@ -328,6 +330,152 @@ fn docker_build_cache_imports_builds_and_exports_when_cargo_ran() {
     assert!(arg_after(&api, "--cache-to").is_empty(), "{api:?}");
     assert!(out.stdout.contains("cache: exported "), "{}", out.stdout);
     assert!(!out.stdout.contains("layers "), "{}", out.stdout);
+}
+
+/// The fake's cargo steps of a run (`FAKE_DOCKER_TIMES`): (Dockerfile, start, end).
+fn steps(times: &Path) -> Vec<(String, f64, f64)> {
+    fs::read_to_string(times)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["file"].as_str().unwrap().to_string(),
+                v["start"].as_f64().unwrap(),
+                v["end"].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// With every cargo RUN locking its target cache, the builds start once the import helper says
+/// it holds the locks, and run beside it; a Dockerfile whose RUN does not lock gets the import
+/// first, whole.
+#[test]
+fn docker_build_cache_imports_beside_the_builds_only_when_their_runs_lock() {
+    let ws = TempWorkspace::new();
+    let loc = ws.path().join("ci-cache").display().to_string();
+    cache(&ws, &["export", "--to", &loc, "api", "executor"])
+        .1
+        .expect_code(0);
+    let run = |name: &str| {
+        let times = ws.path().join(name);
+        let t = Test::docker_build([
+            "--strategy",
+            "workspace",
+            "--cache",
+            &loc,
+            "api",
+            "executor",
+        ])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_IMPORT_MS", "1500")
+        .env("FAKE_DOCKER_TIMES", times.display().to_string());
+        let out = t.run();
+        out.expect_code(0);
+        let steps = steps(&times);
+        let import = steps
+            .iter()
+            .find(|s| s.0.ends_with("import.Dockerfile"))
+            .cloned()
+            .expect("the import helper ran");
+        let builds: Vec<(String, f64, f64)> = (steps.iter())
+            .filter(|s| s.0.ends_with("Dockerfile.workspace"))
+            .cloned()
+            .collect();
+        assert_eq!(builds.len(), 2, "{steps:?}");
+        (out, import, builds)
+    };
+
+    let (out, import, builds) = run("beside.jsonl");
+    assert!(out.stderr.contains("beside the builds"), "{}", out.stderr);
+    assert!(
+        out.stdout.contains("(the builds started after "),
+        "{}",
+        out.stdout
+    );
+    for b in &builds {
+        assert!(
+            b.1 < import.2,
+            "{b:?} started after the import {import:?} ended"
+        );
+    }
+
+    // without the lock in the cargo RUN the builds could overtake the import: it runs first
+    let dockerfile = ws.path().join("docker/Dockerfile.workspace");
+    let text = fs::read_to_string(&dockerfile).unwrap();
+    assert!(text.contains("flock 9 && "));
+    fs::write(&dockerfile, text.replace("flock 9 && ", "")).unwrap();
+    let (out, import, builds) = run("first.jsonl");
+    assert!(!out.stderr.contains("beside the builds"), "{}", out.stderr);
+    assert!(out.stdout.contains("cache: imported "), "{}", out.stdout);
+    assert!(!out.stdout.contains("started after"), "{}", out.stdout);
+    for b in &builds {
+        assert!(
+            b.1 >= import.2,
+            "{b:?} started before the import {import:?} ended"
+        );
+    }
+}
+
+/// The export helper starts beside the builds once one shows cargo compiling (its RUN then
+/// waits for the target cache's lock); when it fails (in the engine: it got the lock before the
+/// cargo RUN), the export runs after the builds as before; with nothing compiled none runs.
+#[test]
+fn docker_build_cache_exports_beside_the_builds_or_after_them() {
+    let ws = TempWorkspace::new();
+    let loc = ws.path().join("ci-cache").display().to_string();
+    let args = [
+        "--strategy",
+        "workspace",
+        "--cache",
+        &loc,
+        "api",
+        "executor",
+    ];
+    let t = Test::docker_build(args).cwd(ws.path());
+    let out = t.run();
+    out.expect_code(0);
+    let exports = helper_builds(&t, "export");
+    assert_eq!(exports.len(), 1, "{exports:?}");
+    let started = arg_after(&exports[0], "--build-arg");
+    assert!(
+        started
+            .iter()
+            .any(|a| a.starts_with("ATTUNE_BUILDS_STARTED=")),
+        "{exports:?}"
+    );
+    assert!(
+        out.stdout
+            .contains("(helper build beside the builds, then "),
+        "{}",
+        out.stdout
+    );
+
+    let t = Test::docker_build(args)
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_FAIL", "ATTUNE_BUILDS_STARTED");
+    let out = t.run();
+    out.expect_code(0);
+    let exports = helper_builds(&t, "export");
+    assert_eq!(exports.len(), 2, "{exports:?}");
+    assert!(
+        !(arg_after(&exports[1], "--build-arg").iter())
+            .any(|a| a.starts_with("ATTUNE_BUILDS_STARTED=")),
+        "{exports:?}"
+    );
+    assert!(out.stdout.contains("cache: exported "), "{}", out.stdout);
+    assert!(
+        !out.stdout.contains("beside the builds, then"),
+        "{}",
+        out.stdout
+    );
+
+    let t = Test::docker_build(args)
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_CACHED", "1");
+    t.run().expect_code(0);
+    assert!(helper_builds(&t, "export").is_empty());
 }
 
 #[test]

@@ -6,7 +6,8 @@
 //! - `FAKE_DOCKER_LOG=FILE`: append each invocation's argv (`["docker", ...]`, one JSON array a
 //!   line) to FILE.
 //! - `FAKE_DOCKER_TIMES=FILE`: append, for each `buildx build`, one JSON object a line with its
-//!   `--target`, `SERVICE` and the start and end of its cargo step (seconds since the epoch).
+//!   `--target`, `SERVICE`, `--file` and the start and end of its cargo step (seconds since the
+//!   epoch).
 //! - `FAKE_DOCKER_NO_DAEMON=1`: `docker version` fails as without a reachable daemon.
 //! - `FAKE_DOCKER_NO_BUILDX=1`: every `docker buildx ...` fails as without the plugin.
 //! - `docker buildx build`: prints BuildKit `--progress=rawjson` events on stderr for a few steps,
@@ -22,6 +23,8 @@
 //!   - `FAKE_DOCKER_IGNORE_SIGTERM=1`: the hanging fake and its child ignore SIGTERM (only
 //!     SIGKILL stops them).
 //!   - `FAKE_DOCKER_CACHED=1`: every step comes from the cache.
+//!   - The cache import helper, when its RUN prints that it holds the target caches' locks
+//!     (`printf`), prints that line with its nonce, then takes `FAKE_DOCKER_IMPORT_MS=N` ms.
 //! - `docker image inspect --format F IMAGE...`: for each image, `sha256:fake 1234567` when F asks
 //!   for the size, else `sha256:fake`; with `FAKE_DOCKER_MISSING_IMAGES=A|B`, the images that
 //!   contain A or B are missing (`No such image` on stderr, exit 1).
@@ -285,6 +288,20 @@ fn build(args: &[String]) -> i32 {
         emit(
             json!({"vertexes": [{"digest": digest, "name": cargo_step, "started": rfc3339(started)}]}),
         );
+        let dockerfile = fs::read_to_string(&b.dockerfile).unwrap_or_default();
+        if dockerfile.contains("attune cache import helper") && dockerfile.contains("printf") {
+            // what the import helper's RUN prints once it holds the target caches' locks
+            let nonce = arg_value(args, "ATTUNE_CACHE_NONCE").unwrap_or_default();
+            log_line(
+                &digest,
+                &format!("attune-cache-import: target caches locked for import-{nonce}\n"),
+            );
+            let ms = env::var("FAKE_DOCKER_IMPORT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0u64);
+            thread::sleep(Duration::from_millis(ms));
+        }
         log_line(
             &digest,
             "   Compiling attune-common v0.1.0 (/build/crates/common)\n",
@@ -469,7 +486,7 @@ fn sleep_forever() -> ! {
 fn record_times(b: &Build, start: f64, end: f64) {
     if let Some(file) = env::var_os("FAKE_DOCKER_TIMES") {
         let line = json!({"target": b.target, "service": b.service, "tag": b.tag,
-            "start": start, "end": end});
+            "file": b.dockerfile, "start": start, "end": end});
         append(Path::new(&file), &line.to_string());
     }
 }
@@ -484,6 +501,14 @@ fn append(path: &Path, line: &str) {
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     file.write_all(format!("{line}\n").as_bytes())
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+}
+
+/// The value of `--build-arg NAME=VALUE`.
+fn arg_value(args: &[String], name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
+    args.windows(2)
+        .filter(|w| w[0] == "--build-arg")
+        .find_map(|w| w[1].strip_prefix(&prefix).map(str::to_string))
 }
 
 fn flag(name: &str) -> bool {

@@ -1,6 +1,7 @@
-//! Archives on the host: zstd compression of the tars the export helper writes, decompression
-//! with the sha256 check of the manifest, and the checks of a layer cache's blobs. The builder
-//! image has `tar` but no `zstd`, so the containers only ever see plain tars.
+//! Archives on the host: zstd compression of the tars the export helper writes, the size and
+//! sha256 check of an archive against the manifest before an import, and the checks of a layer
+//! cache's blobs. The builder image has `tar` but no `zstd`: the export helper writes plain tars,
+//! and the import leaves the decompression to BuildKit (its `ADD` unpacks zstd tars).
 
 use std::{
     fs,
@@ -88,7 +89,9 @@ impl std::fmt::Display for Damage {
 }
 
 /// Decompresses `archive` into `out` and checks the compressed bytes' sha256 against `sha256`.
-/// On any damage `out` is removed. Returns the size of the tar.
+/// On any damage `out` is removed. Returns the size of the tar. (The import leaves the
+/// decompression to BuildKit; the tests read back what [`compress`] wrote.)
+#[cfg(test)]
 pub fn decompress(archive: &Path, sha256: &str, out: &Path) -> Result<u64, Damage> {
     let result = decompress_inner(archive, sha256, out);
     if result.is_err() {
@@ -97,6 +100,7 @@ pub fn decompress(archive: &Path, sha256: &str, out: &Path) -> Result<u64, Damag
     result
 }
 
+#[cfg(test)]
 fn decompress_inner(archive: &Path, sha256: &str, out: &Path) -> Result<u64, Damage> {
     let file = fs::File::open(archive).map_err(|e| Damage::Missing(e.to_string()))?;
     let mut reader = HashingReader {
@@ -122,6 +126,36 @@ fn decompress_inner(archive: &Path, sha256: &str, out: &Path) -> Result<u64, Dam
         });
     }
     Ok(written)
+}
+
+/// Checks that `archive` is the file the manifest describes: `bytes` long (else truncated or
+/// grown) with sha256 `sha256`. What it decodes to is then what the export compressed.
+pub fn verify(archive: &Path, sha256: &str, bytes: u64) -> Result<(), Damage> {
+    let len = fs::metadata(archive)
+        .map_err(|e| Damage::Missing(e.to_string()))?
+        .len();
+    if len != bytes {
+        return Err(Damage::Corrupt(format!(
+            "{len} bytes, the manifest says {bytes}"
+        )));
+    }
+    let found = sha256_file(archive).map_err(|e| Damage::Missing(e.to_string()))?;
+    if found != sha256 {
+        return Err(Damage::Checksum {
+            expected: sha256.to_string(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Hard-links `from` to `to` (replacing `to`), or copies it where the file system does not allow.
+pub fn link_file(from: &Path, to: &Path) -> io::Result<()> {
+    let _ = fs::remove_file(to);
+    if fs::hard_link(from, to).is_err() {
+        fs::copy(from, to)?;
+    }
+    Ok(())
 }
 
 /// sha256 (hex) of a file.
@@ -289,40 +323,39 @@ mod tests {
     }
 
     #[test]
-    fn damage_is_detected_and_leaves_no_output() {
+    fn damage_is_detected_before_anything_is_staged() {
         let tmp = tempfile::tempdir().unwrap();
         let tar = tar_like(tmp.path());
         let zst = tmp.path().join("m.tar.zst");
         let written = compress(&tar, &zst, LEVEL).unwrap();
-        let out = tmp.path().join("out.tar");
         let bytes = fs::read(&zst).unwrap();
+        assert_eq!(verify(&zst, &written.sha256, written.bytes), Ok(()));
 
         fs::write(&zst, &bytes[..bytes.len() / 2]).unwrap();
-        let err = decompress(&zst, &written.sha256, &out).unwrap_err();
+        let err = verify(&zst, &written.sha256, written.bytes).unwrap_err();
         assert!(matches!(err, Damage::Corrupt(_)), "{err}");
         assert!(
             err.to_string().starts_with("truncated or corrupt ("),
             "{err}"
         );
-        assert!(!out.exists());
 
-        // a flipped byte in a frame's content: zstd's own checksum or ours catches it
+        // a flipped byte: same length, another checksum
         let mut flipped = bytes.clone();
         let i = flipped.len() / 2;
         flipped[i] ^= 0x55;
         fs::write(&zst, &flipped).unwrap();
-        assert!(decompress(&zst, &written.sha256, &out).is_err());
-        assert!(!out.exists());
-
-        // intact, but not the archive the manifest describes
-        fs::write(&zst, &bytes).unwrap();
-        let err = decompress(&zst, &"00".repeat(32), &out).unwrap_err();
+        let err = verify(&zst, &written.sha256, written.bytes).unwrap_err();
         assert!(
             err.to_string().starts_with("checksum mismatch (sha256 "),
             "{err}"
         );
 
-        let err = decompress(&tmp.path().join("nope"), &written.sha256, &out).unwrap_err();
+        // intact, but not the archive the manifest describes
+        fs::write(&zst, &bytes).unwrap();
+        let err = verify(&zst, &"00".repeat(32), written.bytes).unwrap_err();
+        assert!(matches!(err, Damage::Checksum { .. }), "{err}");
+
+        let err = verify(&tmp.path().join("nope"), &written.sha256, written.bytes).unwrap_err();
         assert!(matches!(err, Damage::Missing(_)), "{err}");
     }
 

@@ -17,7 +17,7 @@ use crate::dockerfile::{lexer::shell_words, model::Dockerfile};
 pub const NONCE_ARG: &str = "ATTUNE_CACHE_NONCE";
 /// The automatic platform argument the target caches' ids carry (`id=...-${TARGETPLATFORM}`).
 pub const TARGETPLATFORM: &str = "TARGETPLATFORM";
-/// The named build context the import helper reads its tars from.
+/// The import helper's stage that holds the unpacked archives (bind-mounted by its RUN).
 pub const ARCHIVES_CONTEXT: &str = "attune-cache-archives";
 /// What of a cargo home is worth carrying (the Cargo book's advice): `registry/src` is
 /// re-extracted from `registry/cache` when missing, and the lock files are per process.
@@ -48,6 +48,16 @@ impl CacheMount {
     pub fn tar_name(&self) -> String {
         format!("{}.tar", self.id.replace('/', "_"))
     }
+
+    /// The compressed tar's file name, in the entry (`mounts/`) and the import helper's context.
+    pub fn archive_name(&self) -> String {
+        format!("{}.zst", self.tar_name())
+    }
+
+    /// Where the import helper's ADD unpacks the archive (`/<id>/`, a `/` as `_`).
+    pub fn unpacked_dir(&self) -> String {
+        self.id.replace('/', "_")
+    }
 }
 
 /// What the builds of one Dockerfile target use: the builder's base image and its cache mounts.
@@ -55,7 +65,21 @@ impl CacheMount {
 pub struct Uses {
     pub base_image: Option<String>,
     pub mounts: Vec<CacheMount>,
+    /// Every RUN that mounts a cache holds the [`LOCK_FILE`] of one of its target caches
+    /// (`exec 9>target/attune.lock && flock 9`): a helper that holds those locks keeps the
+    /// builds' RUNs out of the caches until it is done.
+    pub locked: bool,
 }
+
+/// The file at the root of a target cache that the strategy's cargo RUNs hold a `flock` on
+/// while they use the caches. The helpers hold it too, and never carry it: unpacking it would
+/// replace the file the builds lock with another.
+pub const LOCK_FILE: &str = "attune.lock";
+/// The most target caches a helper locks (file descriptors 9 down to 3).
+const MAX_LOCKS: usize = 7;
+/// What the import helper prints, then `-` and its nonce, once it holds every target cache's
+/// lock: from then on the builds may start, their cargo RUNs wait for the import.
+pub const LOCKED_MARKER: &str = "attune-cache-import: target caches locked for import";
 
 /// The cache mounts the build of `target` (with `build_args`, `KEY=VALUE`) uses: every RUN of the
 /// stages it depends on (its ancestry and the stages it copies or mounts from), ids and targets
@@ -126,6 +150,7 @@ pub fn uses(
     let mut out = Uses {
         base_image: None,
         mounts: Vec::new(),
+        locked: true,
     };
     for &index in &needed {
         let stage = &df.stages[index];
@@ -142,6 +167,8 @@ pub fn uses(
                 continue;
             }
             let words = shell_words(&ins.args);
+            // this RUN's cache mounts: (target, is the cargo home)
+            let mut this_run: Vec<(String, bool)> = Vec::new();
             for mount in ins.mounts.iter().filter(|m| m.is_cache()) {
                 let at = format!("{file} line {}", mount.line);
                 let target = mount
@@ -161,6 +188,7 @@ pub fn uses(
                     .iter()
                     .any(|w| w.strip_prefix("CARGO_HOME=") == Some(target.as_str()));
                 let sharing = mount.get("sharing").unwrap_or("shared").to_string();
+                this_run.push((target.clone(), cargo_home));
                 let cache = CacheMount {
                     id,
                     target,
@@ -187,9 +215,48 @@ pub fn uses(
                 }
                 out.mounts.push(cache);
             }
+            if !this_run.is_empty() {
+                out.locked &= runs_locked(&ins.args, &this_run);
+            }
         }
     }
     Ok(out)
+}
+
+/// Whether a RUN (its text, and its cache mounts as (target, is the cargo home)) holds the
+/// [`LOCK_FILE`] of one of its target caches: it runs `flock` and names
+/// `<last part of the target>/attune.lock` (`target/attune.lock` for `/build/target`).
+fn runs_locked(text: &str, mounts: &[(String, bool)]) -> bool {
+    text.contains("flock")
+        && mounts.iter().any(|(target, cargo_home)| {
+            let last = target
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
+            !cargo_home && !last.is_empty() && text.contains(&format!("{last}/{LOCK_FILE}"))
+        })
+}
+
+/// The shell that opens and locks the [`LOCK_FILE`] of each target cache of `mounts`
+/// (`exec 9>/build/target/attune.lock && flock 9`); None without a target cache or with more
+/// than [`MAX_LOCKS`].
+pub fn lock_script(mounts: &[CacheMount]) -> Option<String> {
+    let targets: Vec<&CacheMount> = mounts.iter().filter(|m| !m.cargo_home).collect();
+    if targets.is_empty() || targets.len() > MAX_LOCKS {
+        return None;
+    }
+    let opens: Vec<String> = (targets.iter().enumerate())
+        .map(|(i, m)| format!("{}>{}/{LOCK_FILE}", 9 - i, m.target))
+        .collect();
+    let locks: Vec<String> = (0..targets.len())
+        .map(|i| format!("flock {}", 9 - i))
+        .collect();
+    Some(format!(
+        "exec {} && {}",
+        opens.join(" "),
+        locks.join(" && ")
+    ))
 }
 
 /// The automatic platform arguments BuildKit gives a build for `platform` (`os/arch[/variant]`),
@@ -231,22 +298,49 @@ pub struct HelperOptions {
     pub nonce: String,
 }
 
+/// The build argument of an export helper started while the builds run ([`export_build`]).
+pub const BUILDS_STARTED_ARG: &str = "ATTUNE_BUILDS_STARTED";
+/// The exit status of an export helper that found a target cache older than the builds.
+pub const NOT_YET_EXIT: i32 = 3;
+
 /// The export helper: tars of `mounts` land in `<work>/export-out/<id>.tar`.
-pub fn export_build(options: &HelperOptions, mounts: &[CacheMount]) -> HelperBuild {
+///
+/// `builds_started` (seconds since the epoch): the helper was started while the builds run; once
+/// it holds the locks it checks that every target cache's [`UNITS_FILE`] was written since,
+/// and otherwise exits [`NOT_YET_EXIT`] (it got a lock before the build's cargo RUN).
+pub fn export_build(
+    options: &HelperOptions,
+    mounts: &[CacheMount],
+    builds_started: Option<u64>,
+) -> HelperBuild {
     let mut script = vec![
         format!("echo \"cache export ${NONCE_ARG}\""),
         "mkdir -p /out".to_string(),
     ];
+    // no build writes the caches while they are swept and copied
+    script.extend(lock_script(mounts));
+    let units: Vec<String> = (mounts.iter())
+        .filter(|m| !m.cargo_home)
+        .map(|m| format!("{}/{UNITS_FILE}", m.target))
+        .collect();
+    if builds_started.is_some() && !units.is_empty() {
+        script.push(format!(
+            "for f in {}; do if ! [ -f \"$f\" ] || [ \"$(stat -c %Y \"$f\")\" -lt \"${BUILDS_STARTED_ARG}\" ]; then \
+             echo \"attune-cache-export: $f is older than the builds\" >&2; exit {NOT_YET_EXIT}; fi; done",
+            units.join(" ")
+        ));
+    }
     for m in mounts {
         if !m.cargo_home {
             script.push(sweep_script(&m.target));
         }
         script.push(format!(
             "cd {} && set -- && for p in {}; do if [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done && \
-             tar -cf /out/{} -T /dev/null \"$@\"",
+             tar -cf /out/{}{} -T /dev/null \"$@\"",
             m.target,
             m.paths().join(" "),
-            m.tar_name()
+            m.tar_name(),
+            exclude_lock(m),
         ));
     }
     let text = dockerfile(
@@ -257,7 +351,24 @@ pub fn export_build(options: &HelperOptions, mounts: &[CacheMount]) -> HelperBui
         &script,
         "/out/",
     );
-    helper(options, "export", text, None)
+    let mut build = helper(options, "export", text, None);
+    if let Some(started) = builds_started {
+        let text = build.dockerfile_text.replacen(
+            &format!("ARG {NONCE_ARG}\n"),
+            &format!("ARG {NONCE_ARG}\nARG {BUILDS_STARTED_ARG}\n"),
+            1,
+        );
+        build.dockerfile_text = text;
+        let at = build.argv.iter().position(|a| a == "--file").unwrap_or(0);
+        build.argv.splice(
+            at..at,
+            [
+                "--build-arg".to_string(),
+                format!("{BUILDS_STARTED_ARG}={started}"),
+            ],
+        );
+    }
+    build
 }
 
 /// The file in a target cache where the strategy's cargo RUN leaves cargo's JSON messages
@@ -286,45 +397,168 @@ pub fn sweep_script(target: &str) -> String {
     )
 }
 
-/// The import helper: unpacks `<id>.tar` from `archives` (a directory, the named build context)
-/// into each of `mounts`.
+/// The import helper: `archives` (a directory, the helper's build context) holds the entry's
+/// `<id>.tar.zst` per mount. An `ADD` per archive lets BuildKit unpack it (zstd included) into a
+/// stage; a RUN copies each stage directory into its mount. Nothing is decompressed on the
+/// host, and only the compressed bytes travel to the engine.
+///
+/// With target caches to lock ([`lock_script`]) two stages run at once: `lock` takes every
+/// target cache's lock at the start of the build, says so ([`LOCKED_MARKER`]: the builds may
+/// start, their cargo RUNs wait on that lock), and holds it until `import`, which waits for
+/// the lock to be held, has copied the archives in. The two talk through files named with the
+/// nonce in the first target cache. A failed copy ends the build, and BuildKit stops the other
+/// stage with it (measured on this engine); neither waits more than ten minutes for the other.
 pub fn import_build(
     options: &HelperOptions,
     mounts: &[CacheMount],
     archives: &Path,
 ) -> HelperBuild {
-    let mut script = vec![
+    let mut text = format!(
+        "# attune cache import helper, generated by `cargo xtask cache import`: BuildKit unpacks \
+         each mount's archive (ADD), a RUN copies it into the mount.\n\
+         # The RUNs use {NONCE_ARG}, so they are never layer-cached.\n\
+         FROM scratch AS {ARCHIVES_CONTEXT}\n"
+    );
+    for m in mounts {
+        text.push_str(&format!(
+            "ADD {} /{}/\n",
+            m.archive_name(),
+            m.unpacked_dir()
+        ));
+    }
+    let locks = lock_script(mounts);
+    let flags = mounts
+        .iter()
+        .find(|m| !m.cargo_home)
+        .filter(|_| locks.is_some())
+        .map(|m| {
+            (
+                format!("{}/.attune-locked-${NONCE_ARG}", m.target),
+                format!("{}/.attune-imported-${NONCE_ARG}", m.target),
+            )
+        });
+    let wait = |flag: &str, what: &str| {
+        format!(
+            "i=0 && while ! [ -e {flag} ]; do i=$((i+1)); if [ $i -gt 12000 ]; then \
+             echo \"attune-cache-import: {what} did not come in 10 minutes\" >&2; exit 1; fi; sleep 0.05; done"
+        )
+    };
+
+    let mut copy = vec![
         format!("echo \"cache import ${NONCE_ARG}\""),
         "mkdir -p /done".to_string(),
     ];
+    if let Some((locked, _)) = &flags {
+        copy.push(wait(locked, "the lock"));
+    }
+    let failed = flags
+        .as_ref()
+        .map(|(_, imported)| format!("echo failed > {imported}; "))
+        .unwrap_or_default();
     for m in mounts {
-        script.push(format!(
-            "tar -C {} -xf /attune-cache-in/{}",
-            m.target,
-            m.tar_name()
+        // a copy that does not end whole leaves the cache empty, never half-filled: the builds
+        // then compile cold
+        let empty = if m.cargo_home {
+            format!(
+                "rm -rf {}",
+                (m.paths().iter())
+                    .map(|p| format!("{}/{p}", m.target))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        } else {
+            format!(
+                "find {} -mindepth 1 -maxdepth 1 ! -name {LOCK_FILE} ! -name '.attune-*' -exec rm -rf {{}} +",
+                m.target
+            )
+        };
+        // an archive ADD does not unpack (an empty tar) stays a file: never copied; nor is a
+        // lock file an older entry may carry
+        copy.push(format!(
+            "{{ cd /attune-cache-in/{dir} && find . -mindepth 1 -maxdepth 1 ! -name {archive} ! -name {LOCK_FILE} \
+             -exec cp -a -t {target} {{}} + || \
+             {{ echo \"attune-cache-import: cannot copy {archive} into {target}; {target} left empty\" >&2; {empty}; {failed}exit 1; }}; }}",
+            dir = m.unpacked_dir(),
+            archive = m.archive_name(),
+            target = m.target,
         ));
     }
-    script.push("echo imported > /done/imported".into());
-    let text = dockerfile(
-        "import",
-        "unpacks a tar per cache mount from the named context into the mounts",
-        &options.base_image,
-        &mount_flags(mounts, Some(ARCHIVES_CONTEXT)),
-        &script,
-        "/done/",
-    );
+    if let Some((_, imported)) = &flags {
+        copy.push(format!("echo ok > {imported}"));
+    }
+    copy.push("echo imported > /done/imported".into());
+
+    let base = &options.base_image;
+    match (locks, flags) {
+        (Some(locks), Some((locked, imported))) => {
+            let targets: Vec<CacheMount> =
+                mounts.iter().filter(|m| !m.cargo_home).cloned().collect();
+            let hold = vec![
+                format!("echo \"cache import lock ${NONCE_ARG}\""),
+                "mkdir -p /done".to_string(),
+                locks,
+                format!("touch {locked}"),
+                // printf joins the two: BuildKit shows the RUN with its arguments expanded, and
+                // the marker must not appear in the log before the RUN prints it
+                format!("printf '%s-%s\\n' \"{LOCKED_MARKER}\" \"${NONCE_ARG}\""),
+                wait(&imported, "the copy"),
+                format!("status=$(cat {imported})"),
+                format!("rm -f {locked} {imported}"),
+                "[ \"$status\" = ok ]".to_string(),
+                "echo held > /done/held".to_string(),
+            ];
+            text.push_str(&format!(
+                "\nFROM {base} AS lock\nARG {NONCE_ARG}\n{}\n",
+                run(&mount_flags(&targets, None), &hold)
+            ));
+            text.push_str(&format!(
+                "\nFROM {base} AS import\nARG {NONCE_ARG}\n{}\n",
+                run(&mount_flags(mounts, Some(ARCHIVES_CONTEXT)), &copy)
+            ));
+            text.push_str(
+                "\nFROM scratch\nCOPY --from=lock /done/ /\nCOPY --from=import /done/ /\n",
+            );
+        }
+        _ => {
+            text.push_str(&format!(
+                "\nFROM {base} AS import\nARG {NONCE_ARG}\n{}\n",
+                run(&mount_flags(mounts, Some(ARCHIVES_CONTEXT)), &copy)
+            ));
+            text.push_str("\nFROM scratch\nCOPY --from=import /done/ /\n");
+        }
+    }
     helper(options, "import", text, Some(archives))
 }
 
+/// `RUN <flags> <script>`, one flag and one command a line.
+fn run(flags: &[String], script: &[String]) -> String {
+    let mut parts: Vec<String> = flags.to_vec();
+    parts.push(script.join(" && \\\n    "));
+    format!("RUN {}", parts.join(" \\\n    "))
+}
+
+/// ` --exclude=./attune.lock` (and the import's hand-over files, `.attune-*`) for a target
+/// cache (its tar holds `.`), nothing for the cargo home.
+fn exclude_lock(m: &CacheMount) -> String {
+    if m.cargo_home {
+        String::new()
+    } else {
+        format!(" --exclude=./{LOCK_FILE} --exclude='./.attune-*'")
+    }
+}
+
+/// A helper build of `kind`; its build context is `context`, else an empty directory.
 fn helper(
     options: &HelperOptions,
     kind: &str,
     dockerfile_text: String,
-    archives: Option<&Path>,
+    context: Option<&Path>,
 ) -> HelperBuild {
     let dockerfile = options.work_dir.join(format!("{kind}.Dockerfile"));
     let output = options.work_dir.join(format!("{kind}-out"));
-    let context = options.work_dir.join("context");
+    let context = context
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| options.work_dir.join("context"));
     let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
     if let Some(builder) = &options.builder {
         argv.extend(["--builder".into(), builder.clone()]);
@@ -337,12 +571,6 @@ fn helper(
     ]);
     if let Some(platform) = &options.platform {
         argv.extend(["--platform".into(), platform.clone()]);
-    }
-    if let Some(archives) = archives {
-        argv.extend([
-            "--build-context".into(),
-            format!("{ARCHIVES_CONTEXT}={}", path(archives)),
-        ]);
     }
     argv.extend([
         "--output".into(),
@@ -380,18 +608,14 @@ fn dockerfile(
     script: &[String],
     out: &str,
 ) -> String {
-    let mut text = format!(
+    format!(
         "# attune cache {kind} helper, generated by `cargo xtask cache {kind}`: {what}.\n\
          # The RUN uses {NONCE_ARG}, so it is never layer-cached.\n\
          FROM {base} AS {kind}\n\
          ARG {NONCE_ARG}\n\
-         RUN "
-    );
-    let mut parts: Vec<String> = flags.to_vec();
-    parts.push(script.join(" && \\\n    "));
-    text.push_str(&parts.join(" \\\n    "));
-    text.push_str(&format!("\n\nFROM scratch\nCOPY --from={kind} {out} /\n"));
-    text
+         {}\n\nFROM scratch\nCOPY --from={kind} {out} /\n",
+        run(flags, script)
+    )
 }
 
 fn path(p: &Path) -> String {
@@ -609,7 +833,7 @@ mod tests {
 
     #[test]
     fn export_helper_snapshot() {
-        let build = export_build(&options(), &mounts());
+        let build = export_build(&options(), &mounts(), None);
         assert_eq!(
             build.dockerfile_text,
             r#"# attune cache export helper, generated by `cargo xtask cache export`: copies the contents of the strategy's cache mounts out, a tar per mount.
@@ -620,9 +844,10 @@ RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
     --mount=type=cache,target=/build/target,id=target-workspace-linux/amd64,sharing=shared \
     echo "cache export $ATTUNE_CACHE_NONCE" && \
     mkdir -p /out && \
+    exec 9>/build/target/attune.lock && flock 9 && \
     cd /cargo-home && set -- && for p in registry/index registry/cache git/db; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/cargo-home.tar -T /dev/null "$@" && \
     SWEEP && \
-    cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace-linux_amd64.tar -T /dev/null "$@"
+    cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace-linux_amd64.tar --exclude=./attune.lock --exclude='./.attune-*' -T /dev/null "$@"
 
 FROM scratch
 COPY --from=export /out/ /
@@ -635,6 +860,36 @@ COPY --from=export /out/ /
              --build-arg 'ATTUNE_CACHE_NONCE=<nonce>' --platform linux/amd64 \
              --output type=local,dest=target/xtask/cache/export-out target/xtask/cache/context"
         );
+    }
+
+    /// Started beside the builds, the export helper declares the builds' start, and once it holds
+    /// the lock refuses a target cache whose units file is older (it would be the import's).
+    #[test]
+    fn export_helper_beside_the_builds_checks_the_target_cache_is_theirs() {
+        let build = export_build(&options(), &mounts(), Some(1_700_000_000));
+        let text = &build.dockerfile_text;
+        assert!(
+            text.contains(&format!("ARG {NONCE_ARG}\nARG {BUILDS_STARTED_ARG}\n")),
+            "{text}"
+        );
+        let lock = text.find("flock 9").unwrap();
+        let check = text
+            .find(&format!(
+                "for f in /build/target/{UNITS_FILE}; do if ! [ -f \"$f\" ] || [ \"$(stat -c %Y \"$f\")\" -lt \"${BUILDS_STARTED_ARG}\" ]"
+            ))
+            .unwrap();
+        let sweep = text.find("sweep /build/target").unwrap();
+        assert!(lock < check && check < sweep, "{text}");
+        assert!(text.contains(&format!("exit {NOT_YET_EXIT}")), "{text}");
+        assert!(
+            crate::proc::shell_line(&build.argv).contains(&format!(
+                "--build-arg {BUILDS_STARTED_ARG}=1700000000 --file target/xtask/cache/export.Dockerfile"
+            )),
+            "{:?}",
+            build.argv
+        );
+        let plain = export_build(&options(), &mounts(), None);
+        assert!(!plain.dockerfile_text.contains(BUILDS_STARTED_ARG));
     }
 
     #[test]
@@ -650,28 +905,152 @@ COPY --from=export /out/ /
         );
         assert_eq!(
             build.dockerfile_text,
-            r#"# attune cache import helper, generated by `cargo xtask cache import`: unpacks a tar per cache mount from the named context into the mounts.
-# The RUN uses ATTUNE_CACHE_NONCE, so it is never layer-cached.
+            r#"# attune cache import helper, generated by `cargo xtask cache import`: BuildKit unpacks each mount's archive (ADD), a RUN copies it into the mount.
+# The RUNs use ATTUNE_CACHE_NONCE, so they are never layer-cached.
+FROM scratch AS attune-cache-archives
+ADD cargo-home.tar.zst /cargo-home/
+
 FROM rust:1.95-slim-bookworm AS import
 ARG ATTUNE_CACHE_NONCE
 RUN --mount=type=bind,from=attune-cache-archives,target=/attune-cache-in \
     --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
     echo "cache import $ATTUNE_CACHE_NONCE" && \
     mkdir -p /done && \
-    tar -C /cargo-home -xf /attune-cache-in/cargo-home.tar && \
+    { cd /attune-cache-in/cargo-home && find . -mindepth 1 -maxdepth 1 ! -name cargo-home.tar.zst ! -name attune.lock -exec cp -a -t /cargo-home {} + || { echo "attune-cache-import: cannot copy cargo-home.tar.zst into /cargo-home; /cargo-home left empty" >&2; rm -rf /cargo-home/registry/index /cargo-home/registry/cache /cargo-home/git/db; exit 1; }; } && \
     echo imported > /done/imported
 
 FROM scratch
 COPY --from=import /done/ /
 "#
         );
+        // the archives are the build context: ADD reads them from there
         assert_eq!(
             crate::proc::shell_line(&build.argv),
             "docker buildx build --builder remote --progress=rawjson --file target/xtask/cache/import.Dockerfile \
              --build-arg 'ATTUNE_CACHE_NONCE=<nonce>' \
-             --build-context attune-cache-archives=target/xtask/cache/import-in \
-             --output type=local,dest=target/xtask/cache/import-out target/xtask/cache/context"
+             --output type=local,dest=target/xtask/cache/import-out target/xtask/cache/import-in"
         );
+    }
+
+    /// With a target cache, a `lock` stage takes its lock (the one the builds' cargo RUNs
+    /// take) at once, says so (the marker joined by printf: BuildKit shows a RUN with the nonce
+    /// expanded, the marker must not be in it) and holds it until the `import` stage, which
+    /// waits for the lock to be held, has copied the archives in; a failed copy says so. The
+    /// lock file is never copied.
+    #[test]
+    fn import_helper_holds_the_target_caches_locks_while_it_copies() {
+        let build = import_build(
+            &options(),
+            &mounts(),
+            Path::new("target/xtask/cache/import-in"),
+        );
+        let text = &build.dockerfile_text;
+        let stage = |name: &str| {
+            let at = text.find(&format!("AS {name}\n")).unwrap();
+            let end = text[at..]
+                .find("\n\n")
+                .map(|e| at + e)
+                .unwrap_or(text.len());
+            &text[at..end]
+        };
+        let (lock, import) = (stage("lock"), stage("import"));
+        assert!(!lock.contains("attune-cache-archives"), "{lock}");
+        assert!(!lock.contains("id=cargo-home"), "{lock}");
+        let flock = lock
+            .find("exec 9>/build/target/attune.lock && flock 9")
+            .unwrap();
+        let locked = lock
+            .find("touch /build/target/.attune-locked-$ATTUNE_CACHE_NONCE")
+            .unwrap();
+        let marker = lock
+            .find(&format!(
+                "printf '%s-%s\\n' \"{LOCKED_MARKER}\" \"${NONCE_ARG}\""
+            ))
+            .unwrap();
+        let wait = lock
+            .find("while ! [ -e /build/target/.attune-imported-$ATTUNE_CACHE_NONCE ]")
+            .unwrap();
+        assert!(flock < locked && locked < marker && marker < wait, "{lock}");
+        assert!(lock.contains("[ \"$status\" = ok ]"), "{lock}");
+        assert!(!text.contains(&format!("{LOCKED_MARKER}-")), "{text}");
+
+        let waits = import
+            .find("while ! [ -e /build/target/.attune-locked-$ATTUNE_CACHE_NONCE ]")
+            .unwrap();
+        let copy = import.find("cp -a -t /build/target").unwrap();
+        let ok = import
+            .find("echo ok > /build/target/.attune-imported-$ATTUNE_CACHE_NONCE")
+            .unwrap();
+        assert!(waits < copy && copy < ok, "{import}");
+        assert!(import.contains(
+            "find . -mindepth 1 -maxdepth 1 ! -name target-workspace-linux_amd64.tar.zst ! -name attune.lock"
+        ), "{import}");
+        assert!(import.contains(
+            "find /build/target -mindepth 1 -maxdepth 1 ! -name attune.lock ! -name '.attune-*' -exec rm -rf {} +; \
+             echo failed > /build/target/.attune-imported-$ATTUNE_CACHE_NONCE; exit 1;"
+        ), "{import}");
+        assert!(
+            text.ends_with(
+                "FROM scratch\nCOPY --from=lock /done/ /\nCOPY --from=import /done/ /\n"
+            ),
+            "{text}"
+        );
+
+        // more target caches than file descriptors to lock them with: no lock, no marker
+        let many: Vec<CacheMount> = (0..8)
+            .map(|i| CacheMount {
+                id: format!("target-{i}"),
+                target: format!("/t{i}"),
+                sharing: "shared".into(),
+                cargo_home: false,
+            })
+            .collect();
+        assert_eq!(lock_script(&many), None);
+        assert_eq!(
+            lock_script(&many[..2]).as_deref(),
+            Some("exec 9>/t0/attune.lock 8>/t1/attune.lock && flock 9 && flock 8")
+        );
+        let text = import_build(&options(), &many, Path::new("in")).dockerfile_text;
+        assert!(!text.contains("printf"), "{text}");
+        assert!(!text.contains("AS lock"), "{text}");
+    }
+
+    /// The project's Dockerfiles lock their target caches in every RUN that mounts one; a RUN
+    /// without `flock`, or locking another file, does not count.
+    #[test]
+    fn which_runs_lock_their_target_cache() {
+        let amd64 = platform_args("linux/amd64");
+        for (file, target) in [
+            ("Dockerfile.workspace", "api"),
+            ("Dockerfile.optimized", "runtime"),
+            ("Dockerfile.worker.optimized", "worker-shell"),
+        ] {
+            let df = read(file);
+            let args: Vec<String> = amd64
+                .iter()
+                .cloned()
+                .chain(["SERVICE=api".to_string()])
+                .collect();
+            let u = uses(&df, file, target, &args).unwrap();
+            assert!(u.locked, "{file} {target}");
+        }
+        let mounts = [
+            ("/cargo-home".to_string(), true),
+            ("/build/target".to_string(), false),
+        ];
+        assert!(runs_locked(
+            "exec 9>target/attune.lock && flock 9 && cargo build",
+            &mounts
+        ));
+        assert!(!runs_locked(
+            "exec 9>target/attune.lock && cargo build",
+            &mounts
+        ));
+        assert!(!runs_locked("flock /tmp/x cargo build", &mounts));
+        assert!(!runs_locked(
+            "exec 9>target/attune.lock && flock 9",
+            &mounts[..1]
+        ));
     }
 
     /// The sweep on a target directory laid out as cargo 1.95 leaves it (read from a real build):

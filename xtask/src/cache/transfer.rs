@@ -44,6 +44,9 @@ pub struct Setup {
     pub inputs: KeyInputs,
     pub mounts: Vec<CacheMount>,
     pub helper: HelperOptions,
+    /// Every RUN of the plan that mounts a cache locks its target cache
+    /// ([`helper::Uses::locked`]): an import may run beside the builds.
+    pub locked: bool,
     /// The images whose layer caches travel (one tag each in the layer cache).
     pub images: Vec<String>,
     /// Whether an import stages the entry's layer cache (`docker-build --cache` only with
@@ -102,7 +105,7 @@ impl Setup {
     }
 
     pub fn export_build(&self) -> HelperBuild {
-        helper::export_build(&self.helper, &self.mounts)
+        helper::export_build(&self.helper, &self.mounts, None)
     }
 }
 
@@ -111,7 +114,7 @@ pub fn layers_in() -> PathBuf {
 }
 
 /// The key of the entry whose registry layer cache the last import brought (registry locations).
-fn imported_layers() -> PathBuf {
+pub fn imported_layers() -> PathBuf {
     Path::new(WORK_DIR).join("imported-layers")
 }
 
@@ -126,16 +129,18 @@ const ENGINE_PLATFORM_STAND_IN: &str = "ENGINE_OS/ENGINE_ARCH";
 const ENGINE_PLATFORM: &str = "<the engine's platform>";
 
 /// The cache mounts and builder base image of a plan's builds for `platform` (`os/arch`, what
-/// the ids' `${TARGETPLATFORM}` expands to), from its Dockerfiles.
+/// the ids' `${TARGETPLATFORM}` expands to), from its Dockerfiles, and whether every RUN that
+/// mounts them locks its target cache.
 pub fn mounts_of_plan(
     root: &Path,
     plan: &Plan,
     platform: &str,
-) -> anyhow::Result<(String, Vec<CacheMount>)> {
+) -> anyhow::Result<(String, Vec<CacheMount>, bool)> {
     let mut texts: std::collections::BTreeMap<PathBuf, crate::dockerfile::model::Dockerfile> =
         Default::default();
     let mut base: Option<String> = None;
     let mut mounts: Vec<CacheMount> = Vec::new();
+    let mut locked = true;
     for build in &plan.builds {
         if !texts.contains_key(build.dockerfile()) {
             let path = root.join(build.dockerfile());
@@ -157,6 +162,7 @@ pub fn mounts_of_plan(
             &build_args,
         )
         .map_err(|e| anyhow::anyhow!("image `{}`: {e}", build.image))?;
+        locked &= uses.locked;
         if let (Some(b), None) = (uses.base_image, &base) {
             base = Some(b);
         }
@@ -169,7 +175,7 @@ pub fn mounts_of_plan(
     let Some(base) = base else {
         anyhow::bail!("the selected images' Dockerfiles have no cache mount: nothing to carry");
     };
-    Ok((base, mounts))
+    Ok((base, mounts, locked))
 }
 
 /// The setup for `plan`; with `engine` false (a dry run) the engine's facts are placeholders.
@@ -210,13 +216,13 @@ pub fn setup(
             .context("cannot ask the engine its platform")?,
         (None, false) => ENGINE_PLATFORM.into(),
     };
-    let (base_image, mounts) = if platform == ENGINE_PLATFORM {
-        let (base, mounts) = mounts_of_plan(root, plan, ENGINE_PLATFORM_STAND_IN)?;
+    let (base_image, mounts, locked) = if platform == ENGINE_PLATFORM {
+        let (base, mounts, locked) = mounts_of_plan(root, plan, ENGINE_PLATFORM_STAND_IN)?;
         let shown = mounts.into_iter().map(|m| CacheMount {
             id: m.id.replace(ENGINE_PLATFORM_STAND_IN, ENGINE_PLATFORM),
             ..m
         });
-        (base, shown.collect())
+        (base, shown.collect(), locked)
     } else {
         mounts_of_plan(root, plan, &platform)?
     };
@@ -246,6 +252,7 @@ pub fn setup(
             rustflags: arg("RUSTFLAGS").unwrap_or_default(),
         },
         mounts,
+        locked,
         helper: HelperOptions {
             work_dir: WORK_DIR.into(),
             base_image,
@@ -284,22 +291,125 @@ pub enum Outcome {
     Interrupted,
 }
 
+/// What an import found and staged on the host before its helper build unpacks it.
+#[derive(Debug)]
+struct Staged {
+    name: String,
+    /// How the entry differs from the key, when it is the closest one (` (no entry ...)`).
+    note: String,
+    parts: Vec<String>,
+    /// The mounts the entry carries, whose archives wait in `import-in`.
+    mounts: Vec<CacheMount>,
+    /// A registry entry fetched to the host, removed after the import.
+    fetched: Option<PathBuf>,
+}
+
 /// Imports the entry for `setup` from `location` into the engine's cache mounts, and stages its
 /// layer cache at [`layers_in`].
 pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
     let clock = Instant::now();
+    match stage(root, setup, location) {
+        Err(outcome) => outcome,
+        Ok(staged) => unpack(root, setup, &staged, false)
+            .map(|()| done(&staged, location, clock.elapsed().as_secs_f64(), None))
+            .unwrap_or_else(|outcome| outcome),
+    }
+}
+
+/// An import that may still be running while the builds run.
+pub enum Importing {
+    Ended(Outcome),
+    /// The helper holds every target cache's lock: the builds' cargo RUNs wait for it.
+    Running {
+        handle: std::thread::JoinHandle<Outcome>,
+        /// Seconds from the start of the import until the builds could start.
+        waited: f64,
+    },
+}
+
+impl Importing {
+    pub fn wait(self) -> Outcome {
+        match self {
+            Importing::Ended(outcome) => outcome,
+            Importing::Running { handle, .. } => handle
+                .join()
+                .unwrap_or_else(|_| Outcome::Cold("the import stopped with a panic".into())),
+        }
+    }
+}
+
+/// [`import`], overlapped with the builds when it can be: once the helper build holds the lock
+/// of every target cache (the one the builds' cargo RUNs take, see [`helper::LOCK_FILE`]), this
+/// returns [`Importing::Running`] and the caller starts the builds; their steps before cargo
+/// run while the archives are sent and unpacked. Without locking RUNs in the Dockerfiles
+/// ([`Setup::locked`]), or when the helper ends before it says it holds the locks, the import
+/// runs whole first ([`Importing::Ended`]).
+pub fn import_alongside(root: &Path, setup: &Setup, location: &Location) -> Importing {
+    let clock = Instant::now();
+    let staged = match stage(root, setup, location) {
+        Ok(staged) => staged,
+        Err(outcome) => return Importing::Ended(outcome),
+    };
+    if staged.mounts.is_empty() || !setup.locked || helper::lock_script(&staged.mounts).is_none() {
+        let outcome = unpack(root, setup, &staged, false)
+            .map(|()| done(&staged, location, clock.elapsed().as_secs_f64(), None))
+            .unwrap_or_else(|outcome| outcome);
+        return Importing::Ended(outcome);
+    }
+    let log = root.join(&setup.log_dir).join("cache-import.log");
+    let _ = fs::remove_file(&log);
+    let marker = format!("{}-{}", helper::LOCKED_MARKER, setup.helper.nonce);
+    let waited = std::sync::Arc::new(std::sync::Mutex::new(None::<f64>));
+    let handle = {
+        let (root, setup, location) = (root.to_path_buf(), setup.clone(), location.clone());
+        let waited = waited.clone();
+        std::thread::spawn(move || {
+            unpack(&root, &setup, &staged, true)
+                .map(|()| {
+                    let after = *waited.lock().unwrap();
+                    done(&staged, &location, clock.elapsed().as_secs_f64(), after)
+                })
+                .unwrap_or_else(|outcome| outcome)
+        })
+    };
+    loop {
+        if handle.is_finished() {
+            // it ended without saying it holds the locks: done, failed or interrupted
+            let outcome = Importing::Running {
+                handle,
+                waited: 0.0,
+            }
+            .wait();
+            return Importing::Ended(outcome);
+        }
+        let locked = fs::read_to_string(&log).is_ok_and(|text| text.contains(&marker));
+        if locked {
+            let seconds = clock.elapsed().as_secs_f64();
+            *waited.lock().unwrap() = Some(seconds);
+            return Importing::Running {
+                handle,
+                waited: seconds,
+            };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Finds the entry for `setup` at `location`, checks its archives and links them into
+/// `import-in` (the import helper's context), and stages its layer cache (a directory
+/// location) or names it (a registry).
+fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outcome> {
     let _ = fs::remove_file(root.join(imported_layers()));
     let listed = match location {
         Location::Dir(dir) if !dir.is_dir() => {
-            return Outcome::Cold(format!("cache location {location} does not exist"))
+            return Err(Outcome::Cold(format!(
+                "cache location {location} does not exist"
+            )))
         }
         Location::Dir(dir) => location::list(dir).map_err(|e| format!("{e:#}")),
         Location::Registry(r) => list_registry(r),
     };
-    let listed = match listed {
-        Ok(l) => l,
-        Err(why) => return Outcome::Cold(why),
-    };
+    let listed = listed.map_err(Outcome::Cold)?;
     let candidates: Vec<Candidate> = listed
         .iter()
         .filter_map(|l| {
@@ -332,54 +442,57 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
                 .collect();
             let mut why: Vec<String> = rejected.iter().map(|(n, w)| format!("{n}: {w}")).collect();
             why.extend(unreadable);
-            return Outcome::Cold(if why.is_empty() {
+            return Err(Outcome::Cold(if why.is_empty() {
                 format!("no cache entry at {location}")
             } else {
                 format!(
                     "no usable cache entry for {key} at {location} ({})",
                     why.join("; ")
                 )
-            });
+            }));
         }
     };
-    let entry = match location {
-        Location::Dir(dir) => dir.join(&name),
+    let (entry, fetched) = match location {
+        Location::Dir(dir) => (dir.join(&name), None),
         Location::Registry(r) => {
             let build = remote::fetch_build(&setup.helper, &r.entry(&name));
             let out = root.join(&build.output);
             let _ = fs::remove_dir_all(&out);
-            match run_helper(root, setup, &build) {
-                Ok(JobOutcome::Succeeded) => out,
+            match run_helper(root, setup, &build, false) {
+                Ok(JobOutcome::Succeeded) => (out.clone(), Some(out)),
                 Ok(JobOutcome::Interrupted | JobOutcome::NotStarted) => {
-                    return Outcome::Interrupted
+                    return Err(Outcome::Interrupted)
                 }
                 Ok(JobOutcome::Failed) => {
-                    return Outcome::Cold(format!(
+                    return Err(Outcome::Cold(format!(
                         "cannot fetch the entry {} (log: {})",
                         r.entry(&name),
                         setup.log_dir.join("cache-fetch.log").display()
-                    ))
+                    )))
                 }
-                Err(e) => return Outcome::Cold(format!("{e:#}")),
+                Err(e) => return Err(Outcome::Cold(format!("{e:#}"))),
             }
         }
     };
     let manifest = match location::read_manifest(&entry) {
         Ok(m) if m.key == name => m,
         Ok(m) => {
-            return Outcome::Cold(format!(
+            return Err(Outcome::Cold(format!(
                 "entry {name}: its manifest names another key ({})",
                 m.key
-            ))
+            )))
         }
-        Err(e) => return Outcome::Cold(format!("{e:#}")),
+        Err(e) => return Err(Outcome::Cold(format!("{e:#}"))),
     };
     let work = root.join(WORK_DIR);
     let archives = work.join("import-in");
     let _ = fs::remove_dir_all(&archives);
     let _ = fs::remove_dir_all(root.join(layers_in()));
     if let Err(e) = fs::create_dir_all(&archives) {
-        return Outcome::Cold(format!("cannot create {}: {e}", archives.display()));
+        return Err(Outcome::Cold(format!(
+            "cannot create {}: {e}",
+            archives.display()
+        )));
     }
     let mounts: Vec<CacheMount> = setup
         .mounts
@@ -389,68 +502,174 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
         .collect();
     let mut parts = Vec::new();
     for mount in &mounts {
+        // checked here, unpacked by BuildKit (the import helper's ADD)
         let carried = manifest.mount(&mount.id).expect("filtered");
-        let tar = archives.join(mount.tar_name());
-        match archive::decompress(&entry.join(&carried.file), &carried.sha256, &tar) {
-            Ok(bytes) => parts.push(format!(
-                "{} {} ({} compressed)",
-                mount.id,
-                human_size(bytes),
-                human_size(carried.bytes)
-            )),
-            Err(damage) => {
-                return Outcome::Cold(format!("entry {name}: {} is {damage}", carried.file))
-            }
+        let file = entry.join(&carried.file);
+        if let Err(damage) = archive::verify(&file, &carried.sha256, carried.bytes) {
+            return Err(Outcome::Cold(format!(
+                "entry {name}: {} is {damage}",
+                carried.file
+            )));
         }
+        if let Err(e) = archive::link_file(&file, &archives.join(mount.archive_name())) {
+            return Err(Outcome::Cold(format!("cannot stage {}: {e}", carried.file)));
+        }
+        parts.push(format!(
+            "{} {} ({} compressed)",
+            mount.id,
+            human_size(carried.tar_bytes),
+            human_size(carried.bytes)
+        ));
         if runner::interrupted() {
-            return Outcome::Interrupted;
+            return Err(Outcome::Interrupted);
         }
     }
     let wanted = manifest.layers.as_ref().filter(|_| setup.layers);
     if let Some(layers) = wanted.filter(|l| l.kind == "registry") {
         parts.push(format!("layers in the registry ({})", layers.dir));
+        if let Err(e) = fs::write(root.join(imported_layers()), &name) {
+            return Err(Outcome::Cold(format!(
+                "cannot record the imported entry: {e}"
+            )));
+        }
     } else if let Some(layers) = wanted {
         let src = entry.join(&layers.dir);
         if let Err(e) = archive::check_layout(&src) {
-            return Outcome::Cold(format!("entry {name}: layer cache {}: {e}", layers.dir));
+            return Err(Outcome::Cold(format!(
+                "entry {name}: layer cache {}: {e}",
+                layers.dir
+            )));
         }
         match archive::link_tree(&src, &root.join(layers_in())) {
             Ok(bytes) => parts.push(format!("layers {}", human_size(bytes))),
-            Err(e) => return Outcome::Cold(format!("cannot stage the layer cache: {e}")),
+            Err(e) => return Err(Outcome::Cold(format!("cannot stage the layer cache: {e}"))),
         }
     }
-    if !mounts.is_empty() {
+    Ok(Staged {
+        name,
+        note,
+        parts,
+        mounts,
+        fetched,
+    })
+}
+
+/// Runs the import helper on what [`stage`] left, then removes what was staged on the host.
+/// `quiet`: no progress lines (the builds' progress runs at the same time).
+fn unpack(root: &Path, setup: &Setup, staged: &Staged, quiet: bool) -> Result<(), Outcome> {
+    let result = if staged.mounts.is_empty() {
+        Ok(())
+    } else {
         let build = helper::import_build(
             &setup.helper,
-            &mounts,
+            &staged.mounts,
             &Path::new(WORK_DIR).join("import-in"),
         );
-        match run_helper(root, setup, &build) {
-            Ok(JobOutcome::Succeeded) => {}
-            Ok(JobOutcome::Interrupted | JobOutcome::NotStarted) => return Outcome::Interrupted,
-            Ok(JobOutcome::Failed) => {
-                return Outcome::Cold(format!(
-                    "the import helper build failed (log: {})",
-                    setup.log_dir.join("cache-import.log").display()
-                ))
-            }
-            Err(e) => return Outcome::Cold(format!("{e:#}")),
+        match run_helper(root, setup, &build, quiet) {
+            Ok(JobOutcome::Succeeded) => Ok(()),
+            Ok(JobOutcome::Interrupted | JobOutcome::NotStarted) => Err(Outcome::Interrupted),
+            Ok(JobOutcome::Failed) => Err(Outcome::Cold(format!(
+                "the import helper build failed (log: {})",
+                setup.log_dir.join("cache-import.log").display()
+            ))),
+            Err(e) => Err(Outcome::Cold(format!("{e:#}"))),
         }
+    };
+    let _ = fs::remove_dir_all(root.join(WORK_DIR).join("import-in"));
+    if let Some(fetched) = &staged.fetched {
+        let _ = fs::remove_dir_all(fetched);
     }
-    let _ = fs::remove_dir_all(&archives);
-    if let Location::Registry(_) = location {
-        let _ = fs::remove_dir_all(&entry);
-        if wanted.is_some() {
-            if let Err(e) = fs::write(root.join(imported_layers()), &name) {
-                return Outcome::Cold(format!("cannot record the imported entry: {e}"));
-            }
-        }
-    }
+    result
+}
+
+/// The line of a finished import; `builds_after`: the seconds after which the builds started
+/// beside it.
+fn done(staged: &Staged, location: &Location, seconds: f64, builds_after: Option<f64>) -> Outcome {
+    let beside = builds_after
+        .map(|after| {
+            format!(
+                " (the builds started after {after:.1}s; their cargo steps waited for the rest)"
+            )
+        })
+        .unwrap_or_default();
     Outcome::Done(format!(
-        "imported {name}{note} from {location}: {} in {:.1}s",
-        parts.join(", "),
-        clock.elapsed().as_secs_f64()
+        "imported {}{} from {location}: {} in {seconds:.1}s{beside}",
+        staged.name,
+        staged.note,
+        staged.parts.join(", "),
     ))
+}
+
+/// An export helper that may start while the builds run ([`export_ahead`]).
+pub struct ExportAhead {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// What the helper did, if it started: its outcome and when it ended.
+    handle: std::thread::JoinHandle<Option<(JobOutcome, Instant)>>,
+}
+
+impl ExportAhead {
+    /// Stops watching (the builds are done) and waits for a helper that started.
+    fn finish(self) -> Option<(JobOutcome, Instant)> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.handle.join().ok().flatten()
+    }
+
+    /// The builds failed or compiled nothing: waits for a helper that started, and drops its
+    /// tars.
+    pub fn discard(self, root: &Path, setup: &Setup) {
+        if self.finish().is_some() {
+            let _ = fs::remove_dir_all(root.join(setup.export_build().output));
+        }
+    }
+}
+
+/// Starts the export helper beside the builds when it is safe and worth it: the plan has one
+/// target cache, and every RUN that mounts it locks it ([`Setup::locked`]). A thread watches
+/// the builds' `logs` until one shows cargo compiling (the cargo RUN, which holds the lock, is
+/// running: nothing compiling, nothing to export) and then runs the helper, whose RUN waits
+/// for that lock and so copies the caches the moment the cargo RUN ends, while the builds
+/// still assemble and export their images. The helper checks that the target cache was written
+/// after `builds_started`; if not, [`export_after`] runs it again after the builds.
+pub fn export_ahead(
+    root: &Path,
+    setup: &Setup,
+    logs: Vec<PathBuf>,
+    builds_started: u64,
+) -> Option<ExportAhead> {
+    let targets = setup.mounts.iter().filter(|m| !m.cargo_home).count();
+    if !setup.locked || targets != 1 || helper::lock_script(&setup.mounts).is_none() {
+        return None;
+    }
+    // logs of an earlier run must not start it
+    for log in &logs {
+        let _ = fs::remove_file(log);
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let handle = {
+        let (root, setup, stop) = (root.to_path_buf(), setup.clone(), stop.clone());
+        std::thread::spawn(move || {
+            loop {
+                // read once more after the builds ended: fast builds end between two looks
+                let done = stop.load(std::sync::atomic::Ordering::SeqCst);
+                let compiling = logs.iter().any(|log| {
+                    fs::read_to_string(log)
+                        .is_ok_and(|t| !crate::cargo_log::compiled(&t).is_empty())
+                });
+                if compiling {
+                    break;
+                }
+                if done || runner::interrupted() {
+                    return None;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            let build = helper::export_build(&setup.helper, &setup.mounts, Some(builds_started));
+            let _ = fs::remove_dir_all(root.join(&build.output));
+            let outcome = run_helper(&root, &setup, &build, true).unwrap_or(JobOutcome::Failed);
+            Some((outcome, Instant::now()))
+        })
+    };
+    Some(ExportAhead { stop, handle })
 }
 
 /// Exports the engine's cache mounts for `setup`, and the layer cache at `layers` (written by the
@@ -461,19 +680,46 @@ pub fn export(
     location: &Location,
     layers: Option<&Path>,
 ) -> anyhow::Result<Outcome> {
+    export_after(root, setup, location, layers, None)
+}
+
+/// [`export`] after builds that ran with an [`export_ahead`]: its tars when its helper
+/// succeeded, else the helper runs now.
+pub fn export_after(
+    root: &Path,
+    setup: &Setup,
+    location: &Location,
+    layers: Option<&Path>,
+    ahead: Option<ExportAhead>,
+) -> anyhow::Result<Outcome> {
     let clock = Instant::now();
     let build = setup.export_build();
     let out = root.join(&build.output);
-    let _ = fs::remove_dir_all(&out);
-    match run_helper(root, setup, &build)? {
-        JobOutcome::Succeeded => {}
-        JobOutcome::Interrupted | JobOutcome::NotStarted => return Ok(Outcome::Interrupted),
-        JobOutcome::Failed => anyhow::bail!(
-            "the export helper build failed (log: {})",
-            setup.log_dir.join("cache-export.log").display()
-        ),
-    }
-    let helper_seconds = clock.elapsed().as_secs_f64();
+    let mut beside = false;
+    let helper_seconds = match ahead.and_then(ExportAhead::finish) {
+        Some((JobOutcome::Succeeded, ended)) => {
+            beside = true;
+            // what the helper took after the builds (it may have ended before them)
+            ended.saturating_duration_since(clock).as_secs_f64()
+        }
+        Some((JobOutcome::Interrupted | JobOutcome::NotStarted, _)) => {
+            return Ok(Outcome::Interrupted)
+        }
+        _ => {
+            let _ = fs::remove_dir_all(&out);
+            match run_helper(root, setup, &build, false)? {
+                JobOutcome::Succeeded => {}
+                JobOutcome::Interrupted | JobOutcome::NotStarted => {
+                    return Ok(Outcome::Interrupted)
+                }
+                JobOutcome::Failed => anyhow::bail!(
+                    "the export helper build failed (log: {})",
+                    setup.log_dir.join("cache-export.log").display()
+                ),
+            }
+            clock.elapsed().as_secs_f64()
+        }
+    };
     let key = setup.inputs.key();
     let staging_in = match location {
         Location::Dir(dir) => dir.clone(),
@@ -557,7 +803,7 @@ pub fn export(
                 staging.path(),
                 &manifest.to_json(),
             );
-            match run_helper_in(root, setup, &push, staging.path())? {
+            match run_helper_in(root, setup, &push, staging.path(), false)? {
                 JobOutcome::Succeeded => false,
                 JobOutcome::Interrupted | JobOutcome::NotStarted => {
                     return Ok(Outcome::Interrupted)
@@ -571,17 +817,29 @@ pub fn export(
         }
     };
     Ok(Outcome::Done(format!(
-        "exported {key} to {location}{}: {}; {} in {:.1}s (helper build {helper_seconds:.1}s, zstd {compress_seconds:.1}s)",
+        "exported {key} to {location}{}: {}; {} in {:.1}s (helper build {}{helper_seconds:.1}s, zstd {compress_seconds:.1}s)",
         if replaced { " (replacing the entry)" } else { "" },
         parts.join(", "),
         human_size(total),
-        clock.elapsed().as_secs_f64()
+        clock.elapsed().as_secs_f64(),
+        if beside { "beside the builds, then " } else { "" },
     )))
 }
 
 /// Writes the helper's Dockerfile and empty context, and runs it like a build.
-fn run_helper(root: &Path, setup: &Setup, build: &HelperBuild) -> anyhow::Result<JobOutcome> {
-    run_helper_in(root, setup, build, &root.join(WORK_DIR).join("context"))
+fn run_helper(
+    root: &Path,
+    setup: &Setup,
+    build: &HelperBuild,
+    quiet: bool,
+) -> anyhow::Result<JobOutcome> {
+    run_helper_in(
+        root,
+        setup,
+        build,
+        &root.join(WORK_DIR).join("context"),
+        quiet,
+    )
 }
 
 /// [`run_helper`] with its context directory.
@@ -590,6 +848,7 @@ fn run_helper_in(
     setup: &Setup,
     build: &HelperBuild,
     context: &Path,
+    quiet: bool,
 ) -> anyhow::Result<JobOutcome> {
     let dockerfile = root.join(&build.dockerfile);
     fs::create_dir_all(context).with_context(|| format!("cannot create {}", context.display()))?;
@@ -603,7 +862,11 @@ fn run_helper_in(
             .join(&setup.log_dir)
             .join(format!("{}.log", build.name)),
     };
-    let reporter = progress::reporter(progress::detect_mode(), std::slice::from_ref(&job.name));
+    let reporter: Box<dyn runner::Reporter> = if quiet {
+        Box::new(Silent)
+    } else {
+        progress::reporter(progress::detect_mode(), std::slice::from_ref(&job.name))
+    };
     let result = runner::run_all(std::slice::from_ref(&job), 1, reporter.as_ref());
     drop(reporter);
     Ok(result
@@ -611,6 +874,15 @@ fn run_helper_in(
         .next()
         .map(|r| r.outcome)
         .unwrap_or(JobOutcome::NotStarted))
+}
+
+/// Progress of a helper build that runs beside the builds: none (its log has it all).
+struct Silent;
+
+impl runner::Reporter for Silent {
+    fn started(&self, _: &str) {}
+    fn update(&self, _: &str, _: &crate::exec::events::Update) {}
+    fn finished(&self, _: &runner::JobResult) {}
 }
 
 /// Prints the outcome; a cold one is a warning, or a failure with `strict`.

@@ -238,25 +238,57 @@ fn run_with_cache(
         return Ok(Status::Ok);
     };
     preflight_with(root, &plan, args.engine, check?)?;
-    let imported = transfer::import(root, &setup, &location);
-    let staged = matches!(imported, Outcome::Done(_))
-        .then(|| setup.layer_cache_from(root, &location))
-        .flatten();
-    match transfer::finish(imported, args.cache_strict, "; building cold") {
-        Status::Ok => {}
-        other => return Ok(other),
-    }
-    let plan = with_layers(staged)?;
     // one run at a time writes a log directory: concurrent runs would tear each other's logs
     let _lock = lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
+    // the import runs beside the builds when their cargo RUNs wait for it (target cache locks)
+    let importing = transfer::import_alongside(root, &setup, &location);
+    let beside = match importing {
+        transfer::Importing::Ended(imported) => {
+            let done = matches!(imported, Outcome::Done(_));
+            match transfer::finish(imported, args.cache_strict, "; building cold") {
+                Status::Ok => {}
+                other => return Ok(other),
+            }
+            if !done {
+                // nothing imported: no layer cache either
+                let _ = std::fs::remove_dir_all(root.join(transfer::layers_in()));
+                let _ = std::fs::remove_file(root.join(transfer::imported_layers()));
+            }
+            None
+        }
+        running @ transfer::Importing::Running { waited, .. } => {
+            eprintln!(
+                "cache: importing from {location} beside the builds (they start after {waited:.1}s; their cargo steps wait for the import)"
+            );
+            Some(running)
+        }
+    };
+    let staged = setup.layer_cache_from(root, &location);
+    let plan = with_layers(staged)?;
     let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
+    // the export helper waits beside the builds for their cargo step (one target cache only)
+    let ahead = transfer::export_ahead(
+        root,
+        &setup,
+        plan.builds.iter().map(|b| root.join(&b.log)).collect(),
+        crate::exec::runner::unix_now() as u64,
+    );
     let report = execute(root, &plan, progress::detect_mode());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", render_summary(&report));
     }
+    if let Some(importing) = beside {
+        match transfer::finish(importing.wait(), args.cache_strict, "; the builds ran cold") {
+            Status::Ok => {}
+            other => return Ok(other),
+        }
+    }
     if report.status() != Status::Ok {
+        if let Some(ahead) = ahead {
+            ahead.discard(root, &setup);
+        }
         return Ok(report.status());
     }
     // something changed when a cargo step ran and compiled a crate: without the layer cache the
@@ -265,6 +297,9 @@ fn run_with_cache(
         .filter(|i| matches!(i.cargo_step, CargoStep::Ran))
         .collect();
     if ran.is_empty() {
+        if let Some(ahead) = ahead {
+            ahead.discard(root, &setup);
+        }
         eprintln!("cache: no cargo step ran; {location} left as it is");
         return Ok(Status::Ok);
     }
@@ -275,11 +310,14 @@ fn run_with_cache(
         })
         .sum();
     if compiled == 0 {
+        if let Some(ahead) = ahead {
+            ahead.discard(root, &setup);
+        }
         eprintln!("cache: cargo compiled nothing (everything fresh); {location} left as it is");
         return Ok(Status::Ok);
     }
     let layers = args.cache_layers.then(transfer::layers_out);
-    let exported = match transfer::export(root, &setup, &location, layers.as_deref()) {
+    let exported = match transfer::export_after(root, &setup, &location, layers.as_deref(), ahead) {
         Ok(outcome) => outcome,
         Err(e) => Outcome::Cold(format!("export to {location} failed: {e:#}")),
     };

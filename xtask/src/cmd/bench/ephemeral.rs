@@ -403,7 +403,7 @@ impl Bench<'_> {
             let text = fs::read_to_string(&log).unwrap_or_default();
             (
                 ok,
-                cache_line_seconds(&text, "cache: imported").unwrap_or(0.0),
+                restore_seconds(&text).unwrap_or(0.0),
                 save + cache_line_seconds(&text, "cache: exported").unwrap_or(0.0),
             )
         };
@@ -594,6 +594,21 @@ pub fn cache_line_seconds(text: &str, prefix: &str) -> Option<f64> {
         let end = rest.find('s')?;
         rest[..end].parse::<f64>().ok()
     })
+}
+
+/// What an import cost before the builds could start: for an import beside the builds
+/// (`... in 5.0s (the builds started after 2.1s; ...)`) the seconds until they started (the
+/// rest is inside the build's time), else the whole import.
+pub fn restore_seconds(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.starts_with("cache: imported"))?;
+    const AFTER: &str = "the builds started after ";
+    match line.find(AFTER) {
+        Some(at) => {
+            let rest = &line[at + AFTER.len()..];
+            rest[..rest.find('s')?].parse::<f64>().ok()
+        }
+        None => cache_line_seconds(line, "cache: imported"),
+    }
 }
 
 fn workspace_members(root: &Path) -> anyhow::Result<Vec<String>> {
@@ -939,6 +954,10 @@ mod tests {
         assert_eq!(cache_line_seconds(log, "cache: imported"), Some(12.5));
         assert_eq!(cache_line_seconds(log, "cache: exported"), Some(20.25));
         assert_eq!(cache_line_seconds("", "cache: exported"), None);
+        assert_eq!(restore_seconds(log), Some(12.5));
+        let beside = "cache: imported abc from /c: t 1 MB in 5.0s (the builds started after 2.25s; their cargo steps waited for the rest)\n";
+        assert_eq!(restore_seconds(beside), Some(2.25));
+        assert_eq!(cache_line_seconds(beside, "cache: imported"), Some(5.0));
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
 fn import(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
     let (_, _, plan, setup) = prepare(root, &args)?;
     if args.dry_run {
-        println!("# the entry {location}/{}/ (or the closest one of the same toolchain and platform), its archives decompressed into {}/import-in", setup.inputs.key(), transfer::WORK_DIR);
+        println!("# the entry {location}/{}/ (or the closest one of the same toolchain and platform), its archives checked and linked into {}/import-in, the import helper's build context", setup.inputs.key(), transfer::WORK_DIR);
         print!("{}", transfer::render_helper(&setup.import_build()));
         return Ok(Status::Ok);
     }
