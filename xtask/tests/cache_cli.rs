@@ -401,6 +401,44 @@ fn docker_build_cache_imports_beside_the_builds_only_when_their_runs_lock() {
         );
     }
 
+    // an import helper that fails after it held the locks: the builds ran (cold), a warning
+    // says so, exit 0; with --cache-strict the run fails after the builds
+    for (strict, code) in [(false, 0), (true, 1)] {
+        let mut args = vec![
+            "--strategy",
+            "workspace",
+            "--cache",
+            &loc,
+            "api",
+            "executor",
+        ];
+        if strict {
+            args.push("--cache-strict");
+        }
+        let t = Test::docker_build(args)
+            .cwd(ws.path())
+            .env("FAKE_DOCKER_FAIL", "import.Dockerfile");
+        let out = t.run();
+        out.expect_code(code);
+        assert!(out.stderr.contains("beside the builds"), "{}", out.stderr);
+        assert!(
+            out.stderr.contains("the import helper build failed (log: "),
+            "{}",
+            out.stderr
+        );
+        if !strict {
+            assert!(
+                out.stderr.contains("; the builds ran cold"),
+                "{}",
+                out.stderr
+            );
+        }
+        let builds = (t.builds().into_iter())
+            .filter(|a| arg_after(a, "--file") == ["docker/Dockerfile.workspace"])
+            .count();
+        assert_eq!(builds, 2);
+    }
+
     // without the lock in the cargo RUN the builds could overtake the import: it runs first
     let dockerfile = ws.path().join("docker/Dockerfile.workspace");
     let text = fs::read_to_string(&dockerfile).unwrap();

@@ -30,7 +30,7 @@
 //!   contain A or B are missing (`No such image` on stderr, exit 1).
 //! - `docker version --format` with `{{.Server.Os}}`: prints `linux/amd64`.
 //! - Cache helper builds (`cargo xtask cache`): an export helper (its Dockerfile says `attune cache
-//!   export helper`) writes an empty tar per `tar -cf /out/<name>` of its RUN (one per cache mount,
+//!   export helper`) writes a tar of 20 KiB of zeros per `tar -cf /out/<name>` of its RUN (one per cache mount,
 //!   `<id>.tar`) into its `--output` directory;
 //!   `--cache-to type=local,dest=D,...,tag=T` writes a one-blob OCI layout with tag T to D.
 //! - `docker buildx du --verbose`: canned records (see `DU`).
@@ -354,7 +354,7 @@ fn build(args: &[String]) -> i32 {
         if helper.contains("attune cache export helper") {
             for tar in helper.split("tar -cf /out/").skip(1) {
                 let name = tar.split(' ').next().unwrap_or("");
-                fs::write(dir.join(name), [0u8; 10240]).expect("write a tar");
+                fs::write(dir.join(name), [0u8; 20480]).expect("write a tar");
             }
             return 0;
         }

@@ -128,6 +128,10 @@ fn decompress_inner(archive: &Path, sha256: &str, out: &Path) -> Result<u64, Dam
     Ok(written)
 }
 
+/// The size of a tar with nothing in it (GNU tar's, what the export helper writes for a mount
+/// with nothing to carry): its end-of-archive blocks, padded to a record.
+pub const EMPTY_TAR_BYTES: u64 = 10240;
+
 /// Checks that `archive` is the file the manifest describes: `bytes` long (else truncated or
 /// grown) with sha256 `sha256`. What it decodes to is then what the export compressed.
 pub fn verify(archive: &Path, sha256: &str, bytes: u64) -> Result<(), Damage> {

@@ -1,10 +1,11 @@
 //! The helper builds that carry cache mounts' contents in and out of BuildKit, as data. Pure.
 //!
 //! BuildKit exports layers (`--cache-to`) but never the contents of cache mounts. An export helper
-//! is a generated Dockerfile whose one RUN mounts the same caches (same id, target and sharing as
-//! the strategy's Dockerfiles) and writes a tar of each into /out, copied to the host with
-//! `--output type=local`; an import helper's RUN unpacks tars from a named build context into the
-//! mounts. Both RUNs use a nonce build argument, so they are never layer-cached.
+//! is a generated Dockerfile whose RUN mounts the same caches (same id and sharing as the
+//! strategy's Dockerfiles, each at a path of its own) and writes a tar of each into /out, copied
+//! to the host with `--output type=local`; an import helper ADDs the compressed tars from its
+//! build context (BuildKit unpacks them) and its RUN copies them into the mounts. The RUNs use a
+//! nonce build argument, so they are never layer-cached.
 
 use std::{
     collections::BTreeMap,
@@ -58,6 +59,13 @@ impl CacheMount {
     pub fn unpacked_dir(&self) -> String {
         self.id.replace('/', "_")
     }
+
+    /// Where the helper builds mount the cache: a path of its own per id
+    /// (`/attune-mnt/<id>`), since the strategy's Dockerfiles may mount several caches at one
+    /// target (the per-service strategy: a target cache per service, each at /build/target).
+    pub fn at(&self) -> String {
+        format!("/attune-mnt/{}", self.unpacked_dir())
+    }
 }
 
 /// What the builds of one Dockerfile target use: the builder's base image and its cache mounts.
@@ -66,8 +74,8 @@ pub struct Uses {
     pub base_image: Option<String>,
     pub mounts: Vec<CacheMount>,
     /// Every RUN that mounts a cache holds the [`LOCK_FILE`] of one of its target caches
-    /// (`exec 9>target/attune.lock && flock 9`): a helper that holds those locks keeps the
-    /// builds' RUNs out of the caches until it is done.
+    /// (`exec 9>target/attune.lock && flock 9`), and every cache mount is `sharing=shared`: a
+    /// helper that holds those locks keeps the builds' RUNs out of the caches until it is done.
     pub locked: bool,
 }
 
@@ -189,6 +197,9 @@ pub fn uses(
                     .any(|w| w.strip_prefix("CARGO_HOME=") == Some(target.as_str()));
                 let sharing = mount.get("sharing").unwrap_or("shared").to_string();
                 this_run.push((target.clone(), cargo_home));
+                // the import's two stages mount a cache at once: only a shared one is the
+                // same directory for both
+                out.locked &= sharing == "shared";
                 let cache = CacheMount {
                     id,
                     target,
@@ -225,7 +236,9 @@ pub fn uses(
 
 /// Whether a RUN (its text, and its cache mounts as (target, is the cargo home)) holds the
 /// [`LOCK_FILE`] of one of its target caches: it runs `flock` and names
-/// `<last part of the target>/attune.lock` (`target/attune.lock` for `/build/target`).
+/// `<last part of the target>/attune.lock` (`target/attune.lock` for `/build/target`). A reading
+/// of the text, not of the shell: the convention of the project's Dockerfiles, whose cargo RUNs
+/// start with `exec 9>target/attune.lock && flock 9`.
 fn runs_locked(text: &str, mounts: &[(String, bool)]) -> bool {
     text.contains("flock")
         && mounts.iter().any(|(target, cargo_home)| {
@@ -238,16 +251,16 @@ fn runs_locked(text: &str, mounts: &[(String, bool)]) -> bool {
         })
 }
 
-/// The shell that opens and locks the [`LOCK_FILE`] of each target cache of `mounts`
-/// (`exec 9>/build/target/attune.lock && flock 9`); None without a target cache or with more
-/// than [`MAX_LOCKS`].
+/// The shell that opens and locks the [`LOCK_FILE`] of each target cache of `mounts`, where
+/// the helpers mount it (`exec 9>/attune-mnt/<id>/attune.lock && flock 9`); None without a
+/// target cache or with more than [`MAX_LOCKS`].
 pub fn lock_script(mounts: &[CacheMount]) -> Option<String> {
     let targets: Vec<&CacheMount> = mounts.iter().filter(|m| !m.cargo_home).collect();
     if targets.is_empty() || targets.len() > MAX_LOCKS {
         return None;
     }
     let opens: Vec<String> = (targets.iter().enumerate())
-        .map(|(i, m)| format!("{}>{}/{LOCK_FILE}", 9 - i, m.target))
+        .map(|(i, m)| format!("{}>{}/{LOCK_FILE}", 9 - i, m.at()))
         .collect();
     let locks: Vec<String> = (0..targets.len())
         .map(|i| format!("flock {}", 9 - i))
@@ -321,7 +334,7 @@ pub fn export_build(
     script.extend(lock_script(mounts));
     let units: Vec<String> = (mounts.iter())
         .filter(|m| !m.cargo_home)
-        .map(|m| format!("{}/{UNITS_FILE}", m.target))
+        .map(|m| format!("{}/{UNITS_FILE}", m.at()))
         .collect();
     if builds_started.is_some() && !units.is_empty() {
         script.push(format!(
@@ -332,12 +345,12 @@ pub fn export_build(
     }
     for m in mounts {
         if !m.cargo_home {
-            script.push(sweep_script(&m.target));
+            script.push(sweep_script(&m.at(), &m.target));
         }
         script.push(format!(
             "cd {} && set -- && for p in {}; do if [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done && \
              tar -cf /out/{}{} -T /dev/null \"$@\"",
-            m.target,
+            m.at(),
             m.paths().join(" "),
             m.tar_name(),
             exclude_lock(m),
@@ -382,12 +395,16 @@ pub const UNITS_FILE: &str = "attune-units.json";
 /// deps/ file a root binary's uplifted `executable` is a hard link of (its hash is not in the
 /// JSON). Without [`UNITS_FILE`] nothing is deleted. Deleting can only make cargo rebuild, never
 /// keep a stale artifact: a unit is its files in all three directories, under one hash.
-pub fn sweep_script(target: &str) -> String {
+///
+/// `dir` is where the helper mounts the cache, `built` where the builds mounted it (the paths in
+/// the JSON start there).
+pub fn sweep_script(dir: &str, built: &str) -> String {
+    let target = built;
     format!(
-        "cd {target} && if [ -s {UNITS_FILE} ]; then \
+        "cd {dir} && if [ -s {UNITS_FILE} ]; then \
         {{ grep -E '\"reason\":\"(compiler-artifact|build-script-executed)\"' {UNITS_FILE}; \
         grep -oE '\"executable\":\"[^\"]+\"' {UNITS_FILE} | cut -d'\"' -f4 | \
-        while read -r exe; do if [ -e \"$exe\" ]; then find \"${{exe%/*}}/deps\" -maxdepth 1 -samefile \"$exe\"; fi; done; }} | \
+        while read -r exe; do exe=\"./${{exe#{built}/}}\"; if [ -e \"$exe\" ]; then find \"${{exe%/*}}/deps\" -maxdepth 1 -samefile \"$exe\"; fi; done; }} | \
         grep -oE -- '-[0-9a-f]{{16}}' | cut -c2- | LC_ALL=C sort -u > \"${{TMPDIR:-/tmp}}/attune-used\" && \
         find . -mindepth 3 -maxdepth 3 \\( -path './*/deps/*' -o -path './*/build/*' -o -path './*/.fingerprint/*' \\) | \
         sed -nE 's/^(.*-([0-9a-f]{{16}})(\\.[^/]*)?)$/\\2 \\1/p' | LC_ALL=C sort | \
@@ -406,8 +423,15 @@ pub fn sweep_script(target: &str) -> String {
 /// target cache's lock at the start of the build, says so ([`LOCKED_MARKER`]: the builds may
 /// start, their cargo RUNs wait on that lock), and holds it until `import`, which waits for
 /// the lock to be held, has copied the archives in. The two talk through files named with the
-/// nonce in the first target cache. A failed copy ends the build, and BuildKit stops the other
-/// stage with it (measured on this engine); neither waits more than ten minutes for the other.
+/// nonce in the first target cache. A failed copy empties the caches it was copying into and
+/// ends the build, and BuildKit stops the other stage with it (measured on this engine). The
+/// `import` stage waits at most ten minutes for the lock; `lock` waits for the copy as long as
+/// it takes (its end is the copy's end or failure), and, like the builds, for the lock itself
+/// as long as another build holds it.
+///
+/// `mounts` are the caches whose archives (none an empty tar) are in `archives`: an archive
+/// that BuildKit's ADD leaves as a file (an engine whose ADD does not read zstd) fails the
+/// import.
 pub fn import_build(
     options: &HelperOptions,
     mounts: &[CacheMount],
@@ -427,16 +451,13 @@ pub fn import_build(
         ));
     }
     let locks = lock_script(mounts);
-    let flags = mounts
-        .iter()
-        .find(|m| !m.cargo_home)
-        .filter(|_| locks.is_some())
-        .map(|m| {
-            (
-                format!("{}/.attune-locked-${NONCE_ARG}", m.target),
-                format!("{}/.attune-imported-${NONCE_ARG}", m.target),
-            )
-        });
+    let first_target = mounts.iter().find(|m| !m.cargo_home).map(CacheMount::at);
+    let flags = first_target.as_ref().filter(|_| locks.is_some()).map(|at| {
+        (
+            format!("{at}/.attune-locked-${NONCE_ARG}"),
+            format!("{at}/.attune-imported-${NONCE_ARG}"),
+        )
+    });
     let wait = |flag: &str, what: &str| {
         format!(
             "i=0 && while ! [ -e {flag} ]; do i=$((i+1)); if [ $i -gt 12000 ]; then \
@@ -462,25 +483,26 @@ pub fn import_build(
             format!(
                 "rm -rf {}",
                 (m.paths().iter())
-                    .map(|p| format!("{}/{p}", m.target))
+                    .map(|p| format!("{}/{p}", m.at()))
                     .collect::<Vec<_>>()
                     .join(" ")
             )
         } else {
             format!(
                 "find {} -mindepth 1 -maxdepth 1 ! -name {LOCK_FILE} ! -name '.attune-*' -exec rm -rf {{}} +",
-                m.target
+                m.at()
             )
         };
-        // an archive ADD does not unpack (an empty tar) stays a file: never copied; nor is a
-        // lock file an older entry may carry
+        // ADD unpacks an archive; one it leaves as a file, it could not read. A lock file an
+        // older entry may carry is never copied.
         copy.push(format!(
-            "{{ cd /attune-cache-in/{dir} && find . -mindepth 1 -maxdepth 1 ! -name {archive} ! -name {LOCK_FILE} \
-             -exec cp -a -t {target} {{}} + || \
-             {{ echo \"attune-cache-import: cannot copy {archive} into {target}; {target} left empty\" >&2; {empty}; {failed}exit 1; }}; }}",
+            "{{ cd /attune-cache-in/{dir} && if [ -e {archive} ]; then echo \"the engine's ADD did not unpack it\" >&2; false; fi && \
+             find . -mindepth 1 -maxdepth 1 ! -name {LOCK_FILE} -exec cp -a -t {at} {{}} + || \
+             {{ echo \"attune-cache-import: cannot copy {archive} into the cache {id}; the cache left empty\" >&2; {empty}; {failed}exit 1; }}; }}",
             dir = m.unpacked_dir(),
             archive = m.archive_name(),
-            target = m.target,
+            at = m.at(),
+            id = m.id,
         ));
     }
     if let Some((_, imported)) = &flags {
@@ -497,11 +519,16 @@ pub fn import_build(
                 format!("echo \"cache import lock ${NONCE_ARG}\""),
                 "mkdir -p /done".to_string(),
                 locks,
+                // hand-over files of a helper that was killed: only a lock holder writes them
+                format!(
+                    "rm -f {at}/.attune-locked-* {at}/.attune-imported-*",
+                    at = first_target.as_deref().unwrap_or("/nonexistent")
+                ),
                 format!("touch {locked}"),
                 // printf joins the two: BuildKit shows the RUN with its arguments expanded, and
                 // the marker must not appear in the log before the RUN prints it
                 format!("printf '%s-%s\\n' \"{LOCKED_MARKER}\" \"${NONCE_ARG}\""),
-                wait(&imported, "the copy"),
+                format!("while ! [ -e {imported} ]; do sleep 0.05; done"),
                 format!("status=$(cat {imported})"),
                 format!("rm -f {locked} {imported}"),
                 "[ \"$status\" = ok ]".to_string(),
@@ -594,7 +621,9 @@ fn mount_flags(mounts: &[CacheMount], archives: Option<&str>) -> Vec<String> {
     flags.extend(mounts.iter().map(|m| {
         format!(
             "--mount=type=cache,target={},id={},sharing={}",
-            m.target, m.id, m.sharing
+            m.at(),
+            m.id,
+            m.sharing
         )
     }));
     flags
@@ -840,19 +869,22 @@ mod tests {
 # The RUN uses ATTUNE_CACHE_NONCE, so it is never layer-cached.
 FROM rust:1.95-slim-bookworm AS export
 ARG ATTUNE_CACHE_NONCE
-RUN --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
-    --mount=type=cache,target=/build/target,id=target-workspace-linux/amd64,sharing=shared \
+RUN --mount=type=cache,target=/attune-mnt/cargo-home,id=cargo-home,sharing=shared \
+    --mount=type=cache,target=/attune-mnt/target-workspace-linux_amd64,id=target-workspace-linux/amd64,sharing=shared \
     echo "cache export $ATTUNE_CACHE_NONCE" && \
     mkdir -p /out && \
-    exec 9>/build/target/attune.lock && flock 9 && \
-    cd /cargo-home && set -- && for p in registry/index registry/cache git/db; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/cargo-home.tar -T /dev/null "$@" && \
+    exec 9>/attune-mnt/target-workspace-linux_amd64/attune.lock && flock 9 && \
+    cd /attune-mnt/cargo-home && set -- && for p in registry/index registry/cache git/db; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/cargo-home.tar -T /dev/null "$@" && \
     SWEEP && \
-    cd /build/target && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace-linux_amd64.tar --exclude=./attune.lock --exclude='./.attune-*' -T /dev/null "$@"
+    cd /attune-mnt/target-workspace-linux_amd64 && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace-linux_amd64.tar --exclude=./attune.lock --exclude='./.attune-*' -T /dev/null "$@"
 
 FROM scratch
 COPY --from=export /out/ /
 "#
-            .replace("SWEEP", &sweep_script("/build/target"))
+            .replace(
+                "SWEEP",
+                &sweep_script("/attune-mnt/target-workspace-linux_amd64", "/build/target"),
+            )
         );
         assert_eq!(
             crate::proc::shell_line(&build.argv),
@@ -875,7 +907,7 @@ COPY --from=export /out/ /
         let lock = text.find("flock 9").unwrap();
         let check = text
             .find(&format!(
-                "for f in /build/target/{UNITS_FILE}; do if ! [ -f \"$f\" ] || [ \"$(stat -c %Y \"$f\")\" -lt \"${BUILDS_STARTED_ARG}\" ]"
+                "for f in /attune-mnt/target-workspace-linux_amd64/{UNITS_FILE}; do if ! [ -f \"$f\" ] || [ \"$(stat -c %Y \"$f\")\" -lt \"${BUILDS_STARTED_ARG}\" ]"
             ))
             .unwrap();
         let sweep = text.find("sweep /build/target").unwrap();
@@ -913,10 +945,10 @@ ADD cargo-home.tar.zst /cargo-home/
 FROM rust:1.95-slim-bookworm AS import
 ARG ATTUNE_CACHE_NONCE
 RUN --mount=type=bind,from=attune-cache-archives,target=/attune-cache-in \
-    --mount=type=cache,target=/cargo-home,id=cargo-home,sharing=shared \
+    --mount=type=cache,target=/attune-mnt/cargo-home,id=cargo-home,sharing=shared \
     echo "cache import $ATTUNE_CACHE_NONCE" && \
     mkdir -p /done && \
-    { cd /attune-cache-in/cargo-home && find . -mindepth 1 -maxdepth 1 ! -name cargo-home.tar.zst ! -name attune.lock -exec cp -a -t /cargo-home {} + || { echo "attune-cache-import: cannot copy cargo-home.tar.zst into /cargo-home; /cargo-home left empty" >&2; rm -rf /cargo-home/registry/index /cargo-home/registry/cache /cargo-home/git/db; exit 1; }; } && \
+    { cd /attune-cache-in/cargo-home && if [ -e cargo-home.tar.zst ]; then echo "the engine's ADD did not unpack it" >&2; false; fi && find . -mindepth 1 -maxdepth 1 ! -name attune.lock -exec cp -a -t /attune-mnt/cargo-home {} + || { echo "attune-cache-import: cannot copy cargo-home.tar.zst into the cache cargo-home; the cache left empty" >&2; rm -rf /attune-mnt/cargo-home/registry/index /attune-mnt/cargo-home/registry/cache /attune-mnt/cargo-home/git/db; exit 1; }; } && \
     echo imported > /done/imported
 
 FROM scratch
@@ -957,10 +989,12 @@ COPY --from=import /done/ /
         assert!(!lock.contains("attune-cache-archives"), "{lock}");
         assert!(!lock.contains("id=cargo-home"), "{lock}");
         let flock = lock
-            .find("exec 9>/build/target/attune.lock && flock 9")
+            .find("exec 9>/attune-mnt/target-workspace-linux_amd64/attune.lock && flock 9")
             .unwrap();
         let locked = lock
-            .find("touch /build/target/.attune-locked-$ATTUNE_CACHE_NONCE")
+            .find(
+                "touch /attune-mnt/target-workspace-linux_amd64/.attune-locked-$ATTUNE_CACHE_NONCE",
+            )
             .unwrap();
         let marker = lock
             .find(&format!(
@@ -968,27 +1002,37 @@ COPY --from=import /done/ /
             ))
             .unwrap();
         let wait = lock
-            .find("while ! [ -e /build/target/.attune-imported-$ATTUNE_CACHE_NONCE ]")
+            .find("while ! [ -e /attune-mnt/target-workspace-linux_amd64/.attune-imported-$ATTUNE_CACHE_NONCE ]")
             .unwrap();
         assert!(flock < locked && locked < marker && marker < wait, "{lock}");
         assert!(lock.contains("[ \"$status\" = ok ]"), "{lock}");
         assert!(!text.contains(&format!("{LOCKED_MARKER}-")), "{text}");
 
         let waits = import
-            .find("while ! [ -e /build/target/.attune-locked-$ATTUNE_CACHE_NONCE ]")
+            .find("while ! [ -e /attune-mnt/target-workspace-linux_amd64/.attune-locked-$ATTUNE_CACHE_NONCE ]")
             .unwrap();
-        let copy = import.find("cp -a -t /build/target").unwrap();
+        let copy = import
+            .find("cp -a -t /attune-mnt/target-workspace-linux_amd64")
+            .unwrap();
         let ok = import
-            .find("echo ok > /build/target/.attune-imported-$ATTUNE_CACHE_NONCE")
+            .find("echo ok > /attune-mnt/target-workspace-linux_amd64/.attune-imported-$ATTUNE_CACHE_NONCE")
             .unwrap();
         assert!(waits < copy && copy < ok, "{import}");
+        assert!(
+            import.contains(
+                "if [ -e target-workspace-linux_amd64.tar.zst ]; then echo \"the engine's ADD did not unpack it\" >&2; false; fi"
+            ),
+            "{import}"
+        );
         assert!(import.contains(
-            "find . -mindepth 1 -maxdepth 1 ! -name target-workspace-linux_amd64.tar.zst ! -name attune.lock"
+            "find /attune-mnt/target-workspace-linux_amd64 -mindepth 1 -maxdepth 1 ! -name attune.lock ! -name '.attune-*' -exec rm -rf {} +; \
+             echo failed > /attune-mnt/target-workspace-linux_amd64/.attune-imported-$ATTUNE_CACHE_NONCE; exit 1;"
         ), "{import}");
-        assert!(import.contains(
-            "find /build/target -mindepth 1 -maxdepth 1 ! -name attune.lock ! -name '.attune-*' -exec rm -rf {} +; \
-             echo failed > /build/target/.attune-imported-$ATTUNE_CACHE_NONCE; exit 1;"
-        ), "{import}");
+        // hand-over files of a killed helper go once the lock is held
+        assert!(lock.contains(
+            "rm -f /attune-mnt/target-workspace-linux_amd64/.attune-locked-* /attune-mnt/target-workspace-linux_amd64/.attune-imported-*"
+        ), "{lock}");
+        assert!(!lock.contains("10 minutes"), "{lock}");
         assert!(
             text.ends_with(
                 "FROM scratch\nCOPY --from=lock /done/ /\nCOPY --from=import /done/ /\n"
@@ -1008,11 +1052,60 @@ COPY --from=import /done/ /
         assert_eq!(lock_script(&many), None);
         assert_eq!(
             lock_script(&many[..2]).as_deref(),
-            Some("exec 9>/t0/attune.lock 8>/t1/attune.lock && flock 9 && flock 8")
+            Some("exec 9>/attune-mnt/target-0/attune.lock 8>/attune-mnt/target-1/attune.lock && flock 9 && flock 8")
         );
         let text = import_build(&options(), &many, Path::new("in")).dockerfile_text;
         assert!(!text.contains("printf"), "{text}");
         assert!(!text.contains("AS lock"), "{text}");
+    }
+
+    /// The per-service strategy mounts a target cache per service, all at /build/target: the
+    /// helpers mount each at a path of its own, so that each is copied (and locked) once, and
+    /// the lock script never opens one file twice (two opens of one file exclude each other
+    /// under flock: the second `flock` would wait forever).
+    #[test]
+    fn per_service_target_caches_get_paths_of_their_own() {
+        let df = read("Dockerfile.optimized");
+        let mut mounts: Vec<CacheMount> = Vec::new();
+        for service in ["api", "executor"] {
+            let args: Vec<String> = platform_args("linux/amd64")
+                .into_iter()
+                .chain([format!("SERVICE={service}")])
+                .collect();
+            let u = uses(&df, "Dockerfile.optimized", "runtime", &args).unwrap();
+            assert!(u.locked);
+            for m in u.mounts {
+                if !mounts.iter().any(|o| o.id == m.id) {
+                    mounts.push(m);
+                }
+            }
+        }
+        let targets: Vec<&CacheMount> = mounts.iter().filter(|m| !m.cargo_home).collect();
+        assert_eq!(targets.len(), 2, "{mounts:?}");
+        assert_eq!(targets[0].target, targets[1].target);
+        assert_ne!(targets[0].at(), targets[1].at());
+        let locks = lock_script(&mounts).unwrap();
+        assert_eq!(
+            locks,
+            "exec 9>/attune-mnt/target-builder-api-linux_amd64/attune.lock \
+             8>/attune-mnt/target-builder-executor-linux_amd64/attune.lock && flock 9 && flock 8"
+        );
+        let export = export_build(&options(), &mounts, None).dockerfile_text;
+        for m in &targets {
+            assert!(
+                export.contains(&format!(
+                    "--mount=type=cache,target={},id={},",
+                    m.at(),
+                    m.id
+                )),
+                "{export}"
+            );
+            assert!(
+                export.contains(&format!("cd {} && set --", m.at())),
+                "{export}"
+            );
+        }
+        assert!(!export.contains("target=/build/target"), "{export}");
     }
 
     /// The project's Dockerfiles lock their target caches in every RUN that mounts one; a RUN
@@ -1051,6 +1144,17 @@ COPY --from=import /done/ /
             "exec 9>target/attune.lock && flock 9",
             &mounts[..1]
         ));
+        // a cache mount that is not shared: the import's two stages would not see one directory
+        let text = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/Dockerfile.workspace"),
+        )
+        .unwrap()
+        .replace(
+            "id=cargo-home,sharing=shared",
+            "id=cargo-home,sharing=locked",
+        );
+        let u = uses(&parse(&text).unwrap(), "x", "api", &amd64).unwrap();
+        assert!(!u.locked);
     }
 
     /// The sweep on a target directory laid out as cargo 1.95 leaves it (read from a real build):
@@ -1089,7 +1193,8 @@ COPY --from=import /done/ /
         // the root binary: deps/<name>-<hash> and its uplifted hard link, no hash in the JSON
         std::fs::write(r.join("deps/tiny_bin-8c2af55c1aad543d"), "bin").unwrap();
         std::fs::hard_link(r.join("deps/tiny_bin-8c2af55c1aad543d"), r.join("tiny-bin")).unwrap();
-        let at = |p: &str| format!("{}/{p}", r.display());
+        // the paths as the builds saw them: the helper mounts the cache elsewhere
+        let at = |p: &str| format!("/build/target/release/{p}");
         let json = [
             format!(
                 r#"{{"reason":"compiler-artifact","filenames":["{}"],"executable":null}}"#,
@@ -1112,7 +1217,7 @@ COPY --from=import /done/ /
         ];
         std::fs::write(t.join(UNITS_FILE), json.join("\n")).unwrap();
 
-        let script = sweep_script(&t.to_string_lossy());
+        let script = sweep_script(&t.to_string_lossy(), "/build/target");
         let out = std::process::Command::new("sh")
             .args(["-c", &script])
             .env("TMPDIR", dir.path())

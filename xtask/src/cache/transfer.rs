@@ -292,7 +292,7 @@ pub enum Outcome {
 }
 
 /// What an import found and staged on the host before its helper build unpacks it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Staged {
     name: String,
     /// How the entry differs from the key, when it is the closest one (` (no entry ...)`).
@@ -320,20 +320,39 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
 pub enum Importing {
     Ended(Outcome),
     /// The helper holds every target cache's lock: the builds' cargo RUNs wait for it.
-    Running {
-        handle: std::thread::JoinHandle<Outcome>,
-        /// Seconds from the start of the import until the builds could start.
-        waited: f64,
-    },
+    Running(Beside),
+}
+
+/// An import helper running beside the builds.
+pub struct Beside {
+    /// What the helper did, and when it ended.
+    handle: std::thread::JoinHandle<(Result<(), Outcome>, Instant)>,
+    staged: Staged,
+    location: Location,
+    clock: Instant,
+    /// Seconds from the start of the import until the builds could start.
+    pub waited: f64,
 }
 
 impl Importing {
     pub fn wait(self) -> Outcome {
         match self {
             Importing::Ended(outcome) => outcome,
-            Importing::Running { handle, .. } => handle
-                .join()
-                .unwrap_or_else(|_| Outcome::Cold("the import stopped with a panic".into())),
+            Importing::Running(beside) => {
+                let (result, ended) = (beside.handle.join()).unwrap_or_else(|_| {
+                    let panic = Outcome::Cold("the import stopped with a panic".into());
+                    (Err(panic), Instant::now())
+                });
+                match result {
+                    Ok(()) => done(
+                        &beside.staged,
+                        &beside.location,
+                        ended.duration_since(beside.clock).as_secs_f64(),
+                        Some(beside.waited),
+                    ),
+                    Err(outcome) => outcome,
+                }
+            }
         }
     }
 }
@@ -341,16 +360,21 @@ impl Importing {
 /// [`import`], overlapped with the builds when it can be: once the helper build holds the lock
 /// of every target cache (the one the builds' cargo RUNs take, see [`helper::LOCK_FILE`]), this
 /// returns [`Importing::Running`] and the caller starts the builds; their steps before cargo
-/// run while the archives are sent and unpacked. Without locking RUNs in the Dockerfiles
-/// ([`Setup::locked`]), or when the helper ends before it says it holds the locks, the import
-/// runs whole first ([`Importing::Ended`]).
+/// run while the archives are sent and unpacked. It runs whole first ([`Importing::Ended`])
+/// when the Dockerfiles' RUNs do not all lock their target caches ([`Setup::locked`]), when the
+/// entry does not carry every target cache of the builds (a build whose cache the helper does
+/// not lock would not wait for the cargo home's copy), or when the helper ends before it says
+/// it holds the locks.
 pub fn import_alongside(root: &Path, setup: &Setup, location: &Location) -> Importing {
     let clock = Instant::now();
     let staged = match stage(root, setup, location) {
         Ok(staged) => staged,
         Err(outcome) => return Importing::Ended(outcome),
     };
-    if staged.mounts.is_empty() || !setup.locked || helper::lock_script(&staged.mounts).is_none() {
+    let covered = (setup.mounts.iter())
+        .filter(|m| !m.cargo_home)
+        .all(|m| staged.mounts.iter().any(|s| s.id == m.id));
+    if !covered || !setup.locked || helper::lock_script(&staged.mounts).is_none() {
         let outcome = unpack(root, setup, &staged, false)
             .map(|()| done(&staged, location, clock.elapsed().as_secs_f64(), None))
             .unwrap_or_else(|outcome| outcome);
@@ -359,37 +383,29 @@ pub fn import_alongside(root: &Path, setup: &Setup, location: &Location) -> Impo
     let log = root.join(&setup.log_dir).join("cache-import.log");
     let _ = fs::remove_file(&log);
     let marker = format!("{}-{}", helper::LOCKED_MARKER, setup.helper.nonce);
-    let waited = std::sync::Arc::new(std::sync::Mutex::new(None::<f64>));
     let handle = {
-        let (root, setup, location) = (root.to_path_buf(), setup.clone(), location.clone());
-        let waited = waited.clone();
-        std::thread::spawn(move || {
-            unpack(&root, &setup, &staged, true)
-                .map(|()| {
-                    let after = *waited.lock().unwrap();
-                    done(&staged, &location, clock.elapsed().as_secs_f64(), after)
-                })
-                .unwrap_or_else(|outcome| outcome)
-        })
+        let (root, setup, staged) = (root.to_path_buf(), setup.clone(), staged.clone());
+        std::thread::spawn(move || (unpack(&root, &setup, &staged, true), Instant::now()))
     };
     loop {
-        if handle.is_finished() {
-            // it ended without saying it holds the locks: done, failed or interrupted
-            let outcome = Importing::Running {
-                handle,
-                waited: 0.0,
-            }
-            .wait();
-            return Importing::Ended(outcome);
-        }
         let locked = fs::read_to_string(&log).is_ok_and(|text| text.contains(&marker));
         if locked {
-            let seconds = clock.elapsed().as_secs_f64();
-            *waited.lock().unwrap() = Some(seconds);
-            return Importing::Running {
+            return Importing::Running(Beside {
                 handle,
-                waited: seconds,
+                staged,
+                location: location.clone(),
+                clock,
+                waited: clock.elapsed().as_secs_f64(),
+            });
+        }
+        if handle.is_finished() {
+            // it ended without saying it holds the locks: failed or interrupted
+            let outcome = match handle.join() {
+                Ok((Ok(()), _)) => done(&staged, location, clock.elapsed().as_secs_f64(), None),
+                Ok((Err(outcome), _)) => outcome,
+                Err(_) => Outcome::Cold("the import stopped with a panic".into()),
             };
+            return Importing::Ended(outcome);
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
@@ -501,9 +517,16 @@ fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outc
         .cloned()
         .collect();
     let mut parts = Vec::new();
+    let mut carried_mounts = Vec::new();
     for mount in &mounts {
         // checked here, unpacked by BuildKit (the import helper's ADD)
         let carried = manifest.mount(&mount.id).expect("filtered");
+        if carried.tar_bytes <= archive::EMPTY_TAR_BYTES {
+            // nothing in it (and ADD would not take an empty tar for an archive)
+            parts.push(format!("{} empty", mount.id));
+            continue;
+        }
+        carried_mounts.push(mount.clone());
         let file = entry.join(&carried.file);
         if let Err(damage) = archive::verify(&file, &carried.sha256, carried.bytes) {
             return Err(Outcome::Cold(format!(
@@ -549,7 +572,7 @@ fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outc
         name,
         note,
         parts,
-        mounts,
+        mounts: carried_mounts,
         fetched,
     })
 }
@@ -604,14 +627,22 @@ fn done(staged: &Staged, location: &Location, seconds: f64, builds_after: Option
 pub struct ExportAhead {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// What the helper did, if it started: its outcome and when it ended.
-    handle: std::thread::JoinHandle<Option<(JobOutcome, Instant)>>,
+    handle: Option<std::thread::JoinHandle<Option<(JobOutcome, Instant)>>>,
+}
+
+/// A caller that returns early (an error, a failed import under `--cache-strict`) stops the
+/// watching: a helper starts no more.
+impl Drop for ExportAhead {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl ExportAhead {
     /// Stops watching (the builds are done) and waits for a helper that started.
-    fn finish(self) -> Option<(JobOutcome, Instant)> {
+    fn finish(mut self) -> Option<(JobOutcome, Instant)> {
         self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.handle.join().ok().flatten()
+        self.handle.take()?.join().ok().flatten()
     }
 
     /// The builds failed or compiled nothing: waits for a helper that started, and drops its
@@ -669,7 +700,10 @@ pub fn export_ahead(
             Some((outcome, Instant::now()))
         })
     };
-    Some(ExportAhead { stop, handle })
+    Some(ExportAhead {
+        stop,
+        handle: Some(handle),
+    })
 }
 
 /// Exports the engine's cache mounts for `setup`, and the layer cache at `layers` (written by the

@@ -256,11 +256,12 @@ fn run_with_cache(
             }
             None
         }
-        running @ transfer::Importing::Running { waited, .. } => {
+        transfer::Importing::Running(beside) => {
             eprintln!(
-                "cache: importing from {location} beside the builds (they start after {waited:.1}s; their cargo steps wait for the import)"
+                "cache: importing from {location} beside the builds (they start after {:.1}s; their cargo steps wait for the import)",
+                beside.waited
             );
-            Some(running)
+            Some(transfer::Importing::Running(beside))
         }
     };
     let staged = setup.layer_cache_from(root, &location);
@@ -280,6 +281,7 @@ fn run_with_cache(
         print!("{}", render_summary(&report));
     }
     if let Some(importing) = beside {
+        // under --cache-strict a failed import beside the builds fails the run after them
         match transfer::finish(importing.wait(), args.cache_strict, "; the builds ran cold") {
             Status::Ok => {}
             other => return Ok(other),
