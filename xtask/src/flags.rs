@@ -67,7 +67,10 @@ pub enum Cmd {
     /// An entry is keyed by Cargo.lock, the toolchain (RUST_VERSION and the base image's id), the
     /// strategy, profile, platform and RUSTFLAGS: LOCATION/<key>/ holds manifest.json (sha256 of
     /// each file), mounts/<id>.tar.zst and layers/ (an OCI layout). Entries are published with one
-    /// atomic rename. `docker-build --cache LOCATION` imports before the builds and exports after.
+    /// atomic rename. `docker-build --cache LOCATION` imports and exports beside the builds: when
+    /// every cargo RUN locks its target cache (`flock` on target/attune.lock, as the project's
+    /// Dockerfiles do), the builds start while the import copies and their cargo step waits for
+    /// it, and the export copies the caches the moment the cargo step ends.
     Cache(CacheArgs),
     /// Run the three verification tests on the engine: parallel build performance (locked against
     /// the committed policy), no race conditions (cold parallel builds), cache reuse
@@ -201,9 +204,9 @@ pub struct DockerBuildArgs {
     /// up), `external` only reports it
     #[arg(long, value_enum, default_value_t = EngineMode::Auto, env = "ATTUNE_ENGINE")]
     pub engine: EngineMode,
-    /// Import the build caches from this directory (or registry://HOST:PORT/REPO) before the
-    /// builds, and export them to it after the builds when a cargo step ran (see `cargo xtask
-    /// cache --help`)
+    /// Import the build caches from this directory (or registry://HOST:PORT/REPO) for the
+    /// builds, and export them to it when a cargo step compiled something (both beside the
+    /// builds where the Dockerfiles lock their target caches; see `cargo xtask cache --help`)
     #[arg(long, value_name = "LOCATION")]
     pub cache: Option<String>,
     /// With --cache: a cache that cannot be imported or exported is an error (exit 1), not a

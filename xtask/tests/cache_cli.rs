@@ -644,6 +644,45 @@ fn sigint_during_the_import_helper_leaves_no_helper_and_location_unchanged() {
     interrupt_helper(&ws, &loc, "import", &["import", "--from", &loc_arg, "api"]);
 }
 
+/// Ctrl-C while `docker-build --cache` waits for an import helper running beside the builds
+/// (it said it holds the locks, the builds ran, and it hangs): exit 130, no process of the run
+/// alive a second later, the location as it was.
+#[test]
+fn sigint_during_an_import_beside_the_builds_leaves_no_helper_and_location_unchanged() {
+    let ws = TempWorkspace::new();
+    let loc = ws.path().join("ci-cache");
+    let loc_arg = loc.display().to_string();
+    cache(&ws, &["export", "--to", &loc_arg, "api"])
+        .1
+        .expect_code(0);
+    let before = snapshot(&loc);
+    let t = Test::docker_build(["--strategy", "workspace", "--cache", &loc_arg, "api"])
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_HANG", "import.Dockerfile");
+    let child = t.spawn();
+    let xtask = child.id();
+    let killer = KillOnDrop(&t, xtask);
+    wait_until(
+        "the import helper hangs and the build ran beside it",
+        Duration::from_secs(60),
+        || {
+            t.hung_pids().len() == 2
+                && (t.builds().iter())
+                    .any(|a| arg_after(a, "--file") == ["docker/Dockerfile.workspace"])
+        },
+    );
+    let pids = t.hung_pids();
+    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
+    unsafe { libc::kill(xtask as libc::pid_t, libc::SIGINT) };
+    let out = wait_with_timeout(child, Duration::from_secs(30));
+    out.expect_code(130);
+    std::thread::sleep(Duration::from_secs(1));
+    let left: Vec<u32> = pids.iter().copied().filter(|&p| alive(p)).collect();
+    assert!(left.is_empty(), "still alive a second later: {left:?}");
+    assert_eq!(snapshot(&loc), before, "{loc:?} changed");
+    drop(killer);
+}
+
 #[test]
 fn two_exports_to_one_directory_at_once_leave_one_complete_entry() {
     let (a, b) = (TempWorkspace::new(), TempWorkspace::new());
