@@ -153,6 +153,43 @@ fn missing_location_is_a_warning_or_with_strict_an_error() {
     );
 }
 
+/// A mount whose tar is empty (the export of a cache with nothing in it) is not handed to the
+/// import helper: BuildKit's ADD would not take an empty tar for an archive, and there is nothing
+/// to copy. The line says so.
+#[test]
+fn an_empty_archive_is_not_imported() {
+    let ws = TempWorkspace::new();
+    let loc = ws.path().join("ci-cache");
+    let loc_arg = loc.display().to_string();
+    cache(&ws, &["export", "--to", &loc_arg, "api"])
+        .1
+        .expect_code(0);
+    let manifest = entry(&loc).join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&manifest).unwrap()).unwrap();
+    for mount in m["mounts"].as_array_mut().unwrap() {
+        if mount["id"] == "cargo-home" {
+            mount["tar_bytes"] = serde_json::Value::from(10240);
+        }
+    }
+    fs::write(&manifest, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    let (t, out) = cache(&ws, &["import", "--from", &loc_arg, "api"]);
+    out.expect_code(0);
+    assert!(out.stdout.contains("cargo-home empty"), "{}", out.stdout);
+    let import = helper_builds(&t, "import");
+    assert_eq!(import.len(), 1);
+    let dockerfile =
+        fs::read_to_string(ws.path().join("target/xtask/cache/import.Dockerfile")).unwrap();
+    assert!(
+        !dockerfile.contains("ADD cargo-home.tar.zst"),
+        "{dockerfile}"
+    );
+    assert!(
+        dockerfile.contains("ADD target-workspace-linux_amd64.tar.zst"),
+        "{dockerfile}"
+    );
+}
+
 #[test]
 fn a_damaged_archive_is_named_and_nothing_is_imported() {
     let ws = TempWorkspace::new();
