@@ -429,6 +429,9 @@ pub fn sweep_script(dir: &str, built: &str) -> String {
 /// it takes (its end is the copy's end or failure), and, like the builds, for the lock itself
 /// as long as another build holds it.
 ///
+/// Caches mounted `sharing=locked` (after `rollback-locked`) get one stage: BuildKit keeps the
+/// builds out of them while it copies, and two stages would wait for each other.
+///
 /// `mounts` are the caches whose archives (none an empty tar) are in `archives`: an archive
 /// that BuildKit's ADD leaves as a file (an engine whose ADD does not read zstd) fails the
 /// import.
@@ -450,7 +453,10 @@ pub fn import_build(
             m.unpacked_dir()
         ));
     }
-    let locks = lock_script(mounts);
+    // the two stages mount the caches at once: with `sharing=locked` (after `rollback-locked`)
+    // the second would wait for the first, which waits for the second; one stage then, whose
+    // mounts BuildKit itself keeps from the builds
+    let locks = lock_script(mounts).filter(|_| mounts.iter().all(|m| m.sharing == "shared"));
     let first_target = mounts.iter().find(|m| !m.cargo_home).map(CacheMount::at);
     let flags = first_target.as_ref().filter(|_| locks.is_some()).map(|at| {
         (
@@ -1057,6 +1063,20 @@ COPY --from=import /done/ /
         let text = import_build(&options(), &many, Path::new("in")).dockerfile_text;
         assert!(!text.contains("printf"), "{text}");
         assert!(!text.contains("AS lock"), "{text}");
+
+        // caches mounted `sharing=locked` (rollback-locked): one stage, or the two would wait for
+        // each other forever
+        let locked: Vec<CacheMount> = mounts()
+            .into_iter()
+            .map(|m| CacheMount {
+                sharing: "locked".into(),
+                ..m
+            })
+            .collect();
+        let text = import_build(&options(), &locked, Path::new("in")).dockerfile_text;
+        assert!(!text.contains("AS lock"), "{text}");
+        assert!(!text.contains(".attune-locked-"), "{text}");
+        assert!(text.contains("sharing=locked"), "{text}");
     }
 
     /// The per-service strategy mounts a target cache per service, all at /build/target: the
