@@ -32,6 +32,18 @@ fn t_log(ws: &TempWorkspace) -> String {
     ws.path().join("target/logs").display().to_string()
 }
 
+/// A temporary workspace with an entry of `api` exported to its `ci-cache` (the location, and
+/// the location as an argument).
+fn with_entry() -> (TempWorkspace, PathBuf, String) {
+    let ws = TempWorkspace::new();
+    let loc = ws.path().join("ci-cache");
+    let loc_arg = loc.display().to_string();
+    cache(&ws, &["export", "--to", &loc_arg, "api"])
+        .1
+        .expect_code(0);
+    (ws, loc, loc_arg)
+}
+
 /// The one entry at `location`.
 fn entry(location: &std::path::Path) -> PathBuf {
     let entries: Vec<PathBuf> = fs::read_dir(location)
@@ -158,12 +170,7 @@ fn missing_location_is_a_warning_or_with_strict_an_error() {
 /// to copy. The line says so.
 #[test]
 fn an_empty_archive_is_not_imported() {
-    let ws = TempWorkspace::new();
-    let loc = ws.path().join("ci-cache");
-    let loc_arg = loc.display().to_string();
-    cache(&ws, &["export", "--to", &loc_arg, "api"])
-        .1
-        .expect_code(0);
+    let (ws, loc, loc_arg) = with_entry();
     let manifest = entry(&loc).join("manifest.json");
     let mut m: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(&manifest).unwrap()).unwrap();
@@ -192,12 +199,7 @@ fn an_empty_archive_is_not_imported() {
 
 #[test]
 fn a_damaged_archive_is_named_and_nothing_is_imported() {
-    let ws = TempWorkspace::new();
-    let loc = ws.path().join("ci-cache");
-    let loc_arg = loc.display().to_string();
-    cache(&ws, &["export", "--to", &loc_arg, "api"])
-        .1
-        .expect_code(0);
+    let (ws, loc, loc_arg) = with_entry();
     let archive = entry(&loc).join("mounts/cargo-home.tar.zst");
     let bytes = fs::read(&archive).unwrap();
     fs::write(&archive, &bytes[..bytes.len() / 2]).unwrap();
@@ -672,12 +674,7 @@ fn sigint_during_the_export_helper_leaves_no_helper_and_location_unchanged() {
 
 #[test]
 fn sigint_during_the_import_helper_leaves_no_helper_and_location_unchanged() {
-    let ws = TempWorkspace::new();
-    let loc = ws.path().join("ci-cache");
-    let loc_arg = loc.display().to_string();
-    cache(&ws, &["export", "--to", &loc_arg, "api"])
-        .1
-        .expect_code(0);
+    let (ws, loc, loc_arg) = with_entry();
     interrupt_helper(&ws, &loc, "import", &["import", "--from", &loc_arg, "api"]);
 }
 
@@ -686,12 +683,7 @@ fn sigint_during_the_import_helper_leaves_no_helper_and_location_unchanged() {
 /// alive a second later, the location as it was.
 #[test]
 fn sigint_during_an_import_beside_the_builds_leaves_no_helper_and_location_unchanged() {
-    let ws = TempWorkspace::new();
-    let loc = ws.path().join("ci-cache");
-    let loc_arg = loc.display().to_string();
-    cache(&ws, &["export", "--to", &loc_arg, "api"])
-        .1
-        .expect_code(0);
+    let (ws, loc, loc_arg) = with_entry();
     let before = snapshot(&loc);
     let t = Test::docker_build(["--strategy", "workspace", "--cache", &loc_arg, "api"])
         .cwd(ws.path())

@@ -97,11 +97,12 @@ impl Setup {
     }
 
     pub fn import_build(&self) -> HelperBuild {
-        helper::import_build(
-            &self.helper,
-            &self.mounts,
-            &Path::new(WORK_DIR).join("import-in"),
-        )
+        self.import_build_of(&self.mounts)
+    }
+
+    /// The import helper for `mounts`, its archives staged in `import-in`.
+    fn import_build_of(&self, mounts: &[CacheMount]) -> HelperBuild {
+        helper::import_build(&self.helper, mounts, &Path::new(WORK_DIR).join("import-in"))
     }
 
     pub fn export_build(&self) -> HelperBuild {
@@ -310,9 +311,21 @@ pub fn import(root: &Path, setup: &Setup, location: &Location) -> Outcome {
     let clock = Instant::now();
     match stage(root, setup, location) {
         Err(outcome) => outcome,
-        Ok(staged) => unpack(root, setup, &staged, false)
-            .map(|()| done(&staged, location, clock.elapsed().as_secs_f64(), None))
-            .unwrap_or_else(|outcome| outcome),
+        Ok(staged) => unpack_whole(root, setup, location, &staged, clock),
+    }
+}
+
+/// [`unpack`] before the builds start, and the import's line.
+fn unpack_whole(
+    root: &Path,
+    setup: &Setup,
+    location: &Location,
+    staged: &Staged,
+    clock: Instant,
+) -> Outcome {
+    match unpack(root, setup, staged, false) {
+        Ok(()) => done(staged, location, clock.elapsed().as_secs_f64(), None),
+        Err(outcome) => outcome,
     }
 }
 
@@ -375,10 +388,7 @@ pub fn import_alongside(root: &Path, setup: &Setup, location: &Location) -> Impo
         .filter(|m| !m.cargo_home)
         .all(|m| staged.mounts.iter().any(|s| s.id == m.id));
     if !covered || !setup.locked || helper::lock_script(&staged.mounts).is_none() {
-        let outcome = unpack(root, setup, &staged, false)
-            .map(|()| done(&staged, location, clock.elapsed().as_secs_f64(), None))
-            .unwrap_or_else(|outcome| outcome);
-        return Importing::Ended(outcome);
+        return Importing::Ended(unpack_whole(root, setup, location, &staged, clock));
     }
     let log = root.join(&setup.log_dir).join("cache-import.log");
     let _ = fs::remove_file(&log);
@@ -583,12 +593,7 @@ fn unpack(root: &Path, setup: &Setup, staged: &Staged, quiet: bool) -> Result<()
     let result = if staged.mounts.is_empty() {
         Ok(())
     } else {
-        let build = helper::import_build(
-            &setup.helper,
-            &staged.mounts,
-            &Path::new(WORK_DIR).join("import-in"),
-        );
-        match run_helper(root, setup, &build, quiet) {
+        match run_helper(root, setup, &setup.import_build_of(&staged.mounts), quiet) {
             Ok(JobOutcome::Succeeded) => Ok(()),
             Ok(JobOutcome::Interrupted | JobOutcome::NotStarted) => Err(Outcome::Interrupted),
             Ok(JobOutcome::Failed) => Err(Outcome::Cold(format!(
