@@ -264,6 +264,22 @@ fn metadata(root: &Path) -> anyhow::Result<cargo_metadata::Metadata> {
         })
 }
 
+/// The names of the workspace's packages and of their targets, `-` as `_`, sorted: how cargo
+/// names their artifacts in a target directory (`deps/libattune_common-<hash>.rlib`,
+/// `.fingerprint/attune-api-<hash>/`).
+pub fn local_crates(root: &Path) -> anyhow::Result<Vec<String>> {
+    let metadata = metadata(root)?;
+    let mut names: Vec<String> = (metadata.workspace_packages().iter())
+        .flat_map(|p| {
+            std::iter::once(p.name.to_string()).chain(p.targets.iter().map(|t| t.name.clone()))
+        })
+        .map(|n| n.replace('-', "_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    Ok(names)
+}
+
 /// `workspace.package.rust-version` (the toolchain the images are built with), as cargo reads it:
 /// `1.95` for `rust-version = "1.95"`.
 pub fn rust_version(root: &Path) -> anyhow::Result<String> {

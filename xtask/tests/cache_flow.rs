@@ -58,6 +58,7 @@ fn binaries_built_from_an_imported_cache_match_a_cold_build() {
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
     assert!(entries[0].join("manifest.json").is_file(), "{entries:?}");
+    let first_stable = target_stable_part(&entries[0]);
     phase("built and exported");
 
     // 2. the engine forgets
@@ -93,6 +94,13 @@ fn binaries_built_from_an_imported_cache_match_a_cold_build() {
         others.is_empty(),
         "recompiled after the import although only crates/api changed: {others:?}"
     );
+    // only the workspace's crates compiled: the new entry links the old one's stable part (the
+    // dependencies' artifacts) instead of sending it out of the engine again
+    assert!(
+        stdout.contains("(its stable part unchanged: linked)"),
+        "{stdout}"
+    );
+    assert_eq!(target_stable_part(&entries[0]), first_stable);
     phase("imported and rebuilt");
     let help = docker(&["run", "--rm", &warm_image, "--help"]);
     assert!(
@@ -139,6 +147,17 @@ fn binaries_built_from_an_imported_cache_match_a_cold_build() {
         "cache flow: attune-api sha256 {warm} in both; {:.0}s in all",
         clock.elapsed().as_secs_f64()
     );
+}
+
+/// The sha256 of the target cache's first stable part in the entry at `entry`.
+fn target_stable_part(entry: &Path) -> String {
+    let text = fs::read_to_string(entry.join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let target = (manifest["mounts"].as_array().unwrap().iter())
+        .find(|m| m["id"].as_str().unwrap_or("").starts_with("target-"))
+        .unwrap_or_else(|| panic!("no target cache in {text}"));
+    assert!(target["stable_parts"].as_u64().unwrap_or(0) >= 1, "{text}");
+    target["sha256"].as_str().unwrap().to_string()
 }
 
 /// Puts `marker` into the api's `--help` text (the original text or an earlier marker's).

@@ -30,8 +30,9 @@
 //!   contain A or B are missing (`No such image` on stderr, exit 1).
 //! - `docker version --format` with `{{.Server.Os}}`: prints `linux/amd64`.
 //! - Cache helper builds (`cargo xtask cache`): an export helper (its Dockerfile says `attune cache
-//!   export helper`) writes a tar of 20 KiB of zeros per `tar -cf /out/<name>` of its RUN (one per cache mount,
-//!   `<id>.tar`) into its `--output` directory;
+//!   export helper`) writes a tar of 20 KiB of zeros per `tar -cf /out/<name>` of its RUN (a
+//!   stable one and one of the rest per cache mount) and `1` per `echo $count > /out/<name>`
+//!   (the stable files) into its `--output` directory;
 //!   `--cache-to type=local,dest=D,...,tag=T` writes a one-blob OCI layout with tag T to D.
 //! - `docker buildx du --verbose`: canned records (see `DU`).
 //! - `docker compose [--project-name P] [--file F] up|ps|logs|down ...`:
@@ -355,6 +356,10 @@ fn build(args: &[String]) -> i32 {
             for tar in helper.split("tar -cf /out/").skip(1) {
                 let name = tar.split(' ').next().unwrap_or("");
                 fs::write(dir.join(name), [0u8; 20480]).expect("write a tar");
+            }
+            for count in helper.split("echo $count > /out/").skip(1) {
+                let name = count.split(' ').next().unwrap_or("");
+                fs::write(dir.join(name), "1\n").expect("write a count");
             }
             return 0;
         }

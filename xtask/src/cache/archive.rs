@@ -60,6 +60,205 @@ pub fn compress(tar: &Path, out: &Path, level: i32) -> anyhow::Result<Written> {
     })
 }
 
+/// A tar larger than this travels in parts of about this size (at most [`MAX_PARTS`]): the
+/// import helper unpacks the parts side by side, one ADD each.
+pub const PART_BYTES: u64 = 96 << 20;
+pub const MAX_PARTS: usize = 8;
+
+/// How many parts a tar of `tar_bytes` is split into.
+pub fn parts_for(tar_bytes: u64) -> usize {
+    (tar_bytes.div_ceil(PART_BYTES) as usize).clamp(1, MAX_PARTS)
+}
+
+/// Compresses `tar` into the archives `outs`, each a whole tar of its own: the entries go in
+/// their order, each part taking about an equal share of the bytes, and a hard link goes with
+/// the file it links to (a tar can only link to a file it carries). Returns what was written,
+/// one per part that got an entry, in order: those are the first of `outs` (parts are filled
+/// one after the other, so only the last ones can be left out; they are not written).
+///
+/// Reads GNU and ustar tars: the long-name (`L`, `K`) and pax (`x`, `g`) headers travel with
+/// the entry they precede.
+pub fn compress_split(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Written>> {
+    if outs.len() <= 1 {
+        let out = outs.first().context("no archive to write")?;
+        return Ok(vec![compress(tar, out, level)?]);
+    }
+    split_into(tar, outs, level).with_context(|| format!("cannot split {}", tar.display()))
+}
+
+type PartEncoder = zstd::Encoder<'static, HashingWriter<BufWriter<fs::File>>>;
+
+fn split_into(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Written>> {
+    let total = fs::metadata(tar)?.len();
+    let share = total.div_ceil(outs.len() as u64).max(1);
+    let mut input = BufReader::with_capacity(1 << 20, fs::File::open(tar)?);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
+    let mut parts: Vec<(PartEncoder, u64)> = Vec::new();
+    let open = |out: &Path| -> anyhow::Result<PartEncoder> {
+        let file =
+            fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
+        let hashing = HashingWriter {
+            inner: BufWriter::new(file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let mut encoder = zstd::Encoder::new(hashing, level)?;
+        if workers > 1 {
+            encoder.multithread(workers)?;
+        }
+        Ok(encoder)
+    };
+    // the part each regular file went to, for the hard links to it
+    let mut part_of: std::collections::HashMap<Vec<u8>, usize> = Default::default();
+    let mut offset = 0u64;
+    let mut block = [0u8; 512];
+    // extension headers (and their data) waiting for the entry they describe
+    let mut pending: Vec<u8> = Vec::new();
+    let (mut long_name, mut long_link): (Option<Vec<u8>>, Option<Vec<u8>>) = (None, None);
+    let mut entry_start = 0u64;
+    loop {
+        if pending.is_empty() {
+            entry_start = offset;
+        }
+        input
+            .read_exact(&mut block)
+            .context("the tar ends without its end-of-archive blocks")?;
+        offset += 512;
+        if block.iter().all(|b| *b == 0) {
+            anyhow::ensure!(pending.is_empty(), "the tar ends inside an entry's headers");
+            break;
+        }
+        let size = header_size(&block)?;
+        let padded = size.div_ceil(512) * 512;
+        let kind = block[156];
+        if matches!(kind, b'L' | b'K' | b'x' | b'g') {
+            let mut data = vec![0u8; padded as usize];
+            input
+                .read_exact(&mut data)
+                .context("the tar ends inside a header")?;
+            offset += padded;
+            let value = &data[..size as usize];
+            match kind {
+                b'L' => long_name = Some(until_nul(value).to_vec()),
+                b'K' => long_link = Some(until_nul(value).to_vec()),
+                _ => {
+                    for (key, v) in pax_records(value) {
+                        match key {
+                            b"path" => long_name = Some(v.to_vec()),
+                            b"linkpath" => long_link = Some(v.to_vec()),
+                            _ => {}
+                        }
+                    }
+                }
+            }
+            pending.extend_from_slice(&block);
+            pending.extend_from_slice(&data);
+            continue;
+        }
+        let name = long_name.take().unwrap_or_else(|| header_name(&block));
+        let link = long_link
+            .take()
+            .unwrap_or_else(|| until_nul(&block[157..257]).to_vec());
+        let mut part = parts.len().saturating_sub(1);
+        if kind == b'1' {
+            part = part_of.get(&link).copied().unwrap_or(part);
+        } else if parts.is_empty()
+            || (entry_start >= share * parts.len() as u64 && parts.len() < outs.len())
+        {
+            parts.push((open(&outs[parts.len()])?, 0));
+            part = parts.len() - 1;
+        }
+        if parts.is_empty() {
+            parts.push((open(&outs[0])?, 0));
+            part = 0;
+        }
+        if matches!(kind, b'0' | 0 | b'7') {
+            part_of.insert(name, part);
+        }
+        let (encoder, bytes) = &mut parts[part];
+        encoder.write_all(&pending)?;
+        encoder.write_all(&block)?;
+        let copied = io::copy(&mut (&mut input).take(padded), encoder)?;
+        anyhow::ensure!(copied == padded, "the tar ends inside an entry");
+        offset += padded;
+        *bytes += pending.len() as u64 + 512 + padded;
+        pending.clear();
+    }
+    let mut written = Vec::new();
+    for (mut encoder, bytes) in parts {
+        // the end of each part's archive: two zero blocks
+        encoder.write_all(&[0u8; 1024])?;
+        let mut hashing = encoder.finish()?;
+        hashing.inner.flush()?;
+        hashing
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())?
+            .sync_all()?;
+        written.push(Written {
+            sha256: hex(&hashing.hasher.finalize()),
+            bytes: hashing.bytes,
+            tar_bytes: bytes + 1024,
+        });
+    }
+    Ok(written)
+}
+
+/// The size field of a tar header: octal, or base-256 (GNU) when its high bit is set.
+fn header_size(block: &[u8; 512]) -> anyhow::Result<u64> {
+    let field = &block[124..136];
+    if field[0] & 0x80 != 0 {
+        let mut n = u64::from(field[0] & 0x7f);
+        for b in &field[1..] {
+            n = (n << 8) | u64::from(*b);
+        }
+        return Ok(n);
+    }
+    let text = std::str::from_utf8(until_nul(field))
+        .context("a tar header's size is not text")?
+        .trim();
+    if text.is_empty() {
+        return Ok(0);
+    }
+    u64::from_str_radix(text, 8).with_context(|| format!("a tar header's size `{text}`"))
+}
+
+/// The entry's name: ustar's prefix, a `/`, and the name.
+fn header_name(block: &[u8; 512]) -> Vec<u8> {
+    let name = until_nul(&block[0..100]);
+    if &block[257..262] == b"ustar" && block[262] == 0 {
+        let prefix = until_nul(&block[345..500]);
+        if !prefix.is_empty() {
+            return [prefix, b"/", name].concat();
+        }
+    }
+    name.to_vec()
+}
+
+fn until_nul(bytes: &[u8]) -> &[u8] {
+    bytes.split(|b| *b == 0).next().unwrap_or(bytes)
+}
+
+/// The records of a pax header: `<len> <key>=<value>\n`.
+fn pax_records(mut data: &[u8]) -> Vec<(&[u8], &[u8])> {
+    let mut records = Vec::new();
+    while let Some(space) = data.iter().position(|b| *b == b' ') {
+        let Some(len) = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|t| t.parse::<usize>().ok())
+            .filter(|len| *len > space + 1 && *len <= data.len())
+        else {
+            break;
+        };
+        let record = &data[space + 1..len - 1];
+        if let Some(eq) = record.iter().position(|b| *b == b'=') {
+            records.push((&record[..eq], &record[eq + 1..]));
+        }
+        data = &data[len..];
+    }
+    records
+}
+
 /// Why an archive cannot be used, in a few words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Damage {
@@ -309,6 +508,131 @@ mod tests {
             .collect();
         fs::write(&path, data).unwrap();
         path
+    }
+
+    /// A real tar (GNU tar's), with a long name, a hard link and a directory, split into three
+    /// parts: each part is a whole tar, the link travels with its file, and the parts unpacked
+    /// into one directory give back every file with its bytes and mtime.
+    #[test]
+    fn split_parts_are_whole_tars() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        let long = "d".repeat(120);
+        fs::create_dir_all(src.join("release/deps").join(&long)).unwrap();
+        let big = |seed: u32| -> Vec<u8> {
+            (0..60_000u32)
+                .flat_map(|i| (i.wrapping_mul(seed) % 251).to_le_bytes())
+                .collect()
+        };
+        fs::write(src.join("release/deps/libz-0123456789abcdef.rlib"), big(3)).unwrap();
+        fs::write(src.join("release/deps/attune_api-0123456789abcdef"), big(5)).unwrap();
+        fs::write(src.join("release/deps").join(&long).join("f"), big(7)).unwrap();
+        fs::write(
+            src.join("release/deps/libq-0123456789abcdef.rmeta"),
+            big(11),
+        )
+        .unwrap();
+        fs::write(src.join("release/.cargo-lock"), b"").unwrap();
+        fs::hard_link(
+            src.join("release/deps/attune_api-0123456789abcdef"),
+            src.join("release/attune-api"),
+        )
+        .unwrap();
+        let tar = tmp.path().join("t.tar");
+        let status = std::process::Command::new("tar")
+            .arg("-cf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&src)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let outs: Vec<PathBuf> = (0..3)
+            .map(|k| tmp.path().join(format!("p{k}.zst")))
+            .collect();
+        let written = compress_split(&tar, &outs, LEVEL).unwrap();
+        assert_eq!(written.len(), 3, "{written:?}");
+        let dest = tmp.path().join("dest");
+        fs::create_dir_all(&dest).unwrap();
+        let mut names = Vec::new();
+        for (k, w) in written.iter().enumerate() {
+            assert_eq!(w.sha256, sha256_file(&outs[k]).unwrap());
+            let part = tmp.path().join(format!("p{k}.tar"));
+            assert_eq!(decompress(&outs[k], &w.sha256, &part), Ok(w.tar_bytes));
+            let listed = std::process::Command::new("tar")
+                .arg("-tvf")
+                .arg(&part)
+                .output()
+                .unwrap();
+            assert!(listed.status.success(), "part {k}");
+            let listed = String::from_utf8(listed.stdout).unwrap();
+            if listed.contains("attune-api link to") {
+                assert!(
+                    listed.contains("./release/deps/attune_api-0123456789abcdef\n"),
+                    "{listed}"
+                );
+            }
+            names.extend(
+                listed
+                    .lines()
+                    .map(|l| l.rsplit(' ').next().unwrap().to_string()),
+            );
+            let status = std::process::Command::new("tar")
+                .arg("-xf")
+                .arg(&part)
+                .arg("-C")
+                .arg(&dest)
+                .status()
+                .unwrap();
+            assert!(status.success(), "part {k}");
+        }
+        let whole = std::process::Command::new("tar")
+            .arg("-tf")
+            .arg(&tar)
+            .output()
+            .unwrap();
+        assert_eq!(
+            names.len(),
+            String::from_utf8(whole.stdout).unwrap().lines().count(),
+            "{names:?}"
+        );
+        for file in [
+            "release/deps/libz-0123456789abcdef.rlib",
+            "release/deps/attune_api-0123456789abcdef",
+            "release/attune-api",
+            &format!("release/deps/{long}/f"),
+        ] {
+            assert_eq!(
+                fs::read(dest.join(file)).unwrap(),
+                fs::read(src.join(file)).unwrap(),
+                "{file}"
+            );
+            // a GNU tar keeps whole seconds
+            let secs = |p: PathBuf| {
+                (fs::metadata(p).unwrap().modified().unwrap())
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+            };
+            assert_eq!(secs(dest.join(file)), secs(src.join(file)), "{file}");
+        }
+
+        // more parts than entries: only those that got one are written
+        let many: Vec<PathBuf> = (0..8)
+            .map(|k| tmp.path().join(format!("m{k}.zst")))
+            .collect();
+        let written = compress_split(&tar, &many, LEVEL).unwrap();
+        assert!(written.len() < 8, "{}", written.len());
+        assert!(!many[written.len()].exists());
+        // a truncated tar is an error, not a short archive
+        let cut = tmp.path().join("cut.tar");
+        fs::write(&cut, &fs::read(&tar).unwrap()[..3000]).unwrap();
+        assert!(compress_split(&cut, &outs, LEVEL).is_err());
+        assert_eq!(parts_for(171 << 20), 2);
+        assert_eq!(parts_for(19 << 20), 1);
+        assert_eq!(parts_for(0), 1);
+        assert_eq!(parts_for(u64::MAX / 2), MAX_PARTS);
     }
 
     #[test]

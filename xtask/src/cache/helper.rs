@@ -18,7 +18,7 @@ use crate::dockerfile::{lexer::shell_words, model::Dockerfile};
 pub const NONCE_ARG: &str = "ATTUNE_CACHE_NONCE";
 /// The automatic platform argument the target caches' ids carry (`id=...-${TARGETPLATFORM}`).
 pub const TARGETPLATFORM: &str = "TARGETPLATFORM";
-/// The import helper's stage that holds the unpacked archives (bind-mounted by its RUN).
+/// The import helper's stages that hold the unpacked archives, `-<n>` each (bind-mounted by its RUN).
 pub const ARCHIVES_CONTEXT: &str = "attune-cache-archives";
 /// What of a cargo home is worth carrying (the Cargo book's advice): `registry/src` is
 /// re-extracted from `registry/cache` when missing, and the lock files are per process.
@@ -55,9 +55,28 @@ impl CacheMount {
         format!("{}.zst", self.tar_name())
     }
 
-    /// Where the import helper's ADD unpacks the archive (`/<id>/`, a `/` as `_`).
+    /// The id as a file name (a `/` of the id's platform as `_`).
     pub fn unpacked_dir(&self) -> String {
         self.id.replace('/', "_")
+    }
+
+    /// The file name of part `k` of the mount's archive: part 0 is [`Self::archive_name`],
+    /// part 1 `<id>.1.tar.zst`.
+    pub fn part_archive_name(&self, k: usize) -> String {
+        if k == 0 {
+            self.archive_name()
+        } else {
+            format!("{}.{k}.tar.zst", self.unpacked_dir())
+        }
+    }
+
+    /// Where the import helper binds the unpacked part `k` (`/attune-cache-in/<this>`).
+    pub fn part_dir(&self, k: usize) -> String {
+        if k == 0 {
+            self.unpacked_dir()
+        } else {
+            format!("{}.{k}", self.unpacked_dir())
+        }
     }
 
     /// Where the helper builds mount the cache: a path of its own per id
@@ -316,7 +335,29 @@ pub const BUILDS_STARTED_ARG: &str = "ATTUNE_BUILDS_STARTED";
 /// The exit status of an export helper that found a target cache older than the builds.
 pub const NOT_YET_EXIT: i32 = 3;
 
-/// The export helper: tars of `mounts` land in `<work>/export-out/<id>.tar`.
+/// What the export may leave out: the workspace's own crates (what is not theirs in a target
+/// cache is the dependencies' artifacts, which change only with Cargo.lock or the toolchain),
+/// and, per cache id, the stable id ([`crate::cache::manifest::MountArchive::stable_id`]) of
+/// the entry at the location whose stable parts the new entry may reuse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stable {
+    /// Crate and target names of the workspace, `-` as `_`.
+    pub locals: Vec<String>,
+    pub offers: BTreeMap<String, String>,
+}
+
+/// The file at the root of a cache where the import leaves `<stable id> <stable files>` of the
+/// entry it copied in, once the copy has ended: files of the stable part not newer than it
+/// are the entry's.
+pub const STABLE_STAMP: &str = ".attune-stable";
+
+/// The export helper: tars of `mounts` land in `<work>/export-out/`, each cache's in two: its
+/// stable part (`<id>.stable.tar`: the cargo home, and a target cache's dependency artifacts)
+/// and the rest (`<id>.tar`: the workspace's own crates, the directories, the top files).
+/// `<id>.stable-files` counts the stable part's files. When `stable` offers the cache's stable
+/// id, and the cache still holds what the import of that entry left (the [`STABLE_STAMP`]
+/// says so, with as many stable files, none newer than it), the stable tar is left out and
+/// `<id>.reused` holds the id: the new entry links the stable parts of the old one.
 ///
 /// `builds_started` (seconds since the epoch): the helper was started while the builds run; once
 /// it holds the locks it checks that every target cache's [`UNITS_FILE`] was written since,
@@ -325,6 +366,7 @@ pub fn export_build(
     options: &HelperOptions,
     mounts: &[CacheMount],
     builds_started: Option<u64>,
+    stable: &Stable,
 ) -> HelperBuild {
     let mut script = vec![
         format!("echo \"cache export ${NONCE_ARG}\""),
@@ -347,20 +389,14 @@ pub fn export_build(
         if !m.cargo_home {
             script.push(sweep_script(&m.at(), &m.target));
         }
-        script.push(format!(
-            "cd {} && set -- && for p in {}; do if [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done && \
-             tar -cf /out/{}{} -T /dev/null \"$@\"",
-            m.at(),
-            m.paths().join(" "),
-            m.tar_name(),
-            exclude_lock(m),
-        ));
+        let offer = (stable.offers.get(&m.id)).map(String::as_str);
+        script.push(tar_script(m, &m.at(), "/out", &stable.locals, offer));
     }
     let text = dockerfile(
         "export",
-        "copies the contents of the strategy's cache mounts out, a tar per mount",
+        "copies the contents of the strategy's cache mounts out, a stable tar and a tar of the rest per mount",
         &options.base_image,
-        &mount_flags(mounts, None),
+        &mount_flags(mounts),
         &script,
         "/out/",
     );
@@ -382,6 +418,98 @@ pub fn export_build(
         );
     }
     build
+}
+
+/// The awk program that splits `find -printf '%y %p\n'` of a target cache: a file under
+/// `<profile>/{deps,build,.fingerprint}/<name>-<16 hex>` whose name (without `lib`) is no crate
+/// of the workspace (`W`, names between spaces) is stable (to file `S`); directories and
+/// everything else to `L`. mawk has no `{16}`: the hash is spelled out.
+const CLASSIFY: &str = "{ t = substr($0, 1, 1); p = substr($0, 3); if (t == \"d\") { print p > L; next } s = 0; \
+if (match(p, /^\\.\\/[^\\/]+\\/(deps|build|\\.fingerprint)\\/[^\\/]+/)) { e = substr(p, 1, RLENGTH); sub(/^.*\\//, \"\", e); b = e; \
+sub(/-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f](\\..*)?$/, \"\", b); \
+if (b != e) { gsub(/-/, \"_\", b); s = 1; if (index(W, \" \" b \" \") || (substr(b, 1, 3) == \"lib\" && index(W, \" \" substr(b, 4) \" \"))) s = 0 } } \
+if (s) print p > S; else print p > L }";
+
+/// The export of one cache mounted at `at` into `out` (see [`export_build`]): the stable part
+/// and the rest, each a tar, the stable part's file count, and, when `offer` (a stable id) is
+/// what the cache's [`STABLE_STAMP`] says with as many stable files and none of them newer,
+/// `<id>.reused` instead of the stable tar. `locals`: the workspace's crate names
+/// ([`Stable::locals`]).
+fn tar_script(
+    m: &CacheMount,
+    at: &str,
+    out: &str,
+    locals: &[String],
+    offer: Option<&str>,
+) -> String {
+    let base = m.unpacked_dir();
+    let offer = offer.filter(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_hexdigit()));
+    let stamp = |count: &str, newer: &str| {
+        offer.map(|offer| {
+            format!(
+                "[ -f {STABLE_STAMP} ] && [ \"$(cat {STABLE_STAMP})\" = \"{offer} {count}\" ] && \
+                 [ -z \"$({newer} | head -c1)\" ]"
+            )
+        })
+    };
+    let keep = |reuse: Option<String>, tar: &str| {
+        format!(
+            "if {}; then echo {} > {out}/{base}.reused; else {tar}; fi",
+            reuse.as_deref().unwrap_or("false"),
+            offer.unwrap_or("-")
+        )
+    };
+    if m.cargo_home {
+        // all of it is stable
+        let reuse = stamp(
+            "$count",
+            &format!("find \"$@\" -newer {STABLE_STAMP} ! -type d"),
+        )
+        .map(|r| format!("[ $# -gt 0 ] && {r}"));
+        return format!(
+            "cd {at} && set -- && for p in {paths}; do if [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done && \
+             count=0 && if [ $# -gt 0 ]; then count=$(find \"$@\" ! -type d | wc -l); fi && echo $count > {out}/{base}.stable-files && \
+             {}",
+            keep(reuse, &format!("tar -cf {out}/{base}.stable.tar -T /dev/null \"$@\"")),
+            paths = m.paths().join(" "),
+        );
+    }
+    let locals: Vec<&str> = (locals.iter())
+        .map(String::as_str)
+        .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .collect();
+    let tmp = format!("${{TMPDIR:-/tmp}}/attune-{base}");
+    let list = |newer: &str, stable: &str, rest: &str| {
+        format!(
+            "find . -mindepth 1 \\( -path ./{LOCK_FILE} -o -path './.attune-*' \\) -prune -o {newer}-printf '%y %p\\n' | \
+             awk -v W=' {} ' -v S={stable} -v L={rest} '{CLASSIFY}'",
+            locals.join(" ")
+        )
+    };
+    let reuse = stamp(
+        "$count",
+        &list(
+            &format!("-newer {STABLE_STAMP} "),
+            "/dev/stdout",
+            "/dev/null",
+        ),
+    );
+    format!(
+        "cd {at} && {} && touch \"{tmp}.stable\" \"{tmp}.local\" && \
+         count=$(wc -l < \"{tmp}.stable\") && echo $count > {out}/{base}.stable-files && \
+         {} && \
+         tar -cf {out}/{tar} --no-recursion -T \"{tmp}.local\"",
+        list(
+            "",
+            &format!("\"{tmp}.stable\""),
+            &format!("\"{tmp}.local\"")
+        ),
+        keep(
+            reuse,
+            &format!("tar -cf {out}/{base}.stable.tar --no-recursion -T \"{tmp}.stable\"")
+        ),
+        tar = m.tar_name(),
+    )
 }
 
 /// The file in a target cache where the strategy's cargo RUN leaves cargo's JSON messages
@@ -414,45 +542,68 @@ pub fn sweep_script(dir: &str, built: &str) -> String {
     )
 }
 
+/// A cache to import, its archive in `parts`, and what its [`STABLE_STAMP`] says after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Incoming {
+    pub mount: CacheMount,
+    pub parts: usize,
+    pub stamp: Option<String>,
+}
+
 /// The import helper: `archives` (a directory, the helper's build context) holds the entry's
-/// `<id>.tar.zst` per mount. An `ADD` per archive lets BuildKit unpack it (zstd included) into a
-/// stage; a RUN copies each stage directory into its mount. Nothing is decompressed on the
-/// host, and only the compressed bytes travel to the engine.
+/// archives, each mount's in `parts` ([`CacheMount::part_archive_name`]: a large target cache
+/// travels split, so that its parts unpack at once). An `ADD` per archive, each in a stage of
+/// its own, lets BuildKit unpack them (zstd included) side by side; one RUN copies them into
+/// the mounts, every part at once. Nothing is decompressed on the host, and only the
+/// compressed bytes travel to the engine.
 ///
 /// With target caches to lock ([`lock_script`]) two stages run at once: `lock` takes every
 /// target cache's lock at the start of the build, says so ([`LOCKED_MARKER`]: the builds may
 /// start, their cargo RUNs wait on that lock), and holds it until `import`, which waits for
 /// the lock to be held, has copied the archives in. The two talk through files named with the
-/// nonce in the first target cache. A failed copy empties the caches it was copying into and
-/// ends the build, and BuildKit stops the other stage with it (measured on this engine). The
-/// `import` stage waits at most ten minutes for the lock; `lock` waits for the copy as long as
-/// it takes (its end is the copy's end or failure), and, like the builds, for the lock itself
-/// as long as another build holds it.
+/// nonce in the first target cache. A mount whose copy fails is emptied, once every copy has
+/// ended, and the build ends with an error; BuildKit stops the other stage with it (measured
+/// on this engine). The `import` stage waits at most ten minutes for the lock; `lock` waits for
+/// the copy as long as it takes (its end is the copy's end or failure), and, like the builds,
+/// for the lock itself as long as another build holds it.
 ///
 /// Caches mounted `sharing=locked` (after `rollback-locked`) get one stage: BuildKit keeps the
 /// builds out of them while it copies, and two stages would wait for each other.
 ///
-/// `mounts` are the caches whose archives (none an empty tar) are in `archives`: an archive
-/// that BuildKit's ADD leaves as a file (an engine whose ADD does not read zstd) fails the
-/// import.
+/// `incoming` are the caches whose archives (none an empty tar) are in `archives`, with their
+/// number of parts: an archive that BuildKit's ADD leaves as a file (an engine whose ADD does
+/// not read zstd) fails the import. Each cache's [`STABLE_STAMP`] goes before the copy, and
+/// comes back with the entry's stamp once every copy has ended whole.
 pub fn import_build(
     options: &HelperOptions,
-    mounts: &[CacheMount],
+    incoming: &[Incoming],
     archives: &Path,
 ) -> HelperBuild {
+    let mounts: Vec<CacheMount> = incoming.iter().map(|i| i.mount.clone()).collect();
+    let mounts = &mounts[..];
+    // (mount index, part): a stage and a bind mount each
+    let parts: Vec<(usize, usize)> = (incoming.iter().enumerate())
+        .flat_map(|(i, m)| (0..m.parts.max(1)).map(move |k| (i, k)))
+        .collect();
     let mut text = format!(
         "# attune cache import helper, generated by `cargo xtask cache import`: BuildKit unpacks \
-         each mount's archive (ADD), a RUN copies it into the mount.\n\
-         # The RUNs use {NONCE_ARG}, so they are never layer-cached.\n\
-         FROM scratch AS {ARCHIVES_CONTEXT}\n"
+         each archive (ADD, a stage each, side by side), a RUN copies them into the mounts.\n\
+         # The RUNs use {NONCE_ARG}, so they are never layer-cached.\n"
     );
-    for m in mounts {
+    for (n, (i, k)) in parts.iter().enumerate() {
         text.push_str(&format!(
-            "ADD {} /{}/\n",
-            m.archive_name(),
-            m.unpacked_dir()
+            "FROM scratch AS {ARCHIVES_CONTEXT}-{n}\nADD {} /\n\n",
+            mounts[*i].part_archive_name(*k)
         ));
     }
+    let binds: Vec<String> = (parts.iter().enumerate())
+        .map(|(n, (i, k))| {
+            format!(
+                "--mount=type=bind,from={ARCHIVES_CONTEXT}-{n},target=/attune-cache-in/{}",
+                mounts[*i].part_dir(*k)
+            )
+        })
+        .collect();
     // the two stages mount the caches at once: with `sharing=locked` (after `rollback-locked`)
     // the second would wait for the first, which waits for the second; one stage then, whose
     // mounts BuildKit itself keeps from the builds
@@ -482,40 +633,14 @@ pub fn import_build(
         .as_ref()
         .map(|(_, imported)| format!("echo failed > {imported}; "))
         .unwrap_or_default();
-    for m in mounts {
-        // a copy that does not end whole leaves the cache empty, never half-filled: the builds
-        // then compile cold
-        let empty = if m.cargo_home {
-            format!(
-                "rm -rf {}",
-                (m.paths().iter())
-                    .map(|p| format!("{}/{p}", m.at()))
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            )
-        } else {
-            format!(
-                "find {} -mindepth 1 -maxdepth 1 ! -name {LOCK_FILE} ! -name '.attune-*' -exec rm -rf {{}} +",
-                m.at()
-            )
-        };
-        // ADD unpacks an archive; one it leaves as a file, it could not read. A lock file an
-        // older entry may carry is never copied.
-        copy.push(format!(
-            "{{ cd /attune-cache-in/{dir} && if [ -e {archive} ]; then echo \"the engine's ADD did not unpack it\" >&2; false; fi && \
-             find . -mindepth 1 -maxdepth 1 ! -name {LOCK_FILE} -exec cp -a -t {at} {{}} + || \
-             {{ echo \"attune-cache-import: cannot copy {archive} into the cache {id}; the cache left empty\" >&2; {empty}; {failed}exit 1; }}; }}",
-            dir = m.unpacked_dir(),
-            archive = m.archive_name(),
-            at = m.at(),
-            id = m.id,
-        ));
-    }
+    copy.push(copy_script(incoming, &parts, &failed));
     if let Some((_, imported)) = &flags {
         copy.push(format!("echo ok > {imported}"));
     }
     copy.push("echo imported > /done/imported".into());
 
+    let mut import_flags = binds;
+    import_flags.extend(mount_flags(mounts));
     let base = &options.base_image;
     match (locks, flags) {
         (Some(locks), Some((locked, imported))) => {
@@ -541,12 +666,12 @@ pub fn import_build(
                 "echo held > /done/held".to_string(),
             ];
             text.push_str(&format!(
-                "\nFROM {base} AS lock\nARG {NONCE_ARG}\n{}\n",
-                run(&mount_flags(&targets, None), &hold)
+                "FROM {base} AS lock\nARG {NONCE_ARG}\n{}\n",
+                run(&mount_flags(&targets), &hold)
             ));
             text.push_str(&format!(
                 "\nFROM {base} AS import\nARG {NONCE_ARG}\n{}\n",
-                run(&mount_flags(mounts, Some(ARCHIVES_CONTEXT)), &copy)
+                run(&import_flags, &copy)
             ));
             text.push_str(
                 "\nFROM scratch\nCOPY --from=lock /done/ /\nCOPY --from=import /done/ /\n",
@@ -554,8 +679,8 @@ pub fn import_build(
         }
         _ => {
             text.push_str(&format!(
-                "\nFROM {base} AS import\nARG {NONCE_ARG}\n{}\n",
-                run(&mount_flags(mounts, Some(ARCHIVES_CONTEXT)), &copy)
+                "FROM {base} AS import\nARG {NONCE_ARG}\n{}\n",
+                run(&import_flags, &copy)
             ));
             text.push_str("\nFROM scratch\nCOPY --from=import /done/ /\n");
         }
@@ -563,21 +688,91 @@ pub fn import_build(
     helper(options, "import", text, Some(archives))
 }
 
+/// The import's copy, one shell group: every part of every mount is copied at once (a
+/// subshell each; the directories of a split mount are made first, so that two copies never
+/// race to make one). Once all have ended, each mount one of whose copies failed is emptied,
+/// never left half-filled (the builds then compile cold), and the group fails after `failed`.
+fn copy_script(incoming: &[Incoming], parts: &[(usize, usize)], failed: &str) -> String {
+    let mut steps: Vec<String> = (0..incoming.len()).map(|i| format!("f{i}=0")).collect();
+    // a stamp of an earlier import is not this one's
+    steps.push(format!(
+        "rm -f {}",
+        (incoming.iter())
+            .map(|i| format!("{}/{STABLE_STAMP}", i.mount.at()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    ));
+    for (
+        i,
+        Incoming {
+            mount: m, parts: n, ..
+        },
+    ) in incoming.iter().enumerate()
+    {
+        if *n > 1 {
+            for k in 0..*n {
+                steps.push(format!(
+                    "( cd /attune-cache-in/{} && find . -mindepth 1 -type d -print0 | ( cd {} && xargs -0 -r mkdir -p ) ) || f{i}=1",
+                    m.part_dir(k),
+                    m.at()
+                ));
+            }
+        }
+    }
+    for (n, (i, k)) in parts.iter().enumerate() {
+        let m = &incoming[*i].mount;
+        // ADD unpacks an archive; one it leaves as a file, it could not read. A lock file an
+        // older entry may carry is never copied.
+        steps.push(format!(
+            "( cd /attune-cache-in/{dir} && if [ -e {archive} ]; then echo \"attune-cache-import: the engine's ADD did not unpack {archive}\" >&2; exit 1; fi && \
+             find . -mindepth 1 -maxdepth 1 ! -name {LOCK_FILE} -exec cp -a -t {at} {{}} + ) & p{n}=$!",
+            dir = m.part_dir(*k),
+            archive = m.part_archive_name(*k),
+            at = m.at(),
+        ));
+    }
+    for (n, (i, _)) in parts.iter().enumerate() {
+        steps.push(format!("wait $p{n} || f{i}=1"));
+    }
+    for (i, Incoming { mount: m, .. }) in incoming.iter().enumerate() {
+        let empty = if m.cargo_home {
+            format!(
+                "rm -rf {}",
+                (m.paths().iter())
+                    .map(|p| format!("{}/{p}", m.at()))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        } else {
+            format!(
+                "find {} -mindepth 1 -maxdepth 1 ! -name {LOCK_FILE} ! -name '.attune-*' -exec rm -rf {{}} +",
+                m.at()
+            )
+        };
+        steps.push(format!(
+            "if [ $f{i} = 1 ]; then echo \"attune-cache-import: cannot copy {archive} into the cache {id}; the cache left empty\" >&2; {empty}; fi",
+            archive = m.archive_name(),
+            id = m.id,
+        ));
+    }
+    let sum: Vec<String> = (0..incoming.len()).map(|i| format!("f{i}")).collect();
+    steps.push(format!(
+        "if [ $(({})) != 0 ]; then {failed}exit 1; fi",
+        sum.join("+")
+    ));
+    for i in incoming {
+        if let Some(stamp) = i.stamp.as_deref().filter(|s| safe_stamp(s)) {
+            steps.push(format!("echo '{stamp}' > {}/{STABLE_STAMP}", i.mount.at()));
+        }
+    }
+    format!("{{ {}; }}", steps.join("; "))
+}
+
 /// `RUN <flags> <script>`, one flag and one command a line.
 fn run(flags: &[String], script: &[String]) -> String {
     let mut parts: Vec<String> = flags.to_vec();
     parts.push(script.join(" && \\\n    "));
     format!("RUN {}", parts.join(" \\\n    "))
-}
-
-/// ` --exclude=./attune.lock` (and the import's hand-over files, `.attune-*`) for a target
-/// cache (its tar holds `.`), nothing for the cargo home.
-fn exclude_lock(m: &CacheMount) -> String {
-    if m.cargo_home {
-        String::new()
-    } else {
-        format!(" --exclude=./{LOCK_FILE} --exclude='./.attune-*'")
-    }
 }
 
 /// A helper build of `kind`; its build context is `context`, else an empty directory.
@@ -619,20 +814,17 @@ fn helper(
     }
 }
 
-fn mount_flags(mounts: &[CacheMount], archives: Option<&str>) -> Vec<String> {
-    let mut flags: Vec<String> = archives
-        .map(|from| format!("--mount=type=bind,from={from},target=/attune-cache-in"))
-        .into_iter()
-        .collect();
-    flags.extend(mounts.iter().map(|m| {
-        format!(
-            "--mount=type=cache,target={},id={},sharing={}",
-            m.at(),
-            m.id,
-            m.sharing
-        )
-    }));
-    flags
+fn mount_flags(mounts: &[CacheMount]) -> Vec<String> {
+    (mounts.iter())
+        .map(|m| {
+            format!(
+                "--mount=type=cache,target={},id={},sharing={}",
+                m.at(),
+                m.id,
+                m.sharing
+            )
+        })
+        .collect()
 }
 
 fn dockerfile(
@@ -655,6 +847,12 @@ fn dockerfile(
 
 fn path(p: &Path) -> String {
     p.to_string_lossy().into_owned()
+}
+
+/// `<hex> <count>`, nothing a shell would read otherwise.
+fn safe_stamp(text: &str) -> bool {
+    text.chars()
+        .all(|c| c.is_ascii_hexdigit() || c == ' ' || c.is_ascii_digit())
 }
 
 fn safe(text: &str) -> bool {
@@ -849,6 +1047,16 @@ mod tests {
         }
     }
 
+    fn one_part(mounts: &[CacheMount]) -> Vec<Incoming> {
+        (mounts.iter())
+            .map(|m| Incoming {
+                mount: m.clone(),
+                parts: 1,
+                stamp: None,
+            })
+            .collect()
+    }
+
     fn mounts() -> Vec<CacheMount> {
         vec![
             CacheMount {
@@ -868,10 +1076,10 @@ mod tests {
 
     #[test]
     fn export_helper_snapshot() {
-        let build = export_build(&options(), &mounts(), None);
+        let build = export_build(&options(), &mounts(), None, &Stable::default());
         assert_eq!(
             build.dockerfile_text,
-            r#"# attune cache export helper, generated by `cargo xtask cache export`: copies the contents of the strategy's cache mounts out, a tar per mount.
+            r#"# attune cache export helper, generated by `cargo xtask cache export`: copies the contents of the strategy's cache mounts out, a stable tar and a tar of the rest per mount.
 # The RUN uses ATTUNE_CACHE_NONCE, so it is never layer-cached.
 FROM rust:1.95-slim-bookworm AS export
 ARG ATTUNE_CACHE_NONCE
@@ -880,9 +1088,9 @@ RUN --mount=type=cache,target=/attune-mnt/cargo-home,id=cargo-home,sharing=share
     echo "cache export $ATTUNE_CACHE_NONCE" && \
     mkdir -p /out && \
     exec 9>/attune-mnt/target-workspace-linux_amd64/attune.lock && flock 9 && \
-    cd /attune-mnt/cargo-home && set -- && for p in registry/index registry/cache git/db; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/cargo-home.tar -T /dev/null "$@" && \
+    TAR_HOME && \
     SWEEP && \
-    cd /attune-mnt/target-workspace-linux_amd64 && set -- && for p in .; do if [ -e "$p" ]; then set -- "$@" "$p"; fi; done && tar -cf /out/target-workspace-linux_amd64.tar --exclude=./attune.lock --exclude='./.attune-*' -T /dev/null "$@"
+    TAR_TARGET
 
 FROM scratch
 COPY --from=export /out/ /
@@ -891,7 +1099,41 @@ COPY --from=export /out/ /
                 "SWEEP",
                 &sweep_script("/attune-mnt/target-workspace-linux_amd64", "/build/target"),
             )
+            .replace(
+                "TAR_HOME",
+                &tar_script(&mounts()[0], "/attune-mnt/cargo-home", "/out", &[], None)
+            )
+            .replace(
+                "TAR_TARGET",
+                &tar_script(
+                    &mounts()[1],
+                    "/attune-mnt/target-workspace-linux_amd64",
+                    "/out",
+                    &[],
+                    None
+                )
+            )
         );
+        // what the export may leave out travels into the script
+        let stable = Stable {
+            locals: vec!["attune_api".into(), "bad name;rm".into()],
+            offers: [(
+                "target-workspace-linux/amd64".to_string(),
+                "ab12".to_string(),
+            )]
+            .into(),
+        };
+        let text = export_build(&options(), &mounts(), None, &stable).dockerfile_text;
+        assert!(text.contains("awk -v W=' attune_api ' "), "{text}");
+        assert!(
+            text.contains(&format!("[ \"$(cat {STABLE_STAMP})\" = \"ab12 $count\" ]")),
+            "{text}"
+        );
+        assert!(
+            text.contains("echo ab12 > /out/target-workspace-linux_amd64.reused"),
+            "{text}"
+        );
+        assert!(text.contains("echo - > /out/cargo-home.reused"), "{text}");
         assert_eq!(
             crate::proc::shell_line(&build.argv),
             "docker buildx build --progress=rawjson --file target/xtask/cache/export.Dockerfile \
@@ -904,7 +1146,12 @@ COPY --from=export /out/ /
     /// the lock refuses a target cache whose units file is older (it would be the import's).
     #[test]
     fn export_helper_beside_the_builds_checks_the_target_cache_is_theirs() {
-        let build = export_build(&options(), &mounts(), Some(1_700_000_000));
+        let build = export_build(
+            &options(),
+            &mounts(),
+            Some(1_700_000_000),
+            &Stable::default(),
+        );
         let text = &build.dockerfile_text;
         assert!(
             text.contains(&format!("ARG {NONCE_ARG}\nARG {BUILDS_STARTED_ARG}\n")),
@@ -926,7 +1173,7 @@ COPY --from=export /out/ /
             "{:?}",
             build.argv
         );
-        let plain = export_build(&options(), &mounts(), None);
+        let plain = export_build(&options(), &mounts(), None, &Stable::default());
         assert!(!plain.dockerfile_text.contains(BUILDS_STARTED_ARG));
     }
 
@@ -938,23 +1185,23 @@ COPY --from=export /out/ /
                 platform: None,
                 ..options()
             },
-            &mounts()[..1],
+            &one_part(&mounts()[..1]),
             Path::new("target/xtask/cache/import-in"),
         );
         assert_eq!(
             build.dockerfile_text,
-            r#"# attune cache import helper, generated by `cargo xtask cache import`: BuildKit unpacks each mount's archive (ADD), a RUN copies it into the mount.
+            r#"# attune cache import helper, generated by `cargo xtask cache import`: BuildKit unpacks each archive (ADD, a stage each, side by side), a RUN copies them into the mounts.
 # The RUNs use ATTUNE_CACHE_NONCE, so they are never layer-cached.
-FROM scratch AS attune-cache-archives
-ADD cargo-home.tar.zst /cargo-home/
+FROM scratch AS attune-cache-archives-0
+ADD cargo-home.tar.zst /
 
 FROM rust:1.95-slim-bookworm AS import
 ARG ATTUNE_CACHE_NONCE
-RUN --mount=type=bind,from=attune-cache-archives,target=/attune-cache-in \
+RUN --mount=type=bind,from=attune-cache-archives-0,target=/attune-cache-in/cargo-home \
     --mount=type=cache,target=/attune-mnt/cargo-home,id=cargo-home,sharing=shared \
     echo "cache import $ATTUNE_CACHE_NONCE" && \
     mkdir -p /done && \
-    { cd /attune-cache-in/cargo-home && if [ -e cargo-home.tar.zst ]; then echo "the engine's ADD did not unpack it" >&2; false; fi && find . -mindepth 1 -maxdepth 1 ! -name attune.lock -exec cp -a -t /attune-mnt/cargo-home {} + || { echo "attune-cache-import: cannot copy cargo-home.tar.zst into the cache cargo-home; the cache left empty" >&2; rm -rf /attune-mnt/cargo-home/registry/index /attune-mnt/cargo-home/registry/cache /attune-mnt/cargo-home/git/db; exit 1; }; } && \
+    { f0=0; rm -f /attune-mnt/cargo-home/.attune-stable; ( cd /attune-cache-in/cargo-home && if [ -e cargo-home.tar.zst ]; then echo "attune-cache-import: the engine's ADD did not unpack cargo-home.tar.zst" >&2; exit 1; fi && find . -mindepth 1 -maxdepth 1 ! -name attune.lock -exec cp -a -t /attune-mnt/cargo-home {} + ) & p0=$!; wait $p0 || f0=1; if [ $f0 = 1 ]; then echo "attune-cache-import: cannot copy cargo-home.tar.zst into the cache cargo-home; the cache left empty" >&2; rm -rf /attune-mnt/cargo-home/registry/index /attune-mnt/cargo-home/registry/cache /attune-mnt/cargo-home/git/db; fi; if [ $((f0)) != 0 ]; then exit 1; fi; } && \
     echo imported > /done/imported
 
 FROM scratch
@@ -979,7 +1226,7 @@ COPY --from=import /done/ /
     fn import_helper_holds_the_target_caches_locks_while_it_copies() {
         let build = import_build(
             &options(),
-            &mounts(),
+            &one_part(&mounts()),
             Path::new("target/xtask/cache/import-in"),
         );
         let text = &build.dockerfile_text;
@@ -1026,14 +1273,23 @@ COPY --from=import /done/ /
         assert!(waits < copy && copy < ok, "{import}");
         assert!(
             import.contains(
-                "if [ -e target-workspace-linux_amd64.tar.zst ]; then echo \"the engine's ADD did not unpack it\" >&2; false; fi"
+                "if [ -e target-workspace-linux_amd64.tar.zst ]; then echo \"attune-cache-import: the engine's ADD did not unpack target-workspace-linux_amd64.tar.zst\" >&2; exit 1; fi"
             ),
             "{import}"
         );
-        assert!(import.contains(
-            "find /attune-mnt/target-workspace-linux_amd64 -mindepth 1 -maxdepth 1 ! -name attune.lock ! -name '.attune-*' -exec rm -rf {} +; \
-             echo failed > /attune-mnt/target-workspace-linux_amd64/.attune-imported-$ATTUNE_CACHE_NONCE; exit 1;"
-        ), "{import}");
+        // a failed copy empties its cache once every copy has ended, then says so to `lock`
+        let waited = import.find("wait $p1 || f1=1").unwrap();
+        let emptied = import
+            .find("if [ $f1 = 1 ]; then echo \"attune-cache-import: cannot copy target-workspace-linux_amd64.tar.zst into the cache target-workspace-linux/amd64; the cache left empty\" >&2; \
+                   find /attune-mnt/target-workspace-linux_amd64 -mindepth 1 -maxdepth 1 ! -name attune.lock ! -name '.attune-*' -exec rm -rf {} +; fi")
+            .unwrap();
+        let failed = import
+            .find("if [ $((f0+f1)) != 0 ]; then echo failed > /attune-mnt/target-workspace-linux_amd64/.attune-imported-$ATTUNE_CACHE_NONCE; exit 1; fi")
+            .unwrap();
+        assert!(
+            waited < emptied && emptied < failed && failed < ok,
+            "{import}"
+        );
         // hand-over files of a killed helper go once the lock is held
         assert!(lock.contains(
             "rm -f /attune-mnt/target-workspace-linux_amd64/.attune-locked-* /attune-mnt/target-workspace-linux_amd64/.attune-imported-*"
@@ -1060,7 +1316,7 @@ COPY --from=import /done/ /
             lock_script(&many[..2]).as_deref(),
             Some("exec 9>/attune-mnt/target-0/attune.lock 8>/attune-mnt/target-1/attune.lock && flock 9 && flock 8")
         );
-        let text = import_build(&options(), &many, Path::new("in")).dockerfile_text;
+        let text = import_build(&options(), &one_part(&many), Path::new("in")).dockerfile_text;
         assert!(!text.contains("printf"), "{text}");
         assert!(!text.contains("AS lock"), "{text}");
 
@@ -1073,10 +1329,234 @@ COPY --from=import /done/ /
                 ..m
             })
             .collect();
-        let text = import_build(&options(), &locked, Path::new("in")).dockerfile_text;
+        let text = import_build(&options(), &one_part(&locked), Path::new("in")).dockerfile_text;
         assert!(!text.contains("AS lock"), "{text}");
         assert!(!text.contains(".attune-locked-"), "{text}");
         assert!(text.contains("sharing=locked"), "{text}");
+    }
+
+    /// A target cache in two parts: a stage and an ADD each (BuildKit unpacks them side by
+    /// side), both bound into the one RUN, the directories made before the copies start at
+    /// once, and a failure of either empties the cache.
+    #[test]
+    fn import_helper_unpacks_and_copies_the_parts_side_by_side() {
+        let mounts = mounts();
+        let incoming = vec![
+            Incoming {
+                mount: mounts[0].clone(),
+                parts: 1,
+                stamp: None,
+            },
+            Incoming {
+                mount: mounts[1].clone(),
+                parts: 2,
+                stamp: Some(format!("{} 42", "ab".repeat(32))),
+            },
+        ];
+        let text = import_build(&options(), &incoming, Path::new("in")).dockerfile_text;
+        assert!(text.contains(
+            "FROM scratch AS attune-cache-archives-0\nADD cargo-home.tar.zst /\n\n\
+             FROM scratch AS attune-cache-archives-1\nADD target-workspace-linux_amd64.tar.zst /\n\n\
+             FROM scratch AS attune-cache-archives-2\nADD target-workspace-linux_amd64.1.tar.zst /\n"
+        ), "{text}");
+        let import = &text[text.find("AS import").unwrap()..];
+        for bind in [
+            "--mount=type=bind,from=attune-cache-archives-1,target=/attune-cache-in/target-workspace-linux_amd64 ",
+            "--mount=type=bind,from=attune-cache-archives-2,target=/attune-cache-in/target-workspace-linux_amd64.1 ",
+        ] {
+            assert!(import.contains(bind), "{import}");
+        }
+        let dirs = import
+            .find("( cd /attune-cache-in/target-workspace-linux_amd64.1 && find . -mindepth 1 -type d -print0 | ( cd /attune-mnt/target-workspace-linux_amd64 && xargs -0 -r mkdir -p ) ) || f1=1")
+            .unwrap();
+        let second = import
+            .find("( cd /attune-cache-in/target-workspace-linux_amd64.1 && if [ -e target-workspace-linux_amd64.1.tar.zst ]")
+            .unwrap();
+        let started = import
+            .find("-exec cp -a -t /attune-mnt/target-workspace-linux_amd64 {} + ) & p2=$!")
+            .unwrap();
+        let waited = import.find("wait $p2 || f1=1").unwrap();
+        assert!(
+            dirs < second && second < started && started < waited,
+            "{import}"
+        );
+        assert!(
+            !import.contains("attune-cache-in/cargo-home && find . -mindepth 1 -type d"),
+            "{import}"
+        );
+    }
+
+    /// The export's script, run here with sh, find, awk and tar (what the builder image has):
+    /// a target cache splits into the dependencies' artifacts and the rest, and the stable tar
+    /// is left out only while the import's stamp holds (the offered id, as many stable files,
+    /// none newer).
+    #[test]
+    fn export_leaves_out_the_stable_part_the_cache_still_holds() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (cache, out) = (tmp.path().join("cache"), tmp.path().join("out"));
+        let files = [
+            "release/deps/libserde-0123456789abcdef.rlib",
+            "release/.fingerprint/serde-0123456789abcdef/lib-serde.json",
+            "release/deps/libattune_common-fedcba9876543210.rlib",
+            "release/.fingerprint/attune-api-fedcba9876543210/bin-attune-api.json",
+            "release/attune-api",
+            "attune-units.json",
+            "attune.lock",
+            ".attune-locked-x",
+        ];
+        for f in files {
+            let path = cache.join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, f).unwrap();
+        }
+        let mount = CacheMount {
+            id: "target-t".into(),
+            target: "/build/target".into(),
+            sharing: "shared".into(),
+            cargo_home: false,
+        };
+        let locals = vec!["attune_api".to_string(), "attune_common".to_string()];
+        let sh = |script: &str| {
+            let _ = std::fs::remove_dir_all(&out);
+            std::fs::create_dir_all(&out).unwrap();
+            let status = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("TMPDIR", tmp.path())
+                .status()
+                .unwrap();
+            assert!(status.success(), "{script}");
+        };
+        let listed = |tar: &str| -> Vec<String> {
+            let o = std::process::Command::new("tar")
+                .arg("-tf")
+                .arg(out.join(tar))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{tar}");
+            String::from_utf8(o.stdout)
+                .unwrap()
+                .lines()
+                .map(str::to_string)
+                .collect()
+        };
+        let read = |f: &str| {
+            std::fs::read_to_string(out.join(f))
+                .ok()
+                .map(|t| t.trim().to_string())
+        };
+        let script = |offer: Option<&str>| {
+            tar_script(
+                &mount,
+                &cache.to_string_lossy(),
+                &out.to_string_lossy(),
+                &locals,
+                offer,
+            )
+        };
+        let touch = |when: &str, path: &Path| {
+            let status = std::process::Command::new("touch")
+                .args(["-d", when])
+                .arg(path)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        };
+
+        sh(&script(None));
+        assert_eq!(read("target-t.stable-files").as_deref(), Some("2"));
+        assert_eq!(read("target-t.reused"), None);
+        let mut stable = listed("target-t.stable.tar");
+        stable.sort();
+        assert_eq!(
+            stable,
+            [
+                "./release/.fingerprint/serde-0123456789abcdef/lib-serde.json",
+                "./release/deps/libserde-0123456789abcdef.rlib"
+            ]
+        );
+        let rest = listed("target-t.tar");
+        for f in &files[2..6] {
+            assert!(rest.contains(&format!("./{f}")), "{f}: {rest:?}");
+        }
+        // every directory travels with the rest, the dependencies' files do not
+        assert!(
+            rest.contains(&"./release/.fingerprint/serde-0123456789abcdef/".to_string()),
+            "{rest:?}"
+        );
+        assert!(
+            !(rest.iter())
+                .filter(|f| !f.ends_with('/'))
+                .any(|f| f.contains("serde")
+                    || f.contains("attune.lock")
+                    || f.contains(".attune-")),
+            "{rest:?}"
+        );
+
+        // as the import leaves it: the entry's files older than the stamp
+        for f in files {
+            touch("@1000000000", &cache.join(f));
+        }
+        let stamp = cache.join(STABLE_STAMP);
+        let stamped = |text: &str| {
+            std::fs::write(&stamp, text).unwrap();
+            touch("@1500000000", &stamp);
+        };
+        stamped("abcd 2");
+        sh(&script(Some("abcd")));
+        assert_eq!(read("target-t.reused").as_deref(), Some("abcd"));
+        assert!(!out.join("target-t.stable.tar").exists());
+        assert!(listed("target-t.tar").contains(&"./release/attune-api".to_string()));
+        // another entry's id, or not the stable files it left: all of it
+        sh(&script(Some("abce")));
+        assert_eq!(read("target-t.reused"), None);
+        assert!(out.join("target-t.stable.tar").exists());
+        stamped("abcd 3");
+        sh(&script(Some("abcd")));
+        assert_eq!(read("target-t.reused"), None);
+        // a workspace crate rebuilt: the stable part still holds
+        stamped("abcd 2");
+        touch("now", &cache.join(files[2]));
+        sh(&script(Some("abcd")));
+        assert_eq!(read("target-t.reused").as_deref(), Some("abcd"));
+        // a dependency rebuilt: it does not
+        touch("now", &cache.join(files[0]));
+        sh(&script(Some("abcd")));
+        assert_eq!(read("target-t.reused"), None);
+        assert_eq!(listed("target-t.stable.tar").len(), 2);
+
+        // the cargo home: all of it stable
+        let home = CacheMount {
+            id: "cargo-home".into(),
+            target: "/cargo-home".into(),
+            sharing: "shared".into(),
+            cargo_home: true,
+        };
+        let crate_file = cache.join("registry/cache/x.crate");
+        std::fs::create_dir_all(crate_file.parent().unwrap()).unwrap();
+        std::fs::write(&crate_file, "x").unwrap();
+        touch("@1000000000", &crate_file);
+        let home_script = |offer: Option<&str>| {
+            tar_script(
+                &home,
+                &cache.to_string_lossy(),
+                &out.to_string_lossy(),
+                &locals,
+                offer,
+            )
+        };
+        sh(&home_script(None));
+        assert_eq!(read("cargo-home.stable-files").as_deref(), Some("1"));
+        assert_eq!(
+            listed("cargo-home.stable.tar"),
+            ["registry/cache/", "registry/cache/x.crate"]
+        );
+        stamped("abcd 1");
+        sh(&home_script(Some("abcd")));
+        assert_eq!(read("cargo-home.reused").as_deref(), Some("abcd"));
+        touch("now", &crate_file);
+        sh(&home_script(Some("abcd")));
+        assert_eq!(read("cargo-home.reused"), None);
     }
 
     /// The per-service strategy mounts a target cache per service, all at /build/target: the
@@ -1110,7 +1590,7 @@ COPY --from=import /done/ /
             "exec 9>/attune-mnt/target-builder-api-linux_amd64/attune.lock \
              8>/attune-mnt/target-builder-executor-linux_amd64/attune.lock && flock 9 && flock 8"
         );
-        let export = export_build(&options(), &mounts, None).dockerfile_text;
+        let export = export_build(&options(), &mounts, None, &Stable::default()).dockerfile_text;
         for m in &targets {
             assert!(
                 export.contains(&format!(
@@ -1121,7 +1601,7 @@ COPY --from=import /done/ /
                 "{export}"
             );
             assert!(
-                export.contains(&format!("cd {} && set --", m.at())),
+                export.contains(&format!("cd {} && find . -mindepth 1", m.at())),
                 "{export}"
             );
         }

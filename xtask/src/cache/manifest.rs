@@ -1,14 +1,17 @@
 //! An entry's `manifest.json`: its key and inputs, and every file it carries with its sha256.
 //! Pure: parsing and validation only.
 //!
-//! Format 1. The layer cache is named by kind so that a registry-backed entry (layers and
+//! Format 2: a large cache travels in parts (`more`), unpacked side by side; format 1, one
+//! archive per cache, is still read. The layer cache is named by kind so that a registry-backed entry (layers and
 //! archives as registry blobs) can use the same manifest with another `kind`.
 
 use serde::{Deserialize, Serialize};
 
 use super::key::KeyInputs;
 
-pub const FORMAT: u32 = 1;
+pub const FORMAT: u32 = 2;
+/// The oldest format this xtask reads.
+pub const OLDEST_FORMAT: u32 = 1;
 pub const FILE: &str = "manifest.json";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,12 +37,82 @@ pub struct MountArchive {
     pub sharing: String,
     /// What of the mount is carried, relative to its target (`.` for all of it).
     pub paths: Vec<String>,
-    /// Relative to the entry: `mounts/<id>.tar.zst`.
+    /// Relative to the entry: `mounts/<id>.tar.zst`. The first part, when there are more.
     pub file: String,
     pub sha256: String,
     /// Size of the compressed file, and of the tar inside it.
     pub bytes: u64,
     pub tar_bytes: u64,
+    /// The other parts (`mounts/<id>.<n>.tar.zst`), each a tar of its own: a large cache is
+    /// split so that its parts unpack at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more: Vec<ArchivePart>,
+    /// How many of the parts, from the first, hold the stable part of the cache (the cargo
+    /// home; a target cache's dependency artifacts), and how many files it has: the next
+    /// export reuses those parts when the cache still holds them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stable_parts: usize,
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub stable_files: u64,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_zero_u64(n: &u64) -> bool {
+    *n == 0
+}
+
+/// One compressed tar of a cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchivePart {
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub tar_bytes: u64,
+}
+
+impl MountArchive {
+    /// Every part, the first one first.
+    pub fn parts(&self) -> Vec<ArchivePart> {
+        let first = ArchivePart {
+            file: self.file.clone(),
+            sha256: self.sha256.clone(),
+            bytes: self.bytes,
+            tar_bytes: self.tar_bytes,
+        };
+        std::iter::once(first)
+            .chain(self.more.iter().cloned())
+            .collect()
+    }
+
+    /// The stable parts' id: the sha256 of their sha256s, none without stable parts.
+    pub fn stable_id(&self) -> Option<String> {
+        use sha2::{Digest, Sha256};
+        let parts = self.parts();
+        let stable = parts.get(..self.stable_parts).filter(|s| !s.is_empty())?;
+        let joined: Vec<&str> = stable.iter().map(|p| p.sha256.as_str()).collect();
+        Some(super::key::hex(&Sha256::digest(
+            joined.join(",").as_bytes(),
+        )))
+    }
+
+    /// What the import leaves in the cache's stamp: `<stable id> <stable files>`.
+    pub fn stamp(&self) -> Option<String> {
+        self.stable_id()
+            .map(|id| format!("{id} {}", self.stable_files))
+    }
+
+    /// The compressed bytes of every part.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes + self.more.iter().map(|p| p.bytes).sum::<u64>()
+    }
+
+    /// The bytes of every part's tar.
+    pub fn total_tar_bytes(&self) -> u64 {
+        self.tar_bytes + self.more.iter().map(|p| p.tar_bytes).sum::<u64>()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,9 +130,9 @@ impl Manifest {
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let manifest: Manifest =
             serde_json::from_str(text).map_err(|e| format!("not a cache manifest ({e})"))?;
-        if manifest.format != FORMAT {
+        if !(OLDEST_FORMAT..=FORMAT).contains(&manifest.format) {
             return Err(format!(
-                "manifest format {} (this xtask reads {FORMAT})",
+                "manifest format {} (this xtask reads {OLDEST_FORMAT}-{FORMAT})",
                 manifest.format
             ));
         }
@@ -71,17 +144,19 @@ impl Manifest {
             ));
         }
         for mount in &manifest.mounts {
-            if !is_plain_relative(&mount.file) {
-                return Err(format!(
-                    "mount {}: file `{}` is not a plain relative path",
-                    mount.id, mount.file
-                ));
-            }
-            if mount.sha256.len() != 64 || !mount.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(format!(
-                    "mount {}: `{}` is not a sha256",
-                    mount.id, mount.sha256
-                ));
+            for part in mount.parts() {
+                if !is_plain_relative(&part.file) {
+                    return Err(format!(
+                        "mount {}: file `{}` is not a plain relative path",
+                        mount.id, part.file
+                    ));
+                }
+                if part.sha256.len() != 64 || !part.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "mount {}: `{}` is not a sha256",
+                        mount.id, part.sha256
+                    ));
+                }
             }
         }
         if let Some(layers) = &manifest.layers {
@@ -111,7 +186,10 @@ impl Manifest {
 
     /// Bytes of every file the entry carries.
     pub fn total_bytes(&self) -> u64 {
-        self.mounts.iter().map(|m| m.bytes).sum::<u64>()
+        self.mounts
+            .iter()
+            .map(MountArchive::total_bytes)
+            .sum::<u64>()
             + self.layers.as_ref().map_or(0, |l| l.bytes)
     }
 }
@@ -153,6 +231,9 @@ mod tests {
                 sha256: "0f".repeat(32),
                 bytes: 10,
                 tar_bytes: 20,
+                more: vec![],
+                stable_parts: 0,
+                stable_files: 0,
             }],
             layers: Some(Layers {
                 kind: "oci-layout".into(),
@@ -169,6 +250,41 @@ mod tests {
         assert_eq!(Manifest::parse(&m.to_json()), Ok(m.clone()));
         assert_eq!(m.total_bytes(), 15);
         assert_eq!(m.mount("cargo-home").unwrap().tar_bytes, 20);
+        // a format 1 manifest (one archive per cache, no `more`) still reads
+        let old = m.to_json().replace("\"format\": 2", "\"format\": 1");
+        assert!(!old.contains("more"), "{old}");
+        assert_eq!(Manifest::parse(&old).unwrap().mounts, m.mounts);
+
+        let mut split = m.clone();
+        split.mounts[0].more.push(ArchivePart {
+            file: "mounts/cargo-home.1.tar.zst".into(),
+            sha256: "1f".repeat(32),
+            bytes: 7,
+            tar_bytes: 30,
+        });
+        assert_eq!(Manifest::parse(&split.to_json()), Ok(split.clone()));
+        assert_eq!(split.total_bytes(), 22);
+        assert_eq!(split.mounts[0].total_tar_bytes(), 50);
+        assert_eq!(split.mounts[0].stable_id(), None);
+        split.mounts[0].stable_parts = 1;
+        split.mounts[0].stable_files = 9;
+        assert_eq!(Manifest::parse(&split.to_json()), Ok(split.clone()));
+        let id = split.mounts[0].stable_id().unwrap();
+        assert_eq!(split.mounts[0].stamp(), Some(format!("{id} 9")));
+        // the id is that of the stable parts only
+        split.mounts[0].more[0].sha256 = "2f".repeat(32);
+        assert_eq!(split.mounts[0].stable_id(), Some(id.clone()));
+        split.mounts[0].stable_parts = 2;
+        assert_ne!(split.mounts[0].stable_id(), Some(id));
+        split.mounts[0].stable_parts = 3;
+        assert_eq!(split.mounts[0].stable_id(), None);
+        split.mounts[0].stable_parts = 0;
+        assert_eq!(
+            (split.mounts[0].parts().iter())
+                .map(|p| p.file.as_str())
+                .collect::<Vec<_>>(),
+            ["mounts/cargo-home.tar.zst", "mounts/cargo-home.1.tar.zst"]
+        );
     }
 
     #[test]
@@ -179,14 +295,23 @@ mod tests {
             Manifest::parse(&m.to_json()).unwrap_err()
         };
         assert_eq!(
-            bad(|m| m.format = 2),
-            "manifest format 2 (this xtask reads 1)"
+            bad(|m| m.format = 3),
+            "manifest format 3 (this xtask reads 1-2)"
         );
         assert!(bad(|m| m.inputs.platform = "linux/arm64".into())
             .starts_with("its key workspace-linux-amd64-"));
         assert_eq!(
             bad(|m| m.mounts[0].file = "../../etc/passwd".into()),
             "mount cargo-home: file `../../etc/passwd` is not a plain relative path"
+        );
+        assert_eq!(
+            bad(|m| m.mounts[0].more.push(ArchivePart {
+                file: "/etc/passwd".into(),
+                sha256: "1f".repeat(32),
+                bytes: 1,
+                tar_bytes: 1,
+            })),
+            "mount cargo-home: file `/etc/passwd` is not a plain relative path"
         );
         assert_eq!(
             bad(|m| m.mounts[0].sha256 = "xyz".into()),

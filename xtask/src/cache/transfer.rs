@@ -17,10 +17,10 @@ use anyhow::Context;
 
 use super::{
     archive,
-    helper::{self, CacheMount, HelperBuild, HelperOptions},
+    helper::{self, CacheMount, HelperBuild, HelperOptions, Incoming},
     key::{self, Candidate, Choice, KeyInputs},
     location::{self, Listed, Location, RegistryRef, Staging},
-    manifest::{self, Layers, Manifest, MountArchive},
+    manifest::{self, ArchivePart, Layers, Manifest, MountArchive},
     remote,
 };
 use crate::{
@@ -96,17 +96,26 @@ impl Setup {
         }
     }
 
+    /// The import helper for every mount, an archive each (`--dry-run`: the parts an entry
+    /// splits a cache into are known once it is found).
     pub fn import_build(&self) -> HelperBuild {
-        self.import_build_of(&self.mounts)
+        let mounts: Vec<Incoming> = (self.mounts.iter())
+            .map(|m| Incoming {
+                mount: m.clone(),
+                parts: 1,
+                stamp: None,
+            })
+            .collect();
+        self.import_build_of(&mounts)
     }
 
-    /// The import helper for `mounts`, its archives staged in `import-in`.
-    fn import_build_of(&self, mounts: &[CacheMount]) -> HelperBuild {
+    /// The import helper for `mounts` (with their parts), its archives staged in `import-in`.
+    fn import_build_of(&self, mounts: &[Incoming]) -> HelperBuild {
         helper::import_build(&self.helper, mounts, &Path::new(WORK_DIR).join("import-in"))
     }
 
     pub fn export_build(&self) -> HelperBuild {
-        helper::export_build(&self.helper, &self.mounts, None)
+        helper::export_build(&self.helper, &self.mounts, None, &helper::Stable::default())
     }
 }
 
@@ -299,8 +308,8 @@ struct Staged {
     /// How the entry differs from the key, when it is the closest one (` (no entry ...)`).
     note: String,
     parts: Vec<String>,
-    /// The mounts the entry carries, whose archives wait in `import-in`.
-    mounts: Vec<CacheMount>,
+    /// The mounts the entry carries, whose archives wait in `import-in`, with their parts.
+    mounts: Vec<Incoming>,
     /// A registry entry fetched to the host, removed after the import.
     fetched: Option<PathBuf>,
 }
@@ -386,8 +395,9 @@ pub fn import_alongside(root: &Path, setup: &Setup, location: &Location) -> Impo
     };
     let covered = (setup.mounts.iter())
         .filter(|m| !m.cargo_home)
-        .all(|m| staged.mounts.iter().any(|s| s.id == m.id));
-    if !covered || !setup.locked || helper::lock_script(&staged.mounts).is_none() {
+        .all(|m| staged.mounts.iter().any(|s| s.mount.id == m.id));
+    let carried: Vec<CacheMount> = staged.mounts.iter().map(|i| i.mount.clone()).collect();
+    if !covered || !setup.locked || helper::lock_script(&carried).is_none() {
         return Importing::Ended(unpack_whole(root, setup, location, &staged, clock));
     }
     let log = root.join(&setup.log_dir).join("cache-import.log");
@@ -531,27 +541,39 @@ fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outc
     for mount in &mounts {
         // checked here, unpacked by BuildKit (the import helper's ADD)
         let carried = manifest.mount(&mount.id).expect("filtered");
-        if carried.tar_bytes <= archive::EMPTY_TAR_BYTES {
+        if carried.total_tar_bytes() <= archive::EMPTY_TAR_BYTES {
             // nothing in it (and ADD would not take an empty tar for an archive)
             parts.push(format!("{} empty", mount.id));
             continue;
         }
-        carried_mounts.push(mount.clone());
-        let file = entry.join(&carried.file);
-        if let Err(damage) = archive::verify(&file, &carried.sha256, carried.bytes) {
-            return Err(Outcome::Cold(format!(
-                "entry {name}: {} is {damage}",
-                carried.file
-            )));
+        let pieces = carried.parts();
+        for (k, part) in pieces.iter().enumerate() {
+            let file = entry.join(&part.file);
+            if let Err(damage) = archive::verify(&file, &part.sha256, part.bytes) {
+                return Err(Outcome::Cold(format!(
+                    "entry {name}: {} is {damage}",
+                    part.file
+                )));
+            }
+            if let Err(e) = archive::link_file(&file, &archives.join(mount.part_archive_name(k))) {
+                return Err(Outcome::Cold(format!("cannot stage {}: {e}", part.file)));
+            }
         }
-        if let Err(e) = archive::link_file(&file, &archives.join(mount.archive_name())) {
-            return Err(Outcome::Cold(format!("cannot stage {}: {e}", carried.file)));
-        }
+        carried_mounts.push(Incoming {
+            mount: mount.clone(),
+            parts: pieces.len(),
+            stamp: carried.stamp(),
+        });
         parts.push(format!(
-            "{} {} ({} compressed)",
+            "{} {} ({} compressed{})",
             mount.id,
-            human_size(carried.tar_bytes),
-            human_size(carried.bytes)
+            human_size(carried.total_tar_bytes()),
+            human_size(carried.total_bytes()),
+            if pieces.len() > 1 {
+                format!(", {} parts", pieces.len())
+            } else {
+                String::new()
+            }
         ));
         if runner::interrupted() {
             return Err(Outcome::Interrupted);
@@ -669,6 +691,7 @@ impl ExportAhead {
 pub fn export_ahead(
     root: &Path,
     setup: &Setup,
+    location: &Location,
     logs: Vec<PathBuf>,
     builds_started: u64,
 ) -> Option<ExportAhead> {
@@ -683,6 +706,7 @@ pub fn export_ahead(
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let handle = {
         let (root, setup, stop) = (root.to_path_buf(), setup.clone(), stop.clone());
+        let location = location.clone();
         std::thread::spawn(move || {
             loop {
                 // read once more after the builds ended: fast builds end between two looks
@@ -699,7 +723,9 @@ pub fn export_ahead(
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            let build = helper::export_build(&setup.helper, &setup.mounts, Some(builds_started));
+            let stable = stable_of(&root, &setup, &location);
+            let build =
+                helper::export_build(&setup.helper, &setup.mounts, Some(builds_started), &stable);
             let _ = fs::remove_dir_all(root.join(&build.output));
             let outcome = run_helper(&root, &setup, &build, true).unwrap_or(JobOutcome::Failed);
             Some((outcome, Instant::now()))
@@ -732,10 +758,22 @@ pub fn export_after(
     ahead: Option<ExportAhead>,
 ) -> anyhow::Result<Outcome> {
     let clock = Instant::now();
-    let build = setup.export_build();
+    let stable = stable_of(root, setup, location);
+    let build = helper::export_build(&setup.helper, &setup.mounts, None, &stable);
     let out = root.join(&build.output);
     let mut beside = false;
-    let helper_seconds = match ahead.and_then(ExportAhead::finish) {
+    let run = |build: &HelperBuild| -> anyhow::Result<Option<f64>> {
+        let _ = fs::remove_dir_all(root.join(&build.output));
+        match run_helper(root, setup, build, false)? {
+            JobOutcome::Succeeded => Ok(Some(clock.elapsed().as_secs_f64())),
+            JobOutcome::Interrupted | JobOutcome::NotStarted => Ok(None),
+            JobOutcome::Failed => anyhow::bail!(
+                "the export helper build failed (log: {})",
+                setup.log_dir.join("cache-export.log").display()
+            ),
+        }
+    };
+    let mut helper_seconds = match ahead.and_then(ExportAhead::finish) {
         Some((JobOutcome::Succeeded, ended)) => {
             beside = true;
             // what the helper took after the builds (it may have ended before them)
@@ -744,20 +782,10 @@ pub fn export_after(
         Some((JobOutcome::Interrupted | JobOutcome::NotStarted, _)) => {
             return Ok(Outcome::Interrupted)
         }
-        _ => {
-            let _ = fs::remove_dir_all(&out);
-            match run_helper(root, setup, &build, false)? {
-                JobOutcome::Succeeded => {}
-                JobOutcome::Interrupted | JobOutcome::NotStarted => {
-                    return Ok(Outcome::Interrupted)
-                }
-                JobOutcome::Failed => anyhow::bail!(
-                    "the export helper build failed (log: {})",
-                    setup.log_dir.join("cache-export.log").display()
-                ),
-            }
-            clock.elapsed().as_secs_f64()
-        }
+        _ => match run(&build)? {
+            Some(seconds) => seconds,
+            None => return Ok(Outcome::Interrupted),
+        },
     };
     let key = setup.inputs.key();
     let staging_in = match location {
@@ -766,35 +794,32 @@ pub fn export_after(
     };
     let staging = Staging::create(&staging_in, &key)?;
     fs::create_dir_all(staging.path().join("mounts"))?;
-    let mut archives = Vec::new();
-    let mut parts = Vec::new();
     let compress_clock = Instant::now();
-    for mount in &setup.mounts {
-        let tar = out.join(mount.tar_name());
-        let file = format!("mounts/{}.zst", mount.tar_name());
-        let written = archive::compress(&tar, &staging.path().join(&file), archive::LEVEL)
-            .with_context(|| format!("cache mount {}", mount.id))?;
-        parts.push(format!(
-            "{} {} -> {}",
-            mount.id,
-            human_size(written.tar_bytes),
-            human_size(written.bytes)
-        ));
-        archives.push(MountArchive {
-            id: mount.id.clone(),
-            target: mount.target.clone(),
-            sharing: mount.sharing.clone(),
-            paths: mount.paths(),
-            file,
-            sha256: written.sha256,
-            bytes: written.bytes,
-            tar_bytes: written.tar_bytes,
-        });
-        let _ = fs::remove_file(&tar);
-        if runner::interrupted() {
-            return Ok(Outcome::Interrupted);
+    let assembled = match assemble(setup, location, &key, &out, staging.path())? {
+        Some(assembled) => assembled,
+        None => {
+            // the entry whose stable parts the helper left out is gone: all of it, once more
+            let full = helper::export_build(
+                &setup.helper,
+                &setup.mounts,
+                None,
+                &helper::Stable {
+                    offers: Default::default(),
+                    ..stable
+                },
+            );
+            helper_seconds = match run(&full)? {
+                Some(seconds) => seconds,
+                None => return Ok(Outcome::Interrupted),
+            };
+            assemble(setup, location, &key, &out, staging.path())?
+                .context("the export helper left out a stable part it was not offered")?
         }
+    };
+    if runner::interrupted() {
+        return Ok(Outcome::Interrupted);
     }
+    let (archives, mut parts) = assembled;
     let compress_seconds = compress_clock.elapsed().as_secs_f64();
     let layers = match (location, layers) {
         (Location::Registry(_), Some(_)) => Some(Layers {
@@ -863,6 +888,150 @@ pub fn export_after(
         clock.elapsed().as_secs_f64(),
         if beside { "beside the builds, then " } else { "" },
     )))
+}
+
+/// What the export helper may leave out: the workspace's crates, and for a directory location
+/// the stable ids of the entry it would replace (a registry's entry is not on the host).
+fn stable_of(root: &Path, setup: &Setup, location: &Location) -> helper::Stable {
+    let locals = crate::workspace::local_crates(root).unwrap_or_default();
+    let offers = match location {
+        Location::Dir(dir) => location::read_manifest(&dir.join(setup.inputs.key()))
+            .map(|m| {
+                (m.mounts.iter())
+                    .filter_map(|a| a.stable_id().map(|id| (a.id.clone(), id)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Location::Registry(_) => Default::default(),
+    };
+    helper::Stable { locals, offers }
+}
+
+/// The archives of the new entry, in `staging/mounts/`, from the export helper's `out`: per
+/// cache its stable part (compressed, split when large, or linked from the entry at `location`
+/// when the helper reused it) and then the rest. `None`: the helper reused stable parts that
+/// the location no longer has.
+fn assemble(
+    setup: &Setup,
+    location: &Location,
+    key: &str,
+    out: &Path,
+    staging: &Path,
+) -> anyhow::Result<Option<(Vec<MountArchive>, Vec<String>)>> {
+    let old = match location {
+        Location::Dir(dir) => location::read_manifest(&dir.join(key))
+            .ok()
+            .map(|m| (dir.join(key), m)),
+        Location::Registry(_) => None,
+    };
+    let mut archives = Vec::new();
+    let mut lines = Vec::new();
+    for mount in &setup.mounts {
+        let base = mount.unpacked_dir();
+        let read = |name: &str| fs::read_to_string(out.join(format!("{base}.{name}")));
+        let stable_files: u64 = read("stable-files")
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .with_context(|| {
+                format!(
+                    "cache mount {}: the export helper counted no stable files",
+                    mount.id
+                )
+            })?;
+        let mut pieces: Vec<ArchivePart> = Vec::new();
+        let mut reused = false;
+        if let Ok(id) = read("reused") {
+            let id = id.trim();
+            let Some((dir, old_archive)) = (old.as_ref())
+                .and_then(|(dir, m)| m.mount(&mount.id).map(|a| (dir, a)))
+                .filter(|(_, a)| a.stable_id().as_deref() == Some(id))
+            else {
+                return Ok(None);
+            };
+            for (k, part) in old_archive.parts()[..old_archive.stable_parts]
+                .iter()
+                .enumerate()
+            {
+                let file = format!("mounts/{}", mount.part_archive_name(k));
+                archive::link_file(&dir.join(&part.file), &staging.join(&file))
+                    .with_context(|| format!("cannot link {} into the new entry", part.file))?;
+                pieces.push(ArchivePart {
+                    file,
+                    ..part.clone()
+                });
+            }
+            reused = true;
+        } else {
+            let tar = out.join(format!("{base}.stable.tar"));
+            let tar_bytes = fs::metadata(&tar)
+                .with_context(|| {
+                    format!("cache mount {}: no stable tar from the helper", mount.id)
+                })?
+                .len();
+            if tar_bytes > archive::EMPTY_TAR_BYTES {
+                // a large tar travels in parts, unpacked side by side on import
+                let files: Vec<String> = (0..archive::parts_for(tar_bytes))
+                    .map(|k| format!("mounts/{}", mount.part_archive_name(k)))
+                    .collect();
+                let outs: Vec<PathBuf> = files.iter().map(|f| staging.join(f)).collect();
+                let written = archive::compress_split(&tar, &outs, archive::LEVEL)
+                    .with_context(|| format!("cache mount {}", mount.id))?;
+                pieces.extend(written.into_iter().zip(files).map(|(w, file)| ArchivePart {
+                    file,
+                    sha256: w.sha256,
+                    bytes: w.bytes,
+                    tar_bytes: w.tar_bytes,
+                }));
+            }
+            let _ = fs::remove_file(&tar);
+        }
+        let stable_parts = pieces.len();
+        let rest = out.join(mount.tar_name());
+        let rest_bytes = fs::metadata(&rest).map(|m| m.len()).unwrap_or(0);
+        // the rest, as the last part; a cache with nothing in it still has its (empty) archive
+        if rest_bytes > archive::EMPTY_TAR_BYTES || (pieces.is_empty() && rest_bytes > 0) {
+            let file = format!("mounts/{}", mount.part_archive_name(pieces.len()));
+            let written = archive::compress(&rest, &staging.join(&file), archive::LEVEL)
+                .with_context(|| format!("cache mount {}", mount.id))?;
+            pieces.push(ArchivePart {
+                file,
+                sha256: written.sha256,
+                bytes: written.bytes,
+                tar_bytes: written.tar_bytes,
+            });
+        }
+        let _ = fs::remove_file(&rest);
+        let mut iter = pieces.into_iter();
+        let first = iter
+            .next()
+            .with_context(|| format!("cache mount {}: the export helper wrote no tar", mount.id))?;
+        let carried = MountArchive {
+            id: mount.id.clone(),
+            target: mount.target.clone(),
+            sharing: mount.sharing.clone(),
+            paths: mount.paths(),
+            file: first.file,
+            sha256: first.sha256,
+            bytes: first.bytes,
+            tar_bytes: first.tar_bytes,
+            more: iter.collect(),
+            stable_parts,
+            stable_files,
+        };
+        lines.push(format!(
+            "{} {} -> {}{}",
+            mount.id,
+            human_size(carried.total_tar_bytes()),
+            human_size(carried.total_bytes()),
+            match (reused, carried.more.len()) {
+                (true, _) => " (its stable part unchanged: linked)".to_string(),
+                (false, 0) => String::new(),
+                (false, more) => format!(" ({} parts)", more + 1),
+            }
+        ));
+        archives.push(carried);
+    }
+    Ok(Some((archives, lines)))
 }
 
 /// Writes the helper's Dockerfile and empty context, and runs it like a build.

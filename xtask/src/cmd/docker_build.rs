@@ -271,6 +271,7 @@ fn run_with_cache(
     let ahead = transfer::export_ahead(
         root,
         &setup,
+        &location,
         plan.builds.iter().map(|b| root.join(&b.log)).collect(),
         crate::exec::runner::unix_now() as u64,
     );
