@@ -170,11 +170,12 @@ fn valid_tag(tag: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
 }
 
-/// What the engine looks like: the probe, and the base images it lacks.
+/// What the engine looks like: the probe, the base images it lacks, and the ids of those it has.
 #[derive(Debug)]
 pub struct EngineCheck {
     pub probe: docker::Probe,
     missing_bases: Vec<String>,
+    pub image_ids: std::collections::BTreeMap<String, String>,
 }
 
 /// Probes the engine and, with `check_bases`, looks up the base images, all at once.
@@ -184,13 +185,18 @@ pub fn check_engine(root: &Path, check_bases: bool) -> anyhow::Result<EngineChec
     } else {
         Vec::new()
     };
-    let (probe, missing_bases) = std::thread::scope(|s| {
-        let missing = s.spawn(|| docker::missing_images(&bases));
-        (docker::probe(), missing.join().unwrap_or_default())
+    let (probe, found) = std::thread::scope(|s| {
+        let found = s.spawn(|| docker::inspect_images(&bases));
+        (docker::probe(), found.join().unwrap_or_default())
     });
+    let missing_bases = (bases.iter())
+        .filter(|b| !found.contains_key(b.as_str()))
+        .cloned()
+        .collect();
     Ok(EngineCheck {
         probe,
         missing_bases,
+        image_ids: found.into_iter().map(|(r, (id, _))| (r, id)).collect(),
     })
 }
 
@@ -234,6 +240,7 @@ pub fn preflight_with(
     let EngineCheck {
         probe,
         missing_bases: missing,
+        ..
     } = check;
     if !probe.reachable() {
         let why = probe.error.unwrap_or_default();

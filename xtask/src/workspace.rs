@@ -36,6 +36,12 @@ pub struct Declaration {
     /// From cargo_metadata, not from the table.
     #[serde(skip)]
     pub crates: Crates,
+    /// `workspace.package.rust-version`, from the same cargo_metadata.
+    #[serde(skip)]
+    pub rust_version: Option<String>,
+    /// The names of the workspace's packages and targets, `-` as `_` (see [`local_crates`]).
+    #[serde(skip)]
+    pub local_crates: Vec<String>,
     /// What `docker compose up` gives every service (docker-compose.yaml is generated from it).
     #[serde(default)]
     pub compose: ComposeDecl,
@@ -268,7 +274,10 @@ fn metadata(root: &Path) -> anyhow::Result<cargo_metadata::Metadata> {
 /// names their artifacts in a target directory (`deps/libattune_common-<hash>.rlib`,
 /// `.fingerprint/attune-api-<hash>/`).
 pub fn local_crates(root: &Path) -> anyhow::Result<Vec<String>> {
-    let metadata = metadata(root)?;
+    Ok(crate_names(&metadata(root)?))
+}
+
+fn crate_names(metadata: &cargo_metadata::Metadata) -> Vec<String> {
     let mut names: Vec<String> = (metadata.workspace_packages().iter())
         .flat_map(|p| {
             std::iter::once(p.name.to_string()).chain(p.targets.iter().map(|t| t.name.clone()))
@@ -277,7 +286,7 @@ pub fn local_crates(root: &Path) -> anyhow::Result<Vec<String>> {
         .collect();
     names.sort();
     names.dedup();
-    Ok(names)
+    names
 }
 
 /// `workspace.package.rust-version` (the toolchain the images are built with), as cargo reads it:
@@ -339,8 +348,11 @@ pub fn load(root: &Path) -> anyhow::Result<Declaration> {
                 .collect(),
         })
         .collect();
-    let decl = parse(&metadata.workspace_metadata, &packages)
+    let mut decl = parse(&metadata.workspace_metadata, &packages)
         .with_context(|| format!("{}: [workspace.metadata.attune]", manifest.display()))?;
+    decl.rust_version = (metadata.workspace_packages().iter())
+        .find_map(|p| p.rust_version.as_ref().map(short_version));
+    decl.local_crates = crate_names(&metadata);
     check_on_disk(root, &decl)
         .with_context(|| format!("{}: [workspace.metadata.attune]", manifest.display()))?;
     Ok(decl)

@@ -142,6 +142,101 @@ fn export_then_import_round_trip() {
         .is_file());
 }
 
+/// A second export whose helper finds the stable parts unchanged links the entry's stable
+/// archives into the new entry (same files, same sha256) and compresses only the rest; when the
+/// entry at the location no longer has what was offered, the helper runs again, all of it.
+#[test]
+fn export_links_the_stable_part_the_cache_still_holds() {
+    let (ws, loc, loc_arg) = with_entry();
+    let read = |dir: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap()
+    };
+    let first = read(&entry(&loc));
+    for m in first["mounts"].as_array().unwrap() {
+        assert_eq!(m["stable_parts"], 1, "{first}");
+        assert_eq!(m["stable_files"], 1, "{first}");
+    }
+    let export_as = |mode: &str| {
+        let t = Test::new()
+            .args(["cache", "export", "--to", &loc_arg, "api"])
+            .args(["--log-dir".into(), t_log(&ws)])
+            .cwd(ws.path())
+            .env("FAKE_DOCKER_REUSE", mode);
+        let out = t.run();
+        (t, out)
+    };
+    let (t, out) = export_as("1");
+    out.expect_code(0);
+    assert_eq!(
+        out.stdout
+            .matches("(its stable part unchanged: linked)")
+            .count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    let helper =
+        fs::read_to_string(ws.path().join("target/xtask/cache/export.Dockerfile")).unwrap();
+    for m in first["mounts"].as_array().unwrap() {
+        let id = {
+            use sha2::{Digest, Sha256};
+            let d = Sha256::digest(m["sha256"].as_str().unwrap().as_bytes());
+            d.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        };
+        assert!(helper.contains(&format!("echo {id} > /out/")), "{helper}");
+    }
+    assert_eq!(helper_builds(&t, "export").len(), 1);
+    let dir = entry(&loc);
+    let second = read(&dir);
+    for (a, b) in first["mounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(second["mounts"].as_array().unwrap())
+    {
+        assert_eq!(a["sha256"], b["sha256"], "{second}");
+        assert_eq!(b["stable_parts"], 1, "{second}");
+        assert!(dir.join(b["file"].as_str().unwrap()).is_file(), "{second}");
+    }
+    // the target cache's rest, compressed anew
+    let target = &second["mounts"][1];
+    assert_eq!(target["more"].as_array().unwrap().len(), 1, "{second}");
+    assert!(dir
+        .join(target["more"][0]["file"].as_str().unwrap())
+        .is_file());
+
+    // the helper kept a stable part the location no longer has (another export replaced the
+    // entry meanwhile): it runs again, offered nothing, and all of it travels
+    let (t, out) = export_as("stale");
+    out.expect_code(0);
+    assert!(!out.stdout.contains("linked"), "{}", out.stdout);
+    let runs = helper_builds(&t, "export");
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    let helper =
+        fs::read_to_string(ws.path().join("target/xtask/cache/export.Dockerfile")).unwrap();
+    assert!(!helper.contains("echo ffff"), "{helper}");
+    assert!(helper.contains("then echo - > /out/"), "{helper}");
+    let third = read(&entry(&loc));
+    assert_eq!(third["mounts"][1]["stable_parts"], 1, "{third}");
+    assert_ne!(third["mounts"][1]["sha256"].as_str(), None);
+
+    // an entry with no stable part (format 1) offers nothing: one helper, all of it
+    let mut old = third.clone();
+    for m in old["mounts"].as_array_mut().unwrap() {
+        m["stable_parts"] = serde_json::json!(0);
+    }
+    let dir = entry(&loc);
+    fs::write(
+        dir.join("manifest.json"),
+        serde_json::to_string_pretty(&old).unwrap(),
+    )
+    .unwrap();
+    let (t, out) = export_as("1");
+    out.expect_code(0);
+    assert!(!out.stdout.contains("linked"), "{}", out.stdout);
+    assert_eq!(helper_builds(&t, "export").len(), 1);
+}
+
 #[test]
 fn missing_location_is_a_warning_or_with_strict_an_error() {
     let ws = TempWorkspace::new();

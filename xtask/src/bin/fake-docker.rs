@@ -32,7 +32,9 @@
 //! - Cache helper builds (`cargo xtask cache`): an export helper (its Dockerfile says `attune cache
 //!   export helper`) writes a tar of 20 KiB of zeros per `tar -cf /out/<name>` of its RUN (a
 //!   stable one and one of the rest per cache mount) and `1` per `echo $count > /out/<name>`
-//!   (the stable files) into its `--output` directory;
+//!   (the stable files) into its `--output` directory; with `FAKE_DOCKER_REUSE=1` it writes
+//!   `<name>.reused` for every stable part its RUN is offered, and no stable tar for it (with
+//!   `FAKE_DOCKER_REUSE=stale`, naming another id);
 //!   `--cache-to type=local,dest=D,...,tag=T` writes a one-blob OCI layout with tag T to D.
 //! - `docker buildx du --verbose`: canned records (see `DU`).
 //! - `docker compose [--project-name P] [--file F] up|ps|logs|down ...`:
@@ -353,9 +355,28 @@ fn build(args: &[String]) -> i32 {
         fs::create_dir_all(dir).expect("create the --output directory");
         let helper = fs::read_to_string(&b.dockerfile).unwrap_or_default();
         if helper.contains("attune cache export helper") {
+            // FAKE_DOCKER_REUSE=1: every offered stable part (`echo <id> > /out/<n>.reused`) is
+            // what the cache still holds
+            let mut reused = Vec::new();
+            let mode = env::var("FAKE_DOCKER_REUSE").unwrap_or_default();
+            if mode == "1" || mode == "stale" {
+                for offer in helper.split("; then echo ").skip(1) {
+                    let mut words = offer.split(' ');
+                    let (id, to) = (words.next().unwrap_or("-"), words.nth(1).unwrap_or(""));
+                    if let (true, Some(name)) = (id != "-", to.strip_prefix("/out/")) {
+                        let name = name.trim_end_matches(';');
+                        // `stale`: it says it kept an entry the location no longer has
+                        let id = if mode == "stale" { "ffff" } else { id };
+                        fs::write(dir.join(name), format!("{id}\n")).expect("write reused");
+                        reused.push(name.replace(".reused", ".stable.tar"));
+                    }
+                }
+            }
             for tar in helper.split("tar -cf /out/").skip(1) {
                 let name = tar.split(' ').next().unwrap_or("");
-                fs::write(dir.join(name), [0u8; 20480]).expect("write a tar");
+                if !reused.iter().any(|r| r == name) {
+                    fs::write(dir.join(name), [0u8; 20480]).expect("write a tar");
+                }
             }
             for count in helper.split("echo $count > /out/").skip(1) {
                 let name = count.split(' ').next().unwrap_or("");

@@ -8,6 +8,7 @@
 //! publish) whose steps must agree on paths and names.
 
 use std::{
+    collections::BTreeMap,
     fs,
     path::{Path, PathBuf},
     time::Instant,
@@ -42,6 +43,8 @@ pub const PROFILE: &str = "release";
 #[derive(Debug, Clone)]
 pub struct Setup {
     pub inputs: KeyInputs,
+    /// The workspace's crate names ([`helper::Stable::locals`]).
+    pub locals: Vec<String>,
     pub mounts: Vec<CacheMount>,
     pub helper: HelperOptions,
     /// Every RUN of the plan that mounts a cache locks its target cache
@@ -188,7 +191,36 @@ pub fn mounts_of_plan(
     Ok((base, mounts, locked))
 }
 
+/// What the caller already knows, so that [`setup`] asks no process for it: from the
+/// declaration (its cargo metadata) and from the engine check that ran beside it.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub rust_version: Option<String>,
+    pub local_crates: Vec<String>,
+    /// The engine's `<os>/<arch>`.
+    pub platform: Option<String>,
+    /// Image reference -> its id, as `docker image inspect` says.
+    pub image_ids: BTreeMap<String, String>,
+}
+
+impl Known {
+    pub fn of(decl: &crate::workspace::Declaration) -> Known {
+        Known {
+            rust_version: decl.rust_version.clone(),
+            local_crates: decl.local_crates.clone(),
+            ..Known::default()
+        }
+    }
+}
+
+/// The engine's `<os>/<arch>` (what BuildKit calls the platform it builds for by default).
+pub fn engine_platform() -> anyhow::Result<String> {
+    docker_query(&["version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"])
+        .context("cannot ask the engine its platform")
+}
+
 /// The setup for `plan`; with `engine` false (a dry run) the engine's facts are placeholders.
+#[allow(clippy::too_many_arguments)]
 pub fn setup(
     root: &Path,
     plan: &Plan,
@@ -197,6 +229,7 @@ pub fn setup(
     build_args: &[String],
     log_dir: &Path,
     engine: bool,
+    known: &Known,
 ) -> anyhow::Result<Setup> {
     if platforms.len() > 1 {
         return Err(crate::UsageError(format!(
@@ -212,9 +245,9 @@ pub fn setup(
             .rev()
             .find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_string))
     };
-    let rust_version = match arg("RUST_VERSION") {
-        Some(v) => v,
-        None => crate::workspace::rust_version(root)?,
+    let rust_version = match (arg("RUST_VERSION"), known.rust_version.clone()) {
+        (Some(v), _) | (None, Some(v)) => v,
+        (None, None) => crate::workspace::rust_version(root)?,
     };
     let lock = root.join("Cargo.lock");
     let cargo_lock =
@@ -222,8 +255,10 @@ pub fn setup(
     // the platform first: the target caches' ids carry it (`id=target-workspace-${TARGETPLATFORM}`)
     let platform = match (platforms.first(), engine) {
         (Some(p), _) => p.clone(),
-        (None, true) => docker_query(&["version", "--format", "{{.Server.Os}}/{{.Server.Arch}}"])
-            .context("cannot ask the engine its platform")?,
+        (None, true) => match &known.platform {
+            Some(p) => p.clone(),
+            None => engine_platform()?,
+        },
         (None, false) => ENGINE_PLATFORM.into(),
     };
     let (base_image, mounts, locked) = if platform == ENGINE_PLATFORM {
@@ -236,7 +271,9 @@ pub fn setup(
     } else {
         mounts_of_plan(root, plan, &platform)?
     };
-    let base_image_id = if engine {
+    let base_image_id = if let (true, Some(id)) = (engine, known.image_ids.get(&base_image)) {
+        id.clone()
+    } else if engine {
         docker_query(&["image", "inspect", "--format", "{{.Id}}", &base_image])
             .with_context(|| format!("cannot inspect the base image {base_image}"))?
     } else {
@@ -251,6 +288,7 @@ pub fn setup(
         "<nonce>".into()
     };
     Ok(Setup {
+        locals: known.local_crates.clone(),
         inputs: KeyInputs {
             cargo_lock,
             rust_version,
@@ -758,11 +796,12 @@ pub fn export_after(
     ahead: Option<ExportAhead>,
 ) -> anyhow::Result<Outcome> {
     let clock = Instant::now();
-    let stable = stable_of(root, setup, location);
-    let build = helper::export_build(&setup.helper, &setup.mounts, None, &stable);
-    let out = root.join(&build.output);
+    // the output directory; what the helper may leave out is asked only when it runs here
+    let out = root.join(setup.export_build().output);
     let mut beside = false;
-    let run = |build: &HelperBuild| -> anyhow::Result<Option<f64>> {
+    let run = |stable: &helper::Stable| -> anyhow::Result<Option<f64>> {
+        let build = helper::export_build(&setup.helper, &setup.mounts, None, stable);
+        let build = &build;
         let _ = fs::remove_dir_all(root.join(&build.output));
         match run_helper(root, setup, build, false)? {
             JobOutcome::Succeeded => Ok(Some(clock.elapsed().as_secs_f64())),
@@ -782,7 +821,7 @@ pub fn export_after(
         Some((JobOutcome::Interrupted | JobOutcome::NotStarted, _)) => {
             return Ok(Outcome::Interrupted)
         }
-        _ => match run(&build)? {
+        _ => match run(&stable_of(root, setup, location))? {
             Some(seconds) => seconds,
             None => return Ok(Outcome::Interrupted),
         },
@@ -799,15 +838,10 @@ pub fn export_after(
         Some(assembled) => assembled,
         None => {
             // the entry whose stable parts the helper left out is gone: all of it, once more
-            let full = helper::export_build(
-                &setup.helper,
-                &setup.mounts,
-                None,
-                &helper::Stable {
-                    offers: Default::default(),
-                    ..stable
-                },
-            );
+            let full = helper::Stable {
+                offers: Default::default(),
+                ..stable_of(root, setup, location)
+            };
             helper_seconds = match run(&full)? {
                 Some(seconds) => seconds,
                 None => return Ok(Outcome::Interrupted),
@@ -893,7 +927,10 @@ pub fn export_after(
 /// What the export helper may leave out: the workspace's crates, and for a directory location
 /// the stable ids of the entry it would replace (a registry's entry is not on the host).
 fn stable_of(root: &Path, setup: &Setup, location: &Location) -> helper::Stable {
-    let locals = crate::workspace::local_crates(root).unwrap_or_default();
+    let locals = match setup.locals.is_empty() {
+        true => crate::workspace::local_crates(root).unwrap_or_default(),
+        false => setup.locals.clone(),
+    };
     let offers = match location {
         Location::Dir(dir) => location::read_manifest(&dir.join(setup.inputs.key()))
             .map(|m| {
@@ -961,9 +998,10 @@ fn assemble(
                 });
             }
             reused = true;
-        } else {
-            let tar = out.join(format!("{base}.stable.tar"));
-            let tar_bytes = fs::metadata(&tar)
+        }
+        let stable_tar = out.join(format!("{base}.stable.tar"));
+        if !reused {
+            let tar_bytes = fs::metadata(&stable_tar)
                 .with_context(|| {
                     format!("cache mount {}: no stable tar from the helper", mount.id)
                 })?
@@ -974,7 +1012,7 @@ fn assemble(
                     .map(|k| format!("mounts/{}", mount.part_archive_name(k)))
                     .collect();
                 let outs: Vec<PathBuf> = files.iter().map(|f| staging.join(f)).collect();
-                let written = archive::compress_split(&tar, &outs, archive::LEVEL)
+                let written = archive::compress_split(&stable_tar, &outs, archive::LEVEL)
                     .with_context(|| format!("cache mount {}", mount.id))?;
                 pieces.extend(written.into_iter().zip(files).map(|(w, file)| ArchivePart {
                     file,
@@ -983,15 +1021,21 @@ fn assemble(
                     tar_bytes: w.tar_bytes,
                 }));
             }
-            let _ = fs::remove_file(&tar);
         }
         let stable_parts = pieces.len();
         let rest = out.join(mount.tar_name());
         let rest_bytes = fs::metadata(&rest).map(|m| m.len()).unwrap_or(0);
         // the rest, as the last part; a cache with nothing in it still has its (empty) archive
-        if rest_bytes > archive::EMPTY_TAR_BYTES || (pieces.is_empty() && rest_bytes > 0) {
+        let last = if rest_bytes > archive::EMPTY_TAR_BYTES {
+            Some(&rest)
+        } else if pieces.is_empty() {
+            [&stable_tar, &rest].into_iter().find(|t| t.is_file())
+        } else {
+            None
+        };
+        if let Some(tar) = last {
             let file = format!("mounts/{}", mount.part_archive_name(pieces.len()));
-            let written = archive::compress(&rest, &staging.join(&file), archive::LEVEL)
+            let written = archive::compress(tar, &staging.join(&file), archive::LEVEL)
                 .with_context(|| format!("cache mount {}", mount.id))?;
             pieces.push(ArchivePart {
                 file,
@@ -1000,6 +1044,7 @@ fn assemble(
                 tar_bytes: written.tar_bytes,
             });
         }
+        let _ = fs::remove_file(&stable_tar);
         let _ = fs::remove_file(&rest);
         let mut iter = pieces.into_iter();
         let first = iter

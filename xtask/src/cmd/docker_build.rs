@@ -19,17 +19,21 @@ pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> 
     let check_bases = args.engine == flags::EngineMode::Auto
         && args.build.builder.is_none()
         && args.build.builders.is_empty();
-    let (decl, check) = std::thread::scope(|s| {
+    let (decl, check, platform) = std::thread::scope(|s| {
         let check = (!args.dry_run).then(|| s.spawn(|| check_engine(root, check_bases)));
+        // --cache: the engine's platform names the target caches (asked here, not after)
+        let platform = (!args.dry_run && args.cache.is_some() && args.build.platform.is_empty())
+            .then(|| s.spawn(crate::cache::transfer::engine_platform));
         let decl = workspace::load(root);
         (
             decl,
             check.map(|h| h.join().expect("engine check panicked")),
+            platform.and_then(|h| h.join().ok()?.ok()),
         )
     });
     let decl = decl?;
     if let Some(location) = &args.cache {
-        return run_with_cache(root, &decl, &args, location, check);
+        return run_with_cache(root, &decl, &args, location, check, platform);
     }
     let plan = plan_from_args(&decl, &args.build, &args.log_dir, args.jobs)?;
     check_stages(root, &plan)?;
@@ -184,6 +188,7 @@ fn run_with_cache(
     args: &flags::DockerBuildArgs,
     location: &str,
     check: Option<anyhow::Result<crate::session::EngineCheck>>,
+    platform: Option<String>,
 ) -> anyhow::Result<Status> {
     use crate::cache::{
         location::Location,
@@ -209,6 +214,14 @@ fn run_with_cache(
         &build_args,
         &args.log_dir,
         check.is_some(),
+        &transfer::Known {
+            platform,
+            image_ids: match &check {
+                Some(Ok(check)) => check.image_ids.clone(),
+                _ => Default::default(),
+            },
+            ..transfer::Known::of(decl)
+        },
     )?;
     setup.layers = args.cache_layers;
     // the builds' plan: with --cache-layers, reading the imported layer cache and writing one

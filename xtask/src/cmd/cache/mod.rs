@@ -45,6 +45,7 @@ fn prepare(
         &first_build_args(&plan),
         &args.log_dir,
         !args.dry_run,
+        &transfer::Known::of(&decl),
     )?;
     Ok((decl, options, plan, setup))
 }
