@@ -121,10 +121,18 @@ pub fn inspect_images(references: &[String]) -> BTreeMap<String, (String, u64)> 
     );
     let Ok(output) = output else { return found };
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let present = references
+    let present: Vec<&String> = references
         .iter()
-        .filter(|r| !stderr.contains(&format!("No such image: {r}")));
-    for (reference, line) in present.zip(String::from_utf8_lossy(&output.stdout).lines()) {
+        .filter(|r| !stderr.contains(&format!("No such image: {r}")))
+        .collect();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    // a line per image found, in order: when they do not pair up, trust none of them (an id
+    // goes into the cache keys)
+    if lines.len() != present.len() {
+        return found;
+    }
+    for (reference, line) in present.into_iter().zip(lines) {
         let mut parts = line.split_whitespace();
         if let (Some(id), Some(size)) = (parts.next(), parts.next().and_then(|s| s.parse().ok())) {
             found.insert(reference.clone(), (id.to_string(), size));

@@ -31,10 +31,10 @@
 //! - `docker version --format` with `{{.Server.Os}}`: prints `linux/amd64`.
 //! - Cache helper builds (`cargo xtask cache`): an export helper (its Dockerfile says `attune cache
 //!   export helper`) writes a tar of 20 KiB of zeros per `tar -cf /out/<name>` of its RUN (a
-//!   stable one and one of the rest per cache mount) and `1` per `echo $count > /out/<name>`
-//!   (the stable files) into its `--output` directory; with `FAKE_DOCKER_REUSE=1` it writes
+//!   stable one and one of the rest per cache mount), `1` per `echo $count > /out/<name>` (the
+//!   stable files) and a digest per `echo $list > /out/<name>` into its `--output` directory; with `FAKE_DOCKER_REUSE=1` it writes
 //!   `<name>.reused` for every stable part its RUN is offered, and no stable tar for it (with
-//!   `FAKE_DOCKER_REUSE=stale`, naming another id);
+//!   `FAKE_DOCKER_REUSE=stale`, naming another id for every cache but the first);
 //!   `--cache-to type=local,dest=D,...,tag=T` writes a one-blob OCI layout with tag T to D.
 //! - `docker buildx du --verbose`: canned records (see `DU`).
 //! - `docker compose [--project-name P] [--file F] up|ps|logs|down ...`:
@@ -365,8 +365,13 @@ fn build(args: &[String]) -> i32 {
                     let (id, to) = (words.next().unwrap_or("-"), words.nth(1).unwrap_or(""));
                     if let (true, Some(name)) = (id != "-", to.strip_prefix("/out/")) {
                         let name = name.trim_end_matches(';');
-                        // `stale`: it says it kept an entry the location no longer has
-                        let id = if mode == "stale" { "ffff" } else { id };
+                        // `stale`: it says it kept, for every cache but the first, an entry the
+                        // location no longer has
+                        let id = if mode == "stale" && !reused.is_empty() {
+                            "ffff"
+                        } else {
+                            id
+                        };
                         fs::write(dir.join(name), format!("{id}\n")).expect("write reused");
                         reused.push(name.replace(".reused", ".stable.tar"));
                     }
@@ -381,6 +386,10 @@ fn build(args: &[String]) -> i32 {
             for count in helper.split("echo $count > /out/").skip(1) {
                 let name = count.split(' ').next().unwrap_or("");
                 fs::write(dir.join(name), "1\n").expect("write a count");
+            }
+            for list in helper.split("echo $list > /out/").skip(1) {
+                let name = list.split(' ').next().unwrap_or("");
+                fs::write(dir.join(name), format!("{}\n", "1e".repeat(32))).expect("write a list");
             }
             return 0;
         }

@@ -32,6 +32,8 @@ pub struct Written {
 /// Compresses `tar` into `out`; the sha256 is that of the compressed file.
 pub fn compress(tar: &Path, out: &Path, level: i32) -> anyhow::Result<Written> {
     let input = fs::File::open(tar).with_context(|| format!("cannot read {}", tar.display()))?;
+    // a new file, never one written through: `out` may be a link to another entry's archive
+    let _ = fs::remove_file(out);
     let file = fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
     let hashing = HashingWriter {
         inner: BufWriter::new(file),
@@ -77,13 +79,22 @@ pub fn parts_for(tar_bytes: u64) -> usize {
 /// one after the other, so only the last ones can be left out; they are not written).
 ///
 /// Reads GNU and ustar tars: the long-name (`L`, `K`) and pax (`x`, `g`) headers travel with
-/// the entry they precede.
+/// the entry they precede. A tar it does not read whole (a header whose checksum is wrong, a
+/// sparse file, a pax size, a truncated tar) travels as one part, as it is.
 pub fn compress_split(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Written>> {
-    if outs.len() <= 1 {
-        let out = outs.first().context("no archive to write")?;
-        return Ok(vec![compress(tar, out, level)?]);
+    let out = outs.first().context("no archive to write")?;
+    if outs.len() > 1 {
+        match split_into(tar, outs, level) {
+            Ok(written) => return Ok(written),
+            Err(e) => {
+                tracing::debug!("{} travels in one part: {e:#}", tar.display());
+                for o in outs {
+                    let _ = fs::remove_file(o);
+                }
+            }
+        }
     }
-    split_into(tar, outs, level).with_context(|| format!("cannot split {}", tar.display()))
+    Ok(vec![compress(tar, out, level)?])
 }
 
 type PartEncoder = zstd::Encoder<'static, HashingWriter<BufWriter<fs::File>>>;
@@ -95,6 +106,7 @@ fn split_into(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Wr
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
     let mut parts: Vec<(PartEncoder, u64)> = Vec::new();
     let open = |out: &Path| -> anyhow::Result<PartEncoder> {
+        let _ = fs::remove_file(out);
         let file =
             fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
         let hashing = HashingWriter {
@@ -128,9 +140,15 @@ fn split_into(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Wr
             anyhow::ensure!(pending.is_empty(), "the tar ends inside an entry's headers");
             break;
         }
+        anyhow::ensure!(
+            header_checksum_ok(&block),
+            "a header at byte {} has a wrong checksum",
+            offset - 512
+        );
         let size = header_size(&block)?;
         let padded = size.div_ceil(512) * 512;
         let kind = block[156];
+        anyhow::ensure!(kind != b'S', "a sparse file");
         if matches!(kind, b'L' | b'K' | b'x' | b'g') {
             let mut data = vec![0u8; padded as usize];
             input
@@ -146,6 +164,8 @@ fn split_into(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Wr
                         match key {
                             b"path" => long_name = Some(v.to_vec()),
                             b"linkpath" => long_link = Some(v.to_vec()),
+                            b"size" => anyhow::bail!("a pax size"),
+                            k if k.starts_with(b"GNU.sparse") => anyhow::bail!("a sparse file"),
                             _ => {}
                         }
                     }
@@ -202,6 +222,24 @@ fn split_into(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Wr
         });
     }
     Ok(written)
+}
+
+/// The header's checksum field (octal) is the sum of its bytes, the field itself as spaces.
+fn header_checksum_ok(block: &[u8; 512]) -> bool {
+    let sum: u64 = (block.iter().enumerate())
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    let field = until_nul(&block[148..156]);
+    std::str::from_utf8(field)
+        .ok()
+        .and_then(|t| u64::from_str_radix(t.trim(), 8).ok())
+        == Some(sum)
 }
 
 /// The size field of a tar header: octal, or base-256 (GNU) when its high bit is set.
@@ -625,10 +663,78 @@ mod tests {
         let written = compress_split(&tar, &many, LEVEL).unwrap();
         assert!(written.len() < 8, "{}", written.len());
         assert!(!many[written.len()].exists());
-        // a truncated tar is an error, not a short archive
+        // a tar it cannot read whole travels as one part, as it is
         let cut = tmp.path().join("cut.tar");
         fs::write(&cut, &fs::read(&tar).unwrap()[..3000]).unwrap();
-        assert!(compress_split(&cut, &outs, LEVEL).is_err());
+        let written = compress_split(&cut, &outs, LEVEL).unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].tar_bytes, 3000);
+        assert!(!outs[1].exists());
+        let mut bad = fs::read(&tar).unwrap();
+        bad[0] ^= 1; // the first header's checksum no longer holds
+        fs::write(&cut, &bad).unwrap();
+        assert_eq!(compress_split(&cut, &outs, LEVEL).unwrap().len(), 1);
+
+        // a hard link whose entry falls in a later part than its file goes with the file, in
+        // both tar formats (GNU's long names, pax's)
+        for format in ["gnu", "pax"] {
+            let list = tmp.path().join("order");
+            fs::write(
+                &list,
+                [
+                    "./release/deps/attune_api-0123456789abcdef",
+                    "./release/deps/libz-0123456789abcdef.rlib",
+                    "./release/deps/libq-0123456789abcdef.rmeta",
+                    &format!("./release/deps/{long}/f"),
+                    "./release/attune-api",
+                ]
+                .join("\n"),
+            )
+            .unwrap();
+            let ordered = tmp.path().join(format!("{format}.tar"));
+            let status = std::process::Command::new("tar")
+                .arg(format!("--format={format}"))
+                .arg("-cf")
+                .arg(&ordered)
+                .arg("-C")
+                .arg(&src)
+                .arg("-T")
+                .arg(&list)
+                .status()
+                .unwrap();
+            assert!(status.success());
+            let two: Vec<PathBuf> = (0..2)
+                .map(|k| tmp.path().join(format!("{format}{k}.zst")))
+                .collect();
+            let written = compress_split(&ordered, &two, LEVEL).unwrap();
+            assert_eq!(written.len(), 2, "{format}");
+            let first = tmp.path().join(format!("{format}0.tar"));
+            decompress(&two[0], &written[0].sha256, &first).unwrap();
+            let listed = std::process::Command::new("tar")
+                .arg("-tf")
+                .arg(&first)
+                .output()
+                .unwrap();
+            let listed = String::from_utf8(listed.stdout).unwrap();
+            assert!(
+                listed.contains("./release/attune-api"),
+                "{format}: {listed}"
+            );
+            assert!(
+                listed.contains("./release/deps/attune_api-0123456789abcdef"),
+                "{format}: {listed}"
+            );
+            let second = tmp.path().join(format!("{format}1.tar"));
+            decompress(&two[1], &written[1].sha256, &second).unwrap();
+            let listed = std::process::Command::new("tar")
+                .arg("-tf")
+                .arg(&second)
+                .output()
+                .unwrap();
+            let listed = String::from_utf8(listed.stdout).unwrap();
+            assert!(listed.contains(&long), "{format}: {listed}");
+            assert!(!listed.contains("attune-api"), "{format}: {listed}");
+        }
         assert_eq!(parts_for(171 << 20), 2);
         assert_eq!(parts_for(19 << 20), 1);
         assert_eq!(parts_for(0), 1);

@@ -346,18 +346,20 @@ pub struct Stable {
     pub offers: BTreeMap<String, String>,
 }
 
-/// The file at the root of a cache where the import leaves `<stable id> <stable files>` of the
-/// entry it copied in, once the copy has ended: files of the stable part not newer than it
-/// are the entry's.
+/// The file at the root of a cache where the import leaves `<stable id> <stable list>` of the
+/// entry it copied in (the list: the digest of the stable part's sorted paths), once the copy
+/// has ended: the stable files, when they are that list and none is newer, are the entry's.
 pub const STABLE_STAMP: &str = ".attune-stable";
 
 /// The export helper: tars of `mounts` land in `<work>/export-out/`, each cache's in two: its
 /// stable part (`<id>.stable.tar`: the cargo home, and a target cache's dependency artifacts)
-/// and the rest (`<id>.tar`: the workspace's own crates, the directories, the top files).
-/// `<id>.stable-files` counts the stable part's files. When `stable` offers the cache's stable
-/// id, and the cache still holds what the import of that entry left (the [`STABLE_STAMP`]
-/// says so, with as many stable files, none newer than it), the stable tar is left out and
-/// `<id>.reused` holds the id: the new entry links the stable parts of the old one.
+/// and the rest (`<id>.tar`: the workspace's own crates, every directory, everything outside
+/// `<profile>/{deps,build,.fingerprint}`); a part with no file has no tar.
+/// `<id>.stable-files` counts the stable part's files, `<id>.stable-list` is the digest of
+/// their sorted paths. When `stable` offers the cache's stable id, and the cache still holds
+/// what the import of that entry left (the [`STABLE_STAMP`] names that id and this list, and
+/// no stable file is newer than it), the stable tar is left out and `<id>.reused` holds the
+/// id: the new entry links the stable parts of the old one.
 ///
 /// `builds_started` (seconds since the epoch): the helper was started while the builds run; once
 /// it holds the locks it checks that every target cache's [`UNITS_FILE`] was written since,
@@ -431,10 +433,10 @@ if (b != e) { gsub(/-/, \"_\", b); s = 1; if (index(W, \" \" b \" \") || (substr
 if (s) print p > S; else print p > L }";
 
 /// The export of one cache mounted at `at` into `out` (see [`export_build`]): the stable part
-/// and the rest, each a tar, the stable part's file count, and, when `offer` (a stable id) is
-/// what the cache's [`STABLE_STAMP`] says with as many stable files and none of them newer,
-/// `<id>.reused` instead of the stable tar. `locals`: the workspace's crate names
-/// ([`Stable::locals`]).
+/// and the rest, each a tar when it has a file, the stable part's file count and list digest,
+/// and, when `offer` (a stable id) and that list are what the cache's [`STABLE_STAMP`] says and
+/// no stable file is newer than it, `<id>.reused` instead of the stable tar. `locals`: the
+/// workspace's crate names ([`Stable::locals`]).
 fn tar_script(
     m: &CacheMount,
     at: &str,
@@ -444,70 +446,77 @@ fn tar_script(
 ) -> String {
     let base = m.unpacked_dir();
     let offer = offer.filter(|o| !o.is_empty() && o.chars().all(|c| c.is_ascii_hexdigit()));
-    let stamp = |count: &str, newer: &str| {
-        offer.map(|offer| {
-            format!(
-                "[ -f {STABLE_STAMP} ] && [ \"$(cat {STABLE_STAMP})\" = \"{offer} {count}\" ] && \
-                 [ -z \"$({newer} | head -c1)\" ]"
-            )
-        })
-    };
-    let keep = |reuse: Option<String>, tar: &str| {
-        format!(
-            "if {}; then echo {} > {out}/{base}.reused; else {tar}; fi",
-            reuse.as_deref().unwrap_or("false"),
-            offer.unwrap_or("-")
-        )
+    let tmp = format!("\"${{TMPDIR:-/tmp}}/attune-{base}");
+    let file = |ext: &str| format!("{tmp}.{ext}\"");
+    // the stable files, counted and listed (a digest of their sorted paths: the paths carry
+    // cargo's hashes, so the list names exactly which artifacts the part holds)
+    let counted = format!(
+        "count=$(wc -l < {stable}) && list=$(LC_ALL=C sort {stable} | sha256sum | cut -c1-64) && \
+         echo $count > {out}/{base}.stable-files && echo $list > {out}/{base}.stable-list",
+        stable = file("stable")
+    );
+    // reused: the stamp names the offered entry and this list, and no stable file is newer (a
+    // `find` that fails reuses nothing)
+    let keep = |newer_stable: &str, tar: &str| {
+        match offer {
+        Some(offer) => format!(
+            "if [ -f {STABLE_STAMP} ] && [ \"$(cat {STABLE_STAMP})\" = \"{offer} $list\" ] && {newer_stable}; \
+             then echo {offer} > {out}/{base}.reused; elif [ $count -gt 0 ]; then {tar}; fi"
+        ),
+        None => format!("if [ $count -gt 0 ]; then {tar}; fi"),
+    }
     };
     if m.cargo_home {
         // all of it is stable
-        let reuse = stamp(
-            "$count",
-            &format!("find \"$@\" -newer {STABLE_STAMP} ! -type d"),
-        )
-        .map(|r| format!("[ $# -gt 0 ] && {r}"));
         return format!(
             "cd {at} && set -- && for p in {paths}; do if [ -e \"$p\" ]; then set -- \"$@\" \"$p\"; fi; done && \
-             count=0 && if [ $# -gt 0 ]; then count=$(find \"$@\" ! -type d | wc -l); fi && echo $count > {out}/{base}.stable-files && \
+             : > {stable} && if [ $# -gt 0 ]; then find \"$@\" ! -type d > {stable}; fi && {counted} && \
              {}",
-            keep(reuse, &format!("tar -cf {out}/{base}.stable.tar -T /dev/null \"$@\"")),
+            keep(
+                &format!(
+                    "[ $# -gt 0 ] && find \"$@\" -newer {STABLE_STAMP} ! -type d > {newer} && ! [ -s {newer} ]",
+                    newer = file("newer")
+                ),
+                &format!("tar -cf {out}/{base}.stable.tar -T /dev/null \"$@\"")
+            ),
             paths = m.paths().join(" "),
+            stable = file("stable"),
         );
     }
     let locals: Vec<&str> = (locals.iter())
         .map(String::as_str)
         .filter(|n| n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         .collect();
-    let tmp = format!("${{TMPDIR:-/tmp}}/attune-{base}");
-    let list = |newer: &str, stable: &str, rest: &str| {
+    let find = |newer: &str, into: &str| {
         format!(
-            "find . -mindepth 1 \\( -path ./{LOCK_FILE} -o -path './.attune-*' \\) -prune -o {newer}-printf '%y %p\\n' | \
-             awk -v W=' {} ' -v S={stable} -v L={rest} '{CLASSIFY}'",
+            "find . -mindepth 1 \\( -path ./{LOCK_FILE} -o -path './.attune-*' \\) -prune -o {newer}-printf '%y %p\\n' > {into}"
+        )
+    };
+    let classify = |input: &str, stable: &str, rest: &str| {
+        format!(
+            "awk -v W=' {} ' -v S={stable} -v L={rest} '{CLASSIFY}' {input}",
             locals.join(" ")
         )
     };
-    let reuse = stamp(
-        "$count",
-        &list(
-            &format!("-newer {STABLE_STAMP} "),
-            "/dev/stdout",
-            "/dev/null",
-        ),
-    );
     format!(
-        "cd {at} && {} && touch \"{tmp}.stable\" \"{tmp}.local\" && \
-         count=$(wc -l < \"{tmp}.stable\") && echo $count > {out}/{base}.stable-files && \
+        "cd {at} && {} && : > {stable} && : > {local} && {} && {counted} && \
          {} && \
-         tar -cf {out}/{tar} --no-recursion -T \"{tmp}.local\"",
-        list(
-            "",
-            &format!("\"{tmp}.stable\""),
-            &format!("\"{tmp}.local\"")
-        ),
+         if [ -s {local} ]; then tar -cf {out}/{tar} --no-recursion -T {local}; fi",
+        find("", &file("all")),
+        classify(&file("all"), &file("stable"), &file("local")),
         keep(
-            reuse,
-            &format!("tar -cf {out}/{base}.stable.tar --no-recursion -T \"{tmp}.stable\"")
+            &format!(
+                "{} && [ -z \"$({} | head -c1)\" ]",
+                find(&format!("-newer {STABLE_STAMP} "), &file("newer")),
+                classify(&file("newer"), "/dev/stdout", "/dev/null"),
+            ),
+            &format!(
+                "tar -cf {out}/{base}.stable.tar --no-recursion -T {}",
+                file("stable")
+            )
         ),
+        stable = file("stable"),
+        local = file("local"),
         tar = m.tar_name(),
     )
 }
@@ -1126,14 +1135,15 @@ COPY --from=export /out/ /
         let text = export_build(&options(), &mounts(), None, &stable).dockerfile_text;
         assert!(text.contains("awk -v W=' attune_api ' "), "{text}");
         assert!(
-            text.contains(&format!("[ \"$(cat {STABLE_STAMP})\" = \"ab12 $count\" ]")),
+            text.contains(&format!("[ \"$(cat {STABLE_STAMP})\" = \"ab12 $list\" ]")),
             "{text}"
         );
         assert!(
             text.contains("echo ab12 > /out/target-workspace-linux_amd64.reused"),
             "{text}"
         );
-        assert!(text.contains("echo - > /out/cargo-home.reused"), "{text}");
+        // nothing offered for the cargo home: nothing to reuse
+        assert!(!text.contains("/out/cargo-home.reused"), "{text}");
         assert_eq!(
             crate::proc::shell_line(&build.argv),
             "docker buildx build --progress=rawjson --file target/xtask/cache/export.Dockerfile \
@@ -1465,6 +1475,8 @@ COPY --from=import /done/ /
 
         sh(&script(None));
         assert_eq!(read("target-t.stable-files").as_deref(), Some("2"));
+        let list = read("target-t.stable-list").unwrap();
+        assert_eq!(list.len(), 64, "{list}");
         assert_eq!(read("target-t.reused"), None);
         let mut stable = listed("target-t.stable.tar");
         stable.sort();
@@ -1502,7 +1514,8 @@ COPY --from=import /done/ /
             std::fs::write(&stamp, text).unwrap();
             touch("@1500000000", &stamp);
         };
-        stamped("abcd 2");
+        let with_list = format!("abcd {list}");
+        stamped(&with_list);
         sh(&script(Some("abcd")));
         assert_eq!(read("target-t.reused").as_deref(), Some("abcd"));
         assert!(!out.join("target-t.stable.tar").exists());
@@ -1511,11 +1524,20 @@ COPY --from=import /done/ /
         sh(&script(Some("abce")));
         assert_eq!(read("target-t.reused"), None);
         assert!(out.join("target-t.stable.tar").exists());
-        stamped("abcd 3");
+        stamped(&format!("abcd {}", "0".repeat(64)));
         sh(&script(Some("abcd")));
         assert_eq!(read("target-t.reused"), None);
+        // the cache held another build of a dependency, older than the stamp, and the sweep
+        // left it in place of the entry's: as many stable files, none newer, another list
+        let other = cache.join("release/deps/libserde-1111111111111111.rlib");
+        std::fs::rename(cache.join(files[0]), &other).unwrap();
+        stamped(&with_list);
+        sh(&script(Some("abcd")));
+        assert_eq!(read("target-t.stable-files").as_deref(), Some("2"));
+        assert_eq!(read("target-t.reused"), None);
+        std::fs::rename(&other, cache.join(files[0])).unwrap();
         // a workspace crate rebuilt: the stable part still holds
-        stamped("abcd 2");
+        stamped(&with_list);
         touch("now", &cache.join(files[2]));
         sh(&script(Some("abcd")));
         assert_eq!(read("target-t.reused").as_deref(), Some("abcd"));
@@ -1551,12 +1573,23 @@ COPY --from=import /done/ /
             listed("cargo-home.stable.tar"),
             ["registry/cache/", "registry/cache/x.crate"]
         );
-        stamped("abcd 1");
+        stamped(&format!("abcd {}", read("cargo-home.stable-list").unwrap()));
         sh(&home_script(Some("abcd")));
         assert_eq!(read("cargo-home.reused").as_deref(), Some("abcd"));
         touch("now", &crate_file);
         sh(&home_script(Some("abcd")));
         assert_eq!(read("cargo-home.reused"), None);
+
+        // a part with no file has no tar
+        std::fs::remove_dir_all(&cache).unwrap();
+        std::fs::create_dir_all(cache.join("release")).unwrap();
+        sh(&script(None));
+        assert_eq!(read("target-t.stable-files").as_deref(), Some("0"));
+        assert!(!out.join("target-t.stable.tar").exists());
+        assert_eq!(listed("target-t.tar"), ["./release/"]);
+        sh(&home_script(None));
+        assert_eq!(read("cargo-home.stable-files").as_deref(), Some("0"));
+        assert!(!out.join("cargo-home.stable.tar").exists());
     }
 
     /// The per-service strategy mounts a target cache per service, all at /build/target: the

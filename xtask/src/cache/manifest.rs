@@ -1,8 +1,8 @@
 //! An entry's `manifest.json`: its key and inputs, and every file it carries with its sha256.
 //! Pure: parsing and validation only.
 //!
-//! Format 2: a large cache travels in parts (`more`), unpacked side by side; format 1, one
-//! archive per cache, is still read. The layer cache is named by kind so that a registry-backed entry (layers and
+//! Format 2: a cache travels in parts (`more`), unpacked side by side: its stable part (split
+//! when large) and the rest; format 1, one archive per cache, is still read. The layer cache is named by kind so that a registry-backed entry (layers and
 //! archives as registry blobs) can use the same manifest with another `kind`.
 
 use serde::{Deserialize, Serialize};
@@ -43,8 +43,8 @@ pub struct MountArchive {
     /// Size of the compressed file, and of the tar inside it.
     pub bytes: u64,
     pub tar_bytes: u64,
-    /// The other parts (`mounts/<id>.<n>.tar.zst`), each a tar of its own: a large cache is
-    /// split so that its parts unpack at once.
+    /// The other parts (`mounts/<id>.<n>.tar.zst`), each a tar of its own: the rest after the
+    /// stable part, and a large stable part split, so that the parts unpack at once.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more: Vec<ArchivePart>,
     /// How many of the parts, from the first, hold the stable part of the cache (the cargo
@@ -54,6 +54,10 @@ pub struct MountArchive {
     pub stable_parts: usize,
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub stable_files: u64,
+    /// The digest of the stable files' sorted paths (cargo's hashes in them): what the import's
+    /// stamp says with the stable id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stable_list: String,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -98,10 +102,10 @@ impl MountArchive {
         )))
     }
 
-    /// What the import leaves in the cache's stamp: `<stable id> <stable files>`.
+    /// What the import leaves in the cache's stamp: `<stable id> <stable list>`.
     pub fn stamp(&self) -> Option<String> {
-        self.stable_id()
-            .map(|id| format!("{id} {}", self.stable_files))
+        let list = Some(&self.stable_list).filter(|l| !l.is_empty())?;
+        self.stable_id().map(|id| format!("{id} {list}"))
     }
 
     /// The compressed bytes of every part.
@@ -234,6 +238,7 @@ mod tests {
                 more: vec![],
                 stable_parts: 0,
                 stable_files: 0,
+                stable_list: String::new(),
             }],
             layers: Some(Layers {
                 kind: "oci-layout".into(),
@@ -268,9 +273,14 @@ mod tests {
         assert_eq!(split.mounts[0].stable_id(), None);
         split.mounts[0].stable_parts = 1;
         split.mounts[0].stable_files = 9;
+        assert_eq!(split.mounts[0].stamp(), None, "no list, no stamp");
+        split.mounts[0].stable_list = "5e".repeat(32);
         assert_eq!(Manifest::parse(&split.to_json()), Ok(split.clone()));
         let id = split.mounts[0].stable_id().unwrap();
-        assert_eq!(split.mounts[0].stamp(), Some(format!("{id} 9")));
+        assert_eq!(
+            split.mounts[0].stamp(),
+            Some(format!("{id} {}", "5e".repeat(32)))
+        );
         // the id is that of the stable parts only
         split.mounts[0].more[0].sha256 = "2f".repeat(32);
         assert_eq!(split.mounts[0].stable_id(), Some(id.clone()));

@@ -579,7 +579,7 @@ fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outc
     for mount in &mounts {
         // checked here, unpacked by BuildKit (the import helper's ADD)
         let carried = manifest.mount(&mount.id).expect("filtered");
-        if carried.total_tar_bytes() <= archive::EMPTY_TAR_BYTES {
+        if carried.stable_files == 0 && carried.total_tar_bytes() <= archive::EMPTY_TAR_BYTES {
             // nothing in it (and ADD would not take an empty tar for an archive)
             parts.push(format!("{} empty", mount.id));
             continue;
@@ -831,13 +831,14 @@ pub fn export_after(
         Location::Dir(dir) => dir.clone(),
         Location::Registry(_) => root.join(WORK_DIR).join("push"),
     };
-    let staging = Staging::create(&staging_in, &key)?;
+    let mut staging = Staging::create(&staging_in, &key)?;
     fs::create_dir_all(staging.path().join("mounts"))?;
     let compress_clock = Instant::now();
     let assembled = match assemble(setup, location, &key, &out, staging.path())? {
         Some(assembled) => assembled,
         None => {
-            // the entry whose stable parts the helper left out is gone: all of it, once more
+            // the entry whose stable parts the helper left out is gone: all of it, once more,
+            // into a new staging directory (the first may hold links to the old entry's files)
             let full = helper::Stable {
                 offers: Default::default(),
                 ..stable_of(root, setup, location)
@@ -846,6 +847,8 @@ pub fn export_after(
                 Some(seconds) => seconds,
                 None => return Ok(Outcome::Interrupted),
             };
+            staging = Staging::create(&staging_in, &key)?;
+            fs::create_dir_all(staging.path().join("mounts"))?;
             assemble(setup, location, &key, &out, staging.path())?
                 .context("the export helper left out a stable part it was not offered")?
         }
@@ -1000,36 +1003,35 @@ fn assemble(
             reused = true;
         }
         let stable_tar = out.join(format!("{base}.stable.tar"));
-        if !reused {
+        if !reused && stable_files > 0 {
             let tar_bytes = fs::metadata(&stable_tar)
                 .with_context(|| {
                     format!("cache mount {}: no stable tar from the helper", mount.id)
                 })?
                 .len();
-            if tar_bytes > archive::EMPTY_TAR_BYTES {
-                // a large tar travels in parts, unpacked side by side on import
-                let files: Vec<String> = (0..archive::parts_for(tar_bytes))
-                    .map(|k| format!("mounts/{}", mount.part_archive_name(k)))
-                    .collect();
-                let outs: Vec<PathBuf> = files.iter().map(|f| staging.join(f)).collect();
-                let written = archive::compress_split(&stable_tar, &outs, archive::LEVEL)
-                    .with_context(|| format!("cache mount {}", mount.id))?;
-                pieces.extend(written.into_iter().zip(files).map(|(w, file)| ArchivePart {
-                    file,
-                    sha256: w.sha256,
-                    bytes: w.bytes,
-                    tar_bytes: w.tar_bytes,
-                }));
-            }
+            // a large tar travels in parts, unpacked side by side on import
+            let files: Vec<String> = (0..archive::parts_for(tar_bytes))
+                .map(|k| format!("mounts/{}", mount.part_archive_name(k)))
+                .collect();
+            let outs: Vec<PathBuf> = files.iter().map(|f| staging.join(f)).collect();
+            let written = archive::compress_split(&stable_tar, &outs, archive::LEVEL)
+                .with_context(|| format!("cache mount {}", mount.id))?;
+            pieces.extend(written.into_iter().zip(files).map(|(w, file)| ArchivePart {
+                file,
+                sha256: w.sha256,
+                bytes: w.bytes,
+                tar_bytes: w.tar_bytes,
+            }));
         }
         let stable_parts = pieces.len();
         let rest = out.join(mount.tar_name());
-        let rest_bytes = fs::metadata(&rest).map(|m| m.len()).unwrap_or(0);
         // the rest, as the last part; a cache with nothing in it still has its (empty) archive
-        let last = if rest_bytes > archive::EMPTY_TAR_BYTES {
+        let empty = out.join(format!("{base}.empty.tar"));
+        let last = if rest.is_file() {
             Some(&rest)
         } else if pieces.is_empty() {
-            [&stable_tar, &rest].into_iter().find(|t| t.is_file())
+            fs::write(&empty, [0u8; archive::EMPTY_TAR_BYTES as usize])?;
+            Some(&empty)
         } else {
             None
         };
@@ -1044,6 +1046,7 @@ fn assemble(
                 tar_bytes: written.tar_bytes,
             });
         }
+        let _ = fs::remove_file(&empty);
         let _ = fs::remove_file(&stable_tar);
         let _ = fs::remove_file(&rest);
         let mut iter = pieces.into_iter();
@@ -1062,6 +1065,9 @@ fn assemble(
             more: iter.collect(),
             stable_parts,
             stable_files,
+            stable_list: read("stable-list")
+                .map(|l| l.trim().to_string())
+                .unwrap_or_default(),
         };
         lines.push(format!(
             "{} {} -> {}{}",
