@@ -66,11 +66,14 @@ pub enum Cmd {
     ///
     /// An entry is keyed by Cargo.lock, the toolchain (RUST_VERSION and the base image's id), the
     /// strategy, profile, platform and RUSTFLAGS: LOCATION/<key>/ holds manifest.json (sha256 of
-    /// each file), mounts/<id>.tar.zst and layers/ (an OCI layout). Entries are published with one
-    /// atomic rename. `docker-build --cache LOCATION` imports and exports beside the builds: when
-    /// every cargo RUN locks its target cache (`flock` on target/attune.lock, as the project's
-    /// Dockerfiles do), the builds start while the import copies and their cargo step waits for
-    /// it, and the export copies the caches the moment the cargo step ends.
+    /// each file), mounts/<id>.tar.zst (and <id>.<n>.tar.zst: each cache travels as its stable
+    /// part, the cargo home and the dependencies' artifacts, and the rest) and layers/ (an OCI
+    /// layout). Entries are published with one atomic rename; an export whose cache still holds
+    /// the stable part an import of the entry left links it instead of sending it again.
+    /// `docker-build --cache LOCATION` imports and exports beside the builds: when every cargo
+    /// RUN locks its target cache (`flock` on target/attune.lock, as the project's Dockerfiles
+    /// do), the builds start while the import copies and their cargo step waits for it, and the
+    /// export copies the caches the moment the cargo step ends.
     Cache(CacheArgs),
     /// Run the three verification tests on the engine: parallel build performance (locked against
     /// the committed policy), no race conditions (cold parallel builds), cache reuse
