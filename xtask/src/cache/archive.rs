@@ -32,7 +32,18 @@ pub struct Written {
 /// Compresses `tar` into `out`; the sha256 is that of the compressed file.
 pub fn compress(tar: &Path, out: &Path, level: i32) -> anyhow::Result<Written> {
     let input = fs::File::open(tar).with_context(|| format!("cannot read {}", tar.display()))?;
-    // a new file, never one written through: `out` may be a link to another entry's archive
+    let mut encoder = encoder(out, level)?;
+    let tar_bytes = io::copy(&mut BufReader::new(input), &mut encoder)
+        .with_context(|| format!("cannot compress {}", tar.display()))?;
+    finish(encoder, tar_bytes)
+}
+
+type Encoder = zstd::Encoder<'static, HashingWriter<BufWriter<fs::File>>>;
+
+/// A zstd encoder into a new file `out` (never one written through: `out` may be a link to
+/// another entry's archive) that hashes what it writes; on every core (the export runs after
+/// the builds, or beside their image export).
+fn encoder(out: &Path, level: i32) -> anyhow::Result<Encoder> {
     let _ = fs::remove_file(out);
     let file = fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
     let hashing = HashingWriter {
@@ -41,13 +52,15 @@ pub fn compress(tar: &Path, out: &Path, level: i32) -> anyhow::Result<Written> {
         bytes: 0,
     };
     let mut encoder = zstd::Encoder::new(hashing, level)?;
-    // the export runs after the builds: every core is free for it
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
     if workers > 1 {
         encoder.multithread(workers)?;
     }
-    let tar_bytes = io::copy(&mut BufReader::new(input), &mut encoder)
-        .with_context(|| format!("cannot compress {}", tar.display()))?;
+    Ok(encoder)
+}
+
+/// Ends the zstd stream, syncs the file, and says what was written (`tar_bytes` fed in).
+fn finish(encoder: Encoder, tar_bytes: u64) -> anyhow::Result<Written> {
     let mut hashing = encoder.finish()?;
     hashing.inner.flush()?;
     hashing
@@ -97,29 +110,12 @@ pub fn compress_split(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Resul
     Ok(vec![compress(tar, out, level)?])
 }
 
-type PartEncoder = zstd::Encoder<'static, HashingWriter<BufWriter<fs::File>>>;
-
 fn split_into(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Written>> {
     let total = fs::metadata(tar)?.len();
     let share = total.div_ceil(outs.len() as u64).max(1);
     let mut input = BufReader::with_capacity(1 << 20, fs::File::open(tar)?);
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get().min(8)) as u32;
-    let mut parts: Vec<(PartEncoder, u64)> = Vec::new();
-    let open = |out: &Path| -> anyhow::Result<PartEncoder> {
-        let _ = fs::remove_file(out);
-        let file =
-            fs::File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
-        let hashing = HashingWriter {
-            inner: BufWriter::new(file),
-            hasher: Sha256::new(),
-            bytes: 0,
-        };
-        let mut encoder = zstd::Encoder::new(hashing, level)?;
-        if workers > 1 {
-            encoder.multithread(workers)?;
-        }
-        Ok(encoder)
-    };
+    let mut parts: Vec<(Encoder, u64)> = Vec::new();
+    let open = |out: &Path| encoder(out, level);
     // the part each regular file went to, for the hard links to it
     let mut part_of: std::collections::HashMap<Vec<u8>, usize> = Default::default();
     let mut offset = 0u64;
@@ -208,18 +204,7 @@ fn split_into(tar: &Path, outs: &[PathBuf], level: i32) -> anyhow::Result<Vec<Wr
     for (mut encoder, bytes) in parts {
         // the end of each part's archive: two zero blocks
         encoder.write_all(&[0u8; 1024])?;
-        let mut hashing = encoder.finish()?;
-        hashing.inner.flush()?;
-        hashing
-            .inner
-            .into_inner()
-            .map_err(|e| e.into_error())?
-            .sync_all()?;
-        written.push(Written {
-            sha256: hex(&hashing.hasher.finalize()),
-            bytes: hashing.bytes,
-            tar_bytes: bytes + 1024,
-        });
+        written.push(finish(encoder, bytes + 1024)?);
     }
     Ok(written)
 }
@@ -538,6 +523,7 @@ impl<R: io::BufRead> io::BufRead for HashingReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::OsStr;
 
     fn tar_like(dir: &Path) -> std::path::PathBuf {
         let path = dir.join("m.tar");
@@ -546,6 +532,21 @@ mod tests {
             .collect();
         fs::write(&path, data).unwrap();
         path
+    }
+
+    /// The system's tar with `args`, which must succeed; its stdout.
+    fn run_tar<'a>(args: impl IntoIterator<Item = &'a OsStr>) -> String {
+        let args: Vec<&OsStr> = args.into_iter().collect();
+        let out = std::process::Command::new("tar")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "tar {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
     }
 
     /// A real tar (GNU tar's), with a long name, a hard link and a directory, split into three
@@ -577,15 +578,13 @@ mod tests {
         )
         .unwrap();
         let tar = tmp.path().join("t.tar");
-        let status = std::process::Command::new("tar")
-            .arg("-cf")
-            .arg(&tar)
-            .arg("-C")
-            .arg(&src)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success());
+        run_tar([
+            OsStr::new("-cf"),
+            tar.as_os_str(),
+            "-C".as_ref(),
+            src.as_os_str(),
+            ".".as_ref(),
+        ]);
         let outs: Vec<PathBuf> = (0..3)
             .map(|k| tmp.path().join(format!("p{k}.zst")))
             .collect();
@@ -598,13 +597,7 @@ mod tests {
             assert_eq!(w.sha256, sha256_file(&outs[k]).unwrap());
             let part = tmp.path().join(format!("p{k}.tar"));
             assert_eq!(decompress(&outs[k], &w.sha256, &part), Ok(w.tar_bytes));
-            let listed = std::process::Command::new("tar")
-                .arg("-tvf")
-                .arg(&part)
-                .output()
-                .unwrap();
-            assert!(listed.status.success(), "part {k}");
-            let listed = String::from_utf8(listed.stdout).unwrap();
+            let listed = run_tar(["-tvf".as_ref(), part.as_os_str()]);
             if listed.contains("attune-api link to") {
                 assert!(
                     listed.contains("./release/deps/attune_api-0123456789abcdef\n"),
@@ -616,25 +609,15 @@ mod tests {
                     .lines()
                     .map(|l| l.rsplit(' ').next().unwrap().to_string()),
             );
-            let status = std::process::Command::new("tar")
-                .arg("-xf")
-                .arg(&part)
-                .arg("-C")
-                .arg(&dest)
-                .status()
-                .unwrap();
-            assert!(status.success(), "part {k}");
+            run_tar([
+                "-xf".as_ref(),
+                part.as_os_str(),
+                "-C".as_ref(),
+                dest.as_os_str(),
+            ]);
         }
-        let whole = std::process::Command::new("tar")
-            .arg("-tf")
-            .arg(&tar)
-            .output()
-            .unwrap();
-        assert_eq!(
-            names.len(),
-            String::from_utf8(whole.stdout).unwrap().lines().count(),
-            "{names:?}"
-        );
+        let whole = run_tar(["-tf".as_ref(), tar.as_os_str()]);
+        assert_eq!(names.len(), whole.lines().count(), "{names:?}");
         for file in [
             "release/deps/libz-0123456789abcdef.rlib",
             "release/deps/attune_api-0123456789abcdef",
@@ -692,17 +675,16 @@ mod tests {
             )
             .unwrap();
             let ordered = tmp.path().join(format!("{format}.tar"));
-            let status = std::process::Command::new("tar")
-                .arg(format!("--format={format}"))
-                .arg("-cf")
-                .arg(&ordered)
-                .arg("-C")
-                .arg(&src)
-                .arg("-T")
-                .arg(&list)
-                .status()
-                .unwrap();
-            assert!(status.success());
+            let format_arg = format!("--format={format}");
+            run_tar([
+                format_arg.as_ref(),
+                "-cf".as_ref(),
+                ordered.as_os_str(),
+                "-C".as_ref(),
+                src.as_os_str(),
+                "-T".as_ref(),
+                list.as_os_str(),
+            ]);
             let two: Vec<PathBuf> = (0..2)
                 .map(|k| tmp.path().join(format!("{format}{k}.zst")))
                 .collect();
@@ -710,12 +692,7 @@ mod tests {
             assert_eq!(written.len(), 2, "{format}");
             let first = tmp.path().join(format!("{format}0.tar"));
             decompress(&two[0], &written[0].sha256, &first).unwrap();
-            let listed = std::process::Command::new("tar")
-                .arg("-tf")
-                .arg(&first)
-                .output()
-                .unwrap();
-            let listed = String::from_utf8(listed.stdout).unwrap();
+            let listed = run_tar(["-tf".as_ref(), first.as_os_str()]);
             assert!(
                 listed.contains("./release/attune-api"),
                 "{format}: {listed}"
@@ -726,12 +703,7 @@ mod tests {
             );
             let second = tmp.path().join(format!("{format}1.tar"));
             decompress(&two[1], &written[1].sha256, &second).unwrap();
-            let listed = std::process::Command::new("tar")
-                .arg("-tf")
-                .arg(&second)
-                .output()
-                .unwrap();
-            let listed = String::from_utf8(listed.stdout).unwrap();
+            let listed = run_tar(["-tf".as_ref(), second.as_os_str()]);
             assert!(listed.contains(&long), "{format}: {listed}");
             assert!(!listed.contains("attune-api"), "{format}: {listed}");
         }
