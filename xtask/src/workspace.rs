@@ -39,7 +39,7 @@ pub struct Declaration {
     /// `workspace.package.rust-version`, from the same cargo_metadata.
     #[serde(skip)]
     pub rust_version: Option<String>,
-    /// The names of the workspace's packages and targets, `-` as `_` (see [`local_crates`]).
+    /// The names of the workspace's packages and targets, `-` as `_` (see `crate_names`).
     #[serde(skip)]
     pub local_crates: Vec<String>,
     /// What `docker compose up` gives every service (docker-compose.yaml is generated from it).
@@ -273,10 +273,6 @@ fn metadata(root: &Path) -> anyhow::Result<cargo_metadata::Metadata> {
 /// The names of the workspace's packages and of their targets, `-` as `_`, sorted: how cargo
 /// names their artifacts in a target directory (`deps/libattune_common-<hash>.rlib`,
 /// `.fingerprint/attune-api-<hash>/`).
-pub fn local_crates(root: &Path) -> anyhow::Result<Vec<String>> {
-    Ok(crate_names(&metadata(root)?))
-}
-
 fn crate_names(metadata: &cargo_metadata::Metadata) -> Vec<String> {
     let mut names: Vec<String> = (metadata.workspace_packages().iter())
         .flat_map(|p| {

@@ -761,7 +761,7 @@ pub fn export_ahead(
                 }
                 std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            let stable = stable_of(&root, &setup, &location);
+            let stable = stable_of(&setup, &location);
             let build =
                 helper::export_build(&setup.helper, &setup.mounts, Some(builds_started), &stable);
             let _ = fs::remove_dir_all(root.join(&build.output));
@@ -821,7 +821,7 @@ pub fn export_after(
         Some((JobOutcome::Interrupted | JobOutcome::NotStarted, _)) => {
             return Ok(Outcome::Interrupted)
         }
-        _ => match run(&stable_of(root, setup, location))? {
+        _ => match run(&stable_of(setup, location))? {
             Some(seconds) => seconds,
             None => return Ok(Outcome::Interrupted),
         },
@@ -840,8 +840,8 @@ pub fn export_after(
             // the entry whose stable parts the helper left out is gone: all of it, once more,
             // into a new staging directory (the first may hold links to the old entry's files)
             let full = helper::Stable {
+                locals: setup.locals.clone(),
                 offers: Default::default(),
-                ..stable_of(root, setup, location)
             };
             helper_seconds = match run(&full)? {
                 Some(seconds) => seconds,
@@ -927,24 +927,31 @@ pub fn export_after(
     )))
 }
 
-/// What the export helper may leave out: the workspace's crates, and for a directory location
-/// the stable ids of the entry it would replace (a registry's entry is not on the host).
-fn stable_of(root: &Path, setup: &Setup, location: &Location) -> helper::Stable {
-    let locals = match setup.locals.is_empty() {
-        true => crate::workspace::local_crates(root).unwrap_or_default(),
-        false => setup.locals.clone(),
-    };
-    let offers = match location {
-        Location::Dir(dir) => location::read_manifest(&dir.join(setup.inputs.key()))
-            .map(|m| {
-                (m.mounts.iter())
-                    .filter_map(|a| a.stable_id().map(|id| (a.id.clone(), id)))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        Location::Registry(_) => Default::default(),
-    };
-    helper::Stable { locals, offers }
+/// The entry at a directory `location` under `key` (the one an export replaces), with its
+/// directory; none for a registry (its entry is not on the host) or when there is none.
+fn replaced_entry(location: &Location, key: &str) -> Option<(PathBuf, Manifest)> {
+    match location {
+        Location::Dir(dir) => location::read_manifest(&dir.join(key))
+            .ok()
+            .map(|m| (dir.join(key), m)),
+        Location::Registry(_) => None,
+    }
+}
+
+/// What the export helper may leave out: the workspace's crates, and the stable ids of the
+/// entry it would replace.
+fn stable_of(setup: &Setup, location: &Location) -> helper::Stable {
+    let offers = replaced_entry(location, &setup.inputs.key())
+        .map(|(_, m)| {
+            (m.mounts.iter())
+                .filter_map(|a| a.stable_id().map(|id| (a.id.clone(), id)))
+                .collect()
+        })
+        .unwrap_or_default();
+    helper::Stable {
+        locals: setup.locals.clone(),
+        offers,
+    }
 }
 
 /// The archives of the new entry, in `staging/mounts/`, from the export helper's `out`: per
@@ -958,12 +965,7 @@ fn assemble(
     out: &Path,
     staging: &Path,
 ) -> anyhow::Result<Option<(Vec<MountArchive>, Vec<String>)>> {
-    let old = match location {
-        Location::Dir(dir) => location::read_manifest(&dir.join(key))
-            .ok()
-            .map(|m| (dir.join(key), m)),
-        Location::Registry(_) => None,
-    };
+    let old = replaced_entry(location, key);
     let mut archives = Vec::new();
     let mut lines = Vec::new();
     for mount in &setup.mounts {
