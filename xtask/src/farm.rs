@@ -31,7 +31,6 @@ pub fn seed_cache(builds: &mut [Build], reference: &str) {
         } else {
             (build.target.cache_from).push(format!("type=registry,ref={reference}"));
         }
-        build.argv = build.target.build_argv("rawjson");
     }
 }
 

@@ -224,7 +224,7 @@ pub struct DockerBuildArgs {
     /// After the builds, export cargo's own timing report of the cargo step (`cargo build
     /// --timings`) to target/xtask/timings/ and name the slowest crates; the strategy's Dockerfile
     /// needs a `timings` stage (the workspace strategy has one; others: exit 2)
-    #[arg(long, conflicts_with = "cache")]
+    #[arg(long)]
     pub timings: bool,
 }
 

@@ -16,6 +16,7 @@ mod flags;
 mod git_times;
 mod history;
 mod http;
+mod pipeline;
 mod plan;
 mod proc;
 mod publish;

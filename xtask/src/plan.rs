@@ -50,19 +50,33 @@ pub struct Options {
     pub jobs: usize,
 }
 
-/// One image's build: its typed [`Target`], and how this xtask runs it.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// One image's build: its typed [`Target`], and how this xtask runs it. The command line is
+/// never stored: [`Build::argv`] renders it from the target, where the process starts (and in
+/// `--dry-run` and `--json`, which show the same rendering).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Build {
     pub image: String,
     pub target: Target,
-    /// The full command line, starting with `docker`, rendered from `target`; run from the
-    /// workspace root.
-    pub argv: Vec<String>,
     pub log: PathBuf,
     /// The tag that moves to this build's pushed digest once the whole set is pushed (an atomic
     /// publish: the build itself pushes only the staging tag).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<Publish>,
+}
+
+impl Serialize for Build {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut out = s.serialize_struct("Build", 5)?;
+        out.serialize_field("image", &self.image)?;
+        out.serialize_field("target", &self.target)?;
+        out.serialize_field("argv", &self.argv())?;
+        out.serialize_field("log", &self.log)?;
+        match &self.publish {
+            Some(publish) => out.serialize_field("publish", publish)?,
+            None => out.skip_field("publish")?,
+        }
+        out.end()
+    }
 }
 
 /// A tag that moves only when every image of the set has been pushed.
@@ -94,6 +108,12 @@ impl Publish {
 }
 
 impl Build {
+    /// The full command line, starting with `docker`, rendered from `target`; run from the
+    /// workspace root.
+    pub fn argv(&self) -> Vec<String> {
+        self.target.build_argv("rawjson")
+    }
+
     /// Where it runs: its buildx builder or docker context, if named.
     pub fn runs_on(&self) -> Option<&str> {
         (self.target.builder.as_deref()).or(self.target.docker_context.as_deref())
@@ -175,7 +195,6 @@ pub fn retarget(build: &Build, builder: &str, log: PathBuf, contexts: &[String])
     target.builder = (!is_context).then(|| builder.to_string());
     target.docker_context = is_context.then(|| builder.to_string());
     Build {
-        argv: target.build_argv("rawjson"),
         target,
         log,
         ..build.clone()
@@ -306,7 +325,6 @@ fn build(
     };
     Build {
         image: image.name.clone(),
-        argv: target.build_argv("rawjson"),
         target,
         log: options.log_dir.join(format!("{}.log", image.name)),
         publish,
@@ -421,7 +439,6 @@ impl Plan {
     pub fn redacted(&self) -> Plan {
         let mut plan = self.clone();
         for build in &mut plan.builds {
-            build.argv = redacted(&build.argv);
             for (key, value) in &mut build.target.args {
                 if is_secret_name(key) {
                     *value = "***".into();
@@ -477,7 +494,7 @@ pub fn render_dry_run(plan: &Plan) -> String {
         plan.jobs
     ));
     let line = |out: &mut String, build: &Build| {
-        out.push_str(&shell_line(&redacted(&build.argv)));
+        out.push_str(&shell_line(&redacted(&build.argv())));
         out.push_str(&format!("   # {}", build.image));
         if let Some(builder) = build.runs_on() {
             out.push_str(&format!(" on {builder}"));
@@ -587,7 +604,7 @@ mod tests {
             .unwrap()
             .builds
             .iter()
-            .map(|b| shell_line(&b.argv))
+            .map(|b| shell_line(&b.argv()))
             .collect()
     }
 
@@ -729,8 +746,8 @@ mod tests {
             );
             assert!(build.target.cache_to.is_empty());
             assert!(
-                build.argv.contains(&"second".to_string())
-                    || build.argv.contains(&"default".to_string())
+                build.argv().contains(&"second".to_string())
+                    || build.argv().contains(&"default".to_string())
             );
         }
         let text = render_dry_run(&plan);
@@ -780,14 +797,14 @@ mod tests {
         let again = retarget(&plan.builds[0], "b", "logs/api.retry.log".into(), &[]);
         assert_eq!(again.target.builder.as_deref(), Some("b"));
         assert_eq!(again.log, Path::new("logs/api.retry.log"));
-        let mut want = plan.builds[0].argv.clone();
+        let mut want = plan.builds[0].argv();
         want[4] = "b".into();
-        assert_eq!(again.argv, want);
+        assert_eq!(again.argv(), want);
         // a docker context runs the build with `docker --context`, not `--builder`
         let on_context = retarget(&plan.builds[0], "b", "x.log".into(), &["b".into()]);
         assert_eq!(on_context.target.builder, None);
         assert_eq!(
-            on_context.argv[..5],
+            on_context.argv()[..5],
             ["docker", "--context", "b", "buildx", "build"]
         );
         assert_eq!(on_context.runs_on(), Some("b"));
@@ -940,7 +957,7 @@ mod tests {
         let images = decl.select(&["api".into()]).unwrap();
         let plan = plan(&decl, &images, &options).unwrap();
         // the real argv keeps the values: buildx needs them
-        assert!(plan.builds[0].argv.contains(&"NPM_TOKEN=abc".to_string()));
+        assert!(plan.builds[0].argv().contains(&"NPM_TOKEN=abc".to_string()));
         let shown = plan.redacted();
         let json = serde_json::to_string(&shown).unwrap();
         let text = render_dry_run(&plan);

@@ -68,6 +68,16 @@ pub fn finish(root: &Path, plan: &Plan, report: &mut Report) {
         return;
     }
     let mut blocked = blockers(plan, report);
+    // under --cache-strict a cache that could not be imported fails the set
+    let cache = report
+        .cache
+        .iter()
+        .flat_map(|c| c.import.iter().chain(&c.export));
+    blocked.extend(
+        cache
+            .filter(|s| s.failed)
+            .map(|s| format!("cache: {}", s.line)),
+    );
     if blocked.is_empty() && crate::exec::runner::interrupted() {
         blocked.push("interrupted before the tags moved".into());
     }

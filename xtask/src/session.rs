@@ -319,6 +319,9 @@ pub struct Report {
     /// With `--timings`: cargo's timing report and the slowest crates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<crate::timings::TimingsReport>,
+    /// With `--cache`: what the import and the export did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheReport>,
     /// What writing the history record took (the record, the git state, the append), when one
     /// was written: `bench` compares it with the whole no-op run.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -335,13 +338,48 @@ pub struct Totals {
     pub wall_seconds: f64,
 }
 
+/// What `--cache` did: the import before (or beside) the builds, the export after them.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheReport {
+    /// The location, as given.
+    pub location: String,
+    /// The key of the entry for these builds.
+    pub key: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import: Option<CacheStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub export: Option<CacheStep>,
+}
+
+/// One side of [`CacheReport`].
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CacheStep {
+    /// `done`, `cold` (nothing carried: the builds ran cold, or the location stays as it was),
+    /// `skipped` (not needed) or `interrupted`.
+    pub result: String,
+    /// What was carried, or why not, in one line.
+    pub line: String,
+    /// A cold step under `--cache-strict`: the run fails.
+    pub failed: bool,
+}
+
+impl CacheReport {
+    fn steps(&self) -> impl Iterator<Item = &CacheStep> + Clone {
+        self.import.iter().chain(&self.export)
+    }
+}
+
 impl Report {
     pub fn status(&self) -> Status {
-        if self.totals.interrupted + self.totals.not_started > 0 {
+        let cache: Vec<&CacheStep> = self.cache.iter().flat_map(CacheReport::steps).collect();
+        if self.totals.interrupted + self.totals.not_started > 0
+            || cache.iter().any(|s| s.result == "interrupted")
+        {
             Status::Interrupted
         } else {
             let published = self.publish.as_ref().is_none_or(|p| p.moved);
-            Status::from_ok(self.totals.failed == 0 && published)
+            let carried = !cache.iter().any(|s| s.failed);
+            Status::from_ok(self.totals.failed == 0 && published && carried)
         }
     }
 }
@@ -352,7 +390,7 @@ impl Report {
 pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
     let job_of = |b: &plan::Build| Job {
         name: b.image.clone(),
-        argv: b.argv.clone(),
+        argv: b.argv(),
         cwd: root.to_path_buf(),
         log: root.join(&b.log),
     };
@@ -434,7 +472,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         .map(|(i, (build, job))| {
             let _span = tracing::info_span!("image", image = %build.image).entered();
             tracing::debug!(
-                argv = %crate::proc::shell_line(&build.argv),
+                argv = %crate::proc::shell_line(&build.argv()),
                 seconds = job.wall_seconds,
                 exit = ?job.exit_code,
                 outcome = ?job.outcome,
@@ -497,6 +535,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         totals,
         publish: None,
         timings: None,
+        cache: None,
         recording_seconds: None,
     }
 }
@@ -768,6 +807,11 @@ pub fn render_summary(report: &Report) -> String {
     }
     if let Some(timings) = &report.timings {
         out.push_str(&crate::timings::render(timings));
+    }
+    for step in report.cache.iter().flat_map(CacheReport::steps) {
+        if step.result == "done" {
+            let _ = writeln!(out, "cache: {}", step.line);
+        }
     }
     if let Some(first) = report.images.first() {
         if let Some(dir) = first.log.parent() {

@@ -128,7 +128,6 @@ pub fn build(plan: &Plan, dockerfile_text: &str, log_dir: &Path) -> Result<Build
     target.output = Output::Local(PathBuf::from(DIR));
     Ok(Build {
         image: STAGE.into(),
-        argv: target.build_argv("rawjson"),
         target,
         log: log_dir.join(format!("{STAGE}.log")),
         publish: None,
@@ -139,7 +138,7 @@ pub fn build(plan: &Plan, dockerfile_text: &str, log_dir: &Path) -> Result<Build
 pub fn render_dry_run(build: &Build) -> String {
     format!(
         "# then, when every build succeeded: cargo's timing report (layer-cached, no cargo step of its own)\n{}   # {STAGE} -> {}\n",
-        crate::proc::shell_line(&crate::plan::redacted(&build.argv)),
+        crate::proc::shell_line(&crate::plan::redacted(&build.argv())),
         build.log.display()
     )
 }

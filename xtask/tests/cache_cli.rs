@@ -437,6 +437,7 @@ fn docker_build_cache_imports_builds_and_exports_when_cargo_ran() {
 
     // a second run imports, and with every step cached exports nothing
     let t = Test::docker_build([
+        "--force",
         "--strategy",
         "workspace",
         "--cache",
@@ -467,7 +468,8 @@ fn docker_build_cache_imports_builds_and_exports_when_cargo_ran() {
 
     // without --cache-layers (the default) the builds neither read nor write a layer cache,
     // and the cache mounts still travel
-    let t = Test::docker_build(["--strategy", "workspace", "--cache", &loc, "api"]).cwd(ws.path());
+    let t = Test::docker_build(["--force", "--strategy", "workspace", "--cache", &loc, "api"])
+        .cwd(ws.path());
     let out = t.run();
     out.expect_code(0);
     assert!(out.stdout.contains("cache: imported "), "{}", out.stdout);
@@ -511,6 +513,7 @@ fn docker_build_cache_imports_beside_the_builds_only_when_their_runs_lock() {
     let run = |name: &str| {
         let times = ws.path().join(name);
         let t = Test::docker_build([
+            "--force",
             "--strategy",
             "workspace",
             "--cache",
@@ -555,6 +558,7 @@ fn docker_build_cache_imports_beside_the_builds_only_when_their_runs_lock() {
     // says so, exit 0; with --cache-strict the run fails after the builds
     for (strict, code) in [(false, 0), (true, 1)] {
         let mut args = vec![
+            "--force",
             "--strategy",
             "workspace",
             "--cache",
@@ -613,7 +617,9 @@ fn docker_build_cache_imports_beside_the_builds_only_when_their_runs_lock() {
 fn docker_build_cache_exports_beside_the_builds_or_after_them() {
     let ws = TempWorkspace::new();
     let loc = ws.path().join("ci-cache").display().to_string();
+    // --force: each run builds (an identical run is otherwise up to date)
     let args = [
+        "--force",
         "--strategy",
         "workspace",
         "--cache",

@@ -326,8 +326,25 @@ pub struct HelperOptions {
     pub work_dir: PathBuf,
     pub base_image: String,
     pub builder: Option<String>,
+    /// A docker context to run on (`docker --context NAME buildx build`), instead of a builder.
+    pub context: Option<String>,
     pub platform: Option<String>,
     pub nonce: String,
+}
+
+impl HelperOptions {
+    /// `docker [--context C] buildx build [--builder B]`: where every helper runs.
+    pub fn buildx_build(&self) -> Vec<String> {
+        let mut argv = vec!["docker".to_string()];
+        if let Some(context) = &self.context {
+            argv.extend(["--context".into(), context.clone()]);
+        }
+        argv.extend(["buildx", "build"].map(String::from));
+        if let Some(builder) = &self.builder {
+            argv.extend(["--builder".into(), builder.clone()]);
+        }
+        argv
+    }
 }
 
 /// The build argument of an export helper started while the builds run ([`export_build`]).
@@ -796,10 +813,7 @@ fn helper(
     let context = context
         .map(Path::to_path_buf)
         .unwrap_or_else(|| options.work_dir.join("context"));
-    let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
-    if let Some(builder) = &options.builder {
-        argv.extend(["--builder".into(), builder.clone()]);
-    }
+    let mut argv = options.buildx_build();
     argv.push("--progress=rawjson".into());
     argv.extend(["--file".into(), path(&dockerfile)]);
     argv.extend([
@@ -1051,6 +1065,7 @@ mod tests {
             work_dir: "target/xtask/cache".into(),
             base_image: "rust:1.95-slim-bookworm".into(),
             builder: None,
+            context: None,
             platform: Some("linux/amd64".into()),
             nonce: "<nonce>".into(),
         }

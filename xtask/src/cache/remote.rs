@@ -73,10 +73,7 @@ fn build(
     context: &Path,
 ) -> HelperBuild {
     let dockerfile = options.work_dir.join(format!("{kind}.Dockerfile"));
-    let mut argv: Vec<String> = ["docker", "buildx", "build"].map(String::from).into();
-    if let Some(builder) = &options.builder {
-        argv.extend(["--builder".into(), builder.clone()]);
-    }
+    let mut argv = options.buildx_build();
     argv.push("--progress=rawjson".into());
     argv.push("--provenance=false".into());
     argv.extend(["--file".into(), dockerfile.display().to_string()]);
@@ -161,6 +158,7 @@ mod tests {
             work_dir: "target/xtask/cache".into(),
             base_image: "rust:1.95-slim-bookworm".into(),
             builder: None,
+            context: None,
             platform: None,
             nonce: "n".into(),
         }

@@ -220,11 +220,11 @@ pub fn engine_platform() -> anyhow::Result<String> {
 }
 
 /// The setup for `plan`; with `engine` false (a dry run) the engine's facts are placeholders.
-#[allow(clippy::too_many_arguments)]
+/// The helpers run where the plan's first build runs (its builder or docker context: with
+/// `--builders`, the first builder, which compiles the shared builder stage).
 pub fn setup(
     root: &Path,
     plan: &Plan,
-    builder: Option<&str>,
     platforms: &[String],
     build_args: &[String],
     log_dir: &Path,
@@ -233,7 +233,7 @@ pub fn setup(
 ) -> anyhow::Result<Setup> {
     if platforms.len() > 1 {
         return Err(crate::UsageError(format!(
-            "a cache entry holds one platform; --platform {} names {}",
+            "--cache with --platform: a cache entry holds one platform; --platform {} names {}",
             platforms.join(","),
             platforms.len()
         ))
@@ -304,7 +304,11 @@ pub fn setup(
         helper: HelperOptions {
             work_dir: WORK_DIR.into(),
             base_image,
-            builder: builder.map(str::to_string),
+            builder: plan.builds.first().and_then(|b| b.target.builder.clone()),
+            context: plan
+                .builds
+                .first()
+                .and_then(|b| b.target.docker_context.clone()),
             platform: platforms.first().cloned(),
             nonce,
         },
@@ -925,6 +929,17 @@ pub fn export_after(
         clock.elapsed().as_secs_f64(),
         if beside { "beside the builds, then " } else { "" },
     )))
+}
+
+/// Whether `location` holds an entry under `setup`'s key whose manifest reads: an export is
+/// worth it even when cargo compiled nothing (a warm engine seeding an empty location).
+pub fn holds_entry(setup: &Setup, location: &Location) -> bool {
+    let key = setup.inputs.key();
+    match location {
+        Location::Dir(dir) => location::read_manifest(&dir.join(&key)).is_ok(),
+        Location::Registry(r) => list_registry(r)
+            .is_ok_and(|listed| (listed.iter()).any(|l| l.name == key && l.manifest.is_ok())),
+    }
 }
 
 /// The entry at a directory `location` under `key` (the one an export replaces), with its

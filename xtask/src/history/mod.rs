@@ -437,7 +437,7 @@ impl Snapshot {
                             .iter()
                             .map(|b| (b.clone(), ids.get(b).map(|(id, _)| id.clone())))
                             .collect(),
-                        options_digest: inputs::options_digest(&build.argv),
+                        options_digest: inputs::options_digest(&build.argv()),
                     };
                     let digest = inputs::digest(&inputs, &plan.strategy, engine_id.as_deref());
                     Ok((inputs, digest))
@@ -493,7 +493,8 @@ impl Snapshot {
     pub fn up_to_date(&self, build: &crate::plan::Build) -> bool {
         let risky = ["--no-cache", "--pull", "--push"];
         let publishes = build.publish.is_some();
-        if (build.argv.iter()).any(|a| risky.contains(&a.as_str()) && !(publishes && a == "--push"))
+        if (build.argv().iter())
+            .any(|a| risky.contains(&a.as_str()) && !(publishes && a == "--push"))
         {
             return false;
         }

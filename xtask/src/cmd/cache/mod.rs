@@ -40,7 +40,6 @@ fn prepare(
     let setup = transfer::setup(
         root,
         &plan,
-        args.builder.as_deref(),
         &options.platform,
         &first_build_args(&plan),
         &args.log_dir,

@@ -1,0 +1,578 @@
+//! `docker-build` as one pipeline: one plan, and the phases that act on it in one order.
+//!
+//! Every capability is a [`Phase`] with a prepare step (before the builds: it may shrink or
+//! extend the plan of what runs, or stop the run) and a finish step (after the builds: it reads
+//! and adds to the report). The builds themselves run once, between the two passes, so the
+//! capabilities combine: a `--cache` run is also checked for being up to date, recorded, timed
+//! and published. A pair of flags that cannot work together is refused by [`refuse`] before
+//! anything runs (exit 2, naming both).
+//!
+//! | phase | prepare | finish |
+//! |---|---|---|
+//! | up-to-date | leaves out the images whose recorded inputs show them current | puts them back in the report |
+//! | cache import | imports the entry (beside the builds when their RUNs lock the target caches), adds the layer cache, starts the export watcher | waits for an import beside the builds |
+//! | publish | - | moves every tag of an atomic publish, or none |
+//! | history | - | appends the run's record |
+//! | timings | - | exports cargo's timing report |
+//! | cache export | - | exports a new entry when cargo compiled, or the location has none for this key |
+
+use std::path::Path;
+
+use crate::{
+    cache::{
+        location::Location,
+        transfer::{self, Outcome},
+    },
+    exec::{events::CargoStep, progress},
+    flags::{self, DockerBuildArgs},
+    history,
+    plan::{self, Build, Plan},
+    session::{self, CacheReport, CacheStep, EngineCheck, Report},
+    timings, workspace, Status, UsageError,
+};
+
+/// The phases, in the order both passes take them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    UpToDate,
+    CacheImport,
+    Publish,
+    History,
+    Timings,
+    CacheExport,
+}
+
+const PIPELINE: [Phase; 6] = [
+    Phase::UpToDate,
+    Phase::CacheImport,
+    Phase::Publish,
+    Phase::History,
+    Phase::Timings,
+    Phase::CacheExport,
+];
+
+/// Whether the run goes on after a prepare step.
+enum Flow {
+    Go,
+    Stop(Status),
+}
+
+/// What the phases share: the whole selection (`plan`), what will run (`todo`), and each
+/// phase's state.
+struct Ctx<'a> {
+    root: &'a Path,
+    args: &'a DockerBuildArgs,
+    plan: Plan,
+    todo: Plan,
+    /// The images found up to date (not built).
+    current: Vec<String>,
+    snapshot: Option<history::Snapshot>,
+    /// With `--timings`: the build that exports the report.
+    timings: Option<Build>,
+    cache: Option<Carry>,
+}
+
+/// `--cache`: where, for which builds, and what is running beside them.
+struct Carry {
+    location: Location,
+    setup: transfer::Setup,
+    beside: Option<transfer::Importing>,
+    ahead: Option<transfer::ExportAhead>,
+    report: CacheReport,
+}
+
+/// `cargo xtask docker-build`: the checks, then the phases around one execution of the plan.
+pub fn run(root: &Path, args: &DockerBuildArgs) -> anyhow::Result<Status> {
+    refuse(args)?;
+    let (decl, check, platform) = declaration_and_engine(root, args);
+    let decl = decl?;
+    let plan = session::plan_from_args(&decl, &args.build, &args.log_dir, args.jobs)?;
+    session::check_stages(root, &plan)?;
+    let mut ctx = Ctx {
+        root,
+        args,
+        todo: plan.clone(),
+        plan,
+        current: Vec::new(),
+        snapshot: None,
+        timings: None,
+        cache: None,
+    };
+    // every phase's own checks, before anything runs
+    if args.timings {
+        ctx.timings = Some(timings_build(root, &ctx.plan, &args.log_dir)?);
+    }
+    if let Some(location) = &args.cache {
+        ctx.cache = Some(carry(&ctx, &decl, location, &check, platform)?);
+    }
+    let Some(check) = check else {
+        return dry_run(&mut ctx);
+    };
+    // the recorded inputs of every image, for "up to date" and "why did it re-run"
+    let mut snapshot = history::Snapshot::take(root, &ctx.plan);
+    let check = check?;
+    snapshot.set_engine(history::engine_identity(
+        check.probe.server_version.as_deref(),
+    ));
+    ctx.snapshot = Some(snapshot);
+    // one run at a time writes a log directory: concurrent runs would tear each other's logs
+    let _lock = session::lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
+    session::preflight_with(root, &ctx.plan, args.engine, check)?;
+    for phase in PIPELINE {
+        tracing::debug!(?phase, "prepare");
+        if let Flow::Stop(status) = prepare(phase, &mut ctx)? {
+            return Ok(status);
+        }
+    }
+    let mut report = session::execute(root, &ctx.todo, progress::detect_mode());
+    for phase in PIPELINE {
+        tracing::debug!(?phase, "finish");
+        finish(phase, &mut ctx, &mut report)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", session::render_summary(&report));
+        for image in report.images.iter().filter(|i| i.why.is_some()) {
+            println!(
+                "why {}: {}",
+                image.image,
+                image.why.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(report.status())
+}
+
+/// The flags that change the pipeline and cannot work together: exit 2 naming both, before
+/// anything runs. Every other pair works (`xtask/tests/pipeline_matrix.rs` runs them all).
+pub fn refuse(args: &DockerBuildArgs) -> Result<(), UsageError> {
+    let platforms = &args.build.platform;
+    if args.cache_layers && !args.build.builders.is_empty() {
+        return Err(UsageError(format!(
+            "--cache-layers with --builders {}: the seed build already carries the builder stage's layers to the other builders through --registry; leave out --cache-layers (--cache still carries the cache mounts, on the first builder)",
+            args.build.builders.join(",")
+        )));
+    }
+    if args.cache.is_some() && platforms.len() > 1 {
+        return Err(UsageError(format!(
+            "--cache with --platform {}: a cache entry holds one platform; build each platform with its own --cache run",
+            platforms.join(",")
+        )));
+    }
+    if args.timings && platforms.len() > 1 {
+        return Err(UsageError(format!(
+            "--timings with --platform {}: cargo's timing report is one cargo run's, of one platform",
+            platforms.join(",")
+        )));
+    }
+    Ok(())
+}
+
+type Checked = Option<anyhow::Result<EngineCheck>>;
+
+/// The declaration (cargo metadata) while the engine is checked (a few docker processes), and
+/// with `--cache` the engine's platform: a no-op run is dominated by such fixed costs.
+fn declaration_and_engine(
+    root: &Path,
+    args: &DockerBuildArgs,
+) -> (
+    anyhow::Result<workspace::Declaration>,
+    Checked,
+    Option<String>,
+) {
+    let check_bases = args.engine == flags::EngineMode::Auto
+        && args.build.builder.is_none()
+        && args.build.builders.is_empty();
+    std::thread::scope(|s| {
+        let check = (!args.dry_run).then(|| s.spawn(|| session::check_engine(root, check_bases)));
+        let platform = (!args.dry_run && args.cache.is_some() && args.build.platform.is_empty())
+            .then(|| s.spawn(transfer::engine_platform));
+        let decl = workspace::load(root);
+        (
+            decl,
+            check.map(|h| h.join().expect("engine check panicked")),
+            platform.and_then(|h| h.join().ok()?.ok()),
+        )
+    })
+}
+
+/// The build that exports the plan's `timings` stage; a strategy without one is a usage error.
+fn timings_build(root: &Path, plan: &Plan, log_dir: &Path) -> anyhow::Result<Build> {
+    // check_stages has read the first Dockerfile: a missing one fails in preflight
+    let text = (plan.builds.first())
+        .and_then(|b| std::fs::read_to_string(root.join(b.dockerfile())).ok())
+        .unwrap_or_default();
+    timings::build(plan, &text, log_dir).map_err(|e| UsageError(e).into())
+}
+
+/// The cache phases' setup: the entry's key and the mounts of the plan's builds.
+fn carry(
+    ctx: &Ctx,
+    decl: &workspace::Declaration,
+    location: &str,
+    check: &Checked,
+    platform: Option<String>,
+) -> anyhow::Result<Carry> {
+    let location = Location::parse(location)?;
+    let build_args: Vec<String> = (ctx.plan.builds.first().into_iter())
+        .flat_map(|b| b.target.args.iter().map(|(k, v)| format!("{k}={v}")))
+        .collect();
+    let known = transfer::Known {
+        platform,
+        image_ids: match check {
+            Some(Ok(check)) => check.image_ids.clone(),
+            _ => Default::default(),
+        },
+        ..transfer::Known::of(decl)
+    };
+    let mut setup = transfer::setup(
+        ctx.root,
+        &ctx.plan,
+        &ctx.args.build.platform,
+        &build_args,
+        &ctx.args.log_dir,
+        check.is_some(),
+        &known,
+    )?;
+    setup.layers = ctx.args.cache_layers;
+    Ok(Carry {
+        report: CacheReport {
+            location: location.to_string(),
+            key: setup.inputs.key(),
+            import: None,
+            export: None,
+        },
+        location,
+        setup,
+        beside: None,
+        ahead: None,
+    })
+}
+
+/// `--dry-run`: the commands each phase would run, around the builds' (with what the phases
+/// add to them); `--json`: the builds' plan.
+fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
+    let (mut before, mut after) = (String::new(), String::new());
+    if let Some(carry) = &ctx.cache {
+        before.push_str(&transfer::render_helper(&carry.setup.import_build()));
+        let from = match &carry.location {
+            Location::Dir(_) => carry.setup.cache_from(),
+            Location::Registry(r) => format!(
+                "type=registry,ref={}",
+                r.layers("<key of the entry imported>", "{image}")
+            ),
+        };
+        add_layer_cache(&mut ctx.todo, carry, ctx.args.cache_layers, Some(from));
+    }
+    if let Some(build) = &ctx.timings {
+        after.push_str(&timings::render_dry_run(build));
+    }
+    if let Some(carry) = &ctx.cache {
+        after.push_str(&transfer::render_helper(&carry.setup.export_build()));
+        after.push_str(&format!(
+            "# the export runs when cargo compiled something, or when {} has no entry {}\n",
+            carry.location, carry.report.key
+        ));
+    }
+    if ctx.args.json {
+        println!("{}", serde_json::to_string_pretty(&ctx.todo.redacted())?);
+    } else {
+        print!("{before}{}{after}", plan::render_dry_run(&ctx.todo));
+    }
+    Ok(Status::Ok)
+}
+
+/// With `--cache-layers`: every build reads the imported layer cache (`from`) and writes one.
+fn add_layer_cache(todo: &mut Plan, carry: &Carry, layers: bool, from: Option<String>) {
+    if !layers {
+        return;
+    }
+    let to = carry.setup.layer_cache_to(&carry.location);
+    for build in &mut todo.builds {
+        let image = build.image.clone();
+        let target = &mut build.target;
+        target
+            .cache_from
+            .extend(from.iter().map(|f| f.replace("{image}", &image)));
+        target.cache_to.push(to.replace("{image}", &image));
+    }
+}
+
+fn prepare(phase: Phase, ctx: &mut Ctx) -> anyhow::Result<Flow> {
+    match phase {
+        Phase::UpToDate => {
+            // (an atomic publish: the registry's tags still name the digests it moved them to;
+            // a per-image push or a farm always builds)
+            let args = &ctx.args;
+            let may_skip = !args.force
+                && args.build.builders.is_empty()
+                && (!args.build.push || ctx.plan.publishes());
+            let snapshot = ctx.snapshot.as_mut().expect("taken before the phases");
+            if !may_skip {
+                return Ok(Flow::Go);
+            }
+            if ctx.plan.publishes() {
+                snapshot.read_published(&ctx.plan);
+            }
+            ctx.current = (ctx.plan.builds.iter())
+                .filter(|b| snapshot.up_to_date(b))
+                .map(|b| b.image.clone())
+                .collect();
+            let current = &ctx.current;
+            ctx.todo.builds.retain(|b| !current.contains(&b.image));
+            Ok(Flow::Go)
+        }
+        Phase::CacheImport => match ctx.cache.as_mut() {
+            Some(carry) => import(ctx.root, ctx.args, &mut ctx.todo, carry),
+            None => Ok(Flow::Go),
+        },
+        Phase::CacheExport => {
+            if let Some(carry) = ctx.cache.as_mut().filter(|_| !ctx.todo.builds.is_empty()) {
+                // the export helper waits beside the builds for their cargo step
+                carry.ahead = transfer::export_ahead(
+                    ctx.root,
+                    &carry.setup,
+                    &carry.location,
+                    (ctx.todo.builds.iter())
+                        .map(|b| ctx.root.join(&b.log))
+                        .collect(),
+                    crate::exec::runner::unix_now() as u64,
+                );
+            }
+            Ok(Flow::Go)
+        }
+        Phase::Publish | Phase::History | Phase::Timings => Ok(Flow::Go),
+    }
+}
+
+/// The cache import's prepare step: nothing to build, nothing to import; else the import, beside
+/// the builds when it can be, and the layer cache it staged.
+fn import(
+    root: &Path,
+    args: &DockerBuildArgs,
+    todo: &mut Plan,
+    carry: &mut Carry,
+) -> anyhow::Result<Flow> {
+    if todo.builds.is_empty() {
+        carry.report.import = Some(skipped("every image is up to date"));
+        return Ok(Flow::Go);
+    }
+    match transfer::import_alongside(root, &carry.setup, &carry.location) {
+        transfer::Importing::Ended(imported) => {
+            let done = matches!(imported, Outcome::Done(_));
+            let step = cache_step(imported, args.cache_strict, "; building cold");
+            let stop = step.failed || step.result == "interrupted";
+            carry.report.import = Some(step);
+            if stop {
+                return Ok(Flow::Stop(match carry.report.import.as_ref() {
+                    Some(s) if s.failed => Status::Failed,
+                    _ => Status::Interrupted,
+                }));
+            }
+            if !done {
+                // nothing imported: no layer cache either
+                let _ = std::fs::remove_dir_all(root.join(transfer::layers_in()));
+                let _ = std::fs::remove_file(root.join(transfer::imported_layers()));
+            }
+        }
+        transfer::Importing::Running(beside) => {
+            eprintln!(
+                "cache: importing from {} beside the builds (they start after {:.1}s; their cargo steps wait for the import)",
+                carry.location, beside.waited
+            );
+            carry.beside = Some(transfer::Importing::Running(beside));
+        }
+    }
+    let staged = carry.setup.layer_cache_from(root, &carry.location);
+    add_layer_cache(todo, carry, args.cache_layers, staged);
+    let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
+    Ok(Flow::Go)
+}
+
+fn finish(phase: Phase, ctx: &mut Ctx, report: &mut Report) -> anyhow::Result<()> {
+    match phase {
+        Phase::UpToDate => {
+            let snapshot = ctx.snapshot.as_ref().expect("taken before the phases");
+            session::add_up_to_date(report, &ctx.plan, &ctx.current, snapshot);
+        }
+        Phase::CacheImport => {
+            if let Some(carry) = ctx.cache.as_mut() {
+                if let Some(importing) = carry.beside.take() {
+                    // under --cache-strict a failed import beside the builds fails the run
+                    let then = "; the builds ran cold";
+                    carry.report.import =
+                        Some(cache_step(importing.wait(), ctx.args.cache_strict, then));
+                }
+                report.cache = Some(carry.report.clone());
+            }
+        }
+        Phase::Publish => crate::publish::finish(ctx.root, &ctx.plan, report),
+        Phase::History => record(ctx, report),
+        Phase::Timings => {
+            if let Some(build) = ctx.timings.take() {
+                report.timings = Some(export_timings(ctx.root, &ctx.plan, build, report));
+            }
+        }
+        Phase::CacheExport => {
+            if let Some(carry) = ctx.cache.as_mut() {
+                let step = export(ctx.root, ctx.args, carry, report);
+                carry.report.export = Some(step);
+                report.cache = Some(carry.report.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The history phase: the run's record, appended (bench's docker-build in a sandbox records into
+/// the workspace's history, marked, and into its own), and the summary's "why" lines.
+fn record(ctx: &mut Ctx, report: &mut Report) {
+    let Some(snapshot) = ctx.snapshot.take() else {
+        return;
+    };
+    let recording = std::time::Instant::now();
+    let tag = (ctx.args.build.tag.clone()).unwrap_or_else(|| session::decl_tag(&ctx.plan));
+    let mut record = snapshot.finish(
+        "docker-build",
+        &tag,
+        report.totals.wall_seconds,
+        session::history_images(report),
+    );
+    record.source = history::source_from_env();
+    for (image, recorded) in report.images.iter_mut().zip(&record.images) {
+        image.why = recorded.why.clone();
+    }
+    if !history::enabled() {
+        return;
+    }
+    let (root, file) = (ctx.root, history::record_file(ctx.root));
+    let appended = match file == history::path(root) {
+        true => history::append(&file, &record),
+        false => history::append_from_sandbox(&file, record.clone()),
+    };
+    if let Err(err) = appended {
+        eprintln!("warning: build history not recorded: {err:#}");
+    }
+    if file != history::path(root) {
+        // and the sandbox's own history, unmarked: its next run's up-to-date check reads it
+        // (bench's no-op scenario measures exactly that)
+        record.source = None;
+        if let Err(err) = history::append(&history::path(root), &record) {
+            eprintln!("warning: build history not recorded: {err:#}");
+        }
+    }
+    report.recording_seconds = Some(recording.elapsed().as_secs_f64());
+}
+
+/// After the builds: exports the `timings` stage (when every build succeeded) and reads the
+/// slowest crates of cargo's report.
+fn export_timings(
+    root: &Path,
+    plan: &Plan,
+    build: Build,
+    report: &Report,
+) -> timings::TimingsReport {
+    let ran = |step: CargoStep| matches!(step, CargoStep::Ran | CargoStep::Shared);
+    let mut fresh = report.images.iter().any(|i| ran(i.cargo_step));
+    if report.totals.failed + report.totals.interrupted + report.totals.not_started > 0 {
+        let why = "a build did not succeed; not exported".to_string();
+        return timings::report(root, fresh, Err(why));
+    }
+    let one = Plan {
+        jobs: 1,
+        builds: vec![build],
+        seed: None,
+        cache_ref: None,
+        retry: false,
+        ..plan.clone()
+    };
+    let exported = session::execute(root, &one, progress::detect_mode());
+    let export = &exported.images[0];
+    fresh |= ran(export.cargo_step);
+    let outcome = match export.result {
+        crate::exec::runner::Outcome::Succeeded => Ok(()),
+        _ => Err(format!(
+            "the export of the {} stage failed; see {}",
+            timings::STAGE,
+            export.log.display()
+        )),
+    };
+    timings::report(root, fresh, outcome)
+}
+
+/// The cache export's finish step: a new entry when the builds succeeded and cargo compiled
+/// something, or when the location has no entry for this key yet (a warm engine seeding an
+/// empty location); otherwise the location stays as it is.
+fn export(root: &Path, args: &DockerBuildArgs, carry: &mut Carry, report: &Report) -> CacheStep {
+    let ahead = carry.ahead.take();
+    let discard = |ahead: Option<transfer::ExportAhead>, why: String| {
+        if let Some(ahead) = ahead {
+            ahead.discard(root, &carry.setup);
+        }
+        eprintln!("cache: {why}; {} left as it is", carry.location);
+        skipped(&why)
+    };
+    let failed = report.totals.failed + report.totals.interrupted + report.totals.not_started;
+    if failed > 0 {
+        return discard(ahead, "a build did not succeed".into());
+    }
+    // something changed when a cargo step ran and compiled a crate: without the layer cache the
+    // step always runs on a fresh engine, and finds everything fresh when nothing changed
+    let compiled: usize = (report.images.iter())
+        .filter(|i| i.cargo_step == CargoStep::Ran)
+        .map(|i| {
+            let log = std::fs::read_to_string(root.join(&i.log)).unwrap_or_default();
+            crate::cargo_log::compiled(&log).len()
+        })
+        .sum();
+    if compiled == 0 && transfer::holds_entry(&carry.setup, &carry.location) {
+        let ran = report.images.iter().any(|i| i.cargo_step == CargoStep::Ran);
+        let why = match (report.images.iter().all(|i| i.up_to_date), ran) {
+            (true, _) => "no build ran (every image up to date)",
+            (false, false) => "no cargo step ran",
+            (false, true) => "cargo compiled nothing (everything fresh)",
+        };
+        return discard(ahead, why.into());
+    }
+    let layers = (args.cache_layers && root.join(transfer::layers_out()).is_dir())
+        .then(transfer::layers_out);
+    let exported = transfer::export_after(
+        root,
+        &carry.setup,
+        &carry.location,
+        layers.as_deref(),
+        ahead,
+    )
+    .unwrap_or_else(|e| Outcome::Cold(format!("export to {} failed: {e:#}", carry.location)));
+    cache_step(exported, args.cache_strict, "")
+}
+
+fn skipped(why: &str) -> CacheStep {
+    CacheStep {
+        result: "skipped".into(),
+        line: why.into(),
+        failed: false,
+    }
+}
+
+/// A cache outcome as the report keeps it; a cold one is a warning now (stderr), or with
+/// `strict` an error that fails the run. `then` ends a warning: what happens instead.
+fn cache_step(outcome: Outcome, strict: bool, then: &str) -> CacheStep {
+    let (result, line) = match outcome {
+        Outcome::Done(line) => ("done", line),
+        Outcome::Cold(why) => ("cold", why),
+        Outcome::Interrupted => ("interrupted", "interrupted".to_string()),
+    };
+    if result == "cold" {
+        match strict {
+            true => eprintln!("error: cache: {line}"),
+            false => eprintln!("warning: cache: {line}{then}"),
+        }
+    }
+    CacheStep {
+        result: result.into(),
+        failed: strict && result == "cold",
+        line,
+    }
+}
