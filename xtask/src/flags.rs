@@ -216,16 +216,25 @@ pub struct DockerBuildArgs {
     /// warning
     #[arg(long, requires = "cache")]
     pub cache_strict: bool,
-    /// With --cache: carry BuildKit's layer cache too (`mode=max`), not only the cache mounts'
-    /// contents. Off by default: measured by `bench --scenarios ephemeral`, the layers cost more
-    /// to export and import than they save once a source file changed (docs/BENCHMARKS.md)
-    #[arg(long, requires = "cache")]
-    pub cache_layers: bool,
+    #[command(flatten)]
+    pub layers: LayersArg,
     /// After the builds, export cargo's own timing report of the cargo step (`cargo build
     /// --timings`) to target/xtask/timings/ and name the slowest crates; the strategy's Dockerfile
     /// needs a `timings` stage (the workspace strategy has one; others: exit 2)
     #[arg(long)]
     pub timings: bool,
+}
+
+/// `--cache-layers`, the one switch of what a cache entry carries, for `docker-build --cache` and
+/// `cache export` alike.
+#[derive(Debug, Clone, Args)]
+pub struct LayersArg {
+    /// Carry BuildKit's layer cache too (`mode=max`), not only the cache mounts' contents (the
+    /// cargo home, the target directories). Off by default: measured by `bench --scenarios
+    /// ephemeral`, the layers cost more to export and import than they save once a source file
+    /// changed (docs/BENCHMARKS.md). With docker-build it needs --cache
+    #[arg(long)]
+    pub cache_layers: bool,
 }
 
 /// What to build and how: the options `docker-build` and `bake-file` share.
@@ -309,12 +318,15 @@ pub enum CacheCmd {
     Du(CacheDuArgs),
     /// Remove this workspace's cache mounts (never another project's), least recently used first
     Prune(CachePruneArgs),
-    /// Run the builds (normally all layer-cached) with --cache-to, copy the cache mounts out with
-    /// a helper build, and publish both as one entry at LOCATION; prints sizes and times
+    /// Run the builds (normally all layer-cached), copy the cache mounts out with a helper build,
+    /// and publish them as one entry at LOCATION (with --cache-layers, the builds' layer cache
+    /// too, as docker-build --cache does); prints sizes and times
     Export {
         /// The directory (created when missing) or registry://HOST:PORT/REPO to export to
         #[arg(long, value_name = "LOCATION")]
         to: String,
+        #[command(flatten)]
+        layers: LayersArg,
         #[command(flatten)]
         build: CacheBuildArgs,
     },

@@ -87,7 +87,7 @@ pub fn run(root: &Path, args: &DockerBuildArgs) -> anyhow::Result<Status> {
     let (decl, check, platform) = declaration_and_engine(root, args);
     let decl = decl?;
     let plan = session::plan_from_args(&decl, &args.build, &args.log_dir, args.jobs)?;
-    session::check_stages(root, &plan)?;
+    session::check_stages(root, &decl, &plan)?;
     let mut ctx = Ctx {
         root,
         args,
@@ -148,7 +148,12 @@ pub fn run(root: &Path, args: &DockerBuildArgs) -> anyhow::Result<Status> {
 /// anything runs. Every other pair works (`xtask/tests/pipeline_matrix.rs` runs them all).
 pub fn refuse(args: &DockerBuildArgs) -> Result<(), UsageError> {
     let platforms = &args.build.platform;
-    if args.cache_layers && !args.build.builders.is_empty() {
+    if args.layers.cache_layers && args.cache.is_none() {
+        return Err(UsageError(
+            "--cache-layers without --cache: it says what the cache entry at --cache LOCATION carries".into(),
+        ));
+    }
+    if args.layers.cache_layers && !args.build.builders.is_empty() {
         return Err(UsageError(format!(
             "--cache-layers with --builders {}: the seed build already carries the builder stage's layers to the other builders through --registry; leave out --cache-layers (--cache still carries the cache mounts, on the first builder)",
             args.build.builders.join(",")
@@ -224,6 +229,7 @@ fn carry(
             Some(Ok(check)) => check.image_ids.clone(),
             _ => Default::default(),
         },
+        whole: transfer::whole_strategy(decl, &ctx.plan.strategy),
         ..transfer::Known::of(decl)
     };
     let mut setup = transfer::setup(
@@ -235,7 +241,7 @@ fn carry(
         check.is_some(),
         &known,
     )?;
-    setup.layers = ctx.args.cache_layers;
+    setup.layers = ctx.args.layers.cache_layers;
     Ok(Carry {
         report: CacheReport {
             location: location.to_string(),
@@ -263,7 +269,12 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
                 r.layers("<key of the entry imported>", "{image}")
             ),
         };
-        add_layer_cache(&mut ctx.todo, carry, ctx.args.cache_layers, Some(from));
+        add_layer_cache(
+            &mut ctx.todo,
+            carry,
+            ctx.args.layers.cache_layers,
+            Some(from),
+        );
     }
     if let Some(build) = &ctx.timings {
         after.push_str(&timings::render_dry_run(build));
@@ -385,7 +396,7 @@ fn import(
         }
     }
     let staged = carry.setup.layer_cache_from(root, &carry.location);
-    add_layer_cache(todo, carry, args.cache_layers, staged);
+    add_layer_cache(todo, carry, args.layers.cache_layers, staged);
     let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
     Ok(Flow::Go)
 }
@@ -535,7 +546,7 @@ fn export(root: &Path, args: &DockerBuildArgs, carry: &mut Carry, report: &Repor
         };
         return discard(ahead, why.into());
     }
-    let layers = (args.cache_layers && root.join(transfer::layers_out()).is_dir())
+    let layers = (args.layers.cache_layers && root.join(transfer::layers_out()).is_dir())
         .then(transfer::layers_out);
     let exported = transfer::export_after(
         root,

@@ -106,23 +106,55 @@ pub fn plan_from_args(
     Ok(plan::plan(decl, &images, &options)?)
 }
 
-/// Every build's stage exists in its Dockerfile: a declared image without one is reported before
-/// anything runs, with the line to add (buildx would only fail mid-build).
-pub fn check_stages(root: &Path, plan: &Plan) -> anyhow::Result<()> {
-    let mut texts: BTreeMap<&Path, String> = BTreeMap::new();
-    for build in &plan.builds {
-        if !texts.contains_key(build.dockerfile()) {
-            let path = root.join(build.dockerfile());
-            // a missing file is reported by the declaration check and preflight
-            let Ok(text) = std::fs::read_to_string(&path) else {
-                continue;
-            };
-            texts.insert(build.dockerfile(), text);
-        }
-        // the declaration and the Dockerfile disagree: the user's input to fix (exit 2)
-        plan::check_stage(build, &texts[build.dockerfile()]).map_err(crate::UsageError)?;
+/// Every image of `plan` has its stage in the Dockerfile of every declared strategy, whichever
+/// one this run builds: a declared image without one is reported before anything runs (buildx
+/// would only fail mid-build), every missing line at once, with the line to add. Adding a service
+/// so names each `FROM ... AS <name>` line it needs, in every strategy's Dockerfile, in one run.
+pub fn check_stages(root: &Path, decl: &Declaration, plan: &Plan) -> anyhow::Result<()> {
+    let names: Vec<String> = plan.builds.iter().map(|b| b.image.clone()).collect();
+    let missing = missing_stages(root, decl, &names);
+    match missing.is_empty() {
+        true => Ok(()),
+        // the declaration and the Dockerfiles disagree: the user's input to fix (exit 2)
+        false => Err(crate::UsageError(missing.join("\n")).into()),
     }
-    Ok(())
+}
+
+/// What [`check_stages`] reports for `images`: one message per missing stage, naming the image,
+/// the strategy, the file and the line to add. A Dockerfile that is missing or does not parse is
+/// left to the preflight and buildx.
+pub fn missing_stages(root: &Path, decl: &Declaration, images: &[String]) -> Vec<String> {
+    let mut texts: BTreeMap<PathBuf, Option<String>> = BTreeMap::new();
+    let mut out: Vec<String> = Vec::new();
+    for strategy in decl.strategies.keys() {
+        // (an image a strategy cannot build at all, like pack-binaries under seed, is a usage
+        // error of its own when that strategy is asked for)
+        let selected: Vec<_> = (decl.images.iter())
+            .filter(|i| images.contains(&i.name))
+            .filter(|i| decl.dockerfile_for(strategy, i).is_ok())
+            .collect();
+        let options = plan::Options {
+            strategy: strategy.clone(),
+            tag: decl.tag.clone(),
+            ..Default::default()
+        };
+        let Ok(plan) = plan::plan(decl, &selected, &options) else {
+            continue;
+        };
+        for build in &plan.builds {
+            let text = (texts.entry(build.dockerfile().to_path_buf()))
+                .or_insert_with(|| std::fs::read_to_string(root.join(build.dockerfile())).ok());
+            let Some(text) = text else { continue };
+            if let Err(e) = plan::check_stage(build, text) {
+                // once per line to add, however many strategies read that file
+                let hint = |m: &str| m.split_once('\n').map(|(_, h)| h.to_string());
+                if !out.iter().any(|o| hint(o) == hint(&e)) {
+                    out.push(e.replacen('\n', &format!(" (strategy {strategy})\n"), 1));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Holds `<log-dir>/.docker-build.lock` (an exclusive `flock`, released when the file closes, also

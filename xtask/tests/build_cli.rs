@@ -10,8 +10,8 @@ mod build_support;
 use std::{collections::BTreeSet, fs, time::Duration};
 
 use build_support::{
-    alive, all_images, arg_after, dry_run_images, group, root, summary_rows, wait_until,
-    wait_with_timeout, TempWorkspace, Test,
+    alive, all_images, arg_after, dry_run_images, group, one_of_each_kind, root, summary_rows,
+    wait_until, wait_with_timeout, TempWorkspace, Test,
 };
 use serde_json::Value;
 
@@ -92,19 +92,23 @@ fn dry_run_jobs_grouping() {
 
 // --- snapshots of the project's plan ----------------------------------------------------------
 
+// One image of each kind, derived from the declaration (`one_of_each_kind`), not `all`: adding a
+// service changes no snapshot.
+
 #[test]
-fn snapshot_dry_run_all_default() {
+fn snapshot_dry_run_one_of_each_kind() {
     // no --log-dir: the default, relative to the workspace root, is part of the snapshot
     let out = Test::new()
-        .args(["docker-build", "--dry-run", "all"])
+        .args(["docker-build", "--dry-run"])
+        .args(one_of_each_kind())
         .no_docker()
         .run();
     out.expect_code(0);
-    assert_snapshot("docker_build_dry_run_all", &out.stdout);
+    assert_snapshot("docker_build_dry_run_kinds", &out.stdout);
 }
 
 #[test]
-fn snapshot_dry_run_all_options() {
+fn snapshot_dry_run_options() {
     let t = Test::docker_build([
         "--dry-run",
         "--tag",
@@ -122,8 +126,8 @@ fn snapshot_dry_run_all_options() {
         "FOO=1",
         "--no-cache",
         "--pull",
-        "all",
     ])
+    .args(one_of_each_kind())
     .no_docker();
     let out = t.run();
     out.expect_code(0);
@@ -138,13 +142,8 @@ fn snapshot_dry_run_all_options() {
 #[test]
 fn snapshot_dry_run_workspace_strategy() {
     let out = Test::new()
-        .args([
-            "docker-build",
-            "--dry-run",
-            "--strategy",
-            "workspace",
-            "all",
-        ])
+        .args(["docker-build", "--dry-run", "--strategy", "workspace"])
+        .args(one_of_each_kind())
         .no_docker()
         .run();
     out.expect_code(0);
@@ -851,7 +850,30 @@ fn a_stage_missing_from_the_workspace_dockerfile_is_reported_before_any_build() 
         );
         assert!(t.builds().is_empty(), "{:?}", t.builds());
     }
-    // the per-service strategy builds it from its own Dockerfile and stage
+    // whichever strategy builds it: every strategy's missing line is named at once, nothing runs
+    let t = Test::docker_build(["api-next"]).cwd(ws.path());
+    let out = t.run();
+    out.expect_code(2);
+    let hints: Vec<&str> = (out.stderr.lines())
+        .filter_map(|l| {
+            l.trim()
+                .strip_prefix("hint: add the line `FROM service AS api-next` to ")
+        })
+        .collect();
+    // (every strategy declared with one Dockerfile for all images needs the line)
+    assert!(
+        hints.contains(&"docker/Dockerfile.workspace"),
+        "{}",
+        out.stderr
+    );
+    assert!(t.builds().is_empty(), "{:?}", t.builds());
+    // with the lines it names, the per-service strategy builds it from its own Dockerfile and
+    // stage
+    for file in hints {
+        let path = ws.path().join(file);
+        let text = fs::read_to_string(&path).unwrap();
+        fs::write(&path, format!("{text}\nFROM service AS api-next\n")).unwrap();
+    }
     let t = Test::docker_build(["api-next"]).cwd(ws.path());
     t.run().expect_code(0);
     assert_eq!(t.builds().len(), 1);

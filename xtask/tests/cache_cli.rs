@@ -68,7 +68,32 @@ fn export_then_import_round_trip() {
     let ws = TempWorkspace::new();
     let loc = ws.path().join("ci-cache");
     let loc_arg = loc.display().to_string();
-    let (t, out) = cache(&ws, &["export", "--to", &loc_arg, "api", "worker-shell"]);
+    // the default, as for docker-build --cache: the cache mounts only, no layer cache
+    let mounts_only = ws.path().join("mounts-only");
+    let (t, out) = cache(
+        &ws,
+        &["export", "--to", &mounts_only.display().to_string(), "api"],
+    );
+    out.expect_code(0);
+    for build in t.builds() {
+        assert!(arg_after(&build, "--cache-to").is_empty(), "{build:?}");
+    }
+    let manifest = fs::read_to_string(entry(&mounts_only).join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_str(&manifest).unwrap();
+    assert!(manifest["layers"].is_null(), "{manifest:#}");
+    assert!(!entry(&mounts_only).join("layers").exists());
+
+    let (t, out) = cache(
+        &ws,
+        &[
+            "export",
+            "--to",
+            &loc_arg,
+            "--cache-layers",
+            "api",
+            "worker-shell",
+        ],
+    );
     out.expect_code(0);
     assert!(
         out.stdout
@@ -76,7 +101,7 @@ fn export_then_import_round_trip() {
         "{}",
         out.stdout
     );
-    // the builds export their layer cache, a directory per image
+    // with --cache-layers the builds export their layer cache, a directory per image
     let builds: Vec<Vec<String>> = t
         .builds()
         .into_iter()
@@ -372,6 +397,7 @@ fn export_to_a_registry_pushes_one_image_and_the_layer_tags() {
             "export",
             "--to",
             "registry://127.0.0.1:1/c",
+            "--cache-layers",
             "api",
             "worker-shell",
         ],

@@ -6,12 +6,19 @@
 //! 2. the engine forgets: under `CI=true` (CI's engine is ours alone) `docker builder prune -af`,
 //!    elsewhere (a shared engine) only the cache mounts, `--filter type=exec.cachemount`; the
 //!    test's image removed;
-//! 3. a string the api binary prints changes, and `docker-build --cache DIR api` again: the entry
-//!    is imported, the cargo step ran, and only attune-api (and what depends on it) compiles;
-//! 4. the same tree built cold (`--no-cache`, empty cache mounts) gives a bit-identical binary.
+//! 3. a string the api binary prints changes, and `docker-build --cache DIR --push --registry REG
+//!    --timings api` (the pipeline's phases together, issue 21): the entry is imported, the cargo
+//!    step ran, and only attune-api (and what depends on it) compiles; the registry's tag moved to
+//!    the digest the build pushed; cargo's timing report of that cargo step was exported; a new
+//!    entry was exported;
+//! 4. the same command again: recorded in the history, every image is up to date (no build, no
+//!    import, the tag where it was);
+//! 5. `--cache` with `--builders default,attune-second` (CI's second engine): the import runs on
+//!    the first builder, the images spread over both;
+//! 6. the same tree built cold (`--no-cache`, empty cache mounts) gives a bit-identical binary.
 //!
-//! One image: the workspace strategy compiles every binary for it anyway, and the cost is one
-//! cold workspace build and one incremental one.
+//! One image (two in 5): the workspace strategy compiles every binary for it anyway, and the cost
+//! is one cold workspace build and one incremental one; 4 and 5 compile nothing.
 
 #[allow(dead_code)] // shared with engine_guards.rs
 mod engine_support;
@@ -76,11 +83,29 @@ fn binaries_built_from_an_imported_cache_match_a_cold_build() {
     }
     assert!(docker(&["image", "rm", &warm_image]).status.success());
 
-    // 3. a change the binary shows, then the build with the import
+    // 3. a change the binary shows, then the build with the import, pushed as one set, timed
     let changed = format!("{nonce}-changed");
     set_api_about(&ws, &changed);
-    let stdout = build_with_cache(&ws, &tag, &cache_arg);
-    assert!(stdout.contains("cache: imported "), "{stdout}");
+    let registry = format!("{}/{nonce}", registry_address());
+    let published = format!("{registry}/attune-{IMAGE}:{tag}");
+    let pushed_args = [
+        "--push",
+        "--registry",
+        registry.as_str(),
+        "--timings",
+        "--json",
+    ];
+    let report = build_report(&ws, &tag, &cache_arg, &pushed_args, &[IMAGE]);
+    let import = &report["cache"]["import"];
+    assert_eq!(import["result"], "done", "{report:#}");
+    assert_eq!(report["cache"]["export"]["result"], "done", "{report:#}");
+    let digest = report["images"][0]["digest"].as_str().unwrap().to_string();
+    assert_eq!(report["publish"]["moved"], true, "{report:#}");
+    assert_eq!(registry_digest(&published), digest, "the tag did not move");
+    assert_eq!(report["timings"]["fresh"], true, "{report:#}");
+    assert!(report["timings"]["error"].is_null(), "{report:#}");
+    let html = ws.join(report["timings"]["html"].as_str().unwrap());
+    assert!(html.is_file(), "no timing report at {}", html.display());
     let log = fs::read_to_string(ws.join(format!("target/xtask/logs/{IMAGE}.log"))).unwrap();
     let compiled = compiled_crates(&log);
     assert!(
@@ -96,12 +121,55 @@ fn binaries_built_from_an_imported_cache_match_a_cold_build() {
     );
     // only the workspace's crates compiled: the new entry links the old one's stable part (the
     // dependencies' artifacts) instead of sending it out of the engine again
+    let exported = report["cache"]["export"]["line"].as_str().unwrap();
     assert!(
-        stdout.contains("(its stable part unchanged: linked)"),
-        "{stdout}"
+        exported.contains("(its stable part unchanged: linked)"),
+        "{exported}"
     );
     assert_eq!(target_stable_part(&entries[0]), first_stable);
-    phase("imported and rebuilt");
+    phase("imported, rebuilt, published and timed");
+
+    // 4. recorded: the same command finds every image up to date, builds and imports nothing
+    let again = build_report(&ws, &tag, &cache_arg, &pushed_args, &[IMAGE]);
+    assert_eq!(again["images"][0]["up_to_date"], true, "{again:#}");
+    assert_eq!(again["cache"]["import"]["result"], "skipped", "{again:#}");
+    assert_eq!(registry_digest(&published), digest);
+    phase("up to date");
+
+    // 5. two builders: the import on the first, the images on both
+    if second_engine_up() {
+        let builders = [
+            "--builders",
+            "default,attune-second",
+            "--registry",
+            registry.as_str(),
+            "--json",
+        ];
+        let farm = build_report(
+            &ws,
+            &format!("{tag}-farm"),
+            &cache_arg,
+            &builders,
+            &[IMAGE, "executor"],
+        );
+        assert_eq!(farm["cache"]["import"]["result"], "done", "{farm:#}");
+        let on: BTreeSet<&str> = (farm["images"].as_array().unwrap().iter())
+            .filter_map(|i| i["builder"].as_str())
+            .collect();
+        assert_eq!(on, ["attune-second", "default"].into(), "{farm:#}");
+        phase("two builders");
+    } else {
+        assert!(
+            !ci,
+            "CI starts the second engine (`engine up --second`) before this step"
+        );
+        eprintln!(
+            "cache flow: no second engine (`cargo xtask engine up --second`); --builders not tried"
+        );
+    }
+
+    assert!(docker(&["pull", "-q", &published]).status.success());
+    assert!(docker(&["tag", &published, &warm_image]).status.success());
     let help = docker(&["run", "--rm", &warm_image, "--help"]);
     assert!(
         String::from_utf8_lossy(&help.stdout).contains(&changed),
@@ -109,7 +177,7 @@ fn binaries_built_from_an_imported_cache_match_a_cold_build() {
         String::from_utf8_lossy(&help.stdout)
     );
 
-    // 4. the same tree, cold
+    // 6. the same tree, cold
     forget_cache_mounts(false);
     let out = xtask(
         &ws,
@@ -280,6 +348,54 @@ impl Drop for RemoveImages {
             let _ = docker(&["image", "rm", image]);
         }
     }
+}
+
+/// `docker-build --tag TAG --cache LOCATION EXTRA... IMAGES...` in `ws`, which must succeed:
+/// its `--json` report.
+fn build_report(
+    ws: &Path,
+    tag: &str,
+    cache: &str,
+    extra: &[&str],
+    images: &[&str],
+) -> serde_json::Value {
+    let mut args = vec!["docker-build", "--tag", tag, "--cache", cache];
+    args.extend(extra);
+    args.extend(images);
+    let out = xtask(ws, &args, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", stderr(&out));
+    eprintln!("{stdout}");
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not a JSON report ({e}): {stdout}"))
+}
+
+/// The local registry's address, as `engine status` reports it.
+fn registry_address() -> String {
+    let out = xtask(&workspace_root(), &["engine", "status", "--json"], &[]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let address = status["registry"]["address"].as_str().map(String::from);
+    assert_eq!(
+        status["registry"]["answers"], true,
+        "no registry: {status:#}"
+    );
+    address.expect("the registry's address")
+}
+
+/// Whether the second engine `engine up --second` starts answers.
+fn second_engine_up() -> bool {
+    let out = xtask(&workspace_root(), &["engine", "status", "--json"], &[]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    status["second_engine"]["server_version"].is_string()
+}
+
+/// The digest the registry's tag names, as buildx reads it back.
+fn registry_digest(reference: &str) -> String {
+    let out = docker(&["buildx", "imagetools", "inspect", reference]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    (text.lines())
+        .find_map(|l| l.strip_prefix("Digest:").map(|d| d.trim().to_string()))
+        .unwrap_or_else(|| panic!("no digest in {text}"))
 }
 
 /// `docker-build --tag TAG --cache LOCATION` of the test's image in `ws`, which must succeed:

@@ -316,3 +316,33 @@ fn every_pair_of_pipeline_flags_works_or_is_refused_naming_both() {
         failures.join("\n\n")
     );
 }
+
+/// The refusals that need a value the matrix does not use: several platforms, with --cache (an
+/// entry holds one platform) or --timings (one cargo run's report).
+#[test]
+fn several_platforms_are_refused_with_cache_or_timings_naming_both() {
+    let ws = TempWorkspace::new();
+    let cache = ws.path().join("ci-cache").display().to_string();
+    for (flag, extra) in [
+        ("--cache", vec!["--cache", cache.as_str()]),
+        ("--timings", vec!["--timings"]),
+    ] {
+        let mut args = vec![
+            "--strategy",
+            "workspace",
+            "--platform",
+            "linux/amd64,linux/arm64",
+        ];
+        args.extend(extra);
+        args.push("api");
+        let t = Test::docker_build(&args).cwd(ws.path());
+        let out = t.run();
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains(flag) && out.stderr.contains("--platform"),
+            "{}",
+            out.stderr
+        );
+        assert!(t.builds().is_empty(), "{:?}", t.builds());
+    }
+}

@@ -293,12 +293,15 @@ pub enum Damage {
         expected: String,
         found: String,
     },
+    /// Its tar holds what no cache mount may (see [`verify`]): the entry is refused whole.
+    Unsafe(String),
 }
 
 impl std::fmt::Display for Damage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Damage::Missing(e) => write!(f, "missing ({e})"),
+            Damage::Unsafe(e) => write!(f, "unsafe to unpack: {e}"),
             Damage::Corrupt(e) => write!(f, "truncated or corrupt ({e})"),
             Damage::Checksum { expected, found } => write!(
                 f,
@@ -354,10 +357,17 @@ fn decompress_inner(archive: &Path, sha256: &str, out: &Path) -> Result<u64, Dam
 /// with nothing to carry): its end-of-archive blocks, padded to a record.
 pub const EMPTY_TAR_BYTES: u64 = 10240;
 
-/// Checks that `archive` is the file the manifest describes: `bytes` long (else truncated or
-/// grown) with sha256 `sha256`. What it decodes to is then what the export compressed.
-pub fn verify(archive: &Path, sha256: &str, bytes: u64) -> Result<(), Damage> {
-    let len = fs::metadata(archive)
+/// Checks that `archive` is the file the manifest describes, `bytes` long (else truncated or
+/// grown) with sha256 `sha256`, and that the tar inside holds only what a cache mount may, in one
+/// pass: no entry beyond the `tar_bytes` the manifest declares (a 10 GB file declared as 1 kB is
+/// refused at its header, unread), no absolute path or `..`, no symlink or hard link that points
+/// out of the mount, nothing but files, directories and links (no device, fifo or sparse file).
+/// An entry is input from outside the machine (a CI cache, a shared registry): this runs before
+/// BuildKit unpacks anything of it.
+pub fn verify(archive: &Path, sha256: &str, bytes: u64, tar_bytes: u64) -> Result<(), Damage> {
+    let file = fs::File::open(archive).map_err(|e| Damage::Missing(e.to_string()))?;
+    let len = file
+        .metadata()
         .map_err(|e| Damage::Missing(e.to_string()))?
         .len();
     if len != bytes {
@@ -365,14 +375,127 @@ pub fn verify(archive: &Path, sha256: &str, bytes: u64) -> Result<(), Damage> {
             "{len} bytes, the manifest says {bytes}"
         )));
     }
-    let found = sha256_file(archive).map_err(|e| Damage::Missing(e.to_string()))?;
+    let mut reader = HashingReader {
+        inner: BufReader::new(file),
+        hasher: Sha256::new(),
+    };
+    let contents = {
+        let decoder =
+            zstd::Decoder::with_buffer(&mut reader).map_err(|e| Damage::Corrupt(e.to_string()))?;
+        inspect_tar(Limited {
+            inner: decoder,
+            left: tar_bytes,
+        })
+    };
+    // whatever follows the zstd frame counts too
+    let drained = io::copy(&mut reader, &mut io::sink());
+    let found = hex(&reader.hasher.finalize());
     if found != sha256 {
         return Err(Damage::Checksum {
             expected: sha256.to_string(),
             found,
         });
     }
+    drained.map_err(|e| Damage::Corrupt(e.to_string()))?;
+    contents
+}
+
+/// A reader that fails once more than `left` bytes were read from it.
+struct Limited<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for Limited<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = (self.left.checked_sub(n as u64)).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                "more than the manifest declares",
+            )
+        })?;
+        Ok(n)
+    }
+}
+
+/// The checks of [`verify`] on the tar `reader` yields, which ends after the tar's declared
+/// size. Pure but for reading.
+fn inspect_tar<R: Read>(mut reader: Limited<R>) -> Result<(), Damage> {
+    let declared = reader.left;
+    let too_big = |what: &str| {
+        Damage::Unsafe(format!(
+            "{what} holds more than the {declared} bytes of tar its manifest declares"
+        ))
+    };
+    {
+        let mut tar = tar::Archive::new(&mut reader);
+        let entries = tar.entries().map_err(|e| Damage::Corrupt(e.to_string()))?;
+        let mut seen: u64 = 0;
+        for entry in entries {
+            let entry = entry.map_err(|e| match e.kind() {
+                io::ErrorKind::InvalidData => too_big("the tar"),
+                _ => Damage::Corrupt(format!("not a tar ({e})")),
+            })?;
+            let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            // the header and the data, padded to blocks, before any of it is read
+            seen = seen.saturating_add(512 + entry.size().div_ceil(512) * 512);
+            if seen > declared {
+                return Err(too_big(&format!("`{path}` ({} bytes)", entry.size())));
+            }
+            let link = (entry.link_name_bytes()).map(|l| String::from_utf8_lossy(&l).into_owned());
+            check_entry(&path, entry.header().entry_type(), link.as_deref())
+                .map_err(|e| Damage::Unsafe(format!("`{path}`: {e}")))?;
+        }
+    }
+    // the rest after the end-of-archive blocks is read too, within the declared size
+    io::copy(&mut reader, &mut io::sink()).map_err(|e| match e.kind() {
+        io::ErrorKind::InvalidData => too_big("the tar"),
+        _ => Damage::Corrupt(e.to_string()),
+    })?;
     Ok(())
+}
+
+/// Whether one tar entry may be unpacked into a cache mount. Pure.
+fn check_entry(path: &str, kind: tar::EntryType, link: Option<&str>) -> Result<(), String> {
+    use tar::EntryType as T;
+    if path.starts_with('/') {
+        return Err("an absolute path".into());
+    }
+    if path.split('/').any(|c| c == "..") {
+        return Err("a `..` in its path".into());
+    }
+    match kind {
+        T::Regular | T::Continuous | T::Directory => Ok(()),
+        T::Symlink => {
+            let target = link.unwrap_or("");
+            // where the link points, from the directory it is in: never above the mount's root
+            let mut depth = path.trim_start_matches("./").split('/').count() as i64 - 1;
+            let escapes = target.starts_with('/')
+                || target.split('/').any(|c| {
+                    depth += match c {
+                        ".." => -1,
+                        "" | "." => 0,
+                        _ => 1,
+                    };
+                    depth < 0
+                });
+            match escapes {
+                true => Err(format!("a symlink out of the mount (to `{target}`)")),
+                false => Ok(()),
+            }
+        }
+        T::Link => {
+            let target = link.unwrap_or("");
+            match target.starts_with('/') || target.split('/').any(|c| c == "..") {
+                true => Err(format!("a hard link out of the mount (to `{target}`)")),
+                false => Ok(()),
+            }
+        }
+        other => Err(format!(
+            "a {other:?} entry (a cache holds files, directories and links only)"
+        )),
+    }
 }
 
 /// Hard-links `from` to `to` (replacing `to`), or copies it where the file system does not allow.
@@ -731,10 +854,27 @@ mod tests {
     #[test]
     fn damage_is_detected_before_anything_is_staged() {
         let tmp = tempfile::tempdir().unwrap();
-        let tar = tar_like(tmp.path());
+        let tree = tmp.path().join("tree");
+        fs::create_dir_all(tree.join("release/deps")).unwrap();
+        fs::write(
+            tree.join("release/deps/a"),
+            tar_like(tmp.path()).display().to_string(),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("../deps/a", tree.join("release/deps/b")).unwrap();
+        let tar = tmp.path().join("real.tar");
+        run_tar([
+            OsStr::new("-cf"),
+            tar.as_os_str(),
+            OsStr::new("-C"),
+            tree.as_os_str(),
+            OsStr::new("."),
+        ]);
         let zst = tmp.path().join("m.tar.zst");
         let written = compress(&tar, &zst, LEVEL).unwrap();
         let bytes = fs::read(&zst).unwrap();
+        let verify =
+            |zst: &Path, sha256: &str, bytes: u64| verify(zst, sha256, bytes, written.tar_bytes);
         assert_eq!(verify(&zst, &written.sha256, written.bytes), Ok(()));
 
         fs::write(&zst, &bytes[..bytes.len() / 2]).unwrap();
@@ -763,6 +903,36 @@ mod tests {
 
         let err = verify(&tmp.path().join("nope"), &written.sha256, written.bytes).unwrap_err();
         assert!(matches!(err, Damage::Missing(_)), "{err}");
+    }
+
+    #[test]
+    fn only_files_directories_and_links_inside_the_mount_are_taken() {
+        use tar::EntryType as T;
+        for (path, kind, link) in [
+            ("./release/deps/a", T::Regular, None),
+            ("./release", T::Directory, None),
+            ("./release/deps/b", T::Symlink, Some("../deps/a")),
+            ("./release/deps/c", T::Symlink, Some("../../release")),
+            ("./release/attune-api", T::Link, Some("./release/deps/a")),
+        ] {
+            assert_eq!(check_entry(path, kind, link), Ok(()), "{path}");
+        }
+        for (path, kind, link, why) in [
+            ("/etc/x", T::Regular, None, "an absolute path"),
+            ("./a/../../x", T::Regular, None, "a `..`"),
+            ("./release/x", T::Symlink, Some("/etc"), "a symlink out"),
+            ("./release/x", T::Symlink, Some("../../x"), "a symlink out"),
+            ("./x", T::Symlink, Some("a/../../x"), "a symlink out"),
+            ("./x", T::Link, Some("../x"), "a hard link out"),
+            ("./x", T::Link, Some("/etc/passwd"), "a hard link out"),
+            ("./x", T::Char, None, "a Char entry"),
+            ("./x", T::Block, None, "a Block entry"),
+            ("./x", T::Fifo, None, "a Fifo entry"),
+            ("./x", T::GNUSparse, None, "a GNUSparse entry"),
+        ] {
+            let err = check_entry(path, kind, link).unwrap_err();
+            assert!(err.starts_with(why), "{path} {link:?}: {err}");
+        }
     }
 
     #[test]

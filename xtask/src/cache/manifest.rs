@@ -184,6 +184,35 @@ impl Manifest {
         serde_json::to_string_pretty(self).expect("a manifest serializes") + "\n"
     }
 
+    /// Checks every cache the entry carries against the strategy's cache mounts (`(id, target)`
+    /// each, of every image the strategy builds): an id that is none of them, or a target other
+    /// than the Dockerfiles', or a carried path that is not inside the mount, refuses the entry.
+    pub fn check_mounts(&self, known: &[(String, String)]) -> Result<(), String> {
+        for mount in &self.mounts {
+            let Some((_, target)) = known.iter().find(|(id, _)| *id == mount.id) else {
+                let ids: Vec<&str> = known.iter().map(|(id, _)| id.as_str()).collect();
+                return Err(format!(
+                    "it carries a cache mount `{}`, which is not one of the strategy's ({})",
+                    mount.id,
+                    ids.join(", ")
+                ));
+            };
+            if *target != mount.target {
+                return Err(format!(
+                    "cache mount `{}` has the target `{}`; the Dockerfiles mount it at `{target}`",
+                    mount.id, mount.target
+                ));
+            }
+            if let Some(path) = (mount.paths.iter()).find(|p| *p != "." && !is_plain_relative(p)) {
+                return Err(format!(
+                    "cache mount `{}` carries `{path}`, which is not a path inside it",
+                    mount.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
     pub fn mount(&self, id: &str) -> Option<&MountArchive> {
         self.mounts.iter().find(|m| m.id == id)
     }

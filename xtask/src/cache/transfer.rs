@@ -46,6 +46,9 @@ pub struct Setup {
     /// The workspace's crate names ([`helper::Stable::locals`]).
     pub locals: Vec<String>,
     pub mounts: Vec<CacheMount>,
+    /// `(id, target)` of every cache mount of the strategy (every image it builds, not only the
+    /// plan's): what an entry may carry ([`Manifest::check_mounts`]).
+    pub strategy_mounts: Vec<(String, String)>,
     pub helper: HelperOptions,
     /// Every RUN of the plan that mounts a cache locks its target cache
     /// ([`helper::Uses::locked`]): an import may run beside the builds.
@@ -201,6 +204,22 @@ pub struct Known {
     pub platform: Option<String>,
     /// Image reference -> its id, as `docker image inspect` says.
     pub image_ids: BTreeMap<String, String>,
+    /// The plan of every image the strategy builds ([`whole_strategy`]).
+    pub whole: Option<Plan>,
+}
+
+/// The plan of every image `strategy` builds (as declared, no option): the cache mounts an entry
+/// of it may carry.
+pub fn whole_strategy(decl: &crate::workspace::Declaration, strategy: &str) -> Option<Plan> {
+    let images: Vec<_> = (decl.images.iter())
+        .filter(|i| decl.dockerfile_for(strategy, i).is_ok())
+        .collect();
+    let options = crate::plan::Options {
+        strategy: strategy.into(),
+        tag: decl.tag.clone(),
+        ..Default::default()
+    };
+    crate::plan::plan(decl, &images, &options).ok()
 }
 
 impl Known {
@@ -271,6 +290,14 @@ pub fn setup(
     } else {
         mounts_of_plan(root, plan, &platform)?
     };
+    let whole = (known.whole.as_ref()).filter(|_| platform != ENGINE_PLATFORM);
+    let strategy_mounts = match whole.map(|w| mounts_of_plan(root, w, &platform)) {
+        Some(Ok((_, all, _))) => all,
+        _ => mounts.clone(),
+    };
+    let strategy_mounts = (strategy_mounts.into_iter())
+        .map(|m| (m.id, m.target))
+        .collect();
     let base_image_id = if let (true, Some(id)) = (engine, known.image_ids.get(&base_image)) {
         id.clone()
     } else if engine {
@@ -300,6 +327,7 @@ pub fn setup(
             rustflags: arg("RUSTFLAGS").unwrap_or_default(),
         },
         mounts,
+        strategy_mounts,
         locked,
         helper: HelperOptions {
             work_dir: WORK_DIR.into(),
@@ -562,6 +590,9 @@ fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outc
         }
         Err(e) => return Err(Outcome::Cold(format!("{e:#}"))),
     };
+    if let Err(e) = manifest.check_mounts(&setup.strategy_mounts) {
+        return Err(Outcome::Cold(format!("entry {name}: {e}")));
+    }
     let work = root.join(WORK_DIR);
     let archives = work.join("import-in");
     let _ = fs::remove_dir_all(&archives);
@@ -591,7 +622,7 @@ fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outc
         let pieces = carried.parts();
         for (k, part) in pieces.iter().enumerate() {
             let file = entry.join(&part.file);
-            if let Err(damage) = archive::verify(&file, &part.sha256, part.bytes) {
+            if let Err(damage) = archive::verify(&file, &part.sha256, part.bytes, part.tar_bytes) {
                 return Err(Outcome::Cold(format!(
                     "entry {name}: {} is {damage}",
                     part.file

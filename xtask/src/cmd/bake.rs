@@ -67,22 +67,39 @@ mod tests {
         };
         let plan = crate::plan::plan(&decl, &images, &options).unwrap();
         let bake = bake_file(plan.builds.iter().map(|b| &b.target)).unwrap();
-        assert_eq!(
-            bake["group"]["default"]["targets"]
-                .as_array()
-                .unwrap()
-                .len(),
-            8
-        );
-        assert_eq!(
-            bake["target"]["api"],
-            json!({"context": ".", "dockerfile": "docker/Dockerfile.optimized", "target": "runtime",
-                   "args": {"SERVICE": "api"}, "tags": ["attune-api:dev"], "output": ["type=docker"]})
-        );
-        assert_eq!(
-            bake["target"]["pack-binaries"]["output"],
-            json!(["type=local,dest=target/pack-binaries"])
-        );
-        assert_eq!(bake["target"]["worker-full"]["args"], json!({}));
+        // every declared image (names and count from the declaration: adding a service must not
+        // break this test); bake's group lists them sorted
+        let mut names: Vec<&str> = images.iter().map(|i| i.name.as_str()).collect();
+        names.sort();
+        assert!(!names.is_empty());
+        assert_eq!(bake["group"]["default"]["targets"], json!(names));
+        for (image, build) in images.iter().zip(&plan.builds) {
+            let target = &bake["target"][image.name.as_str()];
+            let service: serde_json::Map<String, serde_json::Value> = (image.service.iter())
+                .map(|s| ("SERVICE".to_string(), json!(s)))
+                .collect();
+            assert_eq!(target["args"], json!(service), "{}", image.name);
+            assert_eq!(
+                target["target"],
+                json!(build.target.target),
+                "{}",
+                image.name
+            );
+            assert_eq!(
+                target["dockerfile"],
+                json!(build.dockerfile().display().to_string()),
+                "{}",
+                image.name
+            );
+            let output = match &image.output {
+                Some(dir) => json!([format!("type=local,dest={}", dir.display())]),
+                None => json!(["type=docker"]),
+            };
+            assert_eq!(target["output"], output, "{}", image.name);
+            if image.output.is_none() {
+                let tag = format!("{}{}:dev", decl.image_prefix, image.name);
+                assert_eq!(target["tags"], json!([tag]), "{}", image.name);
+            }
+        }
     }
 }

@@ -1,4 +1,6 @@
-//! The cache-mount `sharing=` policy as a pure text -> text function.
+//! The cache-mount `sharing=` policy as a pure text -> text function ([`set_sharing`],
+//! [`rollback`], [`restore`]); [`copy_with_sharing`], at the end, is the one function here that
+//! reads and writes files (a directory's rewritten copy, for verify-parallel).
 //!
 //! [`set_sharing`] sets `sharing=<mode>` on every `--mount=type=cache` of every `RUN` and changes
 //! no other byte:

@@ -59,6 +59,26 @@ pub fn all_images() -> Vec<&'static str> {
         .collect()
 }
 
+/// One image of each kind, the first of the declaration's: a service (it has a `service`), an
+/// image of its own Dockerfile and no service (a worker), a local output. What the dry-run
+/// snapshots render: adding a service changes none of them.
+pub fn one_of_each_kind() -> Vec<&'static str> {
+    let images = declaration()["images"].as_array().expect("images");
+    let first = |kind: &dyn Fn(&Value) -> bool| {
+        (images.iter())
+            .find(|i| kind(i))
+            .and_then(|i| i["name"].as_str())
+    };
+    [
+        first(&|i| i["service"].is_string()),
+        first(&|i| !i["service"].is_string() && i["output"].is_null()),
+        first(&|i| i["output"].is_string()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
 /// The images of a declared group, in the group's order.
 pub fn group(name: &str) -> Vec<&'static str> {
     declaration()["groups"][name]

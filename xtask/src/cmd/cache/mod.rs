@@ -18,7 +18,9 @@ use crate::{
 
 pub fn run(root: &Path, args: flags::CacheArgs) -> anyhow::Result<Status> {
     match args.cmd {
-        CacheCmd::Export { to, build } => export(root, &Location::parse(&to)?, build),
+        CacheCmd::Export { to, layers, build } => {
+            export(root, &Location::parse(&to)?, layers.cache_layers, build)
+        }
         CacheCmd::Import { from, build } => import(root, &Location::parse(&from)?, build),
         cmd @ (CacheCmd::Du(_) | CacheCmd::Prune(_)) => usage::run(root, cmd),
     }
@@ -44,7 +46,10 @@ fn prepare(
         &first_build_args(&plan),
         &args.log_dir,
         !args.dry_run,
-        &transfer::Known::of(&decl),
+        &transfer::Known {
+            whole: transfer::whole_strategy(&decl, &plan.strategy),
+            ..transfer::Known::of(&decl)
+        },
     )?;
     Ok((decl, options, plan, setup))
 }
@@ -87,15 +92,26 @@ fn first_build_args(plan: &Plan) -> Vec<String> {
         .collect()
 }
 
-fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Result<Status> {
-    let (decl, mut options, _, setup) = prepare(root, &args)?;
-    options.cache_to.push(setup.layer_cache_to(location));
+/// The builds (their cache mounts current), then the export; the builds write a layer cache for
+/// the entry only with `layers`.
+fn export(
+    root: &Path,
+    location: &Location,
+    layers: bool,
+    args: CacheBuildArgs,
+) -> anyhow::Result<Status> {
+    let (decl, mut options, _, mut setup) = prepare(root, &args)?;
+    setup.layers = layers;
+    if layers {
+        options.cache_to.push(setup.layer_cache_to(location));
+    }
     let plan = plan_of(&decl, &options, &args)?;
     if args.dry_run {
         print!("{}", plan::render_dry_run(&plan));
         print!("{}", transfer::render_helper(&setup.export_build()));
         println!(
-            "# then: zstd of each tar and the layer cache, published as {location}/{}/",
+            "# then: zstd of each tar{}, published as {location}/{}/",
+            if layers { " and the layer cache" } else { "" },
             setup.inputs.key()
         );
         return Ok(Status::Ok);
@@ -108,7 +124,8 @@ fn export(root: &Path, location: &Location, args: CacheBuildArgs) -> anyhow::Res
         eprintln!("cache: builds failed; {location} left as it is");
         return Ok(report.status());
     }
-    let outcome = transfer::export(root, &setup, location, Some(&transfer::layers_out()));
+    let layers_out = layers.then(transfer::layers_out);
+    let outcome = transfer::export(root, &setup, location, layers_out.as_deref());
     Ok(transfer::finish(outcome?, args.cache_strict, ""))
 }
 
