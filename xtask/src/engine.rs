@@ -228,14 +228,14 @@ pub fn stop_dockerd(dir: &EngineDir) {
         let _ = fs::remove_file(dir.pidfile());
         return;
     };
-    send_signal(pid as i32, libc::SIGTERM);
+    send_signal(pid as i32, rustix::process::Signal::TERM);
     let deadline = Instant::now() + Duration::from_secs(30);
     while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
         thread::sleep(Duration::from_millis(100));
     }
     if Path::new(&format!("/proc/{pid}")).exists() {
         eprintln!("engine: dockerd {pid} ignored SIGTERM for 30 s, killing it");
-        send_signal(pid as i32, libc::SIGKILL);
+        send_signal(pid as i32, rustix::process::Signal::KILL);
     }
     eprintln!("engine: private dockerd (pid {pid}) stopped");
 }
@@ -247,8 +247,7 @@ pub fn base_images(root: &Path) -> anyhow::Result<Vec<String>> {
 }
 
 fn require_root(what: &str) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
+    let euid = rustix::process::geteuid().as_raw();
     if euid != 0 {
         bail!("to {what} this must run as root (uid {euid}); run `sudo cargo xtask engine up`, or start Docker yourself and set DOCKER_HOST");
     }

@@ -2,7 +2,7 @@
 //! registry, and where a failed build runs again. Pure: the plan calls [`place`] and
 //! [`seed_cache`], the session calls [`retry_builder`].
 
-use crate::plan::Build;
+use crate::target::Target;
 
 /// The builder of each of `count` builds, in order: the first build (the seed, when the builder
 /// stage is shared) on the first builder, the others round-robin starting with the second
@@ -24,12 +24,12 @@ pub fn cache_ref(registry: &str, strategy: &str) -> String {
 /// The first build exports every layer it built (`mode=max`, the builder stage included) to
 /// `reference`; every other build imports from it, so its builder stage comes from the cache
 /// instead of compiling again.
-pub fn seed_cache(builds: &mut [Build], reference: &str) {
-    for (i, build) in builds.iter_mut().enumerate() {
+pub fn seed_cache<'a>(targets: impl Iterator<Item = &'a mut Target>, reference: &str) {
+    for (i, target) in targets.enumerate() {
         if i == 0 {
-            (build.target.cache_to).push(format!("type=registry,ref={reference},mode=max"));
+            (target.cache_to).push(format!("type=registry,ref={reference},mode=max"));
         } else {
-            (build.target.cache_from).push(format!("type=registry,ref={reference}"));
+            (target.cache_from).push(format!("type=registry,ref={reference}"));
         }
     }
 }

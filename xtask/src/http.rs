@@ -1,38 +1,19 @@
-//! A minimal HTTP/1.0 GET over loopback: the api's `/health` (smoke) and the registry API (the
-//! local registry, cache locations, publish). Only loopback servers of this machine are asked.
+//! HTTP GET and HEAD on loopback, through `ureq` (plain HTTP, no TLS): the api's `/health`
+//! (smoke) and the registry API (the local registry, cache locations, publish). Only loopback
+//! servers of this machine are asked.
 
-use std::{
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
-    time::Duration,
-};
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context;
 
-/// One HTTP/1.0 request: the whole response and its status code.
-fn request(
-    method: &str,
-    addr: SocketAddr,
-    path: &str,
-    accept: Option<&str>,
-) -> anyhow::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let accept = accept
-        .map(|a| format!("Accept: {a}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{accept}\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .with_context(|| format!("not an HTTP answer from {addr}"))?;
-    Ok((status, response))
+/// One agent: 2 s to connect, 10 s in all; a 4xx or 5xx is an answer, not an error.
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(2)))
+        .timeout_global(Some(Duration::from_secs(10)))
+        .http_status_as_error(false)
+        .build()
+        .into()
 }
 
 /// `HEAD path` on `addr`, with an `Accept` header when given: the status code and the headers
@@ -42,21 +23,33 @@ pub fn head(
     path: &str,
     accept: Option<&str>,
 ) -> anyhow::Result<(u16, Vec<(String, String)>)> {
-    let (status, response) = request("HEAD", addr, path, accept)?;
-    let headers = (response.lines().skip(1))
-        .take_while(|l| !l.is_empty())
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+    let mut request = agent().head(format!("http://{addr}{path}"));
+    if let Some(accept) = accept {
+        request = request.header("Accept", accept);
+    }
+    let response = request
+        .call()
+        .with_context(|| format!("HEAD {path} on {addr}"))?;
+    let headers = (response.headers().iter())
+        .map(|(k, v)| {
+            let value = String::from_utf8_lossy(v.as_bytes()).into_owned();
+            (k.as_str().to_ascii_lowercase(), value)
+        })
         .collect();
-    Ok((status, headers))
+    Ok((response.status().as_u16(), headers))
 }
 
 /// `GET path` on `addr`, with an `Accept` header when given: the status code and the body.
 pub fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> anyhow::Result<(u16, String)> {
-    let (status, response) = request("GET", addr, path, accept)?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
-        .unwrap_or_default();
+    let mut request = agent().get(format!("http://{addr}{path}"));
+    if let Some(accept) = accept {
+        request = request.header("Accept", accept);
+    }
+    let mut response = request
+        .call()
+        .with_context(|| format!("GET {path} on {addr}"))?;
+    let status = response.status().as_u16();
+    let body = (response.body_mut().read_to_string())
+        .with_context(|| format!("GET {path} on {addr}: the body"))?;
     Ok((status, body))
 }

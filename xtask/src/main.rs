@@ -21,6 +21,7 @@ mod plan;
 mod proc;
 mod publish;
 mod registry;
+mod report;
 mod sandbox;
 mod second_engine;
 mod session;
@@ -33,7 +34,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-pub use util::{Status, UsageError};
+use util::{Status, UsageError};
 
 fn main() -> ExitCode {
     // a build's supervisor (exec/supervise.rs) is this binary started again: no flags to parse

@@ -28,7 +28,10 @@ use crate::{
     history,
     plan::{self, Build, Plan},
     session::{self, CacheReport, CacheStep, EngineCheck, Report},
-    timings, workspace, Status, UsageError,
+    timings,
+    util::Status,
+    util::UsageError,
+    workspace,
 };
 
 /// The phases, in the order both passes take them.
@@ -405,7 +408,7 @@ fn finish(phase: Phase, ctx: &mut Ctx, report: &mut Report) -> anyhow::Result<()
     match phase {
         Phase::UpToDate => {
             let snapshot = ctx.snapshot.as_ref().expect("taken before the phases");
-            session::add_up_to_date(report, &ctx.plan, &ctx.current, snapshot);
+            history::add_up_to_date(report, &ctx.plan, &ctx.current, snapshot);
         }
         Phase::CacheImport => {
             if let Some(carry) = ctx.cache.as_mut() {
@@ -448,7 +451,7 @@ fn record(ctx: &mut Ctx, report: &mut Report) {
         "docker-build",
         &tag,
         report.totals.wall_seconds,
-        session::history_images(report),
+        history::history_images(report),
     );
     record.source = history::source_from_env();
     for (image, recorded) in report.images.iter_mut().zip(&record.images) {

@@ -207,14 +207,14 @@ pub fn plan(
     decl: &Declaration,
     images: &[&ImageDecl],
     options: &Options,
-) -> Result<Plan, crate::UsageError> {
+) -> Result<Plan, crate::util::UsageError> {
     let mut builds: Vec<Build> = images
         .iter()
         .map(|image| {
             let (dockerfile, stage) = decl.dockerfile_for(&options.strategy, image)?;
             Ok(build(decl, image, dockerfile, stage, options))
         })
-        .collect::<Result<_, crate::UsageError>>()?;
+        .collect::<Result<_, crate::util::UsageError>>()?;
     let jobs = match options.jobs {
         0 => builds.len().max(1),
         n => n.min(builds.len().max(1)),
@@ -226,14 +226,14 @@ pub fn plan(
             && (decl.strategies.get(&options.strategy)).is_some_and(|s| s.dockerfile.is_some());
         if options.builders.len() > 1 && shared_stage {
             let Some(registry) = &options.registry else {
-                return Err(crate::UsageError(format!(
+                return Err(crate::util::UsageError(format!(
                     "--builders {}: the {} strategy's builder stage runs on one builder and its layer cache reaches the others through a registry; add --registry HOST[:PORT]/PREFIX",
                     options.builders.join(","),
                     options.strategy
                 )));
             };
             let reference = crate::farm::cache_ref(registry, &options.strategy);
-            crate::farm::seed_cache(&mut builds, &reference);
+            crate::farm::seed_cache(builds.iter_mut().map(|b| &mut b.target), &reference);
             seed = Some(builds[0].image.clone());
             cache_ref = Some(reference);
         }
@@ -394,45 +394,7 @@ pub fn check_ssh(value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Whether a build argument's name looks like it carries a secret: its value is never printed.
-pub fn is_secret_name(key: &str) -> bool {
-    let key = key.to_ascii_uppercase();
-    [
-        "TOKEN",
-        "SECRET",
-        "PASSWORD",
-        "PASSWD",
-        "KEY",
-        "CREDENTIAL",
-        "AUTH",
-    ]
-    .iter()
-    .any(|word| key.contains(word))
-}
-
-/// `KEY=***` when the name looks like a secret, else the argument as is.
-pub fn redact_build_arg(arg: &str) -> String {
-    match arg.split_once('=') {
-        Some((key, _)) if is_secret_name(key) => format!("{key}=***"),
-        _ => arg.to_string(),
-    }
-}
-
-/// `argv` with the values of secret-looking build arguments replaced by `***`: what logs,
-/// `--dry-run` and `--json` show.
-pub fn redacted(argv: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(argv.len());
-    let mut after_build_arg = false;
-    for arg in argv {
-        out.push(if after_build_arg {
-            redact_build_arg(arg)
-        } else {
-            arg.clone()
-        });
-        after_build_arg = arg == "--build-arg";
-    }
-    out
-}
+pub use crate::proc::{is_secret_name, redacted};
 
 impl Plan {
     /// The plan as it may be shown: secret-looking build-argument values redacted.

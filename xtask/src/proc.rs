@@ -100,11 +100,72 @@ pub fn command_line(cmd: &Command) -> String {
 
 /// Sends `signal` to process `pid`, or to process group `-pid` when negative. Errors (the process
 /// is already gone) are ignored: every caller only wants the process stopped.
-pub fn send_signal(pid: i32, signal: libc::c_int) {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid, signal);
+pub fn send_signal(pid: i32, signal: rustix::process::Signal) {
+    use rustix::process::{kill_process, kill_process_group, Pid};
+    let _ = match Pid::from_raw(pid.abs()) {
+        Some(group) if pid < 0 => kill_process_group(group, signal),
+        Some(process) => kill_process(process, signal),
+        None => Ok(()),
+    };
+}
+
+/// Whether process `pid` exists (signal 0; a process of another user counts).
+pub fn alive(pid: u32) -> bool {
+    let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return false;
+    };
+    match rustix::process::test_kill_process(pid) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
     }
+}
+
+/// Whether this process runs as root.
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Whether a build argument's name looks like it carries a secret: its value is never printed.
+pub fn is_secret_name(key: &str) -> bool {
+    let key = key.to_ascii_uppercase();
+    [
+        "TOKEN",
+        "SECRET",
+        "PASSWORD",
+        "PASSWD",
+        "KEY",
+        "CREDENTIAL",
+        "AUTH",
+    ]
+    .iter()
+    .any(|word| key.contains(word))
+}
+
+/// `KEY=***` when the name looks like a secret, else the argument as is.
+pub fn redact_build_arg(arg: &str) -> String {
+    match arg.split_once('=') {
+        Some((key, _)) if is_secret_name(key) => format!("{key}=***"),
+        _ => arg.to_string(),
+    }
+}
+
+/// `argv` with the values of secret-looking build arguments replaced by `***`: what logs,
+/// `--dry-run` and `--json` show.
+pub fn redacted(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut after_build_arg = false;
+    for arg in argv {
+        out.push(if after_build_arg {
+            redact_build_arg(arg)
+        } else {
+            arg.clone()
+        });
+        after_build_arg = arg == "--build-arg";
+    }
+    out
 }
 
 /// Quotes an argv for a POSIX shell, for `--dry-run` and error messages.

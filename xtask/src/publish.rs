@@ -5,25 +5,12 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
-use serde::Serialize;
-
 use crate::{
     exec::runner::Outcome,
     plan::Plan,
     proc::{capture_with_timeout, shell_line},
-    session::Report,
+    report::{PublishReport, Report},
 };
-
-/// What the publish did.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct PublishReport {
-    /// Whether every tag moved.
-    pub moved: bool,
-    /// `REPO:TAG@DIGEST` of each tag that moved.
-    pub tags: Vec<String>,
-    /// Why nothing (or not everything) moved, one line per image.
-    pub failed: Vec<String>,
-}
 
 /// The pushed manifest's digest in buildx's `--metadata-file` JSON.
 pub fn digest_from_metadata(text: &str) -> Option<String> {

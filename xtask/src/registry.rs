@@ -164,13 +164,13 @@ impl Registry {
             let _ = fs::remove_file(self.pidfile());
             return Ok(());
         };
-        send_signal(pid as i32, libc::SIGTERM);
+        send_signal(pid as i32, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(50));
         }
         if Path::new(&format!("/proc/{pid}")).exists() {
-            send_signal(pid as i32, libc::SIGKILL);
+            send_signal(pid as i32, rustix::process::Signal::KILL);
         }
         let _ = fs::remove_file(self.pidfile());
         eprintln!("engine: registry (pid {pid}) stopped");
@@ -181,12 +181,12 @@ impl Registry {
 /// A loopback `host:port`: the registry is never exposed beyond this machine.
 fn parse_addr(raw: &str) -> anyhow::Result<SocketAddr> {
     let addr: SocketAddr = raw.parse().map_err(|_| {
-        crate::UsageError(format!(
+        crate::util::UsageError(format!(
             "ATTUNE_REGISTRY_ADDR={raw:?} is not an address like 127.0.0.1:5000"
         ))
     })?;
     if !addr.ip().is_loopback() {
-        return Err(crate::UsageError(format!(
+        return Err(crate::util::UsageError(format!(
             "ATTUNE_REGISTRY_ADDR={raw:?} is not a loopback address: the local registry serves this machine only"
         ))
         .into());

@@ -100,8 +100,7 @@ fn quiet(cmd: &mut Command) -> bool {
 }
 
 pub fn up(root: &Path) -> anyhow::Result<()> {
-    // SAFETY: geteuid has no preconditions
-    if unsafe { libc::geteuid() } != 0 {
+    if !crate::proc::is_root() {
         bail!("engine up --second: needs root (a bridge, NAT rules and a dockerd)");
     }
     let first = EngineDir::from_env();

@@ -2,8 +2,7 @@
 //! private engine started when none answers), running the plan, and its report. What
 //! docker-build, verify-parallel and bench share.
 //!
-//! Longer than 500 lines: the report types, the summary table and the history records of a run
-//! belong to the session that produced them; each part is a few plain functions over `Report`.
+//! The report's types are in `report.rs`, below every module that fills or reads a report.
 
 use std::{
     collections::BTreeMap,
@@ -13,8 +12,8 @@ use std::{
 };
 
 use anyhow::bail;
-use serde::Serialize;
 
+pub use crate::report::{CacheReport, CacheStep, ImageReport, Report, Totals};
 use crate::{
     docker, engine,
     exec::{
@@ -22,10 +21,9 @@ use crate::{
         progress,
         runner::{self, Job, JobResult, Outcome},
     },
-    flags, history,
+    flags,
     plan::{self, Plan},
     workspace::Declaration,
-    Status,
 };
 
 /// The plan the flags ask for; unknown images, groups or strategies are usage errors.
@@ -41,7 +39,7 @@ pub fn plan_from_args(
         .clone()
         .unwrap_or_else(|| decl.default_strategy.clone());
     decl.strategy(&strategy)?;
-    let usage = |message: String| anyhow::Error::from(crate::UsageError(message));
+    let usage = |message: String| anyhow::Error::from(crate::util::UsageError(message));
     plan::check_build_args(&args.build_arg).map_err(usage)?;
     for secret in &args.secret {
         plan::check_secret(secret).map_err(usage)?;
@@ -116,7 +114,7 @@ pub fn check_stages(root: &Path, decl: &Declaration, plan: &Plan) -> anyhow::Res
     match missing.is_empty() {
         true => Ok(()),
         // the declaration and the Dockerfiles disagree: the user's input to fix (exit 2)
-        false => Err(crate::UsageError(missing.join("\n")).into()),
+        false => Err(crate::util::UsageError(missing.join("\n")).into()),
     }
 }
 
@@ -161,7 +159,7 @@ pub fn missing_stages(root: &Path, decl: &Declaration, images: &[String]) -> Vec
 /// when the process dies): a second run on the same log directory says so and waits. Checks up
 /// front that the directory is writable, so that this is one error instead of a failure per image.
 pub fn lock_log_dir(dir: &Path, shown: &Path) -> anyhow::Result<std::fs::File> {
-    use std::{io::Write, os::fd::AsRawFd};
+    use std::io::Write;
     let cannot = |err: std::io::Error| {
         anyhow::anyhow!("--log-dir {}: cannot write there: {err}", shown.display())
     };
@@ -174,18 +172,15 @@ pub fn lock_log_dir(dir: &Path, shown: &Path) -> anyhow::Result<std::fs::File> {
         .write(true)
         .open(&path)
         .map_err(cannot)?;
-    // SAFETY: flock on a file descriptor this function owns
-    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+    // flock(2) (std's lock on Linux): released when the file closes, also when the process dies
+    if file.try_lock().is_err() {
         let holder = std::fs::read_to_string(&path).unwrap_or_default();
         eprintln!(
             "docker-build: another run (pid {}) is writing the logs in {}; waiting for it to finish",
             holder.trim(),
             shown.display()
         );
-        // SAFETY: as above
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(cannot(std::io::Error::last_os_error()));
-        }
+        file.lock().map_err(cannot)?;
     }
     file.set_len(0).map_err(cannot)?;
     write!(file, "{}", std::process::id()).map_err(cannot)?;
@@ -297,123 +292,6 @@ pub fn preflight_with(
         return engine::up(root, &engine::EngineDir::from_env());
     }
     Ok(())
-}
-
-/// The outcome of one image's build, as the summary and `--json` show it.
-#[derive(Debug, Clone, Serialize)]
-pub struct ImageReport {
-    pub image: String,
-    pub result: Outcome,
-    pub exit_code: Option<i32>,
-    pub wall_seconds: f64,
-    /// Whether the cargo step executed or came from the layer cache.
-    pub cargo_step: CargoStep,
-    pub cargo_seconds: Option<f64>,
-    /// The cargo step's Dockerfile text, as BuildKit names it, and when it started by BuildKit's
-    /// clock (seconds since the Unix epoch).
-    pub cargo_name: Option<String>,
-    pub cargo_started: Option<f64>,
-    pub fully_cached: bool,
-    /// The recorded inputs showed the image current: no build ran.
-    pub up_to_date: bool,
-    pub tag: Option<String>,
-    pub image_id: Option<String>,
-    pub size_bytes: Option<u64>,
-    pub output_dir: Option<PathBuf>,
-    pub log: PathBuf,
-    /// Where it ran (with `--builders`), and where it failed first when it was retried.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub builder: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retried_from: Option<String>,
-    /// The pushed manifest's digest (`sha256:...`), from buildx's metadata file.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-    /// `REPO:TAG@DIGEST` once an atomic publish moved the tag.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub published: Option<String>,
-    /// Why the cargo step ran (the history's first differing input), when it ran: the summary's
-    /// `why IMAGE: ...` line.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub why: Option<String>,
-    #[serde(skip)]
-    pub job: JobResult,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Report {
-    pub strategy: String,
-    pub images: Vec<ImageReport>,
-    pub totals: Totals,
-    /// An atomic publish: whether the tags moved, and why not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub publish: Option<crate::publish::PublishReport>,
-    /// With `--timings`: cargo's timing report and the slowest crates.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timings: Option<crate::timings::TimingsReport>,
-    /// With `--cache`: what the import and the export did.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache: Option<CacheReport>,
-    /// What writing the history record took (the record, the git state, the append), when one
-    /// was written: `bench` compares it with the whole no-op run.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recording_seconds: Option<f64>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Totals {
-    pub images: usize,
-    pub succeeded: usize,
-    pub failed: usize,
-    pub interrupted: usize,
-    pub not_started: usize,
-    pub wall_seconds: f64,
-}
-
-/// What `--cache` did: the import before (or beside) the builds, the export after them.
-#[derive(Debug, Clone, Serialize)]
-pub struct CacheReport {
-    /// The location, as given.
-    pub location: String,
-    /// The key of the entry for these builds.
-    pub key: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub import: Option<CacheStep>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub export: Option<CacheStep>,
-}
-
-/// One side of [`CacheReport`].
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct CacheStep {
-    /// `done`, `cold` (nothing carried: the builds ran cold, or the location stays as it was),
-    /// `skipped` (not needed) or `interrupted`.
-    pub result: String,
-    /// What was carried, or why not, in one line.
-    pub line: String,
-    /// A cold step under `--cache-strict`: the run fails.
-    pub failed: bool,
-}
-
-impl CacheReport {
-    fn steps(&self) -> impl Iterator<Item = &CacheStep> + Clone {
-        self.import.iter().chain(&self.export)
-    }
-}
-
-impl Report {
-    pub fn status(&self) -> Status {
-        let cache: Vec<&CacheStep> = self.cache.iter().flat_map(CacheReport::steps).collect();
-        if self.totals.interrupted + self.totals.not_started > 0
-            || cache.iter().any(|s| s.result == "interrupted")
-        {
-            Status::Interrupted
-        } else {
-            let published = self.publish.as_ref().is_none_or(|p| p.moved);
-            let carried = !cache.iter().any(|s| s.failed);
-            Status::from_ok(self.totals.failed == 0 && published && carried)
-        }
-    }
 }
 
 /// Runs the plan (the engine must be reachable) and collects the report: wave by wave (the seed
@@ -627,105 +505,6 @@ pub fn decl_tag(plan: &Plan) -> String {
         .iter()
         .find_map(|b| b.tag()?.rsplit_once(':').map(|(_, t)| t.to_string()))
         .unwrap_or_default()
-}
-
-/// Puts the images found up to date (not built) into the report, in the plan's order.
-pub fn add_up_to_date(
-    report: &mut Report,
-    plan: &Plan,
-    current: &[String],
-    snapshot: &history::Snapshot,
-) {
-    let mut built = std::mem::take(&mut report.images).into_iter();
-    for build in &plan.builds {
-        if !current.contains(&build.image) {
-            report.images.extend(built.next());
-            continue;
-        }
-        let image_id = build.tag().and_then(|t| snapshot.image_ids.get(t));
-        let last = snapshot.last.get(&build.image).map(|(r, _)| r);
-        let size = last.and_then(|r| r.size_bytes);
-        // an atomic publish found current: the tag already names the digest it moved it to
-        let published = last
-            .filter(|_| build.publish.is_some())
-            .and_then(|r| r.published.clone());
-        let digest = (published.as_deref())
-            .and_then(|p| p.rsplit_once('@'))
-            .map(|(_, d)| d.to_string());
-        report.images.push(ImageReport {
-            image: build.image.clone(),
-            result: Outcome::Succeeded,
-            exit_code: None,
-            wall_seconds: 0.0,
-            cargo_step: CargoStep::None,
-            cargo_seconds: None,
-            cargo_name: None,
-            cargo_started: None,
-            fully_cached: true,
-            up_to_date: true,
-            tag: build.tag().cloned(),
-            image_id: image_id.cloned(),
-            size_bytes: size,
-            output_dir: build.output_dir().map(Path::to_path_buf),
-            log: build.log.clone(),
-            builder: None,
-            retried_from: None,
-            digest,
-            published,
-            why: None,
-            job: JobResult {
-                name: build.image.clone(),
-                outcome: Outcome::Succeeded,
-                exit_code: None,
-                started_at: snapshot.time,
-                wall_seconds: 0.0,
-                cargo_step: CargoStep::None,
-                steps: Vec::new(),
-                tail: Vec::new(),
-                log: build.log.clone(),
-            },
-        });
-        report.totals.images += 1;
-        report.totals.succeeded += 1;
-    }
-    report.images.extend(built);
-}
-
-/// The report's images as history records (inputs are added by the snapshot).
-pub fn history_images(report: &Report) -> Vec<history::ImageRecord> {
-    report
-        .images
-        .iter()
-        .map(|i| {
-            let result = if i.up_to_date {
-                "up-to-date".to_string()
-            } else {
-                serde_json::to_value(i.result)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default()
-            };
-            history::ImageRecord {
-                image: i.image.clone(),
-                result,
-                wall_seconds: i.wall_seconds,
-                cargo_step: serde_json::to_value(i.cargo_step)
-                    .ok()
-                    .and_then(|v| v.as_str().map(String::from))
-                    .unwrap_or_default(),
-                cargo_seconds: i.cargo_seconds,
-                steps_run: i.job.steps.iter().filter(|s| !s.cached).count(),
-                steps_cached: i.job.steps.iter().filter(|s| s.cached).count(),
-                image_id: i.image_id.clone(),
-                size_bytes: i.size_bytes,
-                inputs: None,
-                digest: None,
-                why: None,
-                output_digest: None,
-                published: i.published.clone(),
-            }
-        })
-        .collect()
 }
 
 /// The summary table, then the tails of failed builds' logs.

@@ -12,7 +12,7 @@ use std::{
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::UsageError;
+use crate::util::UsageError;
 
 /// Where a build's result goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

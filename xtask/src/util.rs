@@ -75,6 +75,11 @@ pub fn utc_date(unix: f64) -> String {
         .unwrap_or_else(|| format!("{unix} s since the epoch"))
 }
 
+/// Lower-case hex of `bytes` (a digest's text).
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

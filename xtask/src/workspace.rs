@@ -174,7 +174,7 @@ impl Declaration {
 
     /// Expands image names and group names (`all` is every image) into images, in declaration
     /// order, without duplicates. An unknown name is a usage error that lists the valid ones.
-    pub fn select(&self, names: &[String]) -> Result<Vec<&ImageDecl>, crate::UsageError> {
+    pub fn select(&self, names: &[String]) -> Result<Vec<&ImageDecl>, crate::util::UsageError> {
         if names.is_empty() {
             return Ok(self.images.iter().collect());
         }
@@ -187,7 +187,7 @@ impl Declaration {
             } else if self.image(name).is_some() {
                 wanted.insert(name.as_str());
             } else {
-                return Err(crate::UsageError(format!(
+                return Err(crate::util::UsageError(format!(
                     "unknown image or group `{name}`\n  images: {}\n  groups: {}",
                     self.image_names().join(", "),
                     self.group_names().join(", ")
@@ -212,7 +212,7 @@ impl Declaration {
         &self,
         strategy: &str,
         image: &ImageDecl,
-    ) -> Result<(PathBuf, String), crate::UsageError> {
+    ) -> Result<(PathBuf, String), crate::util::UsageError> {
         let decl = self.strategy(strategy)?;
         if let Some(file) = &decl.dockerfile {
             return Ok((file.clone(), image.name.clone()));
@@ -222,7 +222,7 @@ impl Declaration {
         }
         match decl.dockerfiles.get(&image.dockerfile) {
             Some(file) => Ok((file.clone(), image.target.clone())),
-            None => Err(crate::UsageError(format!(
+            None => Err(crate::util::UsageError(format!(
                 "image `{}`: strategy `{strategy}` has no Dockerfile for {} (its `dockerfiles` in [workspace.metadata.attune.strategies.{strategy}])",
                 image.name,
                 image.dockerfile.display()
@@ -230,9 +230,9 @@ impl Declaration {
         }
     }
 
-    pub fn strategy(&self, name: &str) -> Result<&StrategyDecl, crate::UsageError> {
+    pub fn strategy(&self, name: &str) -> Result<&StrategyDecl, crate::util::UsageError> {
         self.strategies.get(name).ok_or_else(|| {
-            crate::UsageError(format!(
+            crate::util::UsageError(format!(
                 "unknown strategy `{name}`; strategies: {}",
                 self.strategies
                     .keys()

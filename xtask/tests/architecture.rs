@@ -277,3 +277,103 @@ fn the_check_sees_every_way_of_naming_another_command() {
         assert_eq!(violations(file, text), Vec::<String>::new(), "{text}");
     }
 }
+
+/// The module a path names: the longest prefix of it that is a module file of `modules`.
+fn module_named<'a>(path: &[String], modules: &'a [Vec<String>]) -> Option<&'a Vec<String>> {
+    (0..=path.len())
+        .rev()
+        .find_map(|k| modules.iter().find(|m| m.as_slice() == &path[..k]))
+}
+
+/// The import circles among `files` (`(module, code)` each): every strongly connected group of
+/// more than one module, each sorted. The code of tests (`#[cfg(test)]` on) is left out.
+fn circles(files: &[(Vec<String>, String)]) -> Vec<Vec<String>> {
+    let modules: Vec<Vec<String>> = files.iter().map(|(m, _)| m.clone()).collect();
+    let edges: Vec<Vec<usize>> = (files.iter())
+        .map(|(module, code)| {
+            let code = code.split("#[cfg(test)]").next().unwrap_or("");
+            let mut to: Vec<usize> = (references(module, &code_only(code)).iter())
+                .filter_map(|p| module_named(p, &modules))
+                .filter(|m| !m.is_empty() && *m != module && !module.starts_with(m))
+                .filter_map(|m| modules.iter().position(|x| x == m))
+                .collect();
+            to.sort();
+            to.dedup();
+            to
+        })
+        .collect();
+    // reachability, then the groups that reach each other (a few dozen modules: plain search)
+    let reach = |from: usize| {
+        let mut seen = vec![false; modules.len()];
+        let mut todo = vec![from];
+        while let Some(at) = todo.pop() {
+            for &next in &edges[at] {
+                if !seen[next] {
+                    seen[next] = true;
+                    todo.push(next);
+                }
+            }
+        }
+        seen
+    };
+    let reached: Vec<Vec<bool>> = (0..modules.len()).map(reach).collect();
+    let mut out: Vec<Vec<String>> = Vec::new();
+    for (a, from_a) in reached.iter().enumerate() {
+        let mut group: Vec<String> = (0..modules.len())
+            .filter(|&b| b == a || (from_a[b] && reached[b][a]))
+            .map(|b| modules[b].join("::"))
+            .collect();
+        group.sort();
+        if group.len() > 1 && !out.contains(&group) {
+            out.push(group);
+        }
+    }
+    out
+}
+
+/// Issue 21: no import circle between the xtask's modules (a module and its own submodules
+/// aside): what two modules both need lives below both.
+#[test]
+fn no_module_imports_one_that_imports_it_back() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.retain(|f| !f.starts_with(src.join("bin")));
+    let files: Vec<(Vec<String>, String)> = (files.iter())
+        .map(|f| {
+            let module = module_of(f.strip_prefix(&src).unwrap());
+            (module, fs::read_to_string(f).unwrap())
+        })
+        .collect();
+    let found = circles(&files);
+    assert!(
+        found.is_empty(),
+        "import circles (move what both sides use into a module below them):\n{found:?}"
+    );
+}
+
+#[test]
+fn the_circle_check_finds_a_circle() {
+    let files = |a: &str, b: &str| {
+        vec![
+            (vec!["plan".to_string()], a.to_string()),
+            (vec!["farm".to_string()], b.to_string()),
+            (vec!["target".to_string()], String::new()),
+        ]
+    };
+    assert_eq!(
+        circles(&files("use crate::farm::place;", "use crate::plan::Build;")),
+        [["farm", "plan"]]
+    );
+    assert!(circles(&files(
+        "use crate::farm::place;",
+        "use crate::target::Target;"
+    ))
+    .is_empty());
+    // a test module's imports do not count
+    assert!(circles(&files(
+        "use crate::farm::place;",
+        "#[cfg(test)]\nmod tests { use crate::plan::Build; }"
+    ))
+    .is_empty());
+}

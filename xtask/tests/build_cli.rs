@@ -2,7 +2,7 @@
 //! first on PATH. No test can reach a real engine: the environment is rebuilt from scratch with
 //! `ATTUNE_ENGINE=external` and a `DOCKER_HOST` that does not exist (see build_support).
 //!
-//! Snapshots of the project's real plan live in tests/snapshots/; `UPDATE_SNAPSHOTS=1 cargo test
+//! Snapshots of the project's real plan live in tests/snapshots/; `UPDATE_EXPECT=1 cargo test
 //! -p xtask --test build_cli` rewrites them.
 
 mod build_support;
@@ -150,44 +150,12 @@ fn snapshot_dry_run_workspace_strategy() {
     assert_snapshot("docker_build_dry_run_workspace", &out.stdout);
 }
 
-/// Compares `actual` with tests/snapshots/<name>.txt; `UPDATE_SNAPSHOTS=1` rewrites the file.
+/// Compares `actual` with tests/snapshots/<name>.txt (expect-test: a diff on failure;
+/// `UPDATE_EXPECT=1 cargo test -p xtask --test build_cli` rewrites the files).
 #[track_caller]
 fn assert_snapshot(name: &str, actual: &str) {
     let path = root().join(format!("xtask/tests/snapshots/{name}.txt"));
-    let update = "UPDATE_SNAPSHOTS=1 cargo test -p xtask --test build_cli";
-    if std::env::var("UPDATE_SNAPSHOTS").is_ok_and(|v| !v.is_empty() && v != "0") {
-        fs::create_dir_all(path.parent().unwrap()).unwrap();
-        fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "snapshot {} is missing; create it with `{update}`",
-            path.display()
-        )
-    });
-    if expected != actual {
-        let mut diff = String::new();
-        let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
-        for i in 0..e.len().max(a.len()) {
-            match (e.get(i), a.get(i)) {
-                (Some(x), Some(y)) if x == y => {}
-                (x, y) => {
-                    if let Some(x) = x {
-                        diff.push_str(&format!("-{x}\n"));
-                    }
-                    if let Some(y) = y {
-                        diff.push_str(&format!("+{y}\n"));
-                    }
-                }
-            }
-        }
-        panic!(
-            "the plan differs from snapshot {} (- snapshot, + now):\n{diff}\nif the change is intended, \
-             update the snapshot with `{update}` and review the diff",
-            path.display()
-        );
-    }
+    expect_test::expect_file![path].assert_eq(actual);
 }
 
 // --- usage errors ------------------------------------------------------------------------------

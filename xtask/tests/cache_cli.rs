@@ -438,6 +438,44 @@ fn export_to_a_registry_pushes_one_image_and_the_layer_tags() {
     assert_eq!(fs::read_dir(push_dir).unwrap().count(), 0);
 }
 
+/// Issue 23: a warm engine (every step layer-cached, cargo compiles nothing) and an empty
+/// location: the first run seeds it; once the location holds the entry, nothing is exported.
+#[test]
+fn docker_build_cache_seeds_an_empty_location_from_a_warm_engine() {
+    let ws = TempWorkspace::new();
+    let loc = ws.path().join("ci-cache");
+    fs::create_dir_all(&loc).unwrap();
+    let loc_arg = loc.display().to_string();
+    let args = [
+        "--force",
+        "--strategy",
+        "workspace",
+        "--cache",
+        &loc_arg,
+        "api",
+    ];
+    let t = Test::docker_build(args)
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_CACHED", "1");
+    let out = t.run();
+    out.expect_code(0);
+    assert_eq!(helper_builds(&t, "export").len(), 1, "{}", out.stderr);
+    assert!(out.stdout.contains("cache: exported "), "{}", out.stdout);
+    entry(&loc);
+    // the entry is there: a run that compiles nothing leaves it as it is
+    let t = Test::docker_build(args)
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_CACHED", "1");
+    let out = t.run();
+    out.expect_code(0);
+    assert!(helper_builds(&t, "export").is_empty(), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("cache: no cargo step ran; "),
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn docker_build_cache_imports_builds_and_exports_when_cargo_ran() {
     let ws = TempWorkspace::new();

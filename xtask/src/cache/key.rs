@@ -156,9 +156,7 @@ pub fn choose(wanted: &KeyInputs, candidates: &[Candidate]) -> Choice {
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::util::hex;
 
 fn slug(text: &str) -> String {
     let s: String = text

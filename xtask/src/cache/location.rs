@@ -5,13 +5,13 @@
 //! is deleted afterwards. Two exports of one key at once leave one complete entry.
 
 use std::{
-    ffi::CString,
     fs, io,
-    os::unix::ffi::OsStrExt,
     path::{Path, PathBuf},
 };
 
 use anyhow::{bail, Context};
+
+use rustix::fs::RenameFlags;
 
 use super::manifest::{self, Manifest};
 
@@ -46,20 +46,17 @@ impl RegistryRef {
     /// The layer cache tag of the entry `key` for `image` (`{image}` for the plan's placeholder):
     /// one tag per image, as concurrent builds would overwrite a shared one.
     pub fn layers(&self, key: &str, image: &str) -> String {
-        format!("{}:{key}{LAYERS_TAG}{image}", self.reference())
+        format!("{}:{key}{}{image}", self.reference(), manifest::LAYERS_TAG)
     }
 }
-
-/// What separates an entry's key from the image in a layer cache tag.
-pub const LAYERS_TAG: &str = "-layers-";
 
 impl Location {
     /// `registry://HOST:PORT/REPO` is a registry location; any other `scheme://` is refused;
     /// anything else is a directory.
-    pub fn parse(text: &str) -> Result<Location, crate::UsageError> {
-        let usage = |why: &str| crate::UsageError(format!("cache location `{text}`: {why}"));
+    pub fn parse(text: &str) -> Result<Location, crate::util::UsageError> {
+        let usage = |why: &str| crate::util::UsageError(format!("cache location `{text}`: {why}"));
         if text.is_empty() {
-            return Err(crate::UsageError("cache location is empty".into()));
+            return Err(crate::util::UsageError("cache location is empty".into()));
         }
         if let Some(rest) = text.strip_prefix("registry://") {
             let Some((host, repo)) = rest.split_once('/') else {
@@ -174,10 +171,10 @@ impl Staging {
     /// Makes the staged entry visible under its key in one rename; an existing entry of that key
     /// is swapped out atomically and then deleted. Returns whether one was replaced.
     pub fn publish(mut self) -> anyhow::Result<bool> {
-        let replaced = match rename2(&self.dir, &self.target, libc::RENAME_NOREPLACE) {
+        let replaced = match rename2(&self.dir, &self.target, RenameFlags::NOREPLACE) {
             Ok(()) => false,
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {
-                rename2(&self.dir, &self.target, libc::RENAME_EXCHANGE).with_context(|| {
+                rename2(&self.dir, &self.target, RenameFlags::EXCHANGE).with_context(|| {
                     format!("cannot swap the new entry over {}", self.target.display())
                 })?;
                 // the staging path now holds the old entry
@@ -216,24 +213,9 @@ impl Drop for Staging {
     }
 }
 
-fn rename2(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let from = CString::new(from.as_os_str().as_bytes())?;
-    let to = CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: both paths are NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            from.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+fn rename2(from: &Path, to: &Path, flags: RenameFlags) -> io::Result<()> {
+    use rustix::fs::{renameat_with, CWD};
+    renameat_with(CWD, from, CWD, to, flags).map_err(io::Error::from)
 }
 
 /// Reads an entry's manifest and checks it is the entry named `name`.

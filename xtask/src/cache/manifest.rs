@@ -13,6 +13,8 @@ pub const FORMAT: u32 = 2;
 /// The oldest format this xtask reads.
 pub const OLDEST_FORMAT: u32 = 1;
 pub const FILE: &str = "manifest.json";
+/// What separates an entry's key from the image in a layer cache tag.
+pub const LAYERS_TAG: &str = "-layers-";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -164,7 +166,7 @@ impl Manifest {
             }
         }
         if let Some(layers) = &manifest.layers {
-            let registry_tag = format!("{}{}{{image}}", manifest.key, super::location::LAYERS_TAG);
+            let registry_tag = format!("{}{}{{image}}", manifest.key, LAYERS_TAG);
             let ok = match layers.kind.as_str() {
                 "oci-layout" => is_plain_relative(&layers.dir),
                 "registry" => layers.dir == registry_tag,

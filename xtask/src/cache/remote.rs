@@ -12,7 +12,7 @@ use std::path::Path;
 
 use super::{
     helper::{HelperBuild, HelperOptions},
-    location::LAYERS_TAG,
+    manifest::LAYERS_TAG,
 };
 
 /// The image config label that holds the entry's manifest.json.

@@ -31,7 +31,7 @@ use crate::{
     },
     plan::Plan,
     session::human_size,
-    Status,
+    util::Status,
 };
 
 /// Where the helper builds and the staged layer caches live, relative to the workspace root.
@@ -251,7 +251,7 @@ pub fn setup(
     known: &Known,
 ) -> anyhow::Result<Setup> {
     if platforms.len() > 1 {
-        return Err(crate::UsageError(format!(
+        return Err(crate::util::UsageError(format!(
             "--cache with --platform: a cache entry holds one platform; --platform {} names {}",
             platforms.join(","),
             platforms.len()
@@ -896,7 +896,7 @@ pub fn export_after(
     let layers = match (location, layers) {
         (Location::Registry(_), Some(_)) => Some(Layers {
             kind: "registry".into(),
-            dir: format!("{key}{}{{image}}", location::LAYERS_TAG),
+            dir: format!("{key}{}{{image}}", manifest::LAYERS_TAG),
             tags: setup.images.clone(),
             bytes: 0,
         }),

@@ -10,7 +10,8 @@ use crate::{
     proc::capture_with_timeout,
     session,
     target::{bake_file, bake_print_mismatches},
-    workspace, Status,
+    util::Status,
+    workspace,
 };
 
 pub fn run(root: &Path, args: flags::BakeFileArgs) -> anyhow::Result<Status> {

@@ -9,7 +9,7 @@ use std::{path::Path, process::Command, time::Instant};
 
 use anyhow::Context;
 
-use crate::{flags, Status};
+use crate::{flags, util::Status};
 
 /// One CI step: a name and the command line it runs (`xtask` means this binary).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Context;
 
-use crate::{compose, flags, plan, workspace, Status, UsageError};
+use crate::{compose, flags, plan, util::Status, util::UsageError, workspace};
 
 pub fn run(root: &Path, args: flags::ComposeFileArgs) -> anyhow::Result<Status> {
     let decl = workspace::load(root)?;

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use crate::{flags, pipeline, Status};
+use crate::{flags, pipeline, util::Status};
 
 pub fn run(root: &Path, args: flags::DockerBuildArgs) -> anyhow::Result<Status> {
     pipeline::run(root, &args)

@@ -11,7 +11,8 @@ use crate::{
     engine::{base_images, docker_host_note, down, up, EngineDir},
     flags,
     registry::{self, Registry},
-    second_engine, Status,
+    second_engine,
+    util::Status,
 };
 
 pub fn run(root: &Path, args: flags::EngineArgs) -> anyhow::Result<Status> {

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::{
     flags,
     history::{self, explain, Record},
-    Status, UsageError,
+    util::Status,
+    util::UsageError,
 };
 
 pub fn run(root: &Path, args: flags::HistoryArgs) -> anyhow::Result<Status> {

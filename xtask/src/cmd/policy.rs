@@ -47,7 +47,7 @@ use crate::dockerfile::rewrite::RecordedMount;
 use crate::dockerfile::{
     self, dockerfiles, lint::RULES, Finding, LintContext, Record, Rewrite, Sharing,
 };
-use crate::{flags, Status};
+use crate::{flags, util::Status};
 
 pub fn rollback_locked(root: &Path, args: flags::RewriteArgs) -> anyhow::Result<Status> {
     rewrite_command(root, args, Sharing::Locked)
@@ -683,12 +683,7 @@ fn leftover(file_name: &str) -> Option<(u32, &str)> {
 }
 
 fn process_alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill with signal 0 only checks whether the process exists.
-    let rc = unsafe { libc::kill(pid, 0) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    crate::proc::alive(pid)
 }
 
 /// Writes `text` to a temp file beside `target` with `target`'s permissions (when it exists)

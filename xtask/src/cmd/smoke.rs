@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::{flags, proc::capture_with_timeout, workspace, Status};
+use crate::{flags, proc::capture_with_timeout, util::Status, workspace};
 
 mod compose;
 

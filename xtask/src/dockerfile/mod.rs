@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{bail, Context};
 
-use crate::UsageError;
+use crate::util::UsageError;
 
 /// A Dockerfile that cannot be parsed, or a mount that cannot be rewritten, at a 1-based line.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -118,13 +118,13 @@ fn install_signal_handler() {
             eprintln!("\ninterrupted: stopping every running build");
             let pgids: Vec<u32> = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
             for pgid in &pgids {
-                send_signal(-(*pgid as i32), libc::SIGTERM);
+                send_signal(-(*pgid as i32), rustix::process::Signal::TERM);
             }
             thread::spawn(|| {
                 thread::sleep(Duration::from_secs(5));
                 let pgids: Vec<u32> = RUNNING.lock().map(|r| r.clone()).unwrap_or_default();
                 for pgid in pgids {
-                    send_signal(-(pgid as i32), libc::SIGKILL);
+                    send_signal(-(pgid as i32), rustix::process::Signal::KILL);
                 }
             });
         });
@@ -187,7 +187,7 @@ fn stream(
     let mut log = fs::File::create(&job.log)
         .with_context(|| format!("cannot write {}", job.log.display()))?;
     // secret-looking build-argument values never reach the log
-    writeln!(log, "$ {}", shell_line(&crate::plan::redacted(&job.argv)))?;
+    writeln!(log, "$ {}", shell_line(&crate::proc::redacted(&job.argv)))?;
     // under a supervisor that kills the build's process group when the xtask dies, even by SIGKILL
     let argv = super::supervise::supervised(&job.argv);
     let expression = duct::cmd(&argv[0], &argv[1..])

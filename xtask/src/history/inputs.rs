@@ -14,7 +14,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::dockerfile::{lexer, model};
+use crate::{
+    dockerfile::{lexer, model},
+    util::hex,
+};
 
 /// Everything one image's build reads, as recorded.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -227,70 +230,52 @@ fn normalize(src: &str, vars: &BTreeMap<String, String>) -> String {
     parts.join("/")
 }
 
-/// One `.dockerignore` rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `.dockerignore` rule: its pattern as a glob where `*` and `?` stop at `/` and `**` spans
+/// directories (Go's `filepath.Match` per segment, as Docker reads it; `globset` matches).
+#[derive(Debug, Clone)]
 pub struct Rule {
     pub exclude: bool,
-    pub segments: Vec<String>,
+    pub glob: globset::GlobMatcher,
 }
 
-/// The rules of a `.dockerignore` (comments and blank lines skipped; `!` re-includes).
+/// The rules of a `.dockerignore` (comments and blank lines skipped; `!` re-includes); a
+/// pattern that is no glob (an unclosed `[`) matches nothing.
 pub fn dockerignore(text: &str) -> Vec<Rule> {
     text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(|l| {
+        .filter_map(|l| {
             let (exclude, pattern) = match l.strip_prefix('!') {
                 Some(p) => (false, p.trim()),
                 None => (true, l),
             };
-            let segments = pattern
-                .split('/')
+            let clean: Vec<&str> = (pattern.split('/'))
                 .filter(|s| !s.is_empty() && *s != ".")
-                .map(String::from)
                 .collect();
-            Rule { exclude, segments }
+            let glob = globset::GlobBuilder::new(&clean.join("/"))
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .ok()?;
+            (!clean.is_empty()).then(|| Rule {
+                exclude,
+                glob: glob.compile_matcher(),
+            })
         })
-        .filter(|r| !r.segments.is_empty())
         .collect()
 }
 
 /// Whether `.dockerignore` excludes `path` (relative, `/`-separated): the last rule matching it
 /// or one of its parent directories decides.
 pub fn ignored(rules: &[Rule], path: &str) -> bool {
-    let parts: Vec<&str> = path.split('/').collect();
     let mut excluded = false;
     for rule in rules {
-        let hit = (1..=parts.len()).any(|n| glob(&rule.segments, &parts[..n]));
-        if hit {
+        let mut prefix = path.match_indices('/').map(|(i, _)| &path[..i]);
+        if prefix.any(|p| rule.glob.is_match(p)) || rule.glob.is_match(path) {
             excluded = rule.exclude;
         }
     }
     excluded
-}
-
-fn glob(pattern: &[String], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((first, rest)) if first == "**" => {
-            (0..=path.len()).any(|skip| glob(rest, &path[skip..]))
-        }
-        Some((first, rest)) => match path.split_first() {
-            Some((p, tail)) => segment(first.as_bytes(), p.as_bytes()) && glob(rest, tail),
-            None => false,
-        },
-    }
-}
-
-/// Go's `filepath.Match` for one segment: `*`, `?`, and literal characters.
-fn segment(pattern: &[u8], name: &[u8]) -> bool {
-    match (pattern.split_first(), name.split_first()) {
-        (None, None) => true,
-        (Some((b'*', rest)), _) => (0..=name.len()).any(|i| segment(rest, &name[i..])),
-        (Some((b'?', rest)), Some((_, tail))) => segment(rest, tail),
-        (Some((c, rest)), Some((n, tail))) if c == n => segment(rest, tail),
-        _ => false,
-    }
 }
 
 /// `path -> digest` for every file of the build context under `root` that `.dockerignore` keeps,
@@ -412,10 +397,6 @@ pub fn digest_bytes(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))[..32].to_string()
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +457,12 @@ COPY docs docs
         assert!(!ignored(&rules, "keep.log"));
         assert!(!ignored(&rules, "crates/common/src/lib.rs"));
         assert!(!ignored(&rules, "targets/x"));
+        // `*` stops at a directory, `**` does not; character classes as Docker has them
+        let rules = dockerignore("docs/*.md\ncrates/**/tmp\n[ab].txt\n");
+        assert!(ignored(&rules, "docs/a.md"));
+        assert!(!ignored(&rules, "docs/sub/a.md"));
+        assert!(ignored(&rules, "crates/api/src/tmp/x"));
+        assert!(ignored(&rules, "a.txt") && !ignored(&rules, "c.txt"));
     }
 
     #[test]

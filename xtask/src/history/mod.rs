@@ -18,12 +18,20 @@ use std::{
     collections::BTreeMap,
     fs,
     io::Write as _,
-    os::fd::AsRawFd,
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
+
+use crate::{
+    exec::{
+        events::CargoStep,
+        runner::{JobResult, Outcome},
+    },
+    plan::Plan,
+    report::{ImageReport, Report},
+};
 
 pub use inputs::Inputs;
 
@@ -216,11 +224,9 @@ pub fn append(file: &Path, record: &Record) -> anyhow::Result<()> {
         .write(true)
         .open(&lock_path)
         .with_context(|| format!("cannot open {}", lock_path.display()))?;
-    // SAFETY: flock on a file descriptor we own; released when `lock` is closed
-    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error())
-            .with_context(|| format!("cannot lock {}", lock_path.display()));
-    }
+    // flock(2) (std's lock on Linux), released when `lock` is closed
+    lock.lock()
+        .with_context(|| format!("cannot lock {}", lock_path.display()))?;
     if fs::metadata(file).map(|m| m.len()).unwrap_or(0) + line.len() as u64 > ROTATE_BYTES {
         let rotated = rotated_path(file);
         fs::rename(file, &rotated).with_context(|| {
@@ -674,6 +680,100 @@ pub fn trend(values: &[f64]) -> Option<f64> {
     let older = median(&values[..half])?;
     let newer = median(&values[values.len() - half..])?;
     (older > 0.0).then(|| newer / older)
+}
+
+/// Puts the images found up to date (not built) into the report, in the plan's order.
+pub fn add_up_to_date(report: &mut Report, plan: &Plan, current: &[String], snapshot: &Snapshot) {
+    let mut built = std::mem::take(&mut report.images).into_iter();
+    for build in &plan.builds {
+        if !current.contains(&build.image) {
+            report.images.extend(built.next());
+            continue;
+        }
+        let image_id = build.tag().and_then(|t| snapshot.image_ids.get(t));
+        let last = snapshot.last.get(&build.image).map(|(r, _)| r);
+        let size = last.and_then(|r| r.size_bytes);
+        // an atomic publish found current: the tag already names the digest it moved it to
+        let published = last
+            .filter(|_| build.publish.is_some())
+            .and_then(|r| r.published.clone());
+        let digest = (published.as_deref())
+            .and_then(|p| p.rsplit_once('@'))
+            .map(|(_, d)| d.to_string());
+        report.images.push(ImageReport {
+            image: build.image.clone(),
+            result: Outcome::Succeeded,
+            exit_code: None,
+            wall_seconds: 0.0,
+            cargo_step: CargoStep::None,
+            cargo_seconds: None,
+            cargo_name: None,
+            cargo_started: None,
+            fully_cached: true,
+            up_to_date: true,
+            tag: build.tag().cloned(),
+            image_id: image_id.cloned(),
+            size_bytes: size,
+            output_dir: build.output_dir().map(Path::to_path_buf),
+            log: build.log.clone(),
+            builder: None,
+            retried_from: None,
+            digest,
+            published,
+            why: None,
+            job: JobResult {
+                name: build.image.clone(),
+                outcome: Outcome::Succeeded,
+                exit_code: None,
+                started_at: snapshot.time,
+                wall_seconds: 0.0,
+                cargo_step: CargoStep::None,
+                steps: Vec::new(),
+                tail: Vec::new(),
+                log: build.log.clone(),
+            },
+        });
+        report.totals.images += 1;
+        report.totals.succeeded += 1;
+    }
+    report.images.extend(built);
+}
+
+/// The report's images as history records (inputs are added by the snapshot).
+pub fn history_images(report: &Report) -> Vec<ImageRecord> {
+    report
+        .images
+        .iter()
+        .map(|i| {
+            let result = if i.up_to_date {
+                "up-to-date".to_string()
+            } else {
+                serde_json::to_value(i.result)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            };
+            ImageRecord {
+                image: i.image.clone(),
+                result,
+                wall_seconds: i.wall_seconds,
+                cargo_step: serde_json::to_value(i.cargo_step)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                cargo_seconds: i.cargo_seconds,
+                steps_run: i.job.steps.iter().filter(|s| !s.cached).count(),
+                steps_cached: i.job.steps.iter().filter(|s| s.cached).count(),
+                image_id: i.image_id.clone(),
+                size_bytes: i.size_bytes,
+                inputs: None,
+                digest: None,
+                why: None,
+                output_digest: None,
+                published: i.published.clone(),
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -35,8 +35,8 @@ use crate::{
     history::median,
     sandbox::{nonce, Sandbox},
     session::human_size,
+    util::UsageError,
     workspace::Declaration,
-    UsageError,
 };
 
 pub const SCENARIO: &str = "ephemeral";

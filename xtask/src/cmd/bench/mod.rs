@@ -33,8 +33,9 @@ use crate::{
     compose, flags, history, plan,
     sandbox::{nonce, Sandbox},
     target::bake_file,
+    util::Status,
+    util::UsageError,
     workspace::{self, Declaration},
-    Status, UsageError,
 };
 
 /// A way to build the images.

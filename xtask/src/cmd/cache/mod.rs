@@ -13,7 +13,9 @@ use crate::{
     exec::progress,
     flags::{self, CacheBuildArgs, CacheCmd},
     plan::{self, Plan},
-    session, workspace, Status,
+    session,
+    util::Status,
+    workspace,
 };
 
 pub fn run(root: &Path, args: flags::CacheArgs) -> anyhow::Result<Status> {

@@ -15,7 +15,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use serde::Serialize;
 
-use crate::{dockerfile::model, flags, Status, UsageError};
+use crate::{dockerfile::model, flags, util::Status, util::UsageError};
 
 /// One record of `docker buildx du --verbose`.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -7,7 +7,9 @@ use std::{collections::BTreeSet, net::TcpListener, path::Path, process::Command,
 
 use anyhow::Context;
 
-use crate::{compose, flags, proc::capture_with_timeout, workspace, Status, UsageError};
+use crate::{
+    compose, flags, proc::capture_with_timeout, util::Status, util::UsageError, workspace,
+};
 
 pub fn run(root: &Path, args: &flags::SmokeArgs) -> anyhow::Result<Status> {
     let decl = workspace::load(root)?;

@@ -41,8 +41,9 @@ use crate::{
     flags::VerifyParallelArgs,
     history,
     plan::{self, Plan},
+    util::Status,
+    util::UsageError,
     workspace::{self, Declaration, ImageDecl},
-    Status, UsageError,
 };
 
 use crate::{
@@ -450,7 +451,7 @@ impl Ctx<'_> {
             "verify-parallel",
             &self.tag,
             report.totals.wall_seconds,
-            session::history_images(report),
+            history::history_images(report),
         );
         record.source = Some("verify-parallel".into());
         let file = history::path(self.root);
