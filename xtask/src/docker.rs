@@ -1,11 +1,8 @@
 //! Queries of the configured Docker engine: is it reachable, which buildx, which images it has.
 
-use std::{
-    collections::BTreeMap,
-    process::{Command, Stdio},
-    thread,
-    time::Duration,
-};
+use std::{collections::BTreeMap, thread, time::Duration};
+
+use crate::proc::{Command, Stdio};
 
 use crate::proc::capture_with_timeout;
 

@@ -18,10 +18,11 @@ use std::{
     fs,
     io::Write,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
+
+use crate::proc::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
@@ -409,9 +410,8 @@ pub fn start_dockerd_with(dir: &EngineDir, extra: &[String]) -> anyhow::Result<(
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // its own process group: Ctrl-C in the terminal that started it must not stop the engine
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    let child = cmd.spawn().context("cannot start dockerd")?;
+    // a daemon: Ctrl-C in the terminal that started it must not stop the engine
+    let child = crate::proc::spawn_daemon(&mut cmd).context("cannot start dockerd")?;
     eprintln!(
         "engine: started dockerd (pid {}), log {}",
         child.id(),
@@ -590,21 +590,11 @@ fn make_base_image(
         import.args(["--change", change]);
     }
     import.args(["-", image]);
-    let tar = Command::new("tar")
-        .arg("-C")
-        .arg(rootfs)
-        .args(["-c", "."])
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot run tar")?;
-    let status = import
-        .stdin(tar.stdout.context("tar has no stdout")?)
-        .stdout(Stdio::null())
-        .status()
-        .context("cannot run docker import")?;
-    if !status.success() {
-        bail!("docker import of {image} failed");
-    }
+    crate::proc::pipe(
+        Command::new("tar").arg("-C").arg(rootfs).args(["-c", "."]),
+        import.stdout(Stdio::null()),
+        &format!("tar | docker import of {image}"),
+    )?;
     eprintln!("engine: made {image} locally");
     Ok(())
 }

@@ -3,7 +3,9 @@
 //! [`restore_commit_mtimes`] gives each tracked file the time of the last commit that changed it
 //! (what `git restore-mtime` does), so cargo recompiles only what the commits changed.
 
-use std::{collections::BTreeMap, fs, path::Path, process::Command, time::SystemTime};
+use std::{collections::BTreeMap, fs, path::Path, time::SystemTime};
+
+use crate::proc::Command;
 
 use anyhow::Context;
 

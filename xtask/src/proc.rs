@@ -1,11 +1,17 @@
-//! Every child process's helpers: running one to completion, capturing its output with a
-//! timeout, signalling a process or process group, and quoting an argv for logs.
+//! Every child process starts here (the concurrent builds aside: `exec/runner.rs`, in process
+//! groups, and its supervisor `exec/supervise.rs`): to completion, captured with a timeout,
+//! spawned to run on (a daemon), or two piped into each other, each logged with `-v` (argv,
+//! duration, exit status); signals to a process or group; an argv quoted for logs. Other modules
+//! build a [`Command`] (re-exported from here) and hand it to one of these: no module but these
+//! three names `std::process` or `duct` (`xtask/tests/architecture.rs` checks it).
 
 use std::{
     ffi::OsStr,
-    process::{Command, ExitStatus, Output, Stdio},
+    process::{Child, ExitStatus, Output},
     time::{Duration, Instant},
 };
+
+pub use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
@@ -23,6 +29,53 @@ pub fn output(cmd: &mut Command) -> std::io::Result<Output> {
     let result = cmd.output();
     finished(cmd, started, &result.as_ref().map(|o| o.status.to_string()));
     result
+}
+
+/// Starts `cmd` to run on its own (a daemon), logged (`-v`).
+pub fn spawn(cmd: &mut Command) -> std::io::Result<Child> {
+    let started = start(cmd);
+    let result = cmd.spawn();
+    finished(
+        cmd,
+        started,
+        &result
+            .as_ref()
+            .map(|c| format!("running as pid {}", c.id())),
+    );
+    result
+}
+
+/// [`spawn`] in a process group of its own: a daemon that Ctrl-C in the terminal that started
+/// it does not stop.
+pub fn spawn_daemon(cmd: &mut Command) -> std::io::Result<Child> {
+    std::os::unix::process::CommandExt::process_group(cmd, 0);
+    spawn(cmd)
+}
+
+/// Whether `cmd` ran and succeeded, its output discarded.
+pub fn succeeds(cmd: &mut Command) -> bool {
+    status(
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+    .is_ok_and(|s| s.success())
+}
+
+/// `producer | consumer`, both logged; fails naming `what` unless both succeed.
+pub fn pipe(producer: &mut Command, consumer: &mut Command, what: &str) -> anyhow::Result<()> {
+    let mut from = spawn(producer.stdout(Stdio::piped()))
+        .with_context(|| format!("cannot start {what} ({:?})", producer.get_program()))?;
+    let out = from.stdout.take().context("no stdout to pipe")?;
+    let consumed = status(consumer.stdin(out));
+    let produced = from.wait();
+    let consumed =
+        consumed.with_context(|| format!("cannot start {what} ({:?})", consumer.get_program()))?;
+    let produced = produced.with_context(|| format!("{what}: {:?}", producer.get_program()))?;
+    if !(produced.success() && consumed.success()) {
+        bail!("{what} failed ({produced}, then {consumed})");
+    }
+    Ok(())
 }
 
 pub fn run_checked(cmd: &mut Command, what: &str) -> anyhow::Result<()> {

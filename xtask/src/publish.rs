@@ -3,7 +3,9 @@
 //! pushed (`docker buildx imagetools create`, which writes the same manifest under the new tag).
 //! A failed or interrupted set moves nothing.
 
-use std::{path::Path, process::Command, time::Duration};
+use std::{path::Path, time::Duration};
+
+use crate::proc::Command;
 
 use crate::{
     exec::runner::Outcome,

@@ -14,10 +14,11 @@ use std::{
     fs,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
+
+use crate::proc::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
@@ -128,9 +129,8 @@ impl Registry {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
-        // its own process group: Ctrl-C in the terminal that started it must not stop it
-        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-        let mut child = cmd.spawn().with_context(|| {
+        // a daemon: Ctrl-C in the terminal that started it must not stop it
+        let mut child = crate::proc::spawn_daemon(&mut cmd).with_context(|| {
             format!("cannot start {BINARY} (is Debian's docker-registry package installed?)")
         })?;
         fs::write(self.pidfile(), format!("{}\n", child.id()))

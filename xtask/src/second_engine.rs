@@ -6,12 +6,11 @@
 //! names it, so `--builders default,attune-second` reaches it. The base images come from the first
 //! engine (`docker save | docker load`). Idempotent.
 
-use std::{
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::path::Path;
 
-use anyhow::{bail, Context};
+use crate::proc::Command;
+
+use anyhow::bail;
 
 use crate::{
     engine::{self, EngineDir},
@@ -93,10 +92,7 @@ pub fn status(first: &EngineDir) -> SecondStatus {
 }
 
 fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    crate::proc::succeeds(cmd)
 }
 
 pub fn up(root: &Path) -> anyhow::Result<()> {
@@ -114,10 +110,9 @@ pub fn up(root: &Path) -> anyhow::Result<()> {
             "ip link add",
         )?;
     }
-    let has_addr = Command::new("ip")
-        .args(["-4", "addr", "show", "dev", BRIDGE])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BRIDGE_ADDR));
+    let has_addr =
+        crate::proc::output(Command::new("ip").args(["-4", "addr", "show", "dev", BRIDGE]))
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(BRIDGE_ADDR));
     if !has_addr {
         run_checked(
             Command::new("ip").args(["addr", "add", BRIDGE_ADDR, "dev", BRIDGE]),
@@ -159,19 +154,11 @@ pub fn up(root: &Path) -> anyhow::Result<()> {
             continue;
         }
         eprintln!("engine: copying {image} from the first engine to the second");
-        let save = Command::new("docker")
-            .args(["--host", &first.docker_host(), "save", &image])
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("cannot start docker save")?;
-        let loaded = Command::new("docker")
-            .args(["--host", &dir.docker_host(), "load", "--quiet"])
-            .stdin(save.stdout.context("docker save's output")?)
-            .status()
-            .context("cannot start docker load")?;
-        if !loaded.success() {
-            bail!("docker load of {image} into the second engine failed");
-        }
+        crate::proc::pipe(
+            Command::new("docker").args(["--host", &first.docker_host(), "save", &image]),
+            Command::new("docker").args(["--host", &dir.docker_host(), "load", "--quiet"]),
+            &format!("docker save | docker load of {image} into the second engine"),
+        )?;
     }
     let host = format!("host={}", dir.docker_host());
     if !quiet(Command::new("docker").args(["context", "inspect", CONTEXT])) {

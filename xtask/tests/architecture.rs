@@ -377,3 +377,39 @@ fn the_circle_check_finds_a_circle() {
     ))
     .is_empty());
 }
+
+/// Issue 21: every child process starts through `proc.rs` (logged: argv, duration, status), the
+/// concurrent builds through `exec/` (process groups, the supervisor): no other module names
+/// `std::process` (but for its own pid or exit) or `duct`, outside its tests.
+#[test]
+fn processes_start_only_through_proc_and_exec() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let allowed = |rel: &Path| {
+        rel.starts_with("bin") || rel.starts_with("exec") || rel == Path::new("proc.rs")
+    };
+    let mut found = Vec::new();
+    for file in &files {
+        let rel = file.strip_prefix(&src).unwrap();
+        if allowed(rel) {
+            continue;
+        }
+        let text = fs::read_to_string(file).unwrap();
+        let code = code_only(text.split("#[cfg(test)]").next().unwrap_or(""));
+        let code = code
+            .replace("std::process::id()", "")
+            .replace("std::process::exit", "")
+            .replace("std::process::ExitCode", "");
+        for word in ["std::process", "process::{", "process::Command", "duct::"] {
+            if code.contains(word) {
+                found.push(format!("{}: {word}", rel.display()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "start processes through crate::proc (its Command, status, output, capture_with_timeout, spawn, pipe):\n{}",
+        found.join("\n")
+    );
+}

@@ -348,7 +348,7 @@ pub fn setup(
 
 fn docker_query(args: &[&str]) -> anyhow::Result<String> {
     let out = crate::proc::capture_with_timeout(
-        std::process::Command::new("docker").args(args),
+        crate::proc::Command::new("docker").args(args),
         std::time::Duration::from_secs(30),
     )?;
     let line = out.lines().next().unwrap_or("").trim().to_string();

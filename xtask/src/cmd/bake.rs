@@ -28,7 +28,7 @@ pub fn run(root: &Path, args: flags::BakeFileArgs) -> anyhow::Result<Status> {
     std::fs::write(&path, serde_json::to_string_pretty(&file)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
     let printed = capture_with_timeout(
-        std::process::Command::new("docker")
+        crate::proc::Command::new("docker")
             .args(["buildx", "bake", "--print", "--file"])
             .arg(&path)
             .current_dir(root),

@@ -5,7 +5,9 @@
 //! engine guards, the cache flow (export, wipe, import after a change), a two-builder publish,
 //! and the parallel-build verification.
 
-use std::{path::Path, process::Command, time::Instant};
+use std::{path::Path, time::Instant};
+
+use crate::proc::Command;
 
 use anyhow::Context;
 

@@ -5,10 +5,11 @@
 use std::{
     net::TcpListener,
     path::Path,
-    process::Command,
     thread,
     time::{Duration, Instant},
 };
+
+use crate::proc::Command;
 
 use anyhow::{bail, Context};
 

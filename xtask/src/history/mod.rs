@@ -640,12 +640,12 @@ fn dir_digest(dir: &Path) -> Option<String> {
 /// `git rev-parse HEAD` and whether tracked files differ from it.
 pub fn git_state(root: &Path) -> (Option<String>, Option<bool>) {
     let git = |args: &[&str]| {
-        std::process::Command::new("git")
-            .args(args)
+        let mut git = crate::proc::Command::new("git");
+        git.args(args)
             .current_dir(root)
-            .stdin(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .output()
+            .stdin(crate::proc::Stdio::null())
+            .stderr(crate::proc::Stdio::null());
+        crate::proc::output(&mut git)
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())

@@ -23,9 +23,10 @@ use std::{
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
+
+use crate::proc::{Command, Stdio};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
@@ -522,13 +523,14 @@ fn run_logged(cmd: &mut Command, log: &fs::File) -> anyhow::Result<bool> {
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("cannot run git {}", args.join(" ")))?;
+    let out = crate::proc::output(
+        Command::new("git")
+            .args(["-c", "user.name=bench", "-c", "user.email=bench@localhost"])
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null()),
+    )
+    .with_context(|| format!("cannot run git {}", args.join(" ")))?;
     if !out.status.success() {
         bail!(
             "git {} failed in {}: {}",

@@ -20,9 +20,10 @@ use std::{
     fmt::Write as _,
     fs,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Instant,
 };
+
+use crate::proc::{Command, Stdio};
 
 use anyhow::Context;
 use serde::Serialize;

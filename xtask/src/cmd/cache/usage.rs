@@ -5,12 +5,9 @@
 //!
 //! Parsing `docker buildx du --verbose` and choosing what to prune are pure; `run` is the edge.
 
-use std::{
-    fmt::Write as _,
-    fs,
-    path::Path,
-    process::{Command, Stdio},
-};
+use std::{fmt::Write as _, fs, path::Path};
+
+use crate::proc::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
 use serde::Serialize;
@@ -128,13 +125,14 @@ fn prune(declared: &[String], args: flags::CachePruneArgs) -> anyhow::Result<Sta
             chosen.len(),
             r.cache_id.as_deref().unwrap_or("-")
         );
-        let status = Command::new("docker")
-            .args(["buildx", "prune", "--force", "--filter"])
-            .arg(format!("id={}", r.record))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .status()
-            .context("cannot run docker buildx prune")?;
+        let status = crate::proc::status(
+            Command::new("docker")
+                .args(["buildx", "prune", "--force", "--filter"])
+                .arg(format!("id={}", r.record))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        )
+        .context("cannot run docker buildx prune")?;
         if !status.success() {
             eprintln!(
                 "cache prune: {} ({}): {status}",
@@ -458,11 +456,12 @@ pub fn render_du(declared: &[String], du: &Du) -> String {
 }
 
 fn buildx_du() -> anyhow::Result<String> {
-    let out = Command::new("docker")
-        .args(["buildx", "du", "--verbose"])
-        .stdin(Stdio::null())
-        .output()
-        .context("cannot run docker buildx du")?;
+    let out = crate::proc::output(
+        Command::new("docker")
+            .args(["buildx", "du", "--verbose"])
+            .stdin(Stdio::null()),
+    )
+    .context("cannot run docker buildx du")?;
     if !out.status.success() {
         bail!(
             "docker buildx du --verbose failed: {}",

@@ -3,7 +3,9 @@
 //! project (and free loopback ports unless the environment names them), and is torn down with
 //! `docker compose down` whatever happened.
 
-use std::{collections::BTreeSet, net::TcpListener, path::Path, process::Command, time::Duration};
+use std::{collections::BTreeSet, net::TcpListener, path::Path, time::Duration};
+
+use crate::proc::Command;
 
 use anyhow::Context;
 
