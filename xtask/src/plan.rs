@@ -132,7 +132,7 @@ impl Build {
     pub fn output_dir(&self) -> Option<&Path> {
         match &self.target.output {
             Output::Local(dir) => Some(dir),
-            Output::Load | Output::Push => None,
+            Output::Load | Output::Push | Output::Uncompressed(_) => None,
         }
     }
 
@@ -322,6 +322,7 @@ fn build(
                 .log_dir
                 .join(format!("{}.metadata.json", image.name))
         }),
+        ..Target::default()
     };
     Build {
         image: image.name.clone(),

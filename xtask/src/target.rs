@@ -15,25 +15,29 @@ use serde_json::{json, Value};
 use crate::util::UsageError;
 
 /// Where a build's result goes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Output {
     /// Loaded into the engine (`--load`, bake's `type=docker`).
+    #[default]
     Load,
     /// Pushed to the registry of its tag (`--push`, bake's `type=registry`).
     Push,
     /// Files exported to a directory (`type=local,dest=...`).
     Local(PathBuf),
+    /// Pushed as the image `name` with its layers uncompressed (`type=registry,name=...,
+    /// compression=uncompressed`): a cache entry, whose archives are compressed already.
+    Uncompressed(String),
 }
 
-/// One build's settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One build's settings: an image's, or a cache helper's (`cache/helper.rs`, `cache/remote.rs`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Target {
     /// The bake target's name: the image's name.
     pub name: String,
     pub context: PathBuf,
     pub dockerfile: PathBuf,
-    /// The Dockerfile stage.
+    /// The Dockerfile stage; empty: the last one.
     pub target: String,
     /// `(KEY, VALUE)` in the order they are passed.
     pub args: Vec<(String, String)>,
@@ -57,6 +61,15 @@ pub struct Target {
     /// Where buildx writes the build's metadata (the pushed digest): `--metadata-file`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metadata_file: Option<PathBuf>,
+    /// Named build contexts (`--build-context NAME=VALUE`, bake's `contexts`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contexts: Vec<(String, String)>,
+    /// Image labels (`--label KEY=VALUE`, bake's `labels`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<(String, String)>,
+    /// No provenance attestation (`--provenance=false`): an image that is data, not a program.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_provenance: bool,
 }
 
 impl Target {
@@ -72,13 +85,24 @@ impl Target {
             argv.extend(["--builder".into(), builder.clone()]);
         }
         argv.push(format!("--progress={progress}"));
+        if self.no_provenance {
+            argv.push("--provenance=false".into());
+        }
         if let Some(file) = &self.metadata_file {
             argv.extend(["--metadata-file".into(), path_arg(file)]);
         }
         argv.extend(["--file".into(), path_arg(&self.dockerfile)]);
-        argv.extend(["--target".into(), self.target.clone()]);
+        if !self.target.is_empty() {
+            argv.extend(["--target".into(), self.target.clone()]);
+        }
         for (key, value) in &self.args {
             argv.extend(["--build-arg".into(), format!("{key}={value}")]);
+        }
+        for (name, value) in &self.contexts {
+            argv.extend(["--build-context".into(), format!("{name}={value}")]);
+        }
+        for (key, value) in &self.labels {
+            argv.extend(["--label".into(), format!("{key}={value}")]);
         }
         for secret in &self.secrets {
             argv.extend(["--secret".into(), secret.clone()]);
@@ -107,10 +131,9 @@ impl Target {
         match &self.output {
             Output::Load => argv.push("--load".into()),
             Output::Push => argv.push("--push".into()),
-            Output::Local(dest) => argv.extend([
-                "--output".into(),
-                format!("type=local,dest={}", path_arg(dest)),
-            ]),
+            Output::Local(_) | Output::Uncompressed(_) => {
+                argv.extend(["--output".into(), self.output_spec()])
+            }
         }
         argv.push(path_arg(&self.context));
         argv
@@ -164,6 +187,26 @@ impl Target {
         if self.no_cache {
             target["no-cache"] = json!(true);
         }
+        if !self.contexts.is_empty() {
+            let contexts: BTreeMap<&str, &str> = (self.contexts.iter())
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            target["contexts"] = json!(contexts);
+        }
+        if !self.labels.is_empty() {
+            let labels: BTreeMap<&str, &str> = (self.labels.iter())
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            target["labels"] = json!(labels);
+        }
+        if self.no_provenance {
+            target["attest"] = json!(["type=provenance,disabled=true"]);
+        }
+        if !self.target.is_empty() {
+            target["target"] = json!(self.target);
+        } else if let Some(map) = target.as_object_mut() {
+            map.remove("target");
+        }
         Ok(target)
     }
 
@@ -173,6 +216,9 @@ impl Target {
             Output::Load => "type=docker".into(),
             Output::Push => "type=registry".into(),
             Output::Local(dest) => format!("type=local,dest={}", path_arg(dest)),
+            Output::Uncompressed(name) => {
+                format!("type=registry,name={name},compression=uncompressed")
+            }
         }
     }
 }
@@ -290,7 +336,36 @@ mod tests {
             builder: None,
             docker_context: None,
             metadata_file: None,
+            ..Target::default()
         }
+    }
+
+    #[test]
+    fn a_helper_target_renders_contexts_labels_and_no_provenance() {
+        let helper = Target {
+            name: "cache-fetch".into(),
+            context: "target/xtask/cache/context".into(),
+            dockerfile: "target/xtask/cache/fetch.Dockerfile".into(),
+            args: vec![("NONCE".into(), "1".into())],
+            contexts: vec![("entry".into(), "docker-image://r:5000/c:k".into())],
+            labels: vec![("org.x".into(), "{}".into())],
+            no_provenance: true,
+            output: Output::Uncompressed("r:5000/c:k".into()),
+            docker_context: Some("second".into()),
+            ..Target::default()
+        };
+        assert_eq!(
+            helper.build_argv("rawjson").join(" "),
+            "docker --context second buildx build --progress=rawjson --provenance=false \
+             --file target/xtask/cache/fetch.Dockerfile --build-arg NONCE=1 \
+             --build-context entry=docker-image://r:5000/c:k --label org.x={} \
+             --output type=registry,name=r:5000/c:k,compression=uncompressed \
+             target/xtask/cache/context"
+        );
+        // no stage named: the last one, and no --target
+        assert!(!helper
+            .build_argv("rawjson")
+            .contains(&"--target".to_string()));
     }
 
     /// The value after `flag` in an argv, for each occurrence.

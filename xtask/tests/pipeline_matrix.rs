@@ -346,3 +346,45 @@ fn several_platforms_are_refused_with_cache_or_timings_naming_both() {
         assert!(t.builds().is_empty(), "{:?}", t.builds());
     }
 }
+
+/// Issue 21: `--cache --push`: a set with a failed image moves no tag (and exports no entry);
+/// once every image builds, every tag moves.
+#[test]
+fn a_failed_set_with_cache_and_push_moves_no_tag() {
+    let ws = TempWorkspace::new();
+    let cache = ws.path().join("ci-cache").display().to_string();
+    let args = [
+        "--strategy",
+        "workspace",
+        "--cache",
+        &cache,
+        "--push",
+        "--registry",
+        REGISTRY,
+        "api",
+        "executor",
+    ];
+    let moves = |t: &Test| {
+        (t.docker_calls().into_iter())
+            .filter(|a| a.iter().any(|x| x == "imagetools"))
+            .count()
+    };
+    let t = Test::docker_build(args)
+        .cwd(ws.path())
+        .env("FAKE_DOCKER_FAIL", "SERVICE=executor");
+    let out = t.run();
+    out.expect_code(1);
+    assert_eq!(moves(&t), 0, "{}", out.stdout);
+    assert!(out.stdout.contains("NO tag moved"), "{}", out.stdout);
+    assert!(
+        !ws.path().join("ci-cache").exists()
+            || std::fs::read_dir(ws.path().join("ci-cache"))
+                .unwrap()
+                .next()
+                .is_none()
+    );
+    let t = Test::docker_build(args).cwd(ws.path());
+    let out = t.run();
+    out.expect_code(0);
+    assert_eq!(moves(&t), 2, "{}", out.stdout);
+}

@@ -12,7 +12,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use crate::dockerfile::{lexer::shell_words, model::Dockerfile};
+use crate::{
+    dockerfile::{lexer::shell_words, model::Dockerfile},
+    target::{Output, Target},
+};
 
 /// The build argument that keeps a helper's RUN from being layer-cached.
 pub const NONCE_ARG: &str = "ATTUNE_CACHE_NONCE";
@@ -307,16 +310,28 @@ pub fn platform_args(platform: &str) -> Vec<String> {
     ]
 }
 
-/// Where a helper build keeps its files, relative to the workspace root.
+/// A helper build: a typed [`Target`] as the images' builds have (its argv rendered from it
+/// where the process starts), the Dockerfile text written to the target's file before it runs,
+/// and where its files land. Paths relative to the workspace root.
 #[derive(Debug, Clone)]
 pub struct HelperBuild {
     /// `cache-export` or `cache-import`.
     pub name: String,
-    pub dockerfile: PathBuf,
+    pub target: Target,
     pub dockerfile_text: String,
-    pub argv: Vec<String>,
     /// `--output type=local,dest=` of the build.
     pub output: PathBuf,
+}
+
+impl HelperBuild {
+    /// The `docker buildx build` command line, from the target.
+    pub fn argv(&self) -> Vec<String> {
+        self.target.build_argv("rawjson")
+    }
+
+    pub fn dockerfile(&self) -> &Path {
+        &self.target.dockerfile
+    }
 }
 
 /// The common options of a helper build.
@@ -333,17 +348,21 @@ pub struct HelperOptions {
 }
 
 impl HelperOptions {
-    /// `docker [--context C] buildx build [--builder B]`: where every helper runs.
-    pub fn buildx_build(&self) -> Vec<String> {
-        let mut argv = vec!["docker".to_string()];
-        if let Some(context) = &self.context {
-            argv.extend(["--context".into(), context.clone()]);
+    /// A helper's target of `kind`: its Dockerfile in the work directory, run where the builds
+    /// run (builder or docker context), for the platform, with the nonce that keeps its RUN out
+    /// of the layer cache.
+    pub fn target(&self, kind: &str, context: &Path, output: Output) -> Target {
+        Target {
+            name: format!("cache-{kind}"),
+            context: context.to_path_buf(),
+            dockerfile: self.work_dir.join(format!("{kind}.Dockerfile")),
+            args: vec![(NONCE_ARG.to_string(), self.nonce.clone())],
+            platforms: self.platform.iter().cloned().collect(),
+            output,
+            builder: self.builder.clone(),
+            docker_context: self.context.clone(),
+            ..Target::default()
         }
-        argv.extend(["buildx", "build"].map(String::from));
-        if let Some(builder) = &self.builder {
-            argv.extend(["--builder".into(), builder.clone()]);
-        }
-        argv
     }
 }
 
@@ -427,14 +446,7 @@ pub fn export_build(
             1,
         );
         build.dockerfile_text = text;
-        let at = build.argv.iter().position(|a| a == "--file").unwrap_or(0);
-        build.argv.splice(
-            at..at,
-            [
-                "--build-arg".to_string(),
-                format!("{BUILDS_STARTED_ARG}={started}"),
-            ],
-        );
+        (build.target.args).push((BUILDS_STARTED_ARG.to_string(), started.to_string()));
     }
     build
 }
@@ -808,31 +820,14 @@ fn helper(
     dockerfile_text: String,
     context: Option<&Path>,
 ) -> HelperBuild {
-    let dockerfile = options.work_dir.join(format!("{kind}.Dockerfile"));
     let output = options.work_dir.join(format!("{kind}-out"));
     let context = context
         .map(Path::to_path_buf)
         .unwrap_or_else(|| options.work_dir.join("context"));
-    let mut argv = options.buildx_build();
-    argv.push("--progress=rawjson".into());
-    argv.extend(["--file".into(), path(&dockerfile)]);
-    argv.extend([
-        "--build-arg".into(),
-        format!("{NONCE_ARG}={}", options.nonce),
-    ]);
-    if let Some(platform) = &options.platform {
-        argv.extend(["--platform".into(), platform.clone()]);
-    }
-    argv.extend([
-        "--output".into(),
-        format!("type=local,dest={}", path(&output)),
-    ]);
-    argv.push(path(&context));
     HelperBuild {
         name: format!("cache-{kind}"),
-        dockerfile,
+        target: options.target(kind, &context, Output::Local(output.clone())),
         dockerfile_text,
-        argv,
         output,
     }
 }
@@ -866,10 +861,6 @@ fn dockerfile(
          {}\n\nFROM scratch\nCOPY --from={kind} {out} /\n",
         run(flags, script)
     )
-}
-
-fn path(p: &Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 /// `<hex> <count>`, nothing a shell would read otherwise.
@@ -1160,7 +1151,7 @@ COPY --from=export /out/ /
         // nothing offered for the cargo home: nothing to reuse
         assert!(!text.contains("/out/cargo-home.reused"), "{text}");
         assert_eq!(
-            crate::proc::shell_line(&build.argv),
+            crate::proc::shell_line(&build.argv()),
             "docker buildx build --progress=rawjson --file target/xtask/cache/export.Dockerfile \
              --build-arg 'ATTUNE_CACHE_NONCE=<nonce>' --platform linux/amd64 \
              --output type=local,dest=target/xtask/cache/export-out target/xtask/cache/context"
@@ -1192,11 +1183,11 @@ COPY --from=export /out/ /
         assert!(lock < check && check < sweep, "{text}");
         assert!(text.contains(&format!("exit {NOT_YET_EXIT}")), "{text}");
         assert!(
-            crate::proc::shell_line(&build.argv).contains(&format!(
-                "--build-arg {BUILDS_STARTED_ARG}=1700000000 --file target/xtask/cache/export.Dockerfile"
+            crate::proc::shell_line(&build.argv()).contains(&format!(
+                "--build-arg {BUILDS_STARTED_ARG}=1700000000 --platform"
             )),
             "{:?}",
-            build.argv
+            build.argv()
         );
         let plain = export_build(&options(), &mounts(), None, &Stable::default());
         assert!(!plain.dockerfile_text.contains(BUILDS_STARTED_ARG));
@@ -1235,7 +1226,7 @@ COPY --from=import /done/ /
         );
         // the archives are the build context: ADD reads them from there
         assert_eq!(
-            crate::proc::shell_line(&build.argv),
+            crate::proc::shell_line(&build.argv()),
             "docker buildx build --builder remote --progress=rawjson --file target/xtask/cache/import.Dockerfile \
              --build-arg 'ATTUNE_CACHE_NONCE=<nonce>' \
              --output type=local,dest=target/xtask/cache/import-out target/xtask/cache/import-in"

@@ -1157,13 +1157,13 @@ fn run_helper_in(
     context: &Path,
     quiet: bool,
 ) -> anyhow::Result<JobOutcome> {
-    let dockerfile = root.join(&build.dockerfile);
+    let dockerfile = root.join(build.dockerfile());
     fs::create_dir_all(context).with_context(|| format!("cannot create {}", context.display()))?;
     fs::write(&dockerfile, &build.dockerfile_text)
         .with_context(|| format!("cannot write {}", dockerfile.display()))?;
     let job = Job {
         name: build.name.clone(),
-        argv: build.argv.clone(),
+        argv: build.argv(),
         cwd: root.to_path_buf(),
         log: root
             .join(&setup.log_dir)
@@ -1217,8 +1217,8 @@ pub fn render_helper(build: &HelperBuild) -> String {
     let mut out = format!(
         "# {}: a helper build, its Dockerfile generated into {}\n{}\n",
         build.name,
-        build.dockerfile.display(),
-        crate::proc::shell_line(&build.argv)
+        build.dockerfile().display(),
+        crate::proc::shell_line(&build.argv())
     );
     for line in build.dockerfile_text.lines() {
         out.push_str(&format!("#   {line}\n"));
