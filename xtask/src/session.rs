@@ -298,137 +298,19 @@ pub fn preflight_with(
 /// of a farm first, alone), each failed build of a wave retried once on another builder when the
 /// plan says so.
 pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
-    let job_of = |b: &plan::Build| Job {
-        name: b.image.clone(),
-        argv: b.argv(),
-        cwd: root.to_path_buf(),
-        log: root.join(&b.log),
-    };
     let names: Vec<String> = plan.builds.iter().map(|b| b.image.clone()).collect();
     let reporter = progress::reporter(mode, &names);
     let clock = Instant::now();
-    let mut slots: Vec<Option<JobResult>> = vec![None; plan.builds.len()];
-    // what ran in the end (a retry's build) and where each build failed first
-    let mut ran: Vec<plan::Build> = plan.builds.clone();
-    let mut retried_from: Vec<Option<String>> = vec![None; plan.builds.len()];
-    let builders: Vec<String> = plan
-        .builds
-        .iter()
-        .filter_map(|b| b.runs_on().map(String::from))
-        .fold(Vec::new(), |mut list, b| {
-            if !list.contains(&b) {
-                list.push(b);
-            }
-            list
-        });
-    for wave in plan.waves() {
-        let jobs: Vec<Job> = wave.iter().map(|&i| job_of(&plan.builds[i])).collect();
-        let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
-        let mut again = Vec::new();
-        for (&i, result) in wave.iter().zip(results) {
-            let failed_on = (plan.retry && result.outcome == Outcome::Failed)
-                .then(|| plan.builds[i].runs_on().map(String::from))
-                .flatten();
-            if let Some(to) =
-                failed_on.and_then(|from| crate::farm::retry_builder(&from, &builders))
-            {
-                let log = plan.builds[i].log.with_extension("retry.log");
-                again.push((
-                    i,
-                    crate::plan::retarget(&plan.builds[i], &to, log, &plan.contexts),
-                ));
-            }
-            slots[i] = Some(result);
-        }
-        if again.is_empty() || runner::interrupted() {
-            continue;
-        }
-        for (i, build) in &again {
-            eprintln!(
-                "docker-build: {} failed on builder {}; retrying on {} (log {})",
-                build.image,
-                plan.builds[*i].runs_on().unwrap_or("-"),
-                build.runs_on().unwrap_or("-"),
-                build.log.display()
-            );
-        }
-        let jobs: Vec<Job> = again.iter().map(|(_, b)| job_of(b)).collect();
-        let results = runner::run_all(&jobs, plan.jobs, reporter.as_ref());
-        for ((i, build), result) in again.into_iter().zip(results) {
-            retried_from[i] = plan.builds[i].runs_on().map(String::from);
-            ran[i] = build;
-            slots[i] = Some(result);
-        }
-    }
-    let results: Vec<JobResult> = slots
-        .into_iter()
-        .map(|r| r.expect("every wave ran"))
-        .collect();
+    let ran = run_waves(root, plan, reporter.as_ref());
     let wall = clock.elapsed().as_secs_f64();
     drop(reporter);
-    let loaded: Vec<String> = plan
-        .builds
-        .iter()
-        .zip(&results)
-        .filter(|(b, j)| b.loaded() && j.outcome == Outcome::Succeeded)
+    let loaded: Vec<String> = (plan.builds.iter().zip(&ran))
+        .filter(|(b, r)| b.loaded() && r.job.outcome == Outcome::Succeeded)
         .filter_map(|(b, _)| b.tag().cloned())
         .collect();
     let inspected = docker::inspect_images(&loaded);
-    let images: Vec<ImageReport> = plan
-        .builds
-        .iter()
-        .zip(results)
-        .enumerate()
-        .map(|(i, (build, job))| {
-            let _span = tracing::info_span!("image", image = %build.image).entered();
-            tracing::debug!(
-                argv = %crate::proc::shell_line(&build.argv()),
-                seconds = job.wall_seconds,
-                exit = ?job.exit_code,
-                outcome = ?job.outcome,
-                log = %build.log.display(),
-                "build finished"
-            );
-            let ok = job.outcome == Outcome::Succeeded;
-            let digest = (build.target.metadata_file.as_ref())
-                .filter(|_| ok)
-                .and_then(|file| std::fs::read_to_string(root.join(file)).ok())
-                .and_then(|text| crate::publish::digest_from_metadata(&text));
-            let (image_id, size) = match build.tag().and_then(|t| inspected.get(t)) {
-                Some((id, size)) => (Some(id.clone()), Some(*size)),
-                None => (None, None),
-            };
-            let size = size.or_else(|| {
-                build
-                    .output_dir()
-                    .filter(|_| ok)
-                    .map(|d| dir_size(&root.join(d)))
-            });
-            let cargo = crate::exec::events::main_cargo_step(&job.steps);
-            ImageReport {
-                image: build.image.clone(),
-                result: job.outcome,
-                exit_code: job.exit_code,
-                wall_seconds: job.wall_seconds,
-                cargo_step: job.cargo_step,
-                cargo_seconds: cargo.filter(|s| !s.cached).and_then(|s| s.seconds()),
-                cargo_name: cargo.map(|s| s.name.clone()),
-                cargo_started: cargo.and_then(|s| s.started),
-                fully_cached: ok && job.fully_cached(),
-                up_to_date: false,
-                tag: build.tag().cloned(),
-                image_id,
-                size_bytes: size,
-                output_dir: build.output_dir().map(Path::to_path_buf),
-                log: ran[i].log.clone(),
-                builder: ran[i].runs_on().map(String::from),
-                retried_from: retried_from[i].clone(),
-                digest,
-                published: None,
-                why: None,
-                job,
-            }
-        })
+    let images: Vec<ImageReport> = (plan.builds.iter().zip(ran))
+        .map(|(build, ran)| image_report(root, build, ran, &inspected))
         .collect();
     let count = |o: Outcome| images.iter().filter(|i| i.result == o).count();
     let totals = Totals {
@@ -447,6 +329,139 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         timings: None,
         cache: None,
         recording_seconds: None,
+    }
+}
+
+/// What became of one build of the plan: its result, the build that ran last (a retry's, on
+/// another builder), and the builder it failed on first.
+struct Ran {
+    job: JobResult,
+    build: plan::Build,
+    retried_from: Option<String>,
+}
+
+/// Runs the plan's waves (the seed of a farm first, alone); a failed build of a wave runs once
+/// more on another builder when the plan says so. One [`Ran`] per build, in the plan's order.
+fn run_waves(root: &Path, plan: &Plan, reporter: &dyn runner::Reporter) -> Vec<Ran> {
+    let job_of = |b: &plan::Build| Job {
+        name: b.image.clone(),
+        argv: b.argv(),
+        cwd: root.to_path_buf(),
+        log: root.join(&b.log),
+    };
+    let mut slots: Vec<Option<JobResult>> = vec![None; plan.builds.len()];
+    let mut ran: Vec<plan::Build> = plan.builds.clone();
+    let mut retried_from: Vec<Option<String>> = vec![None; plan.builds.len()];
+    let mut builders: Vec<String> = Vec::new();
+    for b in plan.builds.iter().filter_map(|b| b.runs_on()) {
+        if !builders.iter().any(|x| x == b) {
+            builders.push(b.to_string());
+        }
+    }
+    for wave in plan.waves() {
+        let jobs: Vec<Job> = wave.iter().map(|&i| job_of(&plan.builds[i])).collect();
+        let results = runner::run_all(&jobs, plan.jobs, reporter);
+        let mut again = Vec::new();
+        for (&i, result) in wave.iter().zip(results) {
+            let failed_on = (plan.retry && result.outcome == Outcome::Failed)
+                .then(|| plan.builds[i].runs_on())
+                .flatten();
+            if let Some(to) = failed_on.and_then(|from| crate::farm::retry_builder(from, &builders))
+            {
+                let log = plan.builds[i].log.with_extension("retry.log");
+                let retry = crate::plan::retarget(&plan.builds[i], &to, log, &plan.contexts);
+                again.push((i, retry));
+            }
+            slots[i] = Some(result);
+        }
+        if again.is_empty() || runner::interrupted() {
+            continue;
+        }
+        for (i, build) in &again {
+            eprintln!(
+                "docker-build: {} failed on builder {}; retrying on {} (log {})",
+                build.image,
+                plan.builds[*i].runs_on().unwrap_or("-"),
+                build.runs_on().unwrap_or("-"),
+                build.log.display()
+            );
+        }
+        let jobs: Vec<Job> = again.iter().map(|(_, b)| job_of(b)).collect();
+        let results = runner::run_all(&jobs, plan.jobs, reporter);
+        for ((i, build), result) in again.into_iter().zip(results) {
+            retried_from[i] = plan.builds[i].runs_on().map(String::from);
+            ran[i] = build;
+            slots[i] = Some(result);
+        }
+    }
+    (slots.into_iter().zip(ran).zip(retried_from))
+        .map(|((job, build), retried_from)| Ran {
+            job: job.expect("every wave ran"),
+            build,
+            retried_from,
+        })
+        .collect()
+}
+
+/// One image's line of the report: its result, cargo step, image id and size (`inspected`:
+/// tag -> id and size of the images loaded into the engine), the pushed digest.
+fn image_report(
+    root: &Path,
+    build: &plan::Build,
+    ran: Ran,
+    inspected: &BTreeMap<String, (String, u64)>,
+) -> ImageReport {
+    let Ran {
+        job,
+        build: last,
+        retried_from,
+    } = ran;
+    let _span = tracing::info_span!("image", image = %build.image).entered();
+    tracing::debug!(
+        argv = %crate::proc::shell_line(&build.argv()),
+        seconds = job.wall_seconds,
+        exit = ?job.exit_code,
+        outcome = ?job.outcome,
+        log = %build.log.display(),
+        "build finished"
+    );
+    let ok = job.outcome == Outcome::Succeeded;
+    let digest = (build.target.metadata_file.as_ref())
+        .filter(|_| ok)
+        .and_then(|file| std::fs::read_to_string(root.join(file)).ok())
+        .and_then(|text| crate::publish::digest_from_metadata(&text));
+    let (image_id, size) = match build.tag().and_then(|t| inspected.get(t)) {
+        Some((id, size)) => (Some(id.clone()), Some(*size)),
+        None => (None, None),
+    };
+    let size = size.or_else(|| {
+        (build.output_dir())
+            .filter(|_| ok)
+            .map(|d| dir_size(&root.join(d)))
+    });
+    let cargo = crate::exec::events::main_cargo_step(&job.steps);
+    ImageReport {
+        image: build.image.clone(),
+        result: job.outcome,
+        exit_code: job.exit_code,
+        wall_seconds: job.wall_seconds,
+        cargo_step: job.cargo_step,
+        cargo_seconds: cargo.filter(|s| !s.cached).and_then(|s| s.seconds()),
+        cargo_name: cargo.map(|s| s.name.clone()),
+        cargo_started: cargo.and_then(|s| s.started),
+        fully_cached: ok && job.fully_cached(),
+        up_to_date: false,
+        tag: build.tag().cloned(),
+        image_id,
+        size_bytes: size,
+        output_dir: build.output_dir().map(Path::to_path_buf),
+        log: last.log.clone(),
+        builder: last.runs_on().map(String::from),
+        retried_from,
+        digest,
+        published: None,
+        why: None,
+        job,
     }
 }
 
@@ -510,68 +525,10 @@ pub fn decl_tag(plan: &Plan) -> String {
 /// The summary table, then the tails of failed builds' logs.
 pub fn render_summary(report: &Report) -> String {
     let mut out = String::new();
-    let width = report
-        .images
-        .iter()
-        .map(|i| i.image.len())
-        .max()
-        .unwrap_or(5)
-        .max(5);
     // cargo steps shared between builds: one BuildKit step serving several images reports the
     // same start instant (to the microsecond) in each of their event streams
     let shared = shared_cargo_runs(&report.images);
-    let mark_of = |image: &str| shared.iter().position(|g| g.iter().any(|i| i == image));
-    // with several builders, a column says where each image ran (and where it failed first)
-    let farm = report.images.iter().any(|i| i.builder.is_some());
-    let placed = |image: &ImageReport| match (&image.builder, &image.retried_from) {
-        (Some(b), Some(first)) => format!("  {b} (retry; failed on {first})"),
-        (Some(b), None) => format!("  {b}"),
-        _ => String::new(),
-    };
-    let _ = writeln!(
-        out,
-        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}{}",
-        "image",
-        "result",
-        "wall",
-        "cargo step",
-        "size",
-        if farm { "  builder" } else { "" }
-    );
-    for image in &report.images {
-        let result = match image.result {
-            Outcome::Succeeded if image.up_to_date => "up to date",
-            Outcome::Succeeded if image.fully_cached => "ok (cached)",
-            Outcome::Succeeded => "ok",
-            Outcome::Failed => "FAILED",
-            Outcome::Interrupted => "interrupted",
-            Outcome::NotStarted => "not started",
-        };
-        let mut cargo = match (image.cargo_step, image.cargo_seconds) {
-            (CargoStep::Ran, Some(s)) => format!("ran {s:.1}s"),
-            (CargoStep::Ran, None) => "ran".to_string(),
-            (CargoStep::Shared, _) => "shared".to_string(),
-            (CargoStep::Cached, _) => "cached".to_string(),
-            (CargoStep::None, _) => "-".to_string(),
-        };
-        if let Some(mark) = mark_of(&image.image) {
-            cargo.push_str(&format!(" [{}]", mark + 1));
-        }
-        let size = image
-            .size_bytes
-            .map(human_size)
-            .unwrap_or_else(|| "-".into());
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}{}",
-            image.image,
-            result,
-            image.wall_seconds,
-            cargo,
-            size,
-            placed(image)
-        );
-    }
+    out.push_str(&render_table(&report.images, &shared));
     for (mark, images) in shared.iter().enumerate() {
         let _ = writeln!(
             out,
@@ -581,6 +538,10 @@ pub fn render_summary(report: &Report) -> String {
         );
     }
     let t = &report.totals;
+    let more = |n: usize, what: &str| match n {
+        0 => String::new(),
+        n => format!(", {n} {what}"),
+    };
     let _ = writeln!(
         out,
         "{} image{}: {} ok, {} failed{}{} in {:.1}s (strategy {})",
@@ -588,16 +549,8 @@ pub fn render_summary(report: &Report) -> String {
         if t.images == 1 { "" } else { "s" },
         t.succeeded,
         t.failed,
-        if t.interrupted > 0 {
-            format!(", {} interrupted", t.interrupted)
-        } else {
-            String::new()
-        },
-        if t.not_started > 0 {
-            format!(", {} not started", t.not_started)
-        } else {
-            String::new()
-        },
+        more(t.interrupted, "interrupted"),
+        more(t.not_started, "not started"),
         t.wall_seconds,
         report.strategy
     );
@@ -624,10 +577,69 @@ pub fn render_summary(report: &Report) -> String {
             let _ = writeln!(out, "cache: {}", step.line);
         }
     }
-    if let Some(first) = report.images.first() {
-        if let Some(dir) = first.log.parent() {
-            let _ = writeln!(out, "logs: {}/", dir.display());
+    if let Some(dir) = report.images.first().and_then(|i| i.log.parent()) {
+        let _ = writeln!(out, "logs: {}/", dir.display());
+    }
+    out
+}
+
+/// The summary's table: a line per image, its cargo step marked with the shared run it belongs
+/// to (`shared`), and with several builders where it ran (and where it failed first).
+fn render_table(images: &[ImageReport], shared: &[Vec<String>]) -> String {
+    let mut out = String::new();
+    let width = images
+        .iter()
+        .map(|i| i.image.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mark_of = |image: &str| shared.iter().position(|g| g.iter().any(|i| i == image));
+    let farm = images.iter().any(|i| i.builder.is_some());
+    let placed = |image: &ImageReport| match (&image.builder, &image.retried_from) {
+        (Some(b), Some(first)) => format!("  {b} (retry; failed on {first})"),
+        (Some(b), None) => format!("  {b}"),
+        _ => String::new(),
+    };
+    let _ = writeln!(
+        out,
+        "\n{:<width$}  {:<11}  {:>7}  {:<16}  {:>9}{}",
+        "image",
+        "result",
+        "wall",
+        "cargo step",
+        "size",
+        if farm { "  builder" } else { "" }
+    );
+    for image in images {
+        let result = match image.result {
+            Outcome::Succeeded if image.up_to_date => "up to date",
+            Outcome::Succeeded if image.fully_cached => "ok (cached)",
+            Outcome::Succeeded => "ok",
+            Outcome::Failed => "FAILED",
+            Outcome::Interrupted => "interrupted",
+            Outcome::NotStarted => "not started",
+        };
+        let mut cargo = match (image.cargo_step, image.cargo_seconds) {
+            (CargoStep::Ran, Some(s)) => format!("ran {s:.1}s"),
+            (CargoStep::Ran, None) => "ran".to_string(),
+            (CargoStep::Shared, _) => "shared".to_string(),
+            (CargoStep::Cached, _) => "cached".to_string(),
+            (CargoStep::None, _) => "-".to_string(),
+        };
+        if let Some(mark) = mark_of(&image.image) {
+            cargo.push_str(&format!(" [{}]", mark + 1));
         }
+        let size = (image.size_bytes.map(human_size)).unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:<11}  {:>6.1}s  {:<16}  {:>9}{}",
+            image.image,
+            result,
+            image.wall_seconds,
+            cargo,
+            size,
+            placed(image)
+        );
     }
     out
 }

@@ -238,6 +238,31 @@ pub fn engine_platform() -> anyhow::Result<String> {
         .context("cannot ask the engine its platform")
 }
 
+/// The builder's base image, the cache mounts of `plan` for `platform` (a dry run's stand-in
+/// shown as such), whether its RUNs lock them, and `(id, target)` of every mount of the whole
+/// strategy ([`Known::whole`]; the plan's own without it).
+type Mounts = (String, Vec<CacheMount>, bool, Vec<(String, String)>);
+
+fn mounts_for(root: &Path, plan: &Plan, platform: &str, known: &Known) -> anyhow::Result<Mounts> {
+    let (base, mounts, locked) = if platform == ENGINE_PLATFORM {
+        let (base, mounts, locked) = mounts_of_plan(root, plan, ENGINE_PLATFORM_STAND_IN)?;
+        let shown = mounts.into_iter().map(|m| CacheMount {
+            id: m.id.replace(ENGINE_PLATFORM_STAND_IN, ENGINE_PLATFORM),
+            ..m
+        });
+        (base, shown.collect(), locked)
+    } else {
+        mounts_of_plan(root, plan, platform)?
+    };
+    let whole = (known.whole.as_ref()).filter(|_| platform != ENGINE_PLATFORM);
+    let all = match whole.map(|w| mounts_of_plan(root, w, platform)) {
+        Some(Ok((_, all, _))) => all,
+        _ => mounts.clone(),
+    };
+    let all = all.into_iter().map(|m| (m.id, m.target)).collect();
+    Ok((base, mounts, locked, all))
+}
+
 /// The setup for `plan`; with `engine` false (a dry run) the engine's facts are placeholders.
 /// The helpers run where the plan's first build runs (its builder or docker context: with
 /// `--builders`, the first builder, which compiles the shared builder stage).
@@ -280,24 +305,7 @@ pub fn setup(
         },
         (None, false) => ENGINE_PLATFORM.into(),
     };
-    let (base_image, mounts, locked) = if platform == ENGINE_PLATFORM {
-        let (base, mounts, locked) = mounts_of_plan(root, plan, ENGINE_PLATFORM_STAND_IN)?;
-        let shown = mounts.into_iter().map(|m| CacheMount {
-            id: m.id.replace(ENGINE_PLATFORM_STAND_IN, ENGINE_PLATFORM),
-            ..m
-        });
-        (base, shown.collect(), locked)
-    } else {
-        mounts_of_plan(root, plan, &platform)?
-    };
-    let whole = (known.whole.as_ref()).filter(|_| platform != ENGINE_PLATFORM);
-    let strategy_mounts = match whole.map(|w| mounts_of_plan(root, w, &platform)) {
-        Some(Ok((_, all, _))) => all,
-        _ => mounts.clone(),
-    };
-    let strategy_mounts = (strategy_mounts.into_iter())
-        .map(|m| (m.id, m.target))
-        .collect();
+    let (base_image, mounts, locked, strategy_mounts) = mounts_for(root, plan, &platform, known)?;
     let base_image_id = if let (true, Some(id)) = (engine, known.image_ids.get(&base_image)) {
         id.clone()
     } else if engine {
@@ -506,80 +514,8 @@ pub fn import_alongside(root: &Path, setup: &Setup, location: &Location) -> Impo
 /// location) or names it (a registry).
 fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outcome> {
     let _ = fs::remove_file(root.join(imported_layers()));
-    let listed = match location {
-        Location::Dir(dir) if !dir.is_dir() => {
-            return Err(Outcome::Cold(format!(
-                "cache location {location} does not exist"
-            )))
-        }
-        Location::Dir(dir) => location::list(dir).map_err(|e| format!("{e:#}")),
-        Location::Registry(r) => list_registry(r),
-    };
-    let listed = listed.map_err(Outcome::Cold)?;
-    let candidates: Vec<Candidate> = listed
-        .iter()
-        .filter_map(|l| {
-            l.manifest.as_ref().ok().map(|m| Candidate {
-                name: l.name.clone(),
-                inputs: m.inputs.clone(),
-                created: m.created,
-            })
-        })
-        .collect();
-    let key = setup.inputs.key();
-    let (name, note) = match key::choose(&setup.inputs, &candidates) {
-        Choice::Exact(name) => (name, String::new()),
-        Choice::Closest { name, differs } => {
-            let note = format!(
-                " (no entry {key}: the closest, differing in {})",
-                differs.join(", ")
-            );
-            (name, note)
-        }
-        Choice::Miss(rejected) => {
-            let unreadable: Vec<String> = listed
-                .iter()
-                .filter_map(|l| {
-                    l.manifest
-                        .as_ref()
-                        .err()
-                        .map(|e| format!("{}: {e}", l.name))
-                })
-                .collect();
-            let mut why: Vec<String> = rejected.iter().map(|(n, w)| format!("{n}: {w}")).collect();
-            why.extend(unreadable);
-            return Err(Outcome::Cold(if why.is_empty() {
-                format!("no cache entry at {location}")
-            } else {
-                format!(
-                    "no usable cache entry for {key} at {location} ({})",
-                    why.join("; ")
-                )
-            }));
-        }
-    };
-    let (entry, fetched) = match location {
-        Location::Dir(dir) => (dir.join(&name), None),
-        Location::Registry(r) => {
-            let build = remote::fetch_build(&setup.helper, &r.entry(&name));
-            let out = root.join(&build.output);
-            let _ = fs::remove_dir_all(&out);
-            match run_helper(root, setup, &build, false) {
-                Ok(JobOutcome::Succeeded) => (out.clone(), Some(out)),
-                Ok(JobOutcome::Interrupted | JobOutcome::NotStarted) => {
-                    return Err(Outcome::Interrupted)
-                }
-                Ok(JobOutcome::Failed) => {
-                    return Err(Outcome::Cold(format!(
-                        "cannot fetch the entry {} (log: {})",
-                        r.entry(&name),
-                        setup.log_dir.join("cache-fetch.log").display()
-                    )))
-                }
-                Err(e) => return Err(Outcome::Cold(format!("{e:#}"))),
-            }
-        }
-    };
+    let (name, note) = choose_entry(setup, location)?;
+    let (entry, fetched) = fetch_entry(root, setup, location, &name)?;
     let manifest = match location::read_manifest(&entry) {
         Ok(m) if m.key == name => m,
         Ok(m) => {
@@ -593,93 +529,191 @@ fn stage(root: &Path, setup: &Setup, location: &Location) -> Result<Staged, Outc
     if let Err(e) = manifest.check_mounts(&setup.strategy_mounts) {
         return Err(Outcome::Cold(format!("entry {name}: {e}")));
     }
-    let work = root.join(WORK_DIR);
-    let archives = work.join("import-in");
+    let (mut parts, mounts) = stage_archives(root, setup, &name, &entry, &manifest)?;
+    parts.extend(stage_layers(root, setup, &name, &entry, &manifest)?);
+    Ok(Staged {
+        name,
+        note,
+        parts,
+        mounts,
+        fetched,
+    })
+}
+
+/// The entry at `location` for `setup`'s key, or the closest one (with a note saying how it
+/// differs); none is a cold outcome naming what was found and why it did not fit.
+fn choose_entry(setup: &Setup, location: &Location) -> Result<(String, String), Outcome> {
+    let listed = match location {
+        Location::Dir(dir) if !dir.is_dir() => {
+            return Err(Outcome::Cold(format!(
+                "cache location {location} does not exist"
+            )))
+        }
+        Location::Dir(dir) => location::list(dir).map_err(|e| format!("{e:#}")),
+        Location::Registry(r) => list_registry(r),
+    };
+    let listed = listed.map_err(Outcome::Cold)?;
+    let candidates: Vec<Candidate> = (listed.iter())
+        .filter_map(|l| {
+            l.manifest.as_ref().ok().map(|m| Candidate {
+                name: l.name.clone(),
+                inputs: m.inputs.clone(),
+                created: m.created,
+            })
+        })
+        .collect();
+    let key = setup.inputs.key();
+    match key::choose(&setup.inputs, &candidates) {
+        Choice::Exact(name) => Ok((name, String::new())),
+        Choice::Closest { name, differs } => {
+            let note = format!(
+                " (no entry {key}: the closest, differing in {})",
+                differs.join(", ")
+            );
+            Ok((name, note))
+        }
+        Choice::Miss(rejected) => {
+            let unreadable = (listed.iter())
+                .filter_map(|l| (l.manifest.as_ref().err()).map(|e| format!("{}: {e}", l.name)));
+            let mut why: Vec<String> = rejected.iter().map(|(n, w)| format!("{n}: {w}")).collect();
+            why.extend(unreadable);
+            Err(Outcome::Cold(if why.is_empty() {
+                format!("no cache entry at {location}")
+            } else {
+                format!(
+                    "no usable cache entry for {key} at {location} ({})",
+                    why.join("; ")
+                )
+            }))
+        }
+    }
+}
+
+/// The entry's directory: at a directory location itself, from a registry fetched to the host
+/// by a helper build (then also returned as what to remove after the import).
+fn fetch_entry(
+    root: &Path,
+    setup: &Setup,
+    location: &Location,
+    name: &str,
+) -> Result<(PathBuf, Option<PathBuf>), Outcome> {
+    let r = match location {
+        Location::Dir(dir) => return Ok((dir.join(name), None)),
+        Location::Registry(r) => r,
+    };
+    let build = remote::fetch_build(&setup.helper, &r.entry(name));
+    let out = root.join(&build.output);
+    let _ = fs::remove_dir_all(&out);
+    match run_helper(root, setup, &build, false) {
+        Ok(JobOutcome::Succeeded) => Ok((out.clone(), Some(out))),
+        Ok(JobOutcome::Interrupted | JobOutcome::NotStarted) => Err(Outcome::Interrupted),
+        Ok(JobOutcome::Failed) => Err(Outcome::Cold(format!(
+            "cannot fetch the entry {} (log: {})",
+            r.entry(name),
+            setup.log_dir.join("cache-fetch.log").display()
+        ))),
+        Err(e) => Err(Outcome::Cold(format!("{e:#}"))),
+    }
+}
+
+/// Checks every archive of the caches the builds use (size, sha256, and what its tar holds:
+/// [`archive::verify`], the archives at once) and links them into `import-in`, the import
+/// helper's context; BuildKit unpacks them there (its ADD). The import's line's parts, and the
+/// mounts carried with their parts.
+fn stage_archives(
+    root: &Path,
+    setup: &Setup,
+    name: &str,
+    entry: &Path,
+    manifest: &Manifest,
+) -> Result<(Vec<String>, Vec<Incoming>), Outcome> {
+    use rayon::prelude::*;
+    let archives = root.join(WORK_DIR).join("import-in");
     let _ = fs::remove_dir_all(&archives);
     let _ = fs::remove_dir_all(root.join(layers_in()));
     if let Err(e) = fs::create_dir_all(&archives) {
-        return Err(Outcome::Cold(format!(
-            "cannot create {}: {e}",
-            archives.display()
-        )));
+        let why = format!("cannot create {}: {e}", archives.display());
+        return Err(Outcome::Cold(why));
     }
-    let mounts: Vec<CacheMount> = setup
-        .mounts
-        .iter()
-        .filter(|m| manifest.mount(&m.id).is_some())
-        .cloned()
-        .collect();
-    let mut parts = Vec::new();
-    let mut carried_mounts = Vec::new();
-    for mount in &mounts {
-        // checked here, unpacked by BuildKit (the import helper's ADD)
-        let carried = manifest.mount(&mount.id).expect("filtered");
+    let (mut parts, mut carried_mounts) = (Vec::new(), Vec::new());
+    let mut checks = Vec::new();
+    for mount in setup.mounts.iter() {
+        let Some(carried) = manifest.mount(&mount.id) else {
+            continue;
+        };
         if carried.stable_files == 0 && carried.total_tar_bytes() <= archive::EMPTY_TAR_BYTES {
             // nothing in it (and ADD would not take an empty tar for an archive)
             parts.push(format!("{} empty", mount.id));
             continue;
         }
         let pieces = carried.parts();
-        for (k, part) in pieces.iter().enumerate() {
-            let file = entry.join(&part.file);
-            if let Err(damage) = archive::verify(&file, &part.sha256, part.bytes, part.tar_bytes) {
-                return Err(Outcome::Cold(format!(
-                    "entry {name}: {} is {damage}",
-                    part.file
-                )));
-            }
-            if let Err(e) = archive::link_file(&file, &archives.join(mount.part_archive_name(k))) {
-                return Err(Outcome::Cold(format!("cannot stage {}: {e}", part.file)));
-            }
-        }
-        carried_mounts.push(Incoming {
-            mount: mount.clone(),
-            parts: pieces.len(),
-            stamp: carried.stamp(),
-        });
         parts.push(format!(
             "{} {} ({} compressed{})",
             mount.id,
             human_size(carried.total_tar_bytes()),
             human_size(carried.total_bytes()),
-            if pieces.len() > 1 {
-                format!(", {} parts", pieces.len())
-            } else {
-                String::new()
+            match pieces.len() {
+                1 => String::new(),
+                n => format!(", {n} parts"),
             }
         ));
-        if runner::interrupted() {
-            return Err(Outcome::Interrupted);
+        carried_mounts.push(Incoming {
+            mount: mount.clone(),
+            parts: pieces.len(),
+            stamp: carried.stamp(),
+        });
+        let named = pieces.into_iter().enumerate();
+        checks.extend(named.map(|(k, part)| (mount.part_archive_name(k), part)));
+    }
+    let damage = (checks.par_iter()).find_map_first(|(_, part)| {
+        let file = entry.join(&part.file);
+        let checked = archive::verify(&file, &part.sha256, part.bytes, part.tar_bytes);
+        checked
+            .err()
+            .map(|damage| format!("entry {name}: {} is {damage}", part.file))
+    });
+    if let Some(why) = damage {
+        return Err(Outcome::Cold(why));
+    }
+    if runner::interrupted() {
+        return Err(Outcome::Interrupted);
+    }
+    for (staged_as, part) in &checks {
+        if let Err(e) = archive::link_file(&entry.join(&part.file), &archives.join(staged_as)) {
+            return Err(Outcome::Cold(format!("cannot stage {}: {e}", part.file)));
         }
     }
-    let wanted = manifest.layers.as_ref().filter(|_| setup.layers);
-    if let Some(layers) = wanted.filter(|l| l.kind == "registry") {
-        parts.push(format!("layers in the registry ({})", layers.dir));
-        if let Err(e) = fs::write(root.join(imported_layers()), &name) {
-            return Err(Outcome::Cold(format!(
-                "cannot record the imported entry: {e}"
-            )));
+    Ok((parts, carried_mounts))
+}
+
+/// Stages the entry's layer cache when the builds read one: an OCI layout checked and linked
+/// into [`layers_in`], or the name of the entry whose registry tags hold it.
+fn stage_layers(
+    root: &Path,
+    setup: &Setup,
+    name: &str,
+    entry: &Path,
+    manifest: &Manifest,
+) -> Result<Option<String>, Outcome> {
+    let Some(layers) = manifest.layers.as_ref().filter(|_| setup.layers) else {
+        return Ok(None);
+    };
+    if layers.kind == "registry" {
+        if let Err(e) = fs::write(root.join(imported_layers()), name) {
+            let why = format!("cannot record the imported entry: {e}");
+            return Err(Outcome::Cold(why));
         }
-    } else if let Some(layers) = wanted {
-        let src = entry.join(&layers.dir);
-        if let Err(e) = archive::check_layout(&src) {
-            return Err(Outcome::Cold(format!(
-                "entry {name}: layer cache {}: {e}",
-                layers.dir
-            )));
-        }
-        match archive::link_tree(&src, &root.join(layers_in())) {
-            Ok(bytes) => parts.push(format!("layers {}", human_size(bytes))),
-            Err(e) => return Err(Outcome::Cold(format!("cannot stage the layer cache: {e}"))),
-        }
+        return Ok(Some(format!("layers in the registry ({})", layers.dir)));
     }
-    Ok(Staged {
-        name,
-        note,
-        parts,
-        mounts: carried_mounts,
-        fetched,
-    })
+    let src = entry.join(&layers.dir);
+    if let Err(e) = archive::check_layout(&src) {
+        let why = format!("entry {name}: layer cache {}: {e}", layers.dir);
+        return Err(Outcome::Cold(why));
+    }
+    match archive::link_tree(&src, &root.join(layers_in())) {
+        Ok(bytes) => Ok(Some(format!("layers {}", human_size(bytes)))),
+        Err(e) => Err(Outcome::Cold(format!("cannot stage the layer cache: {e}"))),
+    }
 }
 
 /// Runs the import helper on what [`stage`] left, then removes what was staged on the host.
@@ -893,29 +927,8 @@ pub fn export_after(
     }
     let (archives, mut parts) = assembled;
     let compress_seconds = compress_clock.elapsed().as_secs_f64();
-    let layers = match (location, layers) {
-        (Location::Registry(_), Some(_)) => Some(Layers {
-            kind: "registry".into(),
-            dir: format!("{key}{}{{image}}", manifest::LAYERS_TAG),
-            tags: setup.images.clone(),
-            bytes: 0,
-        }),
-        (Location::Registry(_), None) => None,
-        (Location::Dir(_), Some(dir)) => {
-            let dir = root.join(dir);
-            let layouts: Vec<PathBuf> = setup.images.iter().map(|i| dir.join(i)).collect();
-            let bytes = archive::merge_layouts(&layouts, &staging.path().join("layers"))
-                .map_err(|e| anyhow::anyhow!("the builds' layer cache: {e}"))?;
-            parts.push(format!("layers {}", human_size(bytes)));
-            Some(Layers {
-                kind: "oci-layout".into(),
-                dir: "layers".into(),
-                tags: setup.images.clone(),
-                bytes,
-            })
-        }
-        (Location::Dir(_), None) => None,
-    };
+    let (layers, line) = entry_layers(root, setup, location, &key, layers, staging.path())?;
+    parts.extend(line);
     let manifest = Manifest {
         format: manifest::FORMAT,
         key: key.clone(),
@@ -929,28 +942,8 @@ pub fn export_after(
     if runner::interrupted() {
         return Ok(Outcome::Interrupted);
     }
-    let replaced = match location {
-        Location::Dir(_) => staging.publish()?,
-        Location::Registry(r) => {
-            // one tag update: the registry holds the old entry or the new one, never half
-            let push = remote::push_build(
-                &setup.helper,
-                &r.entry(&key),
-                staging.path(),
-                &manifest.to_json(),
-            );
-            match run_helper_in(root, setup, &push, staging.path(), false)? {
-                JobOutcome::Succeeded => false,
-                JobOutcome::Interrupted | JobOutcome::NotStarted => {
-                    return Ok(Outcome::Interrupted)
-                }
-                JobOutcome::Failed => anyhow::bail!(
-                    "the push of {} failed (log: {})",
-                    r.entry(&key),
-                    setup.log_dir.join("cache-push.log").display()
-                ),
-            }
-        }
+    let Some(replaced) = publish_entry(root, setup, location, staging, &manifest)? else {
+        return Ok(Outcome::Interrupted);
     };
     Ok(Outcome::Done(format!(
         "exported {key} to {location}{}: {}; {} in {:.1}s (helper build {}{helper_seconds:.1}s, zstd {compress_seconds:.1}s)",
@@ -960,6 +953,67 @@ pub fn export_after(
         clock.elapsed().as_secs_f64(),
         if beside { "beside the builds, then " } else { "" },
     )))
+}
+
+/// The entry's layer cache: at a directory location the builds' OCI layouts (`layers`) merged
+/// into the staging directory, at a registry the builds' own tags; with its part of the line.
+fn entry_layers(
+    root: &Path,
+    setup: &Setup,
+    location: &Location,
+    key: &str,
+    layers: Option<&Path>,
+    staging: &Path,
+) -> anyhow::Result<(Option<Layers>, Option<String>)> {
+    let Some(dir) = layers else {
+        return Ok((None, None));
+    };
+    if let Location::Registry(_) = location {
+        let layers = Layers {
+            kind: "registry".into(),
+            dir: format!("{key}{}{{image}}", manifest::LAYERS_TAG),
+            tags: setup.images.clone(),
+            bytes: 0,
+        };
+        return Ok((Some(layers), None));
+    }
+    let dir = root.join(dir);
+    let layouts: Vec<PathBuf> = setup.images.iter().map(|i| dir.join(i)).collect();
+    let bytes = archive::merge_layouts(&layouts, &staging.join("layers"))
+        .map_err(|e| anyhow::anyhow!("the builds' layer cache: {e}"))?;
+    let layers = Layers {
+        kind: "oci-layout".into(),
+        dir: "layers".into(),
+        tags: setup.images.clone(),
+        bytes,
+    };
+    Ok((Some(layers), Some(format!("layers {}", human_size(bytes)))))
+}
+
+/// Publishes the staged entry: one rename into a directory location, one tag update in a
+/// registry (a reader finds the old entry or the new one, never half). Whether an entry was
+/// replaced; none when interrupted.
+fn publish_entry(
+    root: &Path,
+    setup: &Setup,
+    location: &Location,
+    staging: Staging,
+    manifest: &Manifest,
+) -> anyhow::Result<Option<bool>> {
+    let r = match location {
+        Location::Dir(_) => return Ok(Some(staging.publish()?)),
+        Location::Registry(r) => r,
+    };
+    let entry = r.entry(&manifest.key);
+    let push = remote::push_build(&setup.helper, &entry, staging.path(), &manifest.to_json());
+    match run_helper_in(root, setup, &push, staging.path(), false)? {
+        JobOutcome::Succeeded => Ok(Some(false)),
+        JobOutcome::Interrupted | JobOutcome::NotStarted => Ok(None),
+        JobOutcome::Failed => anyhow::bail!(
+            "the push of {entry} failed (log: {})",
+            setup.log_dir.join("cache-push.log").display()
+        ),
+    }
 }
 
 /// Whether `location` holds an entry under `setup`'s key whose manifest reads: an export is
@@ -1015,122 +1069,164 @@ fn assemble(
     let mut archives = Vec::new();
     let mut lines = Vec::new();
     for mount in &setup.mounts {
-        let base = mount.unpacked_dir();
-        let read = |name: &str| fs::read_to_string(out.join(format!("{base}.{name}")));
-        let stable_files: u64 = read("stable-files")
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .with_context(|| {
-                format!(
-                    "cache mount {}: the export helper counted no stable files",
-                    mount.id
-                )
-            })?;
-        let mut pieces: Vec<ArchivePart> = Vec::new();
-        let mut reused = false;
-        if let Ok(id) = read("reused") {
-            let id = id.trim();
-            let Some((dir, old_archive)) = (old.as_ref())
-                .and_then(|(dir, m)| m.mount(&mount.id).map(|a| (dir, a)))
-                .filter(|(_, a)| a.stable_id().as_deref() == Some(id))
-            else {
-                return Ok(None);
-            };
-            for (k, part) in old_archive.parts()[..old_archive.stable_parts]
-                .iter()
-                .enumerate()
-            {
-                let file = format!("mounts/{}", mount.part_archive_name(k));
-                archive::link_file(&dir.join(&part.file), &staging.join(&file))
-                    .with_context(|| format!("cannot link {} into the new entry", part.file))?;
-                pieces.push(ArchivePart {
-                    file,
-                    ..part.clone()
-                });
-            }
-            reused = true;
-        }
-        let stable_tar = out.join(format!("{base}.stable.tar"));
-        if !reused && stable_files > 0 {
-            let tar_bytes = fs::metadata(&stable_tar)
-                .with_context(|| {
-                    format!("cache mount {}: no stable tar from the helper", mount.id)
-                })?
-                .len();
-            // a large tar travels in parts, unpacked side by side on import
-            let files: Vec<String> = (0..archive::parts_for(tar_bytes))
-                .map(|k| format!("mounts/{}", mount.part_archive_name(k)))
-                .collect();
-            let outs: Vec<PathBuf> = files.iter().map(|f| staging.join(f)).collect();
-            let written = archive::compress_split(&stable_tar, &outs, archive::LEVEL)
-                .with_context(|| format!("cache mount {}", mount.id))?;
-            pieces.extend(written.into_iter().zip(files).map(|(w, file)| ArchivePart {
-                file,
-                sha256: w.sha256,
-                bytes: w.bytes,
-                tar_bytes: w.tar_bytes,
-            }));
-        }
-        let stable_parts = pieces.len();
-        let rest = out.join(mount.tar_name());
-        // the rest, as the last part; a cache with nothing in it still has its (empty) archive
-        let empty = out.join(format!("{base}.empty.tar"));
-        let last = if rest.is_file() {
-            Some(&rest)
-        } else if pieces.is_empty() {
-            fs::write(&empty, [0u8; archive::EMPTY_TAR_BYTES as usize])?;
-            Some(&empty)
-        } else {
-            None
+        let Some((carried, line)) = assemble_mount(mount, old.as_ref(), out, staging)? else {
+            return Ok(None);
         };
-        if let Some(tar) = last {
-            let file = format!("mounts/{}", mount.part_archive_name(pieces.len()));
-            let written = archive::compress(tar, &staging.join(&file), archive::LEVEL)
-                .with_context(|| format!("cache mount {}", mount.id))?;
-            pieces.push(ArchivePart {
-                file,
-                sha256: written.sha256,
-                bytes: written.bytes,
-                tar_bytes: written.tar_bytes,
-            });
-        }
-        let _ = fs::remove_file(&empty);
-        let _ = fs::remove_file(&stable_tar);
-        let _ = fs::remove_file(&rest);
-        let mut iter = pieces.into_iter();
-        let first = iter
-            .next()
-            .with_context(|| format!("cache mount {}: the export helper wrote no tar", mount.id))?;
-        let carried = MountArchive {
-            id: mount.id.clone(),
-            target: mount.target.clone(),
-            sharing: mount.sharing.clone(),
-            paths: mount.paths(),
-            file: first.file,
-            sha256: first.sha256,
-            bytes: first.bytes,
-            tar_bytes: first.tar_bytes,
-            more: iter.collect(),
-            stable_parts,
-            stable_files,
-            stable_list: read("stable-list")
-                .map(|l| l.trim().to_string())
-                .unwrap_or_default(),
-        };
-        lines.push(format!(
-            "{} {} -> {}{}",
-            mount.id,
-            human_size(carried.total_tar_bytes()),
-            human_size(carried.total_bytes()),
-            match (reused, carried.more.len()) {
-                (true, _) => " (its stable part unchanged: linked)".to_string(),
-                (false, 0) => String::new(),
-                (false, more) => format!(" ({} parts)", more + 1),
-            }
-        ));
         archives.push(carried);
+        lines.push(line);
     }
     Ok(Some((archives, lines)))
+}
+
+/// One cache of [`assemble`]: its archive entry in the manifest and its part of the line; none
+/// when the helper left out a stable part that `old` no longer has.
+fn assemble_mount(
+    mount: &CacheMount,
+    old: Option<&(PathBuf, Manifest)>,
+    out: &Path,
+    staging: &Path,
+) -> anyhow::Result<Option<(MountArchive, String)>> {
+    let base = mount.unpacked_dir();
+    let read = |name: &str| fs::read_to_string(out.join(format!("{base}.{name}")));
+    let stable_files: u64 = (read("stable-files").ok())
+        .and_then(|t| t.trim().parse().ok())
+        .with_context(|| {
+            let id = &mount.id;
+            format!("cache mount {id}: the export helper counted no stable files")
+        })?;
+    let reused = read("reused").ok();
+    let Some(mut pieces) =
+        stable_pieces(mount, reused.as_deref(), old, stable_files, out, staging)?
+    else {
+        return Ok(None);
+    };
+    let stable_parts = pieces.len();
+    pieces.extend(rest_piece(
+        mount,
+        pieces.is_empty(),
+        out,
+        staging,
+        stable_parts,
+    )?);
+    let _ = fs::remove_file(out.join(format!("{base}.stable.tar")));
+    let mut iter = pieces.into_iter();
+    let first = (iter.next())
+        .with_context(|| format!("cache mount {}: the export helper wrote no tar", mount.id))?;
+    let carried = MountArchive {
+        id: mount.id.clone(),
+        target: mount.target.clone(),
+        sharing: mount.sharing.clone(),
+        paths: mount.paths(),
+        file: first.file,
+        sha256: first.sha256,
+        bytes: first.bytes,
+        tar_bytes: first.tar_bytes,
+        more: iter.collect(),
+        stable_parts,
+        stable_files,
+        stable_list: (read("stable-list").map(|l| l.trim().to_string())).unwrap_or_default(),
+    };
+    let line = format!(
+        "{} {} -> {}{}",
+        mount.id,
+        human_size(carried.total_tar_bytes()),
+        human_size(carried.total_bytes()),
+        match (reused.is_some(), carried.more.len()) {
+            (true, _) => " (its stable part unchanged: linked)".to_string(),
+            (false, 0) => String::new(),
+            (false, more) => format!(" ({} parts)", more + 1),
+        }
+    );
+    Ok(Some((carried, line)))
+}
+
+/// The stable part's archives of one cache: the old entry's, linked, when the helper left the
+/// part out (`reused`: the stable id it found; none when `old` no longer has that part), else
+/// the helper's stable tar compressed, in several whole tars when large.
+fn stable_pieces(
+    mount: &CacheMount,
+    reused: Option<&str>,
+    old: Option<&(PathBuf, Manifest)>,
+    stable_files: u64,
+    out: &Path,
+    staging: &Path,
+) -> anyhow::Result<Option<Vec<ArchivePart>>> {
+    let mut pieces: Vec<ArchivePart> = Vec::new();
+    if let Some(id) = reused.map(str::trim) {
+        let Some((dir, old_archive)) = old
+            .and_then(|(dir, m)| m.mount(&mount.id).map(|a| (dir, a)))
+            .filter(|(_, a)| a.stable_id().as_deref() == Some(id))
+        else {
+            return Ok(None);
+        };
+        for (k, part) in old_archive.parts()[..old_archive.stable_parts]
+            .iter()
+            .enumerate()
+        {
+            let file = format!("mounts/{}", mount.part_archive_name(k));
+            archive::link_file(&dir.join(&part.file), &staging.join(&file))
+                .with_context(|| format!("cannot link {} into the new entry", part.file))?;
+            pieces.push(ArchivePart {
+                file,
+                ..part.clone()
+            });
+        }
+        return Ok(Some(pieces));
+    }
+    if stable_files == 0 {
+        return Ok(Some(pieces));
+    }
+    let stable_tar = out.join(format!("{}.stable.tar", mount.unpacked_dir()));
+    let tar_bytes = fs::metadata(&stable_tar)
+        .with_context(|| format!("cache mount {}: no stable tar from the helper", mount.id))?
+        .len();
+    // a large tar travels in parts, unpacked side by side on import
+    let files: Vec<String> = (0..archive::parts_for(tar_bytes))
+        .map(|k| format!("mounts/{}", mount.part_archive_name(k)))
+        .collect();
+    let outs: Vec<PathBuf> = files.iter().map(|f| staging.join(f)).collect();
+    let written = archive::compress_split(&stable_tar, &outs, archive::LEVEL)
+        .with_context(|| format!("cache mount {}", mount.id))?;
+    pieces.extend(written.into_iter().zip(files).map(|(w, file)| ArchivePart {
+        file,
+        sha256: w.sha256,
+        bytes: w.bytes,
+        tar_bytes: w.tar_bytes,
+    }));
+    Ok(Some(pieces))
+}
+
+/// The rest of one cache (all but the stable part), compressed as its last part, number `k`;
+/// a cache with nothing in it (`alone`: no stable part either) still has an (empty) archive.
+fn rest_piece(
+    mount: &CacheMount,
+    alone: bool,
+    out: &Path,
+    staging: &Path,
+    k: usize,
+) -> anyhow::Result<Option<ArchivePart>> {
+    let rest = out.join(mount.tar_name());
+    let empty = out.join(format!("{}.empty.tar", mount.unpacked_dir()));
+    let tar = if rest.is_file() {
+        &rest
+    } else if alone {
+        fs::write(&empty, [0u8; archive::EMPTY_TAR_BYTES as usize])?;
+        &empty
+    } else {
+        return Ok(None);
+    };
+    let file = format!("mounts/{}", mount.part_archive_name(k));
+    let written = archive::compress(tar, &staging.join(&file), archive::LEVEL)
+        .with_context(|| format!("cache mount {}", mount.id));
+    let _ = fs::remove_file(&empty);
+    let _ = fs::remove_file(&rest);
+    let written = written?;
+    Ok(Some(ArchivePart {
+        file,
+        sha256: written.sha256,
+        bytes: written.bytes,
+        tar_bytes: written.tar_bytes,
+    }))
 }
 
 /// Writes the helper's Dockerfile and empty context, and runs it like a build.
