@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
-use crate::{plan::Plan, workspace::Declaration};
+use crate::{
+    plan::{Build, Plan},
+    workspace::{Declaration, ImageDecl},
+};
 
 /// The file `docker compose` reads by default, at the workspace root.
 pub const FILE: &str = "docker-compose.yaml";
@@ -60,87 +63,94 @@ pub fn render(decl: &Declaration, plan: &Plan) -> String {
         let Some(image) = decl.image(&build.image).filter(|i| !i.is_local_output()) else {
             continue;
         };
-        let svc = &image.compose;
-        let _ = writeln!(out, "  {}:", image.name);
-        let _ = writeln!(
-            out,
-            "    image: {}",
-            q(&format!(
-                "{}{}:${{{TAG_VAR}:-{}}}",
-                decl.image_prefix, image.name, decl.tag
-            ))
-        );
-        let _ = writeln!(out, "    build:");
-        let _ = writeln!(out, "      context: \".\"");
-        let _ = writeln!(
-            out,
-            "      dockerfile: {}",
-            q(&build.dockerfile().display().to_string())
-        );
-        let _ = writeln!(out, "      target: {}", q(&build.target.target));
-        let args: Vec<(&str, &str)> = (build.target.args.iter())
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        if !args.is_empty() {
-            let _ = writeln!(out, "      args:");
-            for (key, value) in args {
-                let _ = writeln!(out, "        {key}: {}", q(value));
-            }
-        }
-        let env: Vec<(&String, &String)> = decl.compose.env.iter().chain(&svc.env).collect();
-        if !env.is_empty() {
-            let _ = writeln!(out, "    environment:");
-            for (name, default) in env {
-                let _ = writeln!(
-                    out,
-                    "      {name}: {}",
-                    q(&format!("${{{name}:-{default}}}"))
-                );
-            }
-        }
-        if let Some(port) = svc.port {
-            let _ = writeln!(out, "    ports:");
-            let _ = writeln!(
-                out,
-                "      - {}",
-                q(&format!(
-                    "127.0.0.1:${{{}:-{port}}}:{port}",
-                    port_var(&image.name)
-                ))
-            );
-        }
-        if svc.stdin {
-            let _ = writeln!(out, "    stdin_open: true");
-        }
-        // an init as PID 1 forwards `docker compose down`'s SIGTERM (a binary without a handler
-        // ignores it as PID 1) and reaps the workers' children
-        let _ = writeln!(out, "    init: true");
-        let test: Vec<String> = std::iter::once("CMD".to_string())
-            .chain(
-                svc.healthcheck
-                    .clone()
-                    .unwrap_or_else(|| vec![image.binary.clone(), "--self-check".into()]),
-            )
-            .collect();
-        let _ = writeln!(out, "    healthcheck:");
-        let _ = writeln!(out, "      test: {}", Value::from(test));
-        // checked every second while starting, then every 10 s
-        let _ = writeln!(out, "      interval: 10s");
-        let _ = writeln!(out, "      timeout: 5s");
-        let _ = writeln!(out, "      retries: 3");
-        let _ = writeln!(out, "      start_period: 30s");
-        let _ = writeln!(out, "      start_interval: 1s");
-        if !svc.depends_on.is_empty() {
-            let _ = writeln!(out, "    depends_on:");
-            for dep in &svc.depends_on {
-                let _ = writeln!(out, "      {dep}:");
-                let _ = writeln!(out, "        condition: service_healthy");
-            }
-        }
-        // a service that fails stays down, so that `up --wait` reports it
-        let _ = writeln!(out, "    restart: \"no\"");
+        render_service(&mut out, decl, image, build);
     }
     out
+}
+
+/// One service of [`render`]: its image, build (from the plan's `build`), environment, port,
+/// health check and order, as the declaration's `compose` table says.
+fn render_service(out: &mut String, decl: &Declaration, image: &ImageDecl, build: &Build) {
+    let q = |s: &str| Value::from(s).to_string();
+    let svc = &image.compose;
+    let _ = writeln!(out, "  {}:", image.name);
+    let _ = writeln!(
+        out,
+        "    image: {}",
+        q(&format!(
+            "{}{}:${{{TAG_VAR}:-{}}}",
+            decl.image_prefix, image.name, decl.tag
+        ))
+    );
+    let _ = writeln!(out, "    build:");
+    let _ = writeln!(out, "      context: \".\"");
+    let _ = writeln!(
+        out,
+        "      dockerfile: {}",
+        q(&build.dockerfile().display().to_string())
+    );
+    let _ = writeln!(out, "      target: {}", q(&build.target.target));
+    let args: Vec<(&str, &str)> = (build.target.args.iter())
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if !args.is_empty() {
+        let _ = writeln!(out, "      args:");
+        for (key, value) in args {
+            let _ = writeln!(out, "        {key}: {}", q(value));
+        }
+    }
+    let env: Vec<(&String, &String)> = decl.compose.env.iter().chain(&svc.env).collect();
+    if !env.is_empty() {
+        let _ = writeln!(out, "    environment:");
+        for (name, default) in env {
+            let _ = writeln!(
+                out,
+                "      {name}: {}",
+                q(&format!("${{{name}:-{default}}}"))
+            );
+        }
+    }
+    if let Some(port) = svc.port {
+        let _ = writeln!(out, "    ports:");
+        let _ = writeln!(
+            out,
+            "      - {}",
+            q(&format!(
+                "127.0.0.1:${{{}:-{port}}}:{port}",
+                port_var(&image.name)
+            ))
+        );
+    }
+    if svc.stdin {
+        let _ = writeln!(out, "    stdin_open: true");
+    }
+    // an init as PID 1 forwards `docker compose down`'s SIGTERM (a binary without a handler
+    // ignores it as PID 1) and reaps the workers' children
+    let _ = writeln!(out, "    init: true");
+    let test: Vec<String> = std::iter::once("CMD".to_string())
+        .chain(
+            svc.healthcheck
+                .clone()
+                .unwrap_or_else(|| vec![image.binary.clone(), "--self-check".into()]),
+        )
+        .collect();
+    let _ = writeln!(out, "    healthcheck:");
+    let _ = writeln!(out, "      test: {}", Value::from(test));
+    // checked every second while starting, then every 10 s
+    let _ = writeln!(out, "      interval: 10s");
+    let _ = writeln!(out, "      timeout: 5s");
+    let _ = writeln!(out, "      retries: 3");
+    let _ = writeln!(out, "      start_period: 30s");
+    let _ = writeln!(out, "      start_interval: 1s");
+    if !svc.depends_on.is_empty() {
+        let _ = writeln!(out, "    depends_on:");
+        for dep in &svc.depends_on {
+            let _ = writeln!(out, "      {dep}:");
+            let _ = writeln!(out, "        condition: service_healthy");
+        }
+    }
+    // a service that fails stays down, so that `up --wait` reports it
+    let _ = writeln!(out, "    restart: \"no\"");
 }
 
 /// `docker compose --project-name P --file F` followed by `args`.

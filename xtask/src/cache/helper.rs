@@ -130,52 +130,11 @@ pub fn uses(
         .filter_map(|a| a.split_once('='))
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    // global ARGs in order, a build argument overriding the default
-    let mut args: BTreeMap<String, String> = BTreeMap::new();
-    for &i in &df.global {
-        let ins = &df.instructions[i];
-        if ins.keyword == "ARG" {
-            for (key, default) in arg_defaults(&ins.args) {
-                let value = match (given.get(&key), default) {
-                    (Some(v), _) => v.clone(),
-                    (None, Some(d)) => expand(&d, &args).unwrap_or(d),
-                    (None, None) => continue,
-                };
-                args.insert(key, value);
-            }
-        }
-    }
-    args.extend(given.clone());
-
+    let args = global_args(df, &given);
     let Some(start) = df.stage(target) else {
         return Err(format!("{file}: no stage `{target}`"));
     };
-    // the stages the target needs, by index
-    let mut needed = vec![start.index];
-    let mut i = 0;
-    while i < needed.len() {
-        let stage = &df.stages[needed[i]];
-        let mut refs: Vec<String> = vec![stage.base.clone()];
-        for ins in df.stage_instructions(stage) {
-            if let Some(from) = ins.flag("from").and_then(|f| f.value.clone()) {
-                refs.push(from);
-            }
-            refs.extend(
-                ins.mounts
-                    .iter()
-                    .filter_map(|m| m.get("from").map(String::from)),
-            );
-        }
-        for r in refs {
-            if let Some(dep) = df.stage(&r).filter(|d| d.index < stage.index) {
-                if !needed.contains(&dep.index) {
-                    needed.push(dep.index);
-                }
-            }
-        }
-        i += 1;
-    }
-    needed.sort_unstable();
+    let needed = needed_stages(df, start.index);
 
     let mut out = Uses {
         base_image: None,
@@ -254,6 +213,52 @@ pub fn uses(
         }
     }
     Ok(out)
+}
+
+/// The global ARGs in order, a build argument (`given`) overriding the default, and then every
+/// build argument.
+fn global_args(df: &Dockerfile, given: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut args: BTreeMap<String, String> = BTreeMap::new();
+    for ins in df.global.iter().map(|&i| &df.instructions[i]) {
+        if ins.keyword != "ARG" {
+            continue;
+        }
+        for (key, default) in arg_defaults(&ins.args) {
+            let value = match (given.get(&key), default) {
+                (Some(v), _) => v.clone(),
+                (None, Some(d)) => expand(&d, &args).unwrap_or(d),
+                (None, None) => continue,
+            };
+            args.insert(key, value);
+        }
+    }
+    args.extend(given.clone());
+    args
+}
+
+/// The stages the stage `start` needs (its bases, `COPY --from` and `--mount from=` sources,
+/// and theirs), by index, in file order.
+fn needed_stages(df: &Dockerfile, start: usize) -> Vec<usize> {
+    let mut needed = vec![start];
+    let mut i = 0;
+    while i < needed.len() {
+        let stage = &df.stages[needed[i]];
+        let mut refs: Vec<String> = vec![stage.base.clone()];
+        for ins in df.stage_instructions(stage) {
+            refs.extend(ins.flag("from").and_then(|f| f.value.clone()));
+            refs.extend((ins.mounts.iter()).filter_map(|m| m.get("from").map(String::from)));
+        }
+        for r in refs {
+            if let Some(dep) = df.stage(&r).filter(|d| d.index < stage.index) {
+                if !needed.contains(&dep.index) {
+                    needed.push(dep.index);
+                }
+            }
+        }
+        i += 1;
+    }
+    needed.sort_unstable();
+    needed
 }
 
 /// Whether a RUN (its text, and its cache mounts as (target, is the cargo home)) holds the
@@ -682,31 +687,8 @@ pub fn import_build(
     let base = &options.base_image;
     match (locks, flags) {
         (Some(locks), Some((locked, imported))) => {
-            let targets: Vec<CacheMount> =
-                mounts.iter().filter(|m| !m.cargo_home).cloned().collect();
-            let hold = vec![
-                format!("echo \"cache import lock ${NONCE_ARG}\""),
-                "mkdir -p /done".to_string(),
-                locks,
-                // hand-over files of a helper that was killed: only a lock holder writes them
-                format!(
-                    "rm -f {at}/.attune-locked-* {at}/.attune-imported-*",
-                    at = first_target.as_deref().unwrap_or("/nonexistent")
-                ),
-                format!("touch {locked}"),
-                // printf joins the two: BuildKit shows the RUN with its arguments expanded, and
-                // the marker must not appear in the log before the RUN prints it
-                format!("printf '%s-%s\\n' \"{LOCKED_MARKER}\" \"${NONCE_ARG}\""),
-                format!("while ! [ -e {imported} ]; do sleep 0.05; done"),
-                format!("status=$(cat {imported})"),
-                format!("rm -f {locked} {imported}"),
-                "[ \"$status\" = ok ]".to_string(),
-                "echo held > /done/held".to_string(),
-            ];
-            text.push_str(&format!(
-                "FROM {base} AS lock\nARG {NONCE_ARG}\n{}\n",
-                run(&mount_flags(&targets), &hold)
-            ));
+            let at = first_target.as_deref().unwrap_or("/nonexistent");
+            text.push_str(&lock_stage(base, mounts, locks, at, &locked, &imported));
             text.push_str(&format!(
                 "\nFROM {base} AS import\nARG {NONCE_ARG}\n{}\n",
                 run(&import_flags, &copy)
@@ -724,6 +706,40 @@ pub fn import_build(
         }
     }
     helper(options, "import", text, Some(archives))
+}
+
+/// The import's `lock` stage: it holds every target cache's lock (`locks`) from the start of the
+/// builds, says so (`touch locked`, the [`LOCKED_MARKER`] in its log), and lets go once the copy
+/// stage wrote `imported` (failing when the copy did). `at`: the first target cache's mount.
+fn lock_stage(
+    base: &str,
+    mounts: &[CacheMount],
+    locks: String,
+    at: &str,
+    locked: &str,
+    imported: &str,
+) -> String {
+    let targets: Vec<CacheMount> = mounts.iter().filter(|m| !m.cargo_home).cloned().collect();
+    let hold = vec![
+        format!("echo \"cache import lock ${NONCE_ARG}\""),
+        "mkdir -p /done".to_string(),
+        locks,
+        // hand-over files of a helper that was killed: only a lock holder writes them
+        format!("rm -f {at}/.attune-locked-* {at}/.attune-imported-*"),
+        format!("touch {locked}"),
+        // printf joins the two: BuildKit shows the RUN with its arguments expanded, and the
+        // marker must not appear in the log before the RUN prints it
+        format!("printf '%s-%s\\n' \"{LOCKED_MARKER}\" \"${NONCE_ARG}\""),
+        format!("while ! [ -e {imported} ]; do sleep 0.05; done"),
+        format!("status=$(cat {imported})"),
+        format!("rm -f {locked} {imported}"),
+        "[ \"$status\" = ok ]".to_string(),
+        "echo held > /done/held".to_string(),
+    ];
+    format!(
+        "FROM {base} AS lock\nARG {NONCE_ARG}\n{}\n",
+        run(&mount_flags(&targets), &hold)
+    )
 }
 
 /// The import's copy, one shell group: every part of every mount is copied at once (a

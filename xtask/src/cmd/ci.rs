@@ -22,14 +22,31 @@ pub struct Step {
     pub env: Vec<(&'static str, &'static str)>,
 }
 
-/// The steps, in order. Pure, so the list is tested.
-pub fn steps(quick_verify: bool) -> Vec<Step> {
-    let step = |name, argv: &[&str]| Step {
+fn step(name: &'static str, argv: &[&str]) -> Step {
+    Step {
         name,
         argv: argv.iter().map(|s| s.to_string()).collect(),
         env: vec![],
-    };
-    let mut steps = vec![
+    }
+}
+
+/// The steps, in order. Pure, so the list is tested.
+pub fn steps(quick_verify: bool) -> Vec<Step> {
+    let mut steps = local_steps();
+    steps.extend(engine_steps());
+    // the perf test needs a builder per image, which the default (workspace) strategy has not:
+    // CI verifies the per-service Dockerfiles, all three tests
+    let mut verify = vec!["xtask", "verify-parallel", "--strategy", "per-service"];
+    if quick_verify {
+        verify.push("--quick");
+    }
+    steps.push(step("verify-parallel", &verify));
+    steps
+}
+
+/// What needs no engine: formatting, lints, the tests, the Dockerfile policy, the compose file.
+fn local_steps() -> Vec<Step> {
+    vec![
         step("fmt", &["cargo", "fmt", "--all", "--", "--check"]),
         step(
             "clippy",
@@ -47,6 +64,12 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
         step("lint-docker", &["xtask", "lint-docker"]),
         step("cache-policy", &["xtask", "restore-shared", "--check"]),
         step("compose-file", &["xtask", "compose-file", "--check"]),
+    ]
+}
+
+/// What runs on the real engine (which the first step makes sure of).
+fn engine_steps() -> Vec<Step> {
+    vec![
         step("engine", &["xtask", "engine", "up"]),
         // what bake reads back of a generated file with every option a bake file can hold
         step(
@@ -119,15 +142,7 @@ pub fn steps(quick_verify: bool) -> Vec<Step> {
                 &["cargo", "test", "-p", "xtask", "--test", "cache_flow"],
             )
         },
-    ];
-    // the perf test needs a builder per image, which the default (workspace) strategy has not:
-    // CI verifies the per-service Dockerfiles, all three tests
-    let mut verify = vec!["xtask", "verify-parallel", "--strategy", "per-service"];
-    if quick_verify {
-        verify.push("--quick");
-    }
-    steps.push(step("verify-parallel", &verify));
-    steps
+    ]
 }
 
 pub fn run(root: &Path, args: flags::CiArgs) -> anyhow::Result<Status> {

@@ -369,23 +369,8 @@ impl Snapshot {
             let root = root.to_path_buf();
             std::thread::spawn(move || git_state(&root))
         });
-        let reads: Vec<(String, anyhow::Result<(inputs::Reads, String)>)> = plan
-            .builds
-            .iter()
-            .map(|b| {
-                let path = root.join(b.dockerfile());
-                let build_args: Vec<String> = (b.target.args.iter())
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                let read = fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))
-                    .and_then(|text| {
-                        let reads = inputs::reads(&text, &b.target.target, &build_args)
-                            .with_context(|| format!("{}", b.dockerfile().display()))?;
-                        Ok((reads, inputs::digest_bytes(text.as_bytes())))
-                    });
-                (b.image.clone(), read)
-            })
+        let reads: Vec<(String, Read)> = (plan.builds.iter())
+            .map(|b| (b.image.clone(), dockerfile_reads(root, b)))
             .collect();
         let mut refs: Vec<String> = plan
             .builds
@@ -428,23 +413,7 @@ impl Snapshot {
                 (Err(e), _) => Err(e.clone()),
                 (_, Err(e)) => Err(format!("{e:#}")),
                 (Ok(files), Ok((reads, dockerfile_digest))) => {
-                    let inputs = Inputs {
-                        dockerfile: build.dockerfile().display().to_string(),
-                        dockerfile_digest,
-                        target: build.target.target.clone(),
-                        sources: reads
-                            .sources
-                            .iter()
-                            .map(|s| inputs::source(s, files))
-                            .collect(),
-                        build_args: build.target.args.iter().cloned().collect(),
-                        base_images: reads
-                            .base_images
-                            .iter()
-                            .map(|b| (b.clone(), ids.get(b).map(|(id, _)| id.clone())))
-                            .collect(),
-                        options_digest: inputs::options_digest(&build.argv()),
-                    };
+                    let inputs = inputs_of(build, reads, dockerfile_digest, files, &ids);
                     let digest = inputs::digest(&inputs, &plan.strategy, engine_id.as_deref());
                     Ok((inputs, digest))
                 }
@@ -617,6 +586,46 @@ impl Snapshot {
             files,
             images,
         }
+    }
+}
+
+/// What a build's Dockerfile makes it read (its COPY/ADD sources, bind mounts and base images of
+/// the stages its target needs), and the Dockerfile's digest.
+type Read = anyhow::Result<(inputs::Reads, String)>;
+
+fn dockerfile_reads(root: &Path, b: &crate::plan::Build) -> Read {
+    let path = root.join(b.dockerfile());
+    let build_args: Vec<String> = (b.target.args.iter())
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    let text =
+        fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let reads = inputs::reads(&text, &b.target.target, &build_args)
+        .with_context(|| format!("{}", b.dockerfile().display()))?;
+    Ok((reads, inputs::digest_bytes(text.as_bytes())))
+}
+
+/// One build's recorded inputs: what it reads (`files`: the context's digests), its arguments,
+/// its base images' ids (`ids`, from the engine) and the digest of its options.
+fn inputs_of(
+    build: &crate::plan::Build,
+    reads: inputs::Reads,
+    dockerfile_digest: String,
+    files: &BTreeMap<String, String>,
+    ids: &BTreeMap<String, (String, u64)>,
+) -> Inputs {
+    Inputs {
+        dockerfile: build.dockerfile().display().to_string(),
+        dockerfile_digest,
+        target: build.target.target.clone(),
+        sources: (reads.sources.iter())
+            .map(|s| inputs::source(s, files))
+            .collect(),
+        build_args: build.target.args.iter().cloned().collect(),
+        base_images: (reads.base_images.iter())
+            .map(|b| (b.clone(), ids.get(b).map(|(id, _)| id.clone())))
+            .collect(),
+        options_digest: inputs::options_digest(&build.argv()),
     }
 }
 
