@@ -226,21 +226,7 @@ pub fn render_explain(records: &[Record], image: &str) -> anyhow::Result<String>
         .rposition(|(_, i)| i.ran() && i.inputs.is_some())
         .or(runs.len().checked_sub(1));
     let Some(chosen) = chosen else {
-        let mut known: Vec<&str> = records
-            .iter()
-            .flat_map(|r| r.images.iter().map(|i| i.image.as_str()))
-            .collect();
-        known.sort();
-        known.dedup();
-        return Err(UsageError(format!(
-            "no recorded run of image `{image}`; recorded images: {}",
-            if known.is_empty() {
-                "none".to_string()
-            } else {
-                known.join(", ")
-            }
-        ))
-        .into());
+        return Err(unknown_image(records, image).into());
     };
     let (last_run, last) = runs[chosen];
     let mut out = String::new();
@@ -302,6 +288,29 @@ pub fn render_explain(records: &[Record], image: &str) -> anyhow::Result<String>
             }
         }
     }
+    render_inputs(&mut out, inputs);
+    Ok(out)
+}
+
+/// The usage error of `--explain IMAGE` for an image no run recorded, naming those recorded.
+fn unknown_image(records: &[Record], image: &str) -> UsageError {
+    let mut known: Vec<&str> = (records.iter())
+        .flat_map(|r| r.images.iter().map(|i| i.image.as_str()))
+        .collect();
+    known.sort();
+    known.dedup();
+    UsageError(format!(
+        "no recorded run of image `{image}`; recorded images: {}",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    ))
+}
+
+/// The recorded inputs of a run, a line each.
+fn render_inputs(out: &mut String, inputs: &history::Inputs) {
     let _ = writeln!(out, "  inputs of the last run:");
     let _ = writeln!(
         out,
@@ -323,7 +332,6 @@ pub fn render_explain(records: &[Record], image: &str) -> anyhow::Result<String>
         let files = if s.files == 1 { "file" } else { "files" };
         let _ = writeln!(out, "    source {path} ({} {files}) {}", s.files, s.digest);
     }
-    Ok(out)
 }
 
 /// `2026-11-29 17:49` from seconds since the epoch (UTC).

@@ -535,45 +535,7 @@ fn write_all(ops: &[Op]) -> anyhow::Result<()> {
             }
         };
         let Err(err) = result else { continue };
-        let mut lines = vec![format!("{}: cannot replace it: {err}", op.name)];
-        let mut put_back = Vec::new();
-        for j in (0..i).rev() {
-            let undo = match &kept[j] {
-                Some(orig) => fs::rename(orig, &ops[j].target),
-                None => fs::remove_file(&ops[j].target),
-            };
-            match undo {
-                Ok(()) => put_back.push(ops[j].name.clone()),
-                Err(undo_err) => {
-                    lines.push(format!(
-                        "{}: CHANGED and could not be put back ({undo_err}); its original is kept at {}",
-                        ops[j].name,
-                        kept[j].as_deref().map_or("(none: it was new)".to_string(), |p| p.display().to_string())
-                    ));
-                }
-            }
-        }
-        for (j, path) in kept.iter().enumerate() {
-            let undone = j >= i || put_back.contains(&ops[j].name);
-            if let (true, Some(path)) = (undone, path) {
-                fs::remove_file(path).ok();
-            }
-        }
-        for path in staged.iter().skip(i).flatten() {
-            fs::remove_file(path).ok();
-        }
-        if lines.len() == 1 {
-            if put_back.is_empty() {
-                lines.push("no file was changed".to_string());
-            } else {
-                put_back.reverse();
-                lines.push(format!(
-                    "the files already replaced were put back ({}): no file was changed",
-                    put_back.join(", ")
-                ));
-            }
-        }
-        bail!("{}", lines.join("\n"));
+        bail!("{}", undo(ops, i, err, &kept, &staged));
     }
     for path in kept.iter().flatten() {
         fs::remove_file(path).ok();
@@ -584,6 +546,57 @@ fn write_all(ops: &[Op]) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// After the rename of `ops[i]` failed with `err`: puts the files already replaced back from
+/// their kept originals, removes what was kept and staged, and says what happened, a line each.
+fn undo(
+    ops: &[Op],
+    i: usize,
+    err: std::io::Error,
+    kept: &[Option<PathBuf>],
+    staged: &[Option<PathBuf>],
+) -> String {
+    let op = &ops[i];
+    let mut lines = vec![format!("{}: cannot replace it: {err}", op.name)];
+    let mut put_back = Vec::new();
+    for j in (0..i).rev() {
+        let undo = match &kept[j] {
+            Some(orig) => fs::rename(orig, &ops[j].target),
+            None => fs::remove_file(&ops[j].target),
+        };
+        match undo {
+            Ok(()) => put_back.push(ops[j].name.clone()),
+            Err(undo_err) => {
+                lines.push(format!(
+                    "{}: CHANGED and could not be put back ({undo_err}); its original is kept at {}",
+                    ops[j].name,
+                    kept[j].as_deref().map_or("(none: it was new)".to_string(), |p| p.display().to_string())
+                ));
+            }
+        }
+    }
+    for (j, path) in kept.iter().enumerate() {
+        let undone = j >= i || put_back.contains(&ops[j].name);
+        if let (true, Some(path)) = (undone, path) {
+            fs::remove_file(path).ok();
+        }
+    }
+    for path in staged.iter().skip(i).flatten() {
+        fs::remove_file(path).ok();
+    }
+    if lines.len() == 1 {
+        if put_back.is_empty() {
+            lines.push("no file was changed".to_string());
+        } else {
+            put_back.reverse();
+            lines.push(format!(
+                "the files already replaced were put back ({}): no file was changed",
+                put_back.join(", ")
+            ));
+        }
+    }
+    lines.join("\n")
 }
 
 /// Refuses a file that the write would fail on, before anything is written.

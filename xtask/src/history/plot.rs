@@ -27,23 +27,14 @@ pub fn svg(records: &[Record]) -> String {
             }
         }
     }
-    let max = records
-        .iter()
+    let max = (records.iter())
         .flat_map(|r| r.images.iter().map(|i| i.wall_seconds))
         .fold(0.0_f64, f64::max);
-    let top = nice_ceiling(max);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let n = records.len();
-    let x = |i: usize| {
-        if n <= 1 {
-            LEFT + plot_w / 2.0
-        } else {
-            LEFT + plot_w * i as f64 / (n - 1) as f64
-        }
+    let frame = Frame {
+        n: records.len(),
+        top: nice_ceiling(max),
     };
-    let y = |s: f64| TOP + plot_h * (1.0 - s / top);
-
+    let n = frame.n;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -58,110 +49,139 @@ pub fn svg(records: &[Record]) -> String {
         r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">docker-build wall time per image, last {n} run{}</text>"#,
         if n == 1 { "" } else { "s" }
     );
-    // axes, grid and ticks
+    axes(&mut out, &frame);
+    for (k, image) in images.iter().enumerate() {
+        series(&mut out, &frame, COLORS[k % COLORS.len()], image, records);
+    }
+    legend(&mut out, &images);
+    out.push_str("</svg>\n");
+    out
+}
+
+/// The plot area: `n` runs across, 0 to `top` seconds up.
+struct Frame {
+    n: usize,
+    top: f64,
+}
+
+const PLOT_W: f64 = WIDTH - LEFT - RIGHT;
+const PLOT_H: f64 = HEIGHT - TOP - BOTTOM;
+
+impl Frame {
+    fn x(&self, i: usize) -> f64 {
+        match self.n {
+            0 | 1 => LEFT + PLOT_W / 2.0,
+            n => LEFT + PLOT_W * i as f64 / (n - 1) as f64,
+        }
+    }
+
+    fn y(&self, seconds: f64) -> f64 {
+        TOP + PLOT_H * (1.0 - seconds / self.top)
+    }
+}
+
+/// The axes, the grid with its seconds, the runs' numbers and the axes' names.
+fn axes(out: &mut String, frame: &Frame) {
     let _ = writeln!(out, r##"<g class="axes" stroke="#333">"##);
     let _ = writeln!(
         out,
         r#"<line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}"/>"#,
-        TOP + plot_h
+        TOP + PLOT_H
     );
     let _ = writeln!(
         out,
         r#"<line x1="{LEFT}" y1="{b}" x2="{}" y2="{b}"/>"#,
-        LEFT + plot_w,
-        b = TOP + plot_h
+        LEFT + PLOT_W,
+        b = TOP + PLOT_H
     );
     let _ = writeln!(out, "</g>");
     for k in 0..=4 {
-        let s = top * k as f64 / 4.0;
+        let s = frame.top * k as f64 / 4.0;
         let _ = writeln!(
             out,
             r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            LEFT + plot_w,
+            LEFT + PLOT_W,
             LEFT - 6.0,
-            y(s) + 4.0,
+            frame.y(s) + 4.0,
             label(s),
-            yy = y(s)
+            yy = frame.y(s)
         );
     }
-    let step = (n / 10).max(1);
-    for i in (0..n).step_by(step) {
+    let step = (frame.n / 10).max(1);
+    for i in (0..frame.n).step_by(step) {
         let _ = writeln!(
             out,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            x(i),
-            TOP + plot_h + 16.0,
+            frame.x(i),
+            TOP + PLOT_H + 16.0,
             i + 1
         );
     }
     let _ = writeln!(
         out,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">run (oldest to newest)</text>"#,
-        LEFT + plot_w / 2.0,
+        LEFT + PLOT_W / 2.0,
         HEIGHT - 12.0
     );
     let _ = writeln!(
         out,
         r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">seconds</text>"#,
-        TOP + plot_h / 2.0,
-        TOP + plot_h / 2.0
+        TOP + PLOT_H / 2.0,
+        TOP + PLOT_H / 2.0
     );
-    // series
-    for (k, image) in images.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
-        let points: Vec<(usize, &super::ImageRecord)> = records
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| r.images.iter().find(|m| m.image == *image).map(|m| (i, m)))
-            .collect();
-        let _ = writeln!(
-            out,
-            r#"<g class="series" data-image="{}" stroke="{color}" fill="{color}">"#,
-            escape(image)
-        );
-        let path: Vec<String> = points
-            .iter()
-            .map(|(i, m)| format!("{:.1},{:.1}", x(*i), y(m.wall_seconds)))
-            .collect();
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke-width="1.5" points="{}"/>"#,
-            path.join(" ")
-        );
-        for (i, m) in &points {
-            let (cx, cy) = (x(*i), y(m.wall_seconds));
-            let title = format!(
-                "{image} run {}: {:.1}s, {}, cargo {}",
-                i + 1,
-                m.wall_seconds,
-                m.result,
-                m.cargo_step
-            );
-            if !m.succeeded() {
-                let _ = writeln!(
-                    out,
-                    r#"<path d="M{:.1},{:.1} l8,8 m0,-8 l-8,8" stroke-width="2"><title>{}</title></path>"#,
-                    cx - 4.0,
-                    cy - 4.0,
-                    escape(&title)
-                );
-            } else if m.ran() {
-                let _ = writeln!(
-                    out,
-                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="4"><title>{}</title></circle>"#,
-                    escape(&title)
-                );
-            } else {
-                let _ = writeln!(
-                    out,
-                    r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="4" fill="white" stroke-width="1.5"><title>{}</title></circle>"#,
-                    escape(&title)
-                );
-            }
-        }
-        let _ = writeln!(out, "</g>");
+}
+
+/// One image's line and marks over the runs.
+fn series(out: &mut String, frame: &Frame, color: &str, image: &str, records: &[Record]) {
+    let points: Vec<(usize, &super::ImageRecord)> = (records.iter().enumerate())
+        .filter_map(|(i, r)| r.images.iter().find(|m| m.image == image).map(|m| (i, m)))
+        .collect();
+    let _ = writeln!(
+        out,
+        r#"<g class="series" data-image="{}" stroke="{color}" fill="{color}">"#,
+        escape(image)
+    );
+    let path: Vec<String> = (points.iter())
+        .map(|(i, m)| format!("{:.1},{:.1}", frame.x(*i), frame.y(m.wall_seconds)))
+        .collect();
+    let _ = writeln!(
+        out,
+        r#"<polyline fill="none" stroke-width="1.5" points="{}"/>"#,
+        path.join(" ")
+    );
+    for (i, m) in &points {
+        let (cx, cy) = (frame.x(*i), frame.y(m.wall_seconds));
+        let title = escape(&format!(
+            "{image} run {}: {:.1}s, {}, cargo {}",
+            i + 1,
+            m.wall_seconds,
+            m.result,
+            m.cargo_step
+        ));
+        let _ = if !m.succeeded() {
+            writeln!(
+                out,
+                r#"<path d="M{:.1},{:.1} l8,8 m0,-8 l-8,8" stroke-width="2"><title>{title}</title></path>"#,
+                cx - 4.0,
+                cy - 4.0,
+            )
+        } else if m.ran() {
+            writeln!(
+                out,
+                r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="4"><title>{title}</title></circle>"#
+            )
+        } else {
+            writeln!(
+                out,
+                r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="4" fill="white" stroke-width="1.5"><title>{title}</title></circle>"#
+            )
+        };
     }
-    // legend
+    let _ = writeln!(out, "</g>");
+}
+
+/// The images' colors and what the marks mean.
+fn legend(out: &mut String, images: &[&str]) {
     let lx = WIDTH - RIGHT + 20.0;
     let _ = writeln!(out, r#"<g class="legend">"#);
     for (k, image) in images.iter().enumerate() {
@@ -201,8 +221,6 @@ pub fn svg(records: &[Record]) -> String {
         ly + 40.0
     );
     let _ = writeln!(out, "</g>");
-    out.push_str("</svg>\n");
-    out
 }
 
 /// 1, 2, 4, 5, 8 x 10^k at or above `v` (at least 1 s): four grid steps stay round numbers.

@@ -353,60 +353,7 @@ impl Bench<'_> {
         let (ok, restore_seconds, save_seconds) = if c.is_native() {
             self.native(c, &dir, &src, &carry, &file)?
         } else {
-            let mut argv: Vec<String> = vec![
-                "docker-build".into(),
-                "--tag".into(),
-                TAG.into(),
-                "--engine".into(),
-                "external".into(),
-                "--log-dir".into(),
-                "bench-logs".into(),
-            ];
-            match c {
-                Contender::Chef => {
-                    argv.extend(["--strategy".into(), "chef".into()]);
-                    if carry.join("layers").is_dir() {
-                        argv.push(format!(
-                            "--cache-from=type=local,src={}/{{image}}",
-                            carry.join("layers").display()
-                        ));
-                    }
-                    let _ = fs::remove_dir_all(carry.join("layers.new"));
-                    argv.push(format!(
-                        "--cache-to=type=local,dest={}/{{image}},mode=max",
-                        carry.join("layers.new").display()
-                    ));
-                }
-                Contender::Cold => {}
-                _ => {
-                    argv.extend(["--cache".into(), carry.display().to_string()]);
-                    if c == Contender::CacheLayers {
-                        argv.push("--cache-layers".into());
-                    }
-                }
-            }
-            argv.extend(self.images.iter().cloned());
-            let mut cmd = Command::new(self.xtask);
-            cmd.args(&argv)
-                .current_dir(&src)
-                .env_remove("CARGO_MANIFEST_DIR")
-                .stdin(Stdio::null())
-                .stdout(file.try_clone()?)
-                .stderr(file.try_clone()?);
-            let ok = crate::proc::status(&mut cmd)?.success();
-            let mut save = 0.0;
-            if c == Contender::Chef && ok {
-                let t = Instant::now();
-                let _ = fs::remove_dir_all(carry.join("layers"));
-                fs::rename(carry.join("layers.new"), carry.join("layers"))?;
-                save = t.elapsed().as_secs_f64();
-            }
-            let text = fs::read_to_string(&log).unwrap_or_default();
-            (
-                ok,
-                restore_seconds(&text).unwrap_or(0.0),
-                save + cache_line_seconds(&text, "cache: exported").unwrap_or(0.0),
-            )
+            self.ours(c, &carry, &src, &file, &log)?
         };
         let seconds = clock.elapsed().as_secs_f64();
         // what cargo compiled: the run's log and, for docker-build, every image's log
@@ -454,6 +401,72 @@ impl Bench<'_> {
             native_dirs_bytes,
             log,
         })
+    }
+
+    /// docker-build in the clone, as the contender `c` runs it (with `--cache` the carried
+    /// directory, chef its layer cache); (ok, restore s, save s) from its log.
+    fn ours(
+        &self,
+        c: Contender,
+        carry: &Path,
+        src: &Path,
+        file: &fs::File,
+        log: &Path,
+    ) -> anyhow::Result<(bool, f64, f64)> {
+        let mut argv: Vec<String> = vec![
+            "docker-build".into(),
+            "--tag".into(),
+            TAG.into(),
+            "--engine".into(),
+            "external".into(),
+            "--log-dir".into(),
+            "bench-logs".into(),
+        ];
+        match c {
+            Contender::Chef => {
+                argv.extend(["--strategy".into(), "chef".into()]);
+                if carry.join("layers").is_dir() {
+                    argv.push(format!(
+                        "--cache-from=type=local,src={}/{{image}}",
+                        carry.join("layers").display()
+                    ));
+                }
+                let _ = fs::remove_dir_all(carry.join("layers.new"));
+                argv.push(format!(
+                    "--cache-to=type=local,dest={}/{{image}},mode=max",
+                    carry.join("layers.new").display()
+                ));
+            }
+            Contender::Cold => {}
+            _ => {
+                argv.extend(["--cache".into(), carry.display().to_string()]);
+                if c == Contender::CacheLayers {
+                    argv.push("--cache-layers".into());
+                }
+            }
+        }
+        argv.extend(self.images.iter().cloned());
+        let mut cmd = Command::new(self.xtask);
+        cmd.args(&argv)
+            .current_dir(src)
+            .env_remove("CARGO_MANIFEST_DIR")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file.try_clone()?);
+        let ok = crate::proc::status(&mut cmd)?.success();
+        let mut save = 0.0;
+        if c == Contender::Chef && ok {
+            let t = Instant::now();
+            let _ = fs::remove_dir_all(carry.join("layers"));
+            fs::rename(carry.join("layers.new"), carry.join("layers"))?;
+            save = t.elapsed().as_secs_f64();
+        }
+        let text = fs::read_to_string(log).unwrap_or_default();
+        Ok((
+            ok,
+            restore_seconds(&text).unwrap_or(0.0),
+            save + cache_line_seconds(&text, "cache: exported").unwrap_or(0.0),
+        ))
     }
 
     /// Native cargo: restore the tarball, build, save it; (ok, restore s, save s).

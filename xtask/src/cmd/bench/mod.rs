@@ -451,76 +451,10 @@ fn run_contender(
     // the workspace's git state, asked once here for the records of the sandbox's builds
     let git = history::git_env_value(root);
     let namespace = format!("bench-{}", nonce());
-    if let Some(strategy) = contender.strategy(&decl.default_strategy) {
-        // the plan says which Dockerfiles the builds use; their cache ids get the namespace
-        let plan = plan::plan(
-            decl,
-            &decl.select(images)?,
-            &plan::Options {
-                strategy: strategy.into(),
-                tag: "bench".into(),
-                log_dir: "bench-logs".into(),
-                ..Default::default()
-            },
-        )?;
-        let mut dockerfiles: Vec<PathBuf> = plan
-            .builds
-            .iter()
-            .map(|b| b.dockerfile().to_path_buf())
-            .collect();
-        dockerfiles.sort();
-        dockerfiles.dedup();
-        sandbox.prepare_dockerfiles(&dockerfiles, None, &namespace)?;
-        if *contender == Contender::Bake {
-            fs::write(
-                sandbox.root.join("docker-bake.json"),
-                serde_json::to_string_pretty(&bake_file(plan.builds.iter().map(|b| &b.target))?)?,
-            )?;
-        }
-        if *contender == Contender::Compose {
-            // the committed file, rendered for every image (a service's depends-on may name an
-            // image the bench does not build); `docker compose build <images>` picks the images.
-            // They get the tag `bench` through ATTUNE_TAG, leaving docker-build's `dev` alone.
-            let all = plan::plan(
-                decl,
-                &decl.select(&[])?,
-                &plan::Options {
-                    strategy: strategy.into(),
-                    tag: "bench".into(),
-                    ..Default::default()
-                },
-            )?;
-            fs::write(
-                sandbox.root.join(compose::FILE),
-                compose::render(decl, &all),
-            )?;
-        }
-    }
+    prepare_sandbox(decl, contender, images, &sandbox, &namespace)?;
     let mut samples = Vec::new();
     for scenario in scenarios {
-        match scenario.as_str() {
-            "cold" => {
-                // BuildKit's layer cache key ignores cache-mount ids: a fresh namespace empties the
-                // mounts but would still reuse another contender's (or repetition's) identical
-                // cargo layer. A unique comment in the root manifest, which every Dockerfile
-                // copies first, leaves no layer to reuse.
-                let manifest = sandbox.root.join("Cargo.toml");
-                let mut text = fs::read_to_string(&manifest)
-                    .with_context(|| format!("cannot read {}", manifest.display()))?;
-                text.push_str(&format!("\n# bench cold build: {namespace}\n"));
-                fs::write(&manifest, text)
-                    .with_context(|| format!("cannot write {}", manifest.display()))?;
-            }
-            "common" => {
-                sandbox.change(decl.common_crate()?, &namespace)?;
-            }
-            "api" => {
-                // the crate of the first image (api, in the declared order)
-                let first = decl.select(&images[..1])?;
-                sandbox.change(decl.crate_dir(first[0])?, &namespace)?;
-            }
-            _ => {}
-        }
+        change_for(scenario, decl, images, &sandbox, &namespace)?;
         let log = out_dir.join(format!("{slug}-{scenario}-{}.log", rep + 1));
         let argv = contender.argv(xtask, images, "bench");
         let mut cmd = Command::new(&argv[0]);
@@ -593,6 +527,98 @@ fn run_contender(
         });
     }
     Ok(samples)
+}
+
+/// The sandbox's Dockerfiles for `contender`: their cache ids in `namespace`; bake's file and
+/// compose's, for those contenders.
+fn prepare_sandbox(
+    decl: &Declaration,
+    contender: &Contender,
+    images: &[String],
+    sandbox: &Sandbox,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    if let Some(strategy) = contender.strategy(&decl.default_strategy) {
+        // the plan says which Dockerfiles the builds use; their cache ids get the namespace
+        let plan = plan::plan(
+            decl,
+            &decl.select(images)?,
+            &plan::Options {
+                strategy: strategy.into(),
+                tag: "bench".into(),
+                log_dir: "bench-logs".into(),
+                ..Default::default()
+            },
+        )?;
+        let mut dockerfiles: Vec<PathBuf> = plan
+            .builds
+            .iter()
+            .map(|b| b.dockerfile().to_path_buf())
+            .collect();
+        dockerfiles.sort();
+        dockerfiles.dedup();
+        sandbox.prepare_dockerfiles(&dockerfiles, None, namespace)?;
+        if *contender == Contender::Bake {
+            fs::write(
+                sandbox.root.join("docker-bake.json"),
+                serde_json::to_string_pretty(&bake_file(plan.builds.iter().map(|b| &b.target))?)?,
+            )?;
+        }
+        if *contender == Contender::Compose {
+            // the committed file, rendered for every image (a service's depends-on may name an
+            // image the bench does not build); `docker compose build <images>` picks the images.
+            // They get the tag `bench` through ATTUNE_TAG, leaving docker-build's `dev` alone.
+            let all = plan::plan(
+                decl,
+                &decl.select(&[])?,
+                &plan::Options {
+                    strategy: strategy.into(),
+                    tag: "bench".into(),
+                    ..Default::default()
+                },
+            )?;
+            fs::write(
+                sandbox.root.join(compose::FILE),
+                compose::render(decl, &all),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// What `scenario` changes in the sandbox before its build: a unique comment in the root
+/// manifest (cold), a file of the common crate, or of the first image's crate (api).
+fn change_for(
+    scenario: &str,
+    decl: &Declaration,
+    images: &[String],
+    sandbox: &Sandbox,
+    namespace: &str,
+) -> anyhow::Result<()> {
+    match scenario {
+        "cold" => {
+            // BuildKit's layer cache key ignores cache-mount ids: a fresh namespace empties the
+            // mounts but would still reuse another contender's (or repetition's) identical
+            // cargo layer. A unique comment in the root manifest, which every Dockerfile
+            // copies first, leaves no layer to reuse.
+            let manifest = sandbox.root.join("Cargo.toml");
+            let mut text = fs::read_to_string(&manifest)
+                .with_context(|| format!("cannot read {}", manifest.display()))?;
+            text.push_str(&format!("\n# bench cold build: {namespace}\n"));
+            fs::write(&manifest, text)
+                .with_context(|| format!("cannot write {}", manifest.display()))?;
+        }
+        "common" => {
+            sandbox.change(decl.common_crate()?, namespace)?;
+        }
+        "api" => {
+            // the crate of the first image (api, in the declared order)
+            let first = decl.select(&images[..1])?;
+            sandbox.change(decl.crate_dir(first[0])?, namespace)?;
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// From docker-build's `--json` report: the crates compiled by the cargo steps that ran, and how

@@ -44,29 +44,7 @@ pub fn run(root: &Path, args: &flags::SmokeArgs) -> anyhow::Result<Status> {
     if let Some(tag) = &args.tag {
         env.push((compose::TAG_VAR.into(), tag.clone()));
     }
-    let mut http: Vec<(String, u16, String)> = Vec::new();
-    for name in &expected {
-        let image = decl.image(name).expect("selected from the declaration");
-        let Some(container_port) = image.compose.port else {
-            continue;
-        };
-        let var = compose::port_var(name);
-        let port = match std::env::var(&var).ok().filter(|v| !v.trim().is_empty()) {
-            Some(value) => value
-                .trim()
-                .parse()
-                .map_err(|_| UsageError(format!("{var}={value:?}: expected a port number")))?,
-            None => {
-                let free = free_loopback_port()?;
-                env.push((var.clone(), free.to_string()));
-                free
-            }
-        };
-        if let Some(path) = &image.health {
-            http.push((name.clone(), port, path.clone()));
-        }
-        println!("      {name:<14} container port {container_port} published on 127.0.0.1:{port} ({var})");
-    }
+    let http = published_ports(&decl, &expected, &mut env)?;
     let docker = |argv: &[String], timeout: Duration| {
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..]).current_dir(root);
@@ -94,47 +72,18 @@ pub fn run(root: &Path, args: &flags::SmokeArgs) -> anyhow::Result<Status> {
         Ok(containers) => compose::unhealthy(&expected, containers),
         Err(err) => vec![("(all)".to_string(), format!("{err:#}"))],
     };
-    let (mut passed, mut failed) = (0, 0);
-    for name in &expected {
-        match unhealthy.iter().find(|(s, _)| s == name) {
-            None => {
-                passed += 1;
-                println!("ok    {name:<14} running, healthy");
-            }
-            Some((_, problem)) => {
-                failed += 1;
-                println!("FAIL  {name:<14} {problem}");
-                let logs = docker(
-                    &compose::logs_argv(&project, &file, name),
-                    Duration::from_secs(30),
-                )
-                .unwrap_or_default();
-                for line in logs.lines().map(plain).filter(|l| !l.trim().is_empty()) {
-                    println!("        {name}: {line}");
-                }
-            }
-        }
-    }
+    let logs = |name: &str| {
+        let argv = compose::logs_argv(&project, &file, name);
+        docker(&argv, Duration::from_secs(30)).unwrap_or_default()
+    };
+    let (mut passed, mut failed) = report_services(&expected, &unhealthy, logs);
     if let Some((_, problem)) = unhealthy.iter().find(|(s, _)| s == "(all)") {
         failed += 1;
         println!("FAIL  {:<14} {problem}", "(ps)");
     }
-    for (name, port, path) in &http {
-        if unhealthy.iter().any(|(s, _)| s == name) {
-            continue;
-        }
-        let addr = format!("127.0.0.1:{port}");
-        match super::poll(&addr, path, Duration::from_secs(10)) {
-            Ok(answer) => {
-                passed += 1;
-                println!("ok    {name:<14} GET {path} on {addr}: {answer}");
-            }
-            Err(err) => {
-                failed += 1;
-                println!("FAIL  {name:<14} GET {path} on {addr}: {err:#}");
-            }
-        }
-    }
+    let (ok, bad) = probe_http(&http, &unhealthy);
+    passed += ok;
+    failed += bad;
     if let Err(err) = &up {
         if failed == 0 {
             failed += 1;
@@ -157,6 +106,89 @@ pub fn run(root: &Path, args: &flags::SmokeArgs) -> anyhow::Result<Status> {
         }
     );
     Ok(Status::from_ok(failed == 0))
+}
+
+/// The loopback port each expected service with a port is published on (the environment's
+/// `ATTUNE_<IMAGE>_PORT`, else a free one, added to `env`); `(service, port, path)` of each
+/// with an HTTP health path.
+fn published_ports(
+    decl: &workspace::Declaration,
+    expected: &[String],
+    env: &mut Vec<(String, String)>,
+) -> anyhow::Result<Vec<(String, u16, String)>> {
+    let mut http: Vec<(String, u16, String)> = Vec::new();
+    for name in expected {
+        let image = decl.image(name).expect("selected from the declaration");
+        let Some(container_port) = image.compose.port else {
+            continue;
+        };
+        let var = compose::port_var(name);
+        let port = match std::env::var(&var).ok().filter(|v| !v.trim().is_empty()) {
+            Some(value) => value
+                .trim()
+                .parse()
+                .map_err(|_| UsageError(format!("{var}={value:?}: expected a port number")))?,
+            None => {
+                let free = free_loopback_port()?;
+                env.push((var.clone(), free.to_string()));
+                free
+            }
+        };
+        if let Some(path) = &image.health {
+            http.push((name.clone(), port, path.clone()));
+        }
+        println!("      {name:<14} container port {container_port} published on 127.0.0.1:{port} ({var})");
+    }
+    Ok(http)
+}
+
+/// A line per expected service: healthy, or what is wrong with it and its logs (`logs`);
+/// (passed, failed).
+fn report_services(
+    expected: &[String],
+    unhealthy: &[(String, String)],
+    logs: impl Fn(&str) -> String,
+) -> (usize, usize) {
+    let (mut passed, mut failed) = (0, 0);
+    for name in expected {
+        let Some((_, problem)) = unhealthy.iter().find(|(s, _)| s == name) else {
+            passed += 1;
+            println!("ok    {name:<14} running, healthy");
+            continue;
+        };
+        failed += 1;
+        println!("FAIL  {name:<14} {problem}");
+        for line in logs(name)
+            .lines()
+            .map(plain)
+            .filter(|l| !l.trim().is_empty())
+        {
+            println!("        {name}: {line}");
+        }
+    }
+    (passed, failed)
+}
+
+/// `GET path` of each healthy service with an HTTP health path: (passed, failed).
+fn probe_http(http: &[(String, u16, String)], unhealthy: &[(String, String)]) -> (usize, usize) {
+    let (mut passed, mut failed) = (0, 0);
+    for (name, port, path) in http {
+        if unhealthy.iter().any(|(s, _)| s == name) {
+            continue;
+        }
+        let addr = format!("127.0.0.1:{port}");
+        match super::poll(&addr, path, Duration::from_secs(10)) {
+            Ok(answer) => {
+                passed += 1;
+                println!("ok    {name:<14} GET {path} on {addr}: {answer}");
+            }
+            Err(err) => {
+                failed += 1;
+                println!("FAIL  {name:<14} GET {path} on {addr}: {err:#}");
+            }
+        }
+    }
+    (passed, failed)
 }
 
 /// `selected` and, transitively, the images they depend on, in declaration order.

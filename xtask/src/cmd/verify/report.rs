@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{analysis, Phase, VerifyReport};
+use super::{analysis, PerfResult, Phase, RaceResult, ReuseResult, VerifyReport};
 use crate::exec::runner::Outcome;
 
 fn secs(v: Option<f64>) -> String {
@@ -79,121 +79,13 @@ pub fn render_terminal(report: &VerifyReport) -> String {
         env.date, env.cores, env.engine, env.buildx, env.strategy
     );
     if let Some(perf) = &report.perf {
-        let _ = writeln!(
-            out,
-            "\n== perf ({}): {} ==",
-            if perf.cold {
-                "cold: empty caches"
-            } else {
-                "incremental: crates/common changed after a warm-up"
-            },
-            verdict(perf.passed)
-        );
-        for (name, phase) in [
-            ("locked", &perf.locked),
-            ("committed (shared)", &perf.shared),
-        ] {
-            let _ = writeln!(out, "{name}:");
-            phase_rows(&mut out, phase);
-        }
-        let _ = writeln!(
-            out,
-            "wall shared/locked = {:.1}s / {:.1}s = {} (pass <= {:.2})",
-            perf.shared.wall_seconds,
-            perf.locked.wall_seconds,
-            perf.ratio
-                .map(|r| format!("{r:.3}"))
-                .unwrap_or_else(|| "-".into()),
-            analysis::MAX_RATIO
-        );
+        perf_section(&mut out, perf);
     }
     if let Some(race) = &report.race {
-        let _ = writeln!(
-            out,
-            "\n== race ({} run(s), strategy {}, cold caches each): {} failed: {} ==",
-            race.runs.len(),
-            race.strategy,
-            race.failed_runs,
-            verdict(race.passed)
-        );
-        for run in &race.runs {
-            let p = &run.phase;
-            let cells: Vec<String> = p
-                .images
-                .iter()
-                .map(|i| {
-                    let cargo = match &i.cargo {
-                        Some(c) if c.ran() => format!("ran {}", secs(i.cargo_exec_seconds)),
-                        Some(c) if c.cached => "CACHED".into(),
-                        _ => "not run".into(),
-                    };
-                    let race = if i.race_lines.is_empty() {
-                        String::new()
-                    } else {
-                        format!(", {} race line(s)", i.race_lines.len())
-                    };
-                    format!("{} {} (cargo {cargo}{race})", i.image, result(i.result))
-                })
-                .collect();
-            let _ = writeln!(
-                out,
-                "  {:<6} {:>6.1}s  {}  {}",
-                p.run,
-                p.wall_seconds,
-                if run.failures.is_empty() {
-                    "clean "
-                } else {
-                    "FAILED"
-                },
-                cells.join("; ")
-            );
-        }
+        race_section(&mut out, race);
     }
     if let Some(reuse) = &report.reuse {
-        let _ = writeln!(
-            out,
-            "\n== reuse ({}): {} ==",
-            reuse.image,
-            verdict(reuse.passed)
-        );
-        for phase in [&reuse.first, &reuse.unchanged, &reuse.changed] {
-            for i in &phase.images {
-                let ran: Vec<String> = i
-                    .steps
-                    .iter()
-                    .filter(|s| !s.cached && !analysis::is_base_load(&s.name))
-                    .map(|s| short_step(&s.name))
-                    .collect();
-                let cached = i
-                    .steps
-                    .iter()
-                    .filter(|s| s.cached && !analysis::is_base_load(&s.name))
-                    .count();
-                let _ = writeln!(
-                    out,
-                    "  {:<12} {:<7} {:>6.1}s  {} step(s) CACHED; ran: {}",
-                    phase.run,
-                    result(i.result),
-                    i.wall_seconds,
-                    cached,
-                    if ran.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        ran.join(", ")
-                    }
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "  unchanged/first wall = {:.1}s / {:.1}s = {}",
-            reuse.unchanged.wall_seconds,
-            reuse.first.wall_seconds,
-            reuse
-                .ratio
-                .map(|r| format!("{r:.3}"))
-                .unwrap_or_else(|| "-".into())
-        );
+        reuse_section(&mut out, reuse);
     }
     let _ = writeln!(out);
     for f in &report.failures {
@@ -216,6 +108,129 @@ pub fn render_terminal(report: &VerifyReport) -> String {
         report.total_seconds
     );
     out
+}
+
+/// The perf test's part of the terminal report: each phase's rows and the ratio.
+fn perf_section(out: &mut String, perf: &PerfResult) {
+    let _ = writeln!(
+        out,
+        "\n== perf ({}): {} ==",
+        if perf.cold {
+            "cold: empty caches"
+        } else {
+            "incremental: crates/common changed after a warm-up"
+        },
+        verdict(perf.passed)
+    );
+    for (name, phase) in [
+        ("locked", &perf.locked),
+        ("committed (shared)", &perf.shared),
+    ] {
+        let _ = writeln!(out, "{name}:");
+        phase_rows(out, phase);
+    }
+    let _ = writeln!(
+        out,
+        "wall shared/locked = {:.1}s / {:.1}s = {} (pass <= {:.2})",
+        perf.shared.wall_seconds,
+        perf.locked.wall_seconds,
+        perf.ratio
+            .map(|r| format!("{r:.3}"))
+            .unwrap_or_else(|| "-".into()),
+        analysis::MAX_RATIO
+    );
+}
+
+/// The race test's part: a line per run, each image's result and cargo step.
+fn race_section(out: &mut String, race: &RaceResult) {
+    let _ = writeln!(
+        out,
+        "\n== race ({} run(s), strategy {}, cold caches each): {} failed: {} ==",
+        race.runs.len(),
+        race.strategy,
+        race.failed_runs,
+        verdict(race.passed)
+    );
+    for run in &race.runs {
+        let p = &run.phase;
+        let cells: Vec<String> = p
+            .images
+            .iter()
+            .map(|i| {
+                let cargo = match &i.cargo {
+                    Some(c) if c.ran() => format!("ran {}", secs(i.cargo_exec_seconds)),
+                    Some(c) if c.cached => "CACHED".into(),
+                    _ => "not run".into(),
+                };
+                let race = if i.race_lines.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} race line(s)", i.race_lines.len())
+                };
+                format!("{} {} (cargo {cargo}{race})", i.image, result(i.result))
+            })
+            .collect();
+        let _ = writeln!(
+            out,
+            "  {:<6} {:>6.1}s  {}  {}",
+            p.run,
+            p.wall_seconds,
+            if run.failures.is_empty() {
+                "clean "
+            } else {
+                "FAILED"
+            },
+            cells.join("; ")
+        );
+    }
+}
+
+/// The reuse test's part: what each build ran and what came from the cache.
+fn reuse_section(out: &mut String, reuse: &ReuseResult) {
+    let _ = writeln!(
+        out,
+        "\n== reuse ({}): {} ==",
+        reuse.image,
+        verdict(reuse.passed)
+    );
+    for phase in [&reuse.first, &reuse.unchanged, &reuse.changed] {
+        for i in &phase.images {
+            let ran: Vec<String> = i
+                .steps
+                .iter()
+                .filter(|s| !s.cached && !analysis::is_base_load(&s.name))
+                .map(|s| short_step(&s.name))
+                .collect();
+            let cached = i
+                .steps
+                .iter()
+                .filter(|s| s.cached && !analysis::is_base_load(&s.name))
+                .count();
+            let _ = writeln!(
+                out,
+                "  {:<12} {:<7} {:>6.1}s  {} step(s) CACHED; ran: {}",
+                phase.run,
+                result(i.result),
+                i.wall_seconds,
+                cached,
+                if ran.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    ran.join(", ")
+                }
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  unchanged/first wall = {:.1}s / {:.1}s = {}",
+        reuse.unchanged.wall_seconds,
+        reuse.first.wall_seconds,
+        reuse
+            .ratio
+            .map(|r| format!("{r:.3}"))
+            .unwrap_or_else(|| "-".into())
+    );
 }
 
 /// `[builder 6/6] RUN --mount=... cargo build ...` -> `builder 6/6 RUN (cargo)`.
@@ -303,35 +318,7 @@ pub fn svg_timelines(phases: &[&Phase]) -> String {
                 image.wall_seconds
             );
             if let Some(c) = &image.cargo {
-                let end = c.completed.unwrap_or(image.ended_at);
-                let exec = c.exec_start.unwrap_or(c.started);
-                if exec > c.started {
-                    let lock = phase
-                        .metrics
-                        .lock_waits
-                        .iter()
-                        .any(|w| w.image == image.image);
-                    let _ = write!(
-                        s,
-                        r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="14" fill="url(#wait)" stroke="{}"><title>started, not yet executing {:.1}s{}</title></rect>"##,
-                        x(c.started),
-                        y + 3.0,
-                        (x(exec) - x(c.started)).max(1.0),
-                        if lock { "#c00" } else { "none" },
-                        exec - c.started,
-                        if lock { " (lock wait)" } else { "" }
-                    );
-                }
-                let fill = if c.cached { "#9c9" } else { "#3870c0" };
-                let _ = write!(
-                    s,
-                    r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="14" fill="{fill}"><title>cargo {} {:.1}s</title></rect>"#,
-                    x(exec),
-                    y + 3.0,
-                    (x(end) - x(exec)).max(1.0),
-                    if c.cached { "CACHED" } else { "executing" },
-                    end - exec
-                );
+                cargo_bars(&mut s, phase, image, c, y, &x);
             }
         }
         let axis_y = 30.0 + rows * lane_h + 12.0;
@@ -348,6 +335,47 @@ pub fn svg_timelines(phases: &[&Phase]) -> String {
     }
     s.push_str("</svg>");
     s
+}
+
+/// The cargo step of one image's lane: the time it waited to execute (hatched, red-edged for a
+/// lock wait) and the time it executed or came from the cache.
+fn cargo_bars(
+    s: &mut String,
+    phase: &Phase,
+    image: &super::ImageRun,
+    c: &analysis::CargoSpan,
+    y: f64,
+    x: &dyn Fn(f64) -> f64,
+) {
+    let end = c.completed.unwrap_or(image.ended_at);
+    let exec = c.exec_start.unwrap_or(c.started);
+    if exec > c.started {
+        let lock = phase
+            .metrics
+            .lock_waits
+            .iter()
+            .any(|w| w.image == image.image);
+        let _ = write!(
+            s,
+            r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="14" fill="url(#wait)" stroke="{}"><title>started, not yet executing {:.1}s{}</title></rect>"##,
+            x(c.started),
+            y + 3.0,
+            (x(exec) - x(c.started)).max(1.0),
+            if lock { "#c00" } else { "none" },
+            exec - c.started,
+            if lock { " (lock wait)" } else { "" }
+        );
+    }
+    let fill = if c.cached { "#9c9" } else { "#3870c0" };
+    let _ = write!(
+        s,
+        r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="14" fill="{fill}"><title>cargo {} {:.1}s</title></rect>"#,
+        x(exec),
+        y + 3.0,
+        (x(end) - x(exec)).max(1.0),
+        if c.cached { "CACHED" } else { "executing" },
+        end - exec
+    );
 }
 
 fn nice_step(total: f64) -> f64 {
