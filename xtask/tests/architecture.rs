@@ -413,3 +413,71 @@ fn processes_start_only_through_proc_and_exec() {
         found.join("\n")
     );
 }
+
+/// `(name, lines)` of every function of `code` (rustfmt's layout: a body closes with a `}` at
+/// the indentation its `fn` line opened at).
+fn function_lengths(code: &str) -> Vec<(String, usize)> {
+    let lines: Vec<&str> = code.lines().collect();
+    let mut out = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        let indent = line.len() - trimmed.len();
+        let after_vis = trimmed
+            .strip_prefix("pub(crate) ")
+            .or_else(|| trimmed.strip_prefix("pub(super) "))
+            .or_else(|| trimmed.strip_prefix("pub "))
+            .unwrap_or(trimmed);
+        let Some(rest) = after_vis.strip_prefix("fn ") else {
+            continue;
+        };
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let close = format!("{}}}", " ".repeat(indent));
+        // a declaration without a body (a trait's) ends with `;` before any `{`
+        let opens = lines[i..].iter().position(|l| l.trim_end().ends_with('{'));
+        let ends = lines[i..].iter().position(|l| l.trim_end().ends_with(';'));
+        if matches!((opens, ends), (Some(o), Some(e)) if e < o) || opens.is_none() {
+            continue;
+        }
+        if let Some(end) = lines[i + 1..].iter().position(|l| l.trim_end() == close) {
+            out.push((name, end + 2));
+        }
+    }
+    out
+}
+
+/// Issue 21: no function of the xtask is over 100 lines (tests, and the fake docker, aside).
+#[test]
+fn no_function_is_over_100_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files.retain(|f| !f.starts_with(src.join("bin")));
+    let mut long = Vec::new();
+    for file in &files {
+        let text = fs::read_to_string(file).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (name, n) in function_lengths(code) {
+            if n > 100 {
+                let rel = file.strip_prefix(&src).unwrap();
+                long.push(format!("{}: fn {name}: {n} lines", rel.display()));
+            }
+        }
+    }
+    assert!(
+        long.is_empty(),
+        "split these functions:\n{}",
+        long.join("\n")
+    );
+}
+
+#[test]
+fn function_lengths_are_counted_from_fn_to_its_closing_brace() {
+    let code = "pub fn a() {\n    x();\n}\n\nimpl T {\n    fn b(\n        y: u8,\n    ) -> u8 {\n        y\n    }\n}\ntrait U {\n    fn c();\n}\n";
+    assert_eq!(
+        function_lengths(code),
+        [("a".to_string(), 3), ("b".to_string(), 5)]
+    );
+}
