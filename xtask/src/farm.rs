@@ -2,7 +2,7 @@
 //! registry, and where a failed build runs again. Pure: the plan calls [`place`] and
 //! [`seed_cache`], the session calls [`retry_builder`].
 
-use crate::target::Target;
+use crate::target::{Spec, Target};
 
 /// The builder of each of `count` builds, in order: the first build (the seed, when the builder
 /// stage is shared) on the first builder, the others round-robin starting with the second
@@ -27,9 +27,13 @@ pub fn cache_ref(registry: &str, strategy: &str) -> String {
 pub fn seed_cache<'a>(targets: impl Iterator<Item = &'a mut Target>, reference: &str) {
     for (i, target) in targets.enumerate() {
         if i == 0 {
-            (target.cache_to).push(format!("type=registry,ref={reference},mode=max"));
+            (target.cache_to).push(Spec::of(&[
+                ("type", "registry"),
+                ("ref", reference),
+                ("mode", "max"),
+            ]));
         } else {
-            (target.cache_from).push(format!("type=registry,ref={reference}"));
+            (target.cache_from).push(Spec::of(&[("type", "registry"), ("ref", reference)]));
         }
     }
 }

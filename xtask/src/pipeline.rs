@@ -28,6 +28,7 @@ use crate::{
     history,
     plan::{self, Build, Plan},
     session::{self, CacheReport, CacheStep, EngineCheck, Report},
+    target::Spec,
     timings,
     util::Status,
     util::UsageError,
@@ -267,10 +268,10 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
         before.push_str(&transfer::render_helper(&carry.setup.import_build()));
         let from = match &carry.location {
             Location::Dir(_) => carry.setup.cache_from(),
-            Location::Registry(r) => format!(
-                "type=registry,ref={}",
-                r.layers("<key of the entry imported>", "{image}")
-            ),
+            Location::Registry(r) => {
+                let reference = r.layers("<key of the entry imported>", "{image}");
+                Spec::of(&[("type", "registry"), ("ref", &reference)])
+            }
         };
         add_layer_cache(
             &mut ctx.todo,
@@ -298,7 +299,7 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
 }
 
 /// With `--cache-layers`: every build reads the imported layer cache (`from`) and writes one.
-fn add_layer_cache(todo: &mut Plan, carry: &Carry, layers: bool, from: Option<String>) {
+fn add_layer_cache(todo: &mut Plan, carry: &Carry, layers: bool, from: Option<Spec>) {
     if !layers {
         return;
     }
@@ -308,8 +309,8 @@ fn add_layer_cache(todo: &mut Plan, carry: &Carry, layers: bool, from: Option<St
         let target = &mut build.target;
         target
             .cache_from
-            .extend(from.iter().map(|f| f.replace("{image}", &image)));
-        target.cache_to.push(to.replace("{image}", &image));
+            .extend(from.iter().map(|f| f.for_image(&image)));
+        target.cache_to.push(to.for_image(&image));
     }
 }
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     proc::shell_line,
-    target::{Output, Target},
+    target::{Output, Spec, Target},
     workspace::{Declaration, ImageDecl},
 };
 
@@ -33,14 +33,14 @@ pub struct Options {
     pub contexts: Vec<String>,
     /// With several builders: a failed build is not run again on another builder.
     pub no_retry: bool,
-    /// Passed through; `{image}` is replaced by the image name.
-    pub cache_from: Vec<String>,
-    pub cache_to: Vec<String>,
+    /// Typed from the flags; `{image}` is replaced by the image name.
+    pub cache_from: Vec<Spec>,
+    pub cache_to: Vec<Spec>,
     /// `KEY=VALUE`, given to every build after the declared ones (never one the declaration
     /// owns: see [`check_build_args`]).
     pub build_args: Vec<String>,
     /// buildx `--secret` and `--ssh` values, passed through (see [`check_secret`], [`check_ssh`]).
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Spec>,
     pub ssh: Vec<String>,
     pub no_cache: bool,
     pub pull: bool,
@@ -304,10 +304,10 @@ fn build(
         tags: pushed_tag.into_iter().collect(),
         platforms: options.platforms.clone(),
         cache_from: (options.cache_from.iter())
-            .map(|from| from.replace("{image}", &image.name))
+            .map(|from| from.for_image(&image.name))
             .collect(),
         cache_to: (options.cache_to.iter())
-            .map(|to| to.replace("{image}", &image.name))
+            .map(|to| to.for_image(&image.name))
             .collect(),
         output,
         secrets: options.secrets.clone(),
@@ -700,12 +700,14 @@ mod tests {
         assert_eq!(where_, ["default", "second", "default"]);
         assert_eq!(
             plan.builds[0].target.cache_to,
-            [format!("type=registry,ref={cache},mode=max")]
+            [Spec::from(
+                format!("type=registry,ref={cache},mode=max").as_str()
+            )]
         );
         for build in &plan.builds[1..] {
             assert_eq!(
                 build.target.cache_from,
-                [format!("type=registry,ref={cache}")]
+                [Spec::from(format!("type=registry,ref={cache}").as_str())]
             );
             assert!(build.target.cache_to.is_empty());
             assert!(

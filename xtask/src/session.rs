@@ -91,10 +91,10 @@ pub fn plan_from_args(
             crate::docker::context_names()
         },
         no_retry: args.no_retry,
-        cache_from: args.cache_from.clone(),
-        cache_to: args.cache_to.clone(),
+        cache_from: specs("--cache-from", &args.cache_from)?,
+        cache_to: specs("--cache-to", &args.cache_to)?,
         build_args: args.build_arg.clone(),
-        secrets: args.secret.clone(),
+        secrets: specs("--secret", &args.secret)?,
         ssh: args.ssh.clone(),
         no_cache: args.no_cache,
         pull: args.pull,
@@ -102,6 +102,17 @@ pub fn plan_from_args(
         jobs,
     };
     Ok(plan::plan(decl, &images, &options)?)
+}
+
+/// The typed specs of a flag's values; one that is not `key=value,...` is a usage error naming
+/// the flag and the value.
+fn specs(flag: &str, values: &[String]) -> anyhow::Result<Vec<crate::target::Spec>> {
+    (values.iter())
+        .map(|v| {
+            crate::target::Spec::parse(v)
+                .map_err(|e| crate::util::UsageError(format!("{flag} `{v}`: {e}")).into())
+        })
+        .collect()
 }
 
 /// Every image of `plan` has its stage in the Dockerfile of every declared strategy, whichever

@@ -14,6 +14,71 @@ use serde_json::{json, Value};
 
 use crate::util::UsageError;
 
+/// A buildx key-value spec, as `--cache-from`, `--cache-to` and `--secret` take one
+/// (`type=local,src=DIR,tag=api`): its attributes, in order. A cache source given as a bare image
+/// reference is the registry source buildx makes of it (`type=registry,ref=REF`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spec(pub Vec<(String, String)>);
+
+impl Spec {
+    /// `key=value,...`; a text without `=` is a registry reference. The error names the part
+    /// that is not `key=value`.
+    pub fn parse(text: &str) -> Result<Spec, String> {
+        if !text.contains('=') && !text.trim().is_empty() {
+            return Ok(Spec::of(&[("type", "registry"), ("ref", text.trim())]));
+        }
+        let mut attrs = Vec::new();
+        for part in text.split(',') {
+            match part.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    attrs.push((key.trim().to_string(), value.to_string()))
+                }
+                _ => return Err(format!("`{part}` is not KEY=VALUE")),
+            }
+        }
+        Ok(Spec(attrs))
+    }
+
+    pub fn of(attrs: &[(&str, &str)]) -> Spec {
+        Spec(
+            (attrs.iter())
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    /// Every value with `{image}` replaced by `image`.
+    pub fn for_image(&self, image: &str) -> Spec {
+        Spec(
+            (self.0.iter())
+                .map(|(k, v)| (k.clone(), v.replace("{image}", image)))
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Display for Spec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
+/// Tests write specs as buildx does.
+#[cfg(test)]
+impl From<&str> for Spec {
+    fn from(text: &str) -> Spec {
+        Spec::parse(text).expect("a key=value spec")
+    }
+}
+
+/// As buildx and bake spell it: `key=value,...`.
+impl Serialize for Spec {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
 /// Where a build's result goes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -43,10 +108,10 @@ pub struct Target {
     pub args: Vec<(String, String)>,
     pub tags: Vec<String>,
     pub platforms: Vec<String>,
-    pub cache_from: Vec<String>,
-    pub cache_to: Vec<String>,
+    pub cache_from: Vec<Spec>,
+    pub cache_to: Vec<Spec>,
     /// buildx `--secret` values (`id=NAME,src=FILE|env=VAR`): bake's `secret`.
-    pub secrets: Vec<String>,
+    pub secrets: Vec<Spec>,
     /// buildx `--ssh` values (`default` or `ID=SOCKET|KEY`): bake's `ssh`.
     pub ssh: Vec<String>,
     pub output: Output,
@@ -105,7 +170,7 @@ impl Target {
             argv.extend(["--label".into(), format!("{key}={value}")]);
         }
         for secret in &self.secrets {
-            argv.extend(["--secret".into(), secret.clone()]);
+            argv.extend(["--secret".into(), secret.to_string()]);
         }
         for ssh in &self.ssh {
             argv.extend(["--ssh".into(), ssh.clone()]);
@@ -114,10 +179,10 @@ impl Target {
             argv.extend(["--platform".into(), self.platforms.join(",")]);
         }
         for from in &self.cache_from {
-            argv.extend(["--cache-from".into(), from.clone()]);
+            argv.extend(["--cache-from".into(), from.to_string()]);
         }
         for to in &self.cache_to {
-            argv.extend(["--cache-to".into(), to.clone()]);
+            argv.extend(["--cache-to".into(), to.to_string()]);
         }
         if self.no_cache {
             argv.push("--no-cache".into());
@@ -338,6 +403,31 @@ mod tests {
             metadata_file: None,
             ..Target::default()
         }
+    }
+
+    #[test]
+    fn specs_are_typed_and_render_as_buildx_reads_them() {
+        let spec = Spec::parse("type=local,src=c/{image},mode=max").unwrap();
+        assert_eq!(spec.0[1], ("src".to_string(), "c/{image}".to_string()));
+        assert_eq!(
+            spec.for_image("api").to_string(),
+            "type=local,src=c/api,mode=max"
+        );
+        // a bare reference is the registry source buildx makes of it
+        assert_eq!(
+            Spec::parse("reg.example/cache:api").unwrap().to_string(),
+            "type=registry,ref=reg.example/cache:api"
+        );
+        assert_eq!(
+            Spec::parse("type=local,oops").unwrap_err(),
+            "`oops` is not KEY=VALUE"
+        );
+        assert!(Spec::parse("=x").is_err());
+        // JSON (the plan, bake files) carries the string
+        assert_eq!(
+            serde_json::to_value(&spec).unwrap(),
+            json!("type=local,src=c/{image},mode=max")
+        );
     }
 
     #[test]

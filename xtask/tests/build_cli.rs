@@ -161,6 +161,25 @@ fn assert_snapshot(name: &str, actual: &str) {
 // --- usage errors ------------------------------------------------------------------------------
 
 #[test]
+fn a_cache_or_secret_spec_that_is_not_key_value_is_a_usage_error() {
+    for (flag, value) in [
+        ("--cache-from", "type=local,oops"),
+        ("--cache-to", "=x"),
+        ("--secret", "id=a,b"),
+    ] {
+        let t = Test::docker_build(["--dry-run", flag, value, "api"]);
+        let out = t.run();
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains(&format!("{flag} `{value}`")),
+            "{}",
+            out.stderr
+        );
+        assert!(t.builds().is_empty());
+    }
+}
+
+#[test]
 fn unknown_image_lists_images_and_groups() {
     let t = Test::docker_build(["api", "nope"]);
     let out = t.run();

@@ -31,6 +31,7 @@ use crate::{
     },
     plan::Plan,
     session::human_size,
+    target::Spec,
     util::Status,
 };
 
@@ -63,41 +64,43 @@ pub struct Setup {
 
 impl Setup {
     /// `--cache-from` for the builds after an import (`{image}` is the plan's placeholder).
-    pub fn cache_from(&self) -> String {
-        format!("type=local,src={},tag={{image}}", layers_in().display())
+    pub fn cache_from(&self) -> Spec {
+        let src = layers_in().display().to_string();
+        Spec::of(&[("type", "local"), ("src", &src), ("tag", "{image}")])
     }
 
     /// `--cache-to` for the builds before an export: a directory per image (concurrent exports
     /// to one directory collide in its ingest area), merged into the entry by [`export`].
-    pub fn cache_to(&self) -> String {
-        format!(
-            "type=local,dest={}/{{image}},mode=max,tag={{image}}",
-            layers_out().display()
-        )
+    pub fn cache_to(&self) -> Spec {
+        let dest = format!("{}/{{image}}", layers_out().display());
+        Spec::of(&[
+            ("type", "local"),
+            ("dest", &dest),
+            ("mode", "max"),
+            ("tag", "{image}"),
+        ])
     }
 
     /// `--cache-to` for the builds before an export to `location`.
-    pub fn layer_cache_to(&self, location: &Location) -> String {
+    pub fn layer_cache_to(&self, location: &Location) -> Spec {
         match location {
             Location::Dir(_) => self.cache_to(),
-            Location::Registry(r) => format!(
-                "type=registry,ref={},mode=max",
-                r.layers(&self.inputs.key(), "{image}")
-            ),
+            Location::Registry(r) => {
+                let reference = r.layers(&self.inputs.key(), "{image}");
+                Spec::of(&[("type", "registry"), ("ref", &reference), ("mode", "max")])
+            }
         }
     }
 
     /// `--cache-from` for the builds after an import from `location`, when it brought a layer
     /// cache: the staged directory, or the registry tags of the entry imported.
-    pub fn layer_cache_from(&self, root: &Path, location: &Location) -> Option<String> {
+    pub fn layer_cache_from(&self, root: &Path, location: &Location) -> Option<Spec> {
         match location {
             Location::Dir(_) => root.join(layers_in()).is_dir().then(|| self.cache_from()),
             Location::Registry(r) => {
                 let name = fs::read_to_string(root.join(imported_layers())).ok()?;
-                Some(format!(
-                    "type=registry,ref={}",
-                    r.layers(name.trim(), "{image}")
-                ))
+                let reference = r.layers(name.trim(), "{image}");
+                Some(Spec::of(&[("type", "registry"), ("ref", &reference)]))
             }
         }
     }

@@ -105,7 +105,9 @@ fn export(
     let (decl, mut options, _, mut setup) = prepare(root, &args)?;
     setup.layers = layers;
     if layers {
-        options.cache_to.push(setup.layer_cache_to(location));
+        options
+            .cache_to
+            .push(setup.layer_cache_to(location).to_string());
     }
     let plan = plan_of(&decl, &options, &args)?;
     if args.dry_run {
