@@ -1,34 +1,15 @@
 //! The attune workspace's task runner: `cargo xtask <command>`.
 //!
 //! `main` parses the flags, finds the workspace root and dispatches with one `match`.
-//! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md.
+//! Every command module exposes `run(..) -> anyhow::Result<Status>`; see ARCHITECTURE.md. The
+//! commands are this binary's; the library they stand on is `src/lib.rs`.
 
-mod cache;
-mod cargo_log;
 mod cmd;
-mod compose;
-mod docker;
-mod dockerfile;
-mod engine;
-mod exec;
-mod farm;
-mod flags;
-mod git_times;
-mod history;
-mod http;
-mod pipeline;
-mod plan;
-mod proc;
-mod publish;
-mod registry;
-mod report;
-mod sandbox;
-mod second_engine;
-mod session;
-mod target;
-mod timings;
-mod util;
-mod workspace;
+
+// the library (src/lib.rs): what the commands stand on; `crate::session` and the like in cmd/
+// name these
+#[allow(unused_imports)]
+use xtask::*;
 
 use std::process::ExitCode;
 

@@ -5,13 +5,17 @@
 
 use std::{fs, path::Path};
 
-/// The module a file is: `cmd/verify/mod.rs` -> `[cmd, verify]`, `main.rs` -> `[]`.
+/// The module a file is: `cmd/verify/mod.rs` -> `[cmd, verify]`, `main.rs` and `lib.rs` (the
+/// roots of the binary and of the library) -> `[]`.
 fn module_of(rel: &Path) -> Vec<String> {
     let mut parts: Vec<String> = rel
         .iter()
         .map(|p| p.to_string_lossy().trim_end_matches(".rs").to_string())
         .collect();
-    if matches!(parts.last().map(String::as_str), Some("mod" | "main")) {
+    if matches!(
+        parts.last().map(String::as_str),
+        Some("mod" | "main" | "lib")
+    ) {
         parts.pop();
     }
     parts

@@ -358,7 +358,7 @@ pub fn utc(t: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::tests::{image, record};
+    use crate::history::fixtures::{image, record};
 
     #[test]
     fn utc_dates() {
@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn explain_picks_the_last_run_whose_cargo_step_ran() {
-        use crate::history::explain::tests::{files, inputs_over};
+        use crate::history::fixtures::{files, inputs_over};
         let before = files(&[("Cargo.lock", "l1"), ("crates/common/src/lib.rs", "c1")]);
         let mut after = before.clone();
         after.insert("Cargo.lock".into(), "l2".into());

@@ -144,34 +144,7 @@ fn common_dir(paths: &[&str]) -> String {
 #[cfg(test)]
 pub mod tests {
     use super::*;
-    use crate::history::inputs::{source, Source};
-
-    pub fn files(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(p, d)| (p.to_string(), d.to_string()))
-            .collect()
-    }
-
-    pub fn inputs_over(files: &BTreeMap<String, String>) -> Inputs {
-        let sources: Vec<Source> = ["Cargo.toml", "Cargo.lock", "crates"]
-            .iter()
-            .map(|p| source(p, files))
-            .collect();
-        Inputs {
-            dockerfile: "docker/Dockerfile.workspace".into(),
-            dockerfile_digest: "df1".into(),
-            target: "api".into(),
-            sources,
-            build_args: [("SERVICE".to_string(), "api".to_string())].into(),
-            base_images: [(
-                "rust:1.95-slim-bookworm".to_string(),
-                Some("sha256:r1".to_string()),
-            )]
-            .into(),
-            options_digest: "o1".into(),
-        }
-    }
+    pub use crate::history::fixtures::{files, inputs_over};
 
     fn side<'a>(inputs: &'a Inputs, files: &'a BTreeMap<String, String>) -> Side<'a> {
         Side {

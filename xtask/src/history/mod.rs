@@ -11,6 +11,8 @@
 //! that fills a record are one file format's reader and writer.
 
 pub mod explain;
+#[doc(hidden)]
+pub mod fixtures;
 pub mod inputs;
 pub mod plot;
 
@@ -787,43 +789,8 @@ pub fn history_images(report: &Report) -> Vec<ImageRecord> {
 
 #[cfg(test)]
 pub mod tests {
+    pub use super::fixtures::{image, record};
     use super::*;
-
-    pub fn image(name: &str, result: &str, wall: f64, cargo: &str) -> ImageRecord {
-        ImageRecord {
-            image: name.into(),
-            result: result.into(),
-            wall_seconds: wall,
-            cargo_step: cargo.into(),
-            cargo_seconds: (cargo == "ran").then_some(wall - 1.0),
-            steps_run: 3,
-            steps_cached: 5,
-            image_id: Some(format!("sha256:{name}")),
-            size_bytes: Some(1000),
-            inputs: None,
-            digest: Some(format!("d-{name}")),
-            why: None,
-            output_digest: None,
-            published: None,
-        }
-    }
-
-    pub fn record(time: f64, images: Vec<ImageRecord>) -> Record {
-        Record {
-            version: FORMAT_VERSION,
-            time,
-            command: "docker-build".into(),
-            git_rev: Some("abc".into()),
-            git_dirty: Some(false),
-            strategy: "workspace".into(),
-            tag: "dev".into(),
-            engine_id: Some("e".into()),
-            wall_seconds: 2.0,
-            source: None,
-            files: BTreeMap::new(),
-            images,
-        }
-    }
 
     #[test]
     fn corrupt_and_truncated_lines_are_skipped_with_their_line_number() {

@@ -253,7 +253,7 @@ fn escape(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::tests::{image, record};
+    use crate::history::fixtures::{image, record};
 
     #[test]
     fn well_formed_with_one_series_per_image() {
