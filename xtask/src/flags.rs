@@ -21,6 +21,12 @@ pub struct Xtask {
 pub enum Cmd {
     /// Build the images in parallel on BuildKit, with live progress, a log per image and a summary
     ///
+    /// One pipeline: the up-to-date check, the cache import (--cache), the builds, the atomic
+    /// publish (--push), the history record, cargo's timing report (--timings) and the cache
+    /// export, so the options combine. The pairs that cannot are refused before anything runs,
+    /// naming both: --cache-layers with --builders, and --cache or --timings with several
+    /// --platform values (ARCHITECTURE.md has the table of every pair).
+    ///
     /// Exit status: 0 when every build succeeded, 1 when any failed (the others still run to the
     /// end and are reported), 2 for usage errors, 130 when interrupted.
     DockerBuild(DockerBuildArgs),
