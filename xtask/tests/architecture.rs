@@ -211,13 +211,19 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
     }
 }
 
-#[test]
-fn commands_stand_on_the_library_and_never_on_each_other() {
+/// xtask/src and its modules' files: bin/ holds separate programs (the fake docker), not
+/// modules of the xtask.
+fn xtask_files() -> (std::path::PathBuf, Vec<std::path::PathBuf>) {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let mut files = Vec::new();
     rust_files(&src, &mut files);
-    // bin/ holds separate programs (the fake docker), not modules of the xtask
     files.retain(|f| !f.starts_with(src.join("bin")));
+    (src, files)
+}
+
+#[test]
+fn commands_stand_on_the_library_and_never_on_each_other() {
+    let (src, files) = xtask_files();
     assert!(files.len() > 20, "found only {} files", files.len());
     assert!(files.iter().any(|f| f.ends_with("cmd/bench/ephemeral.rs")));
     let mut broken = Vec::new();
@@ -339,10 +345,7 @@ fn circles(files: &[(Vec<String>, String)]) -> Vec<Vec<String>> {
 /// aside): what two modules both need lives below both.
 #[test]
 fn no_module_imports_one_that_imports_it_back() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.retain(|f| !f.starts_with(src.join("bin")));
+    let (src, files) = xtask_files();
     let files: Vec<(Vec<String>, String)> = (files.iter())
         .map(|f| {
             let module = module_of(f.strip_prefix(&src).unwrap());
@@ -455,10 +458,7 @@ fn function_lengths(code: &str) -> Vec<(String, usize)> {
 /// Issue 21: no function of the xtask is over 100 lines (tests, and the fake docker, aside).
 #[test]
 fn no_function_is_over_100_lines() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files.retain(|f| !f.starts_with(src.join("bin")));
+    let (src, files) = xtask_files();
     let mut long = Vec::new();
     for file in &files {
         let text = fs::read_to_string(file).unwrap();
