@@ -12,6 +12,9 @@ fn agent() -> ureq::Agent {
         .timeout_connect(Some(Duration::from_secs(2)))
         .timeout_global(Some(Duration::from_secs(10)))
         .http_status_as_error(false)
+        // loopback only: no proxy from the environment, no redirect elsewhere
+        .proxy(None)
+        .max_redirects(0)
         .build()
         .into()
 }

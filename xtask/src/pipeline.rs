@@ -369,6 +369,8 @@ fn import(
     todo: &mut Plan,
     carry: &mut Carry,
 ) -> anyhow::Result<Flow> {
+    // an earlier run's layouts must not reach this run's export
+    let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
     if todo.builds.is_empty() {
         carry.report.import = Some(skipped("every image is up to date"));
         return Ok(Flow::Go);
@@ -401,7 +403,6 @@ fn import(
     }
     let staged = carry.setup.layer_cache_from(root, &carry.location);
     add_layer_cache(todo, carry, args.layers.cache_layers, staged);
-    let _ = std::fs::remove_dir_all(root.join(transfer::layers_out()));
     Ok(Flow::Go)
 }
 
@@ -550,8 +551,12 @@ fn export(root: &Path, args: &DockerBuildArgs, carry: &mut Carry, report: &Repor
         };
         return discard(ahead, why.into());
     }
-    let layers = (args.layers.cache_layers && root.join(transfer::layers_out()).is_dir())
-        .then(transfer::layers_out);
+    // a directory location merges the builds' layouts (none when nothing was built); a registry
+    // location's builds wrote their layer cache to its tags
+    let built_layouts = root.join(transfer::layers_out()).is_dir();
+    let layers = (args.layers.cache_layers
+        && (built_layouts || matches!(carry.location, Location::Registry(_))))
+    .then(transfer::layers_out);
     let exported = transfer::export_after(
         root,
         &carry.setup,

@@ -68,6 +68,12 @@ pub fn pipe(producer: &mut Command, consumer: &mut Command, what: &str) -> anyho
         .with_context(|| format!("cannot start {what} ({:?})", producer.get_program()))?;
     let out = from.stdout.take().context("no stdout to pipe")?;
     let consumed = status(consumer.stdin(out));
+    // the command keeps the pipe's read end: let go of it, and stop a producer whose consumer
+    // failed (it would block on a full pipe)
+    consumer.stdin(Stdio::null());
+    if !consumed.as_ref().is_ok_and(|s| s.success()) {
+        let _ = from.kill();
+    }
     let produced = from.wait();
     let consumed =
         consumed.with_context(|| format!("cannot start {what} ({:?})", consumer.get_program()))?;

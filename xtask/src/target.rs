@@ -28,7 +28,8 @@ impl Spec {
             return Ok(Spec::of(&[("type", "registry"), ("ref", text.trim())]));
         }
         let mut attrs = Vec::new();
-        for part in text.split(',') {
+        for part in csv_fields(text) {
+            let part = part.as_str();
             match part.split_once('=') {
                 Some((key, value)) if !key.trim().is_empty() => {
                     attrs.push((key.trim().to_string(), value.to_string()))
@@ -57,9 +58,36 @@ impl Spec {
     }
 }
 
+/// The fields of one CSV line, as buildx reads these values: a field in double quotes may hold
+/// commas, `""` in it is one quote.
+fn csv_fields(text: &str) -> Vec<String> {
+    let (mut fields, mut field, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
 impl std::fmt::Display for Spec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let parts: Vec<String> = self.0.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let parts: Vec<String> = (self.0.iter())
+            .map(|(k, v)| match format!("{k}={v}") {
+                field if field.contains([',', '"']) => {
+                    format!("\"{}\"", field.replace('"', "\"\""))
+                }
+                field => field,
+            })
+            .collect();
         f.write_str(&parts.join(","))
     }
 }
@@ -423,6 +451,10 @@ mod tests {
             "`oops` is not KEY=VALUE"
         );
         assert!(Spec::parse("=x").is_err());
+        // CSV, as buildx reads it: a quoted field may hold a comma, and comes back quoted
+        let quoted = Spec::parse("id=x,\"src=/a,b\"").unwrap();
+        assert_eq!(quoted.0[1].1, "/a,b");
+        assert_eq!(quoted.to_string(), "id=x,\"src=/a,b\"");
         // JSON (the plan, bake files) carries the string
         assert_eq!(
             serde_json::to_value(&spec).unwrap(),

@@ -432,20 +432,36 @@ fn inspect_tar<R: Read>(mut reader: Limited<R>) -> Result<(), Damage> {
         let mut tar = tar::Archive::new(&mut reader);
         let entries = tar.entries().map_err(|e| Damage::Corrupt(e.to_string()))?;
         let mut seen: u64 = 0;
+        // the symlinks so far, normalized: no entry may go through one, no hard link name one
+        let mut symlinks: Vec<String> = Vec::new();
         for entry in entries {
-            let entry = entry.map_err(|e| match e.kind() {
+            let mut entry = entry.map_err(|e| match e.kind() {
                 io::ErrorKind::InvalidData => too_big("the tar"),
                 _ => Damage::Corrupt(format!("not a tar ({e})")),
             })?;
             let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+            // a PAX sparse file: Go's tar (BuildKit's ADD) renames and grows it past these checks
+            let sparse = (entry.pax_extensions().ok().flatten()).is_some_and(|mut pax| {
+                pax.any(|x| x.is_ok_and(|x| x.key_bytes().starts_with(b"GNU.sparse")))
+            });
+            if sparse {
+                return Err(Damage::Unsafe(format!(
+                    "`{path}`: a sparse file (GNU.sparse)"
+                )));
+            }
             // the header and the data, padded to blocks, before any of it is read
             seen = seen.saturating_add(512 + entry.size().div_ceil(512) * 512);
             if seen > declared {
                 return Err(too_big(&format!("`{path}` ({} bytes)", entry.size())));
             }
             let link = (entry.link_name_bytes()).map(|l| String::from_utf8_lossy(&l).into_owned());
-            check_entry(&path, entry.header().entry_type(), link.as_deref())
+            let kind = entry.header().entry_type();
+            check_entry(&path, kind, link.as_deref())
+                .and_then(|()| check_through_symlinks(&path, kind, link.as_deref(), &symlinks))
                 .map_err(|e| Damage::Unsafe(format!("`{path}`: {e}")))?;
+            if kind == tar::EntryType::Symlink {
+                symlinks.push(normal(&path));
+            }
         }
     }
     // the rest after the end-of-archive blocks is read too, within the declared size
@@ -453,6 +469,39 @@ fn inspect_tar<R: Read>(mut reader: Limited<R>) -> Result<(), Damage> {
         io::ErrorKind::InvalidData => too_big("the tar"),
         _ => Damage::Corrupt(e.to_string()),
     })?;
+    Ok(())
+}
+
+/// `path` without `.` and empty parts (`./a//b/` -> `a/b`).
+fn normal(path: &str) -> String {
+    let parts: Vec<&str> = (path.split('/'))
+        .filter(|c| !c.is_empty() && *c != ".")
+        .collect();
+    parts.join("/")
+}
+
+/// No entry is written through an earlier symlink of the tar (`a/l` -> `..`, then `a/l/x`), and
+/// no hard link names one (a hard link to a symlink is that symlink, at another place).
+fn check_through_symlinks(
+    path: &str,
+    kind: tar::EntryType,
+    link: Option<&str>,
+    symlinks: &[String],
+) -> Result<(), String> {
+    let path = normal(path);
+    let under = |p: &str, s: &String| {
+        p.strip_prefix(s.as_str())
+            .is_some_and(|r| r.starts_with('/'))
+    };
+    if let Some(s) = symlinks.iter().find(|s| under(&path, s)) {
+        return Err(format!("written through the symlink `{s}`"));
+    }
+    if kind == tar::EntryType::Link {
+        let target = normal(link.unwrap_or(""));
+        if symlinks.iter().any(|s| *s == target || under(&target, s)) {
+            return Err(format!("a hard link to the symlink `{target}`"));
+        }
+    }
     Ok(())
 }
 
@@ -470,7 +519,7 @@ fn check_entry(path: &str, kind: tar::EntryType, link: Option<&str>) -> Result<(
         T::Symlink => {
             let target = link.unwrap_or("");
             // where the link points, from the directory it is in: never above the mount's root
-            let mut depth = path.trim_start_matches("./").split('/').count() as i64 - 1;
+            let mut depth = normal(path).split('/').count() as i64 - 1;
             let escapes = target.starts_with('/')
                 || target.split('/').any(|c| {
                     depth += match c {
@@ -929,10 +978,29 @@ mod tests {
             ("./x", T::Block, None, "a Block entry"),
             ("./x", T::Fifo, None, "a Fifo entry"),
             ("./x", T::GNUSparse, None, "a GNUSparse entry"),
+            // `.` and empty parts of its own path do not count as depth
+            (
+                "a/./././b",
+                T::Symlink,
+                Some("../../../../etc"),
+                "a symlink out",
+            ),
+            ("a//b/", T::Symlink, Some("../../x"), "a symlink out"),
         ] {
             let err = check_entry(path, kind, link).unwrap_err();
             assert!(err.starts_with(why), "{path} {link:?}: {err}");
         }
+        // through an earlier symlink, or a hard link to one
+        let symlinks = vec!["a/l".to_string(), "a/b/s".to_string()];
+        let through = |path, kind, link| check_through_symlinks(path, kind, link, &symlinks);
+        assert!(through("./a/l/m", T::Symlink, Some("../x"))
+            .unwrap_err()
+            .contains("`a/l`"));
+        assert!(through("t", T::Link, Some("./a/b/s"))
+            .unwrap_err()
+            .contains("hard link"));
+        assert!(through("a/lx", T::Regular, None).is_ok());
+        assert!(through("t", T::Link, Some("a/b/file")).is_ok());
     }
 
     #[test]

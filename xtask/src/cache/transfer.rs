@@ -981,7 +981,11 @@ fn entry_layers(
         return Ok((Some(layers), None));
     }
     let dir = root.join(dir);
-    let layouts: Vec<PathBuf> = setup.images.iter().map(|i| dir.join(i)).collect();
+    // the images built this run (those found up to date wrote no layout)
+    let layouts: Vec<PathBuf> = (setup.images.iter())
+        .map(|i| dir.join(i))
+        .filter(|d| d.join("index.json").is_file())
+        .collect();
     let bytes = archive::merge_layouts(&layouts, &staging.join("layers"))
         .map_err(|e| anyhow::anyhow!("the builds' layer cache: {e}"))?;
     let layers = Layers {
