@@ -266,13 +266,7 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
     let (mut before, mut after) = (String::new(), String::new());
     if let Some(carry) = &ctx.cache {
         before.push_str(&transfer::render_helper(&carry.setup.import_build()));
-        let from = match &carry.location {
-            Location::Dir(_) => carry.setup.cache_from(),
-            Location::Registry(r) => {
-                let reference = r.layers("<key of the entry imported>", "{image}");
-                Spec::of(&[("type", "registry"), ("ref", &reference)])
-            }
-        };
+        let from = (carry.setup).layers_from(&carry.location, "<key of the entry imported>");
         add_layer_cache(
             &mut ctx.todo,
             carry,

@@ -57,13 +57,11 @@ pub fn finish(root: &Path, plan: &Plan, report: &mut Report) {
         return;
     }
     let mut blocked = blockers(plan, report);
-    // under --cache-strict a cache that could not be imported fails the set
-    let cache = report
-        .cache
-        .iter()
-        .flat_map(|c| c.import.iter().chain(&c.export));
+    // under --cache-strict a cache that could not be imported fails the set (the export is the
+    // last phase: it has not run yet)
+    let import = report.cache.iter().filter_map(|c| c.import.as_ref());
     blocked.extend(
-        cache
+        import
             .filter(|s| s.failed)
             .map(|s| format!("cache: {}", s.line)),
     );

@@ -97,10 +97,21 @@ impl Setup {
     pub fn layer_cache_from(&self, root: &Path, location: &Location) -> Option<Spec> {
         match location {
             Location::Dir(_) => root.join(layers_in()).is_dir().then(|| self.cache_from()),
-            Location::Registry(r) => {
+            Location::Registry(_) => {
                 let name = fs::read_to_string(root.join(imported_layers())).ok()?;
-                let reference = r.layers(name.trim(), "{image}");
-                Some(Spec::of(&[("type", "registry"), ("ref", &reference)]))
+                Some(self.layers_from(location, name.trim()))
+            }
+        }
+    }
+
+    /// `--cache-from` of the layer cache of the entry `entry` (a registry's tags of it; a
+    /// directory's staged layouts).
+    pub fn layers_from(&self, location: &Location, entry: &str) -> Spec {
+        match location {
+            Location::Dir(_) => self.cache_from(),
+            Location::Registry(r) => {
+                let reference = r.layers(entry, "{image}");
+                Spec::of(&[("type", "registry"), ("ref", &reference)])
             }
         }
     }
