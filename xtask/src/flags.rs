@@ -500,7 +500,9 @@ pub struct BenchArgs {
     /// cache, cache-layers, cache-nofix, cold, chef, native, native-nofix
     #[arg(long, value_delimiter = ',')]
     pub contenders: Vec<String>,
-    /// Scenarios: cold, common, api, noop (default: all, in that order)
+    /// Scenarios: cold, common, api, noop (default: all, in that order); or `ephemeral` alone
+    /// (CI runners that start empty), or `scale` alone (generated workspaces of --sizes images
+    /// and the --deps dependency set: cold, common, service, noop, ephemeral with sccache)
     #[arg(long, value_delimiter = ',')]
     pub scenarios: Vec<String>,
     /// Repetitions of everything, contenders rotating
@@ -528,4 +530,24 @@ pub struct BenchArgs {
     /// Print the contenders' commands and run nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// `--scenarios scale`: the sizes, in service images, of the generated workspaces
+    /// (default 8,32,64; --smoke: 8)
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Vec<usize>,
+    /// `--scenarios scale`: the dependency set, `real` (the platform's, ~650 crates in Cargo.lock)
+    /// or `small` (this workspace's) (default real; --smoke: small)
+    #[arg(long)]
+    pub deps: Option<String>,
+    /// `--scenarios scale`: which steps run, of cold, common, service, noop, ephemeral (default
+    /// all; --smoke: all but ephemeral)
+    #[arg(long, value_delimiter = ',')]
+    pub steps: Vec<String>,
+    /// `--scenarios scale`: the sccache binary the sccache contender puts in its builder (default:
+    /// `sccache` on PATH)
+    #[arg(long)]
+    pub sccache: Option<PathBuf>,
+    /// `--scenarios scale`: write the growth picture (time and carried size against images and
+    /// crates) as SVG
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }

@@ -21,6 +21,7 @@ pub mod publish;
 pub mod registry;
 pub mod report;
 pub mod sandbox;
+pub mod scale;
 pub mod second_engine;
 pub mod session;
 pub mod target;

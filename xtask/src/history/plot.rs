@@ -1,4 +1,5 @@
-//! `history --plot`: build time per image over runs, as a hand-written SVG. Pure.
+//! `history --plot`: build time per image over runs, as a hand-written SVG; and the same frame,
+//! axes and legend for any x/y chart ([`xy_svg`]: `bench --scenarios scale`'s growth). Pure.
 
 use std::fmt::Write as _;
 
@@ -30,11 +31,13 @@ pub fn svg(records: &[Record]) -> String {
     let max = (records.iter())
         .flat_map(|r| r.images.iter().map(|i| i.wall_seconds))
         .fold(0.0_f64, f64::max);
+    let n = records.len();
     let frame = Frame {
-        n: records.len(),
+        x_min: 0.0,
+        x_max: n.saturating_sub(1) as f64,
         top: nice_ceiling(max),
+        unit: Unit::Seconds,
     };
-    let n = frame.n;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -49,7 +52,18 @@ pub fn svg(records: &[Record]) -> String {
         r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">docker-build wall time per image, last {n} run{}</text>"#,
         if n == 1 { "" } else { "s" }
     );
-    axes(&mut out, &frame);
+    let step = (n / 10).max(1);
+    let ticks: Vec<(f64, String)> = (0..n)
+        .step_by(step)
+        .map(|i| (i as f64, (i + 1).to_string()))
+        .collect();
+    axes(
+        &mut out,
+        &frame,
+        &ticks,
+        "run (oldest to newest)",
+        "seconds",
+    );
     for (k, image) in images.iter().enumerate() {
         series(&mut out, &frame, COLORS[k % COLORS.len()], image, records);
     }
@@ -58,10 +72,19 @@ pub fn svg(records: &[Record]) -> String {
     out
 }
 
-/// The plot area: `n` runs across, 0 to `top` seconds up.
+/// What the y axis counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Seconds,
+    Bytes,
+}
+
+/// The plot area: `x_min` to `x_max` across, 0 to `top` (in `unit`) up.
 struct Frame {
-    n: usize,
+    x_min: f64,
+    x_max: f64,
     top: f64,
+    unit: Unit,
 }
 
 const PLOT_W: f64 = WIDTH - LEFT - RIGHT;
@@ -69,19 +92,30 @@ const PLOT_H: f64 = HEIGHT - TOP - BOTTOM;
 
 impl Frame {
     fn x(&self, i: usize) -> f64 {
-        match self.n {
-            0 | 1 => LEFT + PLOT_W / 2.0,
-            n => LEFT + PLOT_W * i as f64 / (n - 1) as f64,
-        }
+        self.xf(i as f64)
     }
 
-    fn y(&self, seconds: f64) -> f64 {
-        TOP + PLOT_H * (1.0 - seconds / self.top)
+    fn xf(&self, x: f64) -> f64 {
+        if self.x_max <= self.x_min {
+            return LEFT + PLOT_W / 2.0;
+        }
+        LEFT + PLOT_W * (x - self.x_min) / (self.x_max - self.x_min)
+    }
+
+    fn y(&self, value: f64) -> f64 {
+        TOP + PLOT_H * (1.0 - value / self.top)
+    }
+
+    fn label(&self, value: f64) -> String {
+        match self.unit {
+            Unit::Seconds => label(value),
+            Unit::Bytes => crate::session::human_size(value as u64),
+        }
     }
 }
 
-/// The axes, the grid with its seconds, the runs' numbers and the axes' names.
-fn axes(out: &mut String, frame: &Frame) {
+/// The axes, the grid with its values, the x ticks and the axes' names.
+fn axes(out: &mut String, frame: &Frame, ticks: &[(f64, String)], x_name: &str, y_name: &str) {
     let _ = writeln!(out, r##"<g class="axes" stroke="#333">"##);
     let _ = writeln!(
         out,
@@ -103,32 +137,126 @@ fn axes(out: &mut String, frame: &Frame) {
             LEFT + PLOT_W,
             LEFT - 6.0,
             frame.y(s) + 4.0,
-            label(s),
+            frame.label(s),
             yy = frame.y(s)
         );
     }
-    let step = (frame.n / 10).max(1);
-    for i in (0..frame.n).step_by(step) {
+    for (x, text) in ticks {
         let _ = writeln!(
             out,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-            frame.x(i),
+            frame.xf(*x),
             TOP + PLOT_H + 16.0,
-            i + 1
+            escape(text)
         );
     }
     let _ = writeln!(
         out,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">run (oldest to newest)</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
         LEFT + PLOT_W / 2.0,
-        HEIGHT - 12.0
+        HEIGHT - 12.0,
+        escape(x_name)
     );
     let _ = writeln!(
         out,
-        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">seconds</text>"#,
+        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#,
         TOP + PLOT_H / 2.0,
-        TOP + PLOT_H / 2.0
+        TOP + PLOT_H / 2.0,
+        escape(y_name)
     );
+}
+
+/// One line of an x/y chart: its name and its points (x, y, the point's tooltip).
+#[derive(Debug, Clone, Default)]
+pub struct Series {
+    pub name: String,
+    pub points: Vec<(f64, f64, String)>,
+}
+
+/// An x/y chart with the same frame, axes and legend as `history --plot`: one line per series
+/// (`<g class="series" data-series=...>`), a dot per point, x ticks at every x of a point.
+pub fn xy_svg(title: &str, x_name: &str, y_name: &str, unit: Unit, series: &[Series]) -> String {
+    let xs = || series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
+    let x_min = xs().fold(f64::INFINITY, f64::min);
+    let x_max = xs().fold(f64::NEG_INFINITY, f64::max);
+    let max = (series.iter())
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0_f64, f64::max);
+    let top = match unit {
+        Unit::Seconds => nice_ceiling(max),
+        Unit::Bytes => nice_ceiling(max / 1e6) * 1e6,
+    };
+    let frame = Frame {
+        x_min: if x_min.is_finite() { x_min } else { 0.0 },
+        x_max: if x_max.is_finite() { x_max } else { 0.0 },
+        top,
+        unit,
+    };
+    let mut ticks: Vec<f64> = xs().collect();
+    ticks.sort_by(f64::total_cmp);
+    ticks.dedup();
+    let ticks: Vec<(f64, String)> = ticks.into_iter().map(|x| (x, format!("{x}"))).collect();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    axes(&mut out, &frame, &ticks, x_name, y_name);
+    for (k, s) in series.iter().enumerate() {
+        let color = COLORS[k % COLORS.len()];
+        let _ = writeln!(
+            out,
+            r#"<g class="series" data-series="{}" stroke="{color}" fill="{color}">"#,
+            escape(&s.name)
+        );
+        let path: Vec<String> = (s.points.iter())
+            .map(|(x, y, _)| format!("{:.1},{:.1}", frame.xf(*x), frame.y(*y)))
+            .collect();
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke-width="1.5" points="{}"/>"#,
+            path.join(" ")
+        );
+        for (x, y, title) in &s.points {
+            let _ = writeln!(
+                out,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="4"><title>{}</title></circle>"#,
+                frame.xf(*x),
+                frame.y(*y),
+                escape(title)
+            );
+        }
+        let _ = writeln!(out, "</g>");
+    }
+    let names: Vec<&str> = series.iter().map(|s| s.name.as_str()).collect();
+    legend_lines(&mut out, &names);
+    out.push_str("</svg>\n");
+    out
+}
+
+/// Several charts stacked in one SVG, each at its own height.
+pub fn stack(charts: &[String]) -> String {
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{}" viewBox="0 0 {WIDTH} {}">"#,
+        HEIGHT * charts.len() as f64,
+        HEIGHT * charts.len() as f64
+    );
+    out.push('\n');
+    for (k, chart) in charts.iter().enumerate() {
+        let inner = chart.replacen("<svg ", &format!(r#"<svg y="{}" "#, HEIGHT * k as f64), 1);
+        out.push_str(&inner);
+    }
+    out.push_str("</svg>\n");
+    out
 }
 
 /// One image's line and marks over the runs.
@@ -176,6 +304,25 @@ fn series(out: &mut String, frame: &Frame, color: &str, image: &str, records: &[
                 r#"<circle cx="{cx:.1}" cy="{cy:.1}" r="4" fill="white" stroke-width="1.5"><title>{title}</title></circle>"#
             )
         };
+    }
+    let _ = writeln!(out, "</g>");
+}
+
+/// The series' colors.
+fn legend_lines(out: &mut String, names: &[&str]) {
+    let lx = WIDTH - RIGHT + 20.0;
+    let _ = writeln!(out, r#"<g class="legend">"#);
+    for (k, name) in names.iter().enumerate() {
+        let ly = TOP + 10.0 + 18.0 * k as f64;
+        let color = COLORS[k % COLORS.len()];
+        let _ = writeln!(
+            out,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
+            lx + 20.0,
+            lx + 26.0,
+            ly + 4.0,
+            escape(name)
+        );
     }
     let _ = writeln!(out, "</g>");
 }
@@ -293,6 +440,41 @@ mod tests {
             .map(|c| c.attribute("fill"))
             .collect();
         assert_eq!(fills, [None, Some("white")]);
+    }
+
+    #[test]
+    fn an_xy_chart_has_one_series_per_line_and_a_tick_per_x() {
+        let series = vec![
+            Series {
+                name: "xtask cold".into(),
+                points: vec![(8.0, 60.0, "8: 60s".into()), (64.0, 90.0, "64: 90s".into())],
+            },
+            Series {
+                name: "native <cold>".into(),
+                points: vec![(8.0, 55.0, String::new()), (32.0, 70.0, String::new())],
+            },
+        ];
+        let text = xy_svg("growth", "images", "seconds", Unit::Seconds, &series);
+        let doc = roxmltree::Document::parse(&text).expect("well-formed SVG");
+        let names: Vec<&str> = doc
+            .descendants()
+            .filter_map(|n| n.attribute("data-series"))
+            .collect();
+        assert_eq!(names, ["xtask cold", "native <cold>"]);
+        let ticks: Vec<&str> = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("text"))
+            .filter_map(|n| n.text())
+            .filter(|t| ["8", "32", "64"].contains(t))
+            .collect();
+        assert_eq!(ticks, ["8", "32", "64"]);
+        let bytes = xy_svg("size", "crates", "bytes", Unit::Bytes, &[]);
+        let both = stack(&[text, bytes]);
+        let doc = roxmltree::Document::parse(&both).expect("well-formed stacked SVG");
+        assert_eq!(
+            doc.descendants().filter(|n| n.has_tag_name("svg")).count(),
+            3
+        );
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //!   (`--cache-to/--cache-from type=local,mode=max`, one directory per image);
 //! - `native`: cargo on the host with its target directory and cargo home restored from a
 //!   tarball (zstd) and saved to it, every file given its last commit's time (`git_times`);
-//! - `native-nofix`: the same without the commit times.
+//! - `native-nofix`: the same without the commit times;
+//! - `sccache` (only in a generated workspace of `--scenarios scale`, whose `sccache` strategy it
+//!   builds): sccache as `RUSTC_WRAPPER`, its store a cache mount carried by `--cache` (the
+//!   target directory is not carried), its hit rate from `sccache --show-stats` in the log.
 //!
 //! A run is `seed` (the base tree, building the first entry), then per repetition `api` and
 //! `common`: a commit changing a file of that crate on top of the previous ones, then every
@@ -42,6 +45,9 @@ use crate::{
 
 pub const SCENARIO: &str = "ephemeral";
 
+/// The changes of each repetition: a file of the first image's crate, then of common.
+pub const CHANGES: [&str; 2] = ["api", "common"];
+
 /// The tag every ephemeral build gets (the images are removed before each run).
 const TAG: &str = "bench-eph";
 
@@ -55,7 +61,16 @@ pub enum Contender {
     Chef,
     Native,
     NativeNofix,
+    Sccache,
 }
+
+/// What `--scenarios scale` runs in its ephemeral part (default), and may run.
+pub const SCALE: [Contender; 4] = [
+    Contender::Cache,
+    Contender::Cold,
+    Contender::Native,
+    Contender::Sccache,
+];
 
 pub const ALL: [Contender; 7] = [
     Contender::Cache,
@@ -77,6 +92,7 @@ impl Contender {
             Contender::Chef => "chef",
             Contender::Native => "native",
             Contender::NativeNofix => "native-nofix",
+            Contender::Sccache => "sccache",
         }
     }
 
@@ -89,6 +105,7 @@ impl Contender {
             Contender::Chef => "cargo-chef + layer cache",
             Contender::Native => "native cargo + restored target",
             Contender::NativeNofix => "native cargo + restored, clone mtimes",
+            Contender::Sccache => "sccache (store carried)",
         }
     }
 
@@ -103,15 +120,24 @@ impl Contender {
 
 /// The contenders `--contenders` names (default: all).
 pub fn select(keys: &[String]) -> anyhow::Result<Vec<Contender>> {
+    select_from(keys, &ALL, "the ephemeral scenario")
+}
+
+/// The contenders of `among` that `keys` name (default: all of them).
+pub fn select_from(
+    keys: &[String],
+    among: &[Contender],
+    what: &str,
+) -> anyhow::Result<Vec<Contender>> {
     if keys.is_empty() {
-        return Ok(ALL.to_vec());
+        return Ok(among.to_vec());
     }
     keys.iter()
         .map(|k| {
-            ALL.iter().copied().find(|c| c.key() == k).ok_or_else(|| {
+            among.iter().copied().find(|c| c.key() == k).ok_or_else(|| {
                 UsageError(format!(
-                    "unknown contender `{k}` for the ephemeral scenario; contenders: {}",
-                    ALL.map(Contender::key).join(", ")
+                    "unknown contender `{k}` for {what}; contenders: {}",
+                    among.iter().map(|c| c.key()).collect::<Vec<_>>().join(", ")
                 ))
                 .into()
             })
@@ -139,6 +165,8 @@ pub struct Sample {
     pub carried_bytes: u64,
     /// Native only: its target directory and cargo home, unpacked.
     pub native_dirs_bytes: Option<u64>,
+    /// sccache only: its hit rate in percent, from `sccache --show-stats` in the build's log.
+    pub hit_rate: Option<f64>,
     pub log: PathBuf,
 }
 
@@ -158,6 +186,11 @@ pub struct Row {
     pub vs_cold: Option<f64>,
     pub vs_chef: Option<f64>,
     pub vs_native: Option<f64>,
+    pub vs_sccache: Option<f64>,
+    /// Native: its target directory and cargo home, unpacked (the last run's).
+    pub native_dirs_bytes: Option<u64>,
+    /// sccache: the median hit rate in percent.
+    pub hit_rate: Option<f64>,
 }
 
 /// A goal of the issue, checked on the medians.
@@ -179,7 +212,12 @@ pub struct Report {
 }
 
 /// The commands, for `--dry-run`.
-pub fn describe(contenders: &[Contender], images: &[String], reps: usize) -> String {
+pub fn describe(
+    contenders: &[Contender],
+    images: &[String],
+    reps: usize,
+    changes: &[&str],
+) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -197,7 +235,8 @@ pub fn describe(contenders: &[Contender], images: &[String], reps: usize) -> Str
     }
     let _ = writeln!(
         out,
-        "runs: seed, then {reps} x (api, common), contenders rotating"
+        "runs: seed, then {reps} x ({}), contenders rotating",
+        changes.join(", ")
     );
     out
 }
@@ -223,6 +262,7 @@ fn command_text(c: Contender, images: &[String]) -> String {
         Contender::NativeNofix => "tar -I zstd -xf CARRY/native.tar.zst; cargo build --release \
                                    --workspace --exclude xtask --bins; tar -I 'zstd -3 -T0' -cf ..."
             .into(),
+        Contender::Sccache => format!("xtask docker-build --strategy sccache --cache CARRY {images}"),
     }
 }
 
@@ -247,6 +287,7 @@ pub fn run(
     reps: usize,
     xtask: &Path,
     out_dir: &Path,
+    changes: &[&str],
 ) -> anyhow::Result<Report> {
     eprintln!(
         "bench: ephemeral: every run starts with `docker builder prune -af` on this engine (its \
@@ -277,10 +318,10 @@ pub fn run(
         samples.push(bench.run_one(*c, "seed", 0)?);
     }
     for rep in 0..reps {
-        for (i, change) in ["api", "common"].into_iter().enumerate() {
+        for (i, change) in changes.iter().copied().enumerate() {
             bench.commit_change(change)?;
             let mut order = contenders.to_vec();
-            order.rotate_left((rep * 2 + i) % contenders.len().max(1));
+            order.rotate_left((rep * changes.len() + i) % contenders.len().max(1));
             for c in order {
                 samples.push(bench.run_one(c, change, rep + 1)?);
             }
@@ -370,6 +411,9 @@ impl Bench<'_> {
         } else {
             0
         };
+        let hit_rate = (c == Contender::Sccache)
+            .then(|| sccache_hit_rate(&text))
+            .flatten();
         let native_dirs_bytes = c.is_native().then(|| {
             crate::session::dir_size(&dir.join("target"))
                 + crate::session::dir_size(&dir.join("cargo-home"))
@@ -399,6 +443,7 @@ impl Bench<'_> {
             compiled_deps,
             carried_bytes,
             native_dirs_bytes,
+            hit_rate,
             log,
         })
     }
@@ -438,6 +483,10 @@ impl Bench<'_> {
                 ));
             }
             Contender::Cold => {}
+            Contender::Sccache => {
+                argv.extend(["--strategy".into(), "sccache".into()]);
+                argv.extend(["--cache".into(), carry.display().to_string()]);
+            }
             _ => {
                 argv.extend(["--cache".into(), carry.display().to_string()]);
                 if c == Contender::CacheLayers {
@@ -601,6 +650,17 @@ fn without_content_freshness(src: &Path, decl: &Declaration) -> anyhow::Result<(
     Ok(())
 }
 
+/// sccache's hit rate in percent: the first `Cache hits rate ... NN.NN %` line of
+/// `sccache --show-stats` in a build's log (BuildKit's `#12 3.4 ` prefix allowed).
+pub fn sccache_hit_rate(text: &str) -> Option<f64> {
+    let line = text.lines().find(|l| l.contains("Cache hits rate"))?;
+    let rest = &line[line.find("Cache hits rate")? + "Cache hits rate".len()..];
+    let number: String = (rest.split_whitespace())
+        .find(|w| w.parse::<f64>().is_ok())?
+        .to_string();
+    number.parse().ok()
+}
+
 /// The seconds of a `cache: imported ... in 12.3s` / `cache: exported ... in 20.1s (...)` line.
 pub fn cache_line_seconds(text: &str, prefix: &str) -> Option<f64> {
     let line = text.lines().find(|l| l.starts_with(prefix))?;
@@ -674,10 +734,11 @@ pub fn rows(samples: &[Sample], contenders: &[Contender]) -> Vec<Row> {
         };
         let total = |s: &Sample| s.seconds;
         let base = |c: Contender| med(c.key(), total);
-        let (cold, chef, native) = (
+        let (cold, chef, native, sccache) = (
             base(Contender::Cold),
             base(Contender::Chef),
             base(Contender::Native),
+            base(Contender::Sccache),
         );
         for c in contenders {
             let runs = of(c.key());
@@ -705,6 +766,14 @@ pub fn rows(samples: &[Sample], contenders: &[Contender]) -> Vec<Row> {
                 vs_cold: ratio(cold),
                 vs_chef: ratio(chef),
                 vs_native: ratio(native),
+                vs_sccache: ratio(sccache),
+                native_dirs_bytes: last_ok.and_then(|s| s.native_dirs_bytes),
+                hit_rate: median(
+                    &(runs.iter())
+                        .filter(|s| s.ok)
+                        .filter_map(|s| s.hit_rate)
+                        .collect::<Vec<f64>>(),
+                ),
             });
         }
     }
@@ -916,6 +985,7 @@ mod tests {
             compiled_deps: 0,
             carried_bytes: carried,
             native_dirs_bytes: c.is_native().then_some(1000),
+            hit_rate: None,
             log: PathBuf::new(),
         }
     }
@@ -976,7 +1046,26 @@ mod tests {
     }
 
     #[test]
+    fn the_hit_rate_of_sccache_stats() {
+        let log = "#14 80.1 Compile requests                    512\n\
+                   #14 80.1 Cache hits                          400\n\
+                   #14 80.1 Cache hits rate                  78.13 %\n\
+                   #14 80.1 Cache hits rate (Rust)           78.13 %\n";
+        assert_eq!(sccache_hit_rate(log), Some(78.13));
+        assert_eq!(sccache_hit_rate("Cache hits rate               - %"), None);
+        assert_eq!(sccache_hit_rate(""), None);
+    }
+
+    #[test]
     fn contenders_by_key() {
+        assert!(
+            select(&["sccache".into()]).is_err(),
+            "sccache needs a generated workspace"
+        );
+        assert_eq!(
+            select_from(&["sccache".into()], &SCALE, "scale").unwrap(),
+            [Contender::Sccache]
+        );
         assert_eq!(
             select(&["cache".into(), "native".into()]).unwrap(),
             [Contender::Cache, Contender::Native]

@@ -29,6 +29,7 @@ use anyhow::Context;
 use serde::Serialize;
 
 pub mod ephemeral;
+pub mod scale;
 
 use crate::{
     compose, flags, history, plan,
@@ -226,6 +227,43 @@ pub struct BenchReport {
 }
 
 pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
+    if args.scenarios.iter().any(|s| s == scale::SCENARIO) {
+        if args.scenarios.len() > 1 {
+            return Err(UsageError(format!(
+                "--scenarios {}: `scale` runs alone (it has its own steps: --steps)",
+                args.scenarios.join(",")
+            ))
+            .into());
+        }
+        if !args.images.is_empty() {
+            return Err(UsageError(format!(
+                "--scenarios scale builds the images of the workspaces it generates (--sizes); \
+                 it takes no images ({})",
+                args.images.join(" ")
+            ))
+            .into());
+        }
+        return scale::run(root, &args);
+    }
+    for (set, flag) in [
+        (!args.sizes.is_empty(), "--sizes"),
+        (args.deps.is_some(), "--deps"),
+        (!args.steps.is_empty(), "--steps"),
+        (args.sccache.is_some(), "--sccache"),
+        (args.plot.is_some(), "--plot"),
+    ] {
+        if set {
+            return Err(UsageError(format!(
+                "{flag} belongs to --scenarios scale; --scenarios is {}",
+                if args.scenarios.is_empty() {
+                    "the default".to_string()
+                } else {
+                    args.scenarios.join(",")
+                }
+            ))
+            .into());
+        }
+    }
     let decl = workspace::load(root)?;
     let names = if args.images.is_empty() {
         &decl.measure
@@ -242,9 +280,10 @@ pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
         .find(|s| !SCENARIOS.contains(&s.as_str()) && s.as_str() != ephemeral::SCENARIO)
     {
         return Err(UsageError(format!(
-            "unknown scenario `{bad}`; scenarios: {}, {}",
+            "unknown scenario `{bad}`; scenarios: {}, {}, {}",
             SCENARIOS.join(", "),
-            ephemeral::SCENARIO
+            ephemeral::SCENARIO,
+            scale::SCENARIO
         ))
         .into());
     }
@@ -347,11 +386,23 @@ fn run_ephemeral(
 ) -> anyhow::Result<Status> {
     let contenders = ephemeral::select(&args.contenders)?;
     if args.dry_run {
-        print!("{}", ephemeral::describe(&contenders, images, reps));
+        print!(
+            "{}",
+            ephemeral::describe(&contenders, images, reps, &ephemeral::CHANGES)
+        );
         return Ok(Status::Ok);
     }
     let (xtask, out_dir) = prepare(root, decl, images, args)?;
-    let report = ephemeral::run(root, decl, images, &contenders, reps, &xtask, &out_dir)?;
+    let report = ephemeral::run(
+        root,
+        decl,
+        images,
+        &contenders,
+        reps,
+        &xtask,
+        &out_dir,
+        &ephemeral::CHANGES,
+    )?;
     let run = crate::docker::run_environment();
     print!("{}", ephemeral::render_table(&report));
     println!(
@@ -442,21 +493,85 @@ fn run_contender(
     xtask: &Path,
     out_dir: &Path,
 ) -> anyhow::Result<Vec<Sample>> {
-    let slug: String = contender
-        .name()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
-    let sandbox = Sandbox::create(root, &format!("bench-{slug}"), false)?;
-    // the workspace's git state, asked once here for the records of the sandbox's builds
-    let git = history::git_env_value(root);
-    let namespace = format!("bench-{}", nonce());
-    prepare_sandbox(decl, contender, images, &sandbox, &namespace)?;
+    let run = ContenderRun::new(root, decl, contender, images, xtask, out_dir)?;
     let mut samples = Vec::new();
     for scenario in scenarios {
-        change_for(scenario, decl, images, &sandbox, &namespace)?;
-        let log = out_dir.join(format!("{slug}-{scenario}-{}.log", rep + 1));
-        let argv = contender.argv(xtask, images, "bench");
+        samples.push(run.scenario(contender, scenario, rep)?);
+    }
+    Ok(samples)
+}
+
+/// One contender's sandbox (its own cache namespace) and what its runs need; scenarios run in
+/// it one after the other, and another contender may run in it after them ([`scale`]: bake's
+/// no-op after docker-build's).
+pub struct ContenderRun<'a> {
+    root: &'a Path,
+    decl: &'a Declaration,
+    images: &'a [String],
+    xtask: &'a Path,
+    out_dir: &'a Path,
+    sandbox: Sandbox,
+    namespace: String,
+    /// The workspace's git state, asked once here for the records of the sandbox's builds.
+    git: String,
+}
+
+fn slug(contender: &Contender) -> String {
+    (contender.name().chars())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect()
+}
+
+impl<'a> ContenderRun<'a> {
+    pub fn new(
+        root: &'a Path,
+        decl: &'a Declaration,
+        contender: &Contender,
+        images: &'a [String],
+        xtask: &'a Path,
+        out_dir: &'a Path,
+    ) -> anyhow::Result<ContenderRun<'a>> {
+        let sandbox = Sandbox::create(root, &format!("bench-{}", slug(contender)), false)?;
+        let git = history::git_env_value(root);
+        let namespace = format!("bench-{}", nonce());
+        prepare_sandbox(decl, contender, images, &sandbox, &namespace)?;
+        Ok(ContenderRun {
+            root,
+            decl,
+            images,
+            xtask,
+            out_dir,
+            sandbox,
+            namespace,
+            git,
+        })
+    }
+
+    /// Lets `other` run in this sandbox too (its files written, the same cache namespace).
+    pub fn admit(&self, other: &Contender) -> anyhow::Result<()> {
+        prepare_sandbox(
+            self.decl,
+            other,
+            self.images,
+            &self.sandbox,
+            &self.namespace,
+        )
+    }
+
+    /// `scenario`'s change, then one timed run of `contender`.
+    pub fn scenario(
+        &self,
+        contender: &Contender,
+        scenario: &str,
+        rep: usize,
+    ) -> anyhow::Result<Sample> {
+        let (root, decl, images, sandbox) = (self.root, self.decl, self.images, &self.sandbox);
+        change_for(scenario, decl, images, sandbox, &self.namespace)?;
+        let slug = slug(contender);
+        let log = self
+            .out_dir
+            .join(format!("{slug}-{scenario}-{}.log", rep + 1));
+        let argv = contender.argv(self.xtask, images, "bench");
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
             .current_dir(&sandbox.root)
@@ -466,7 +581,7 @@ fn run_contender(
             // its record goes to the workspace's history (the sandbox's goes away), marked
             cmd.env(history::FILE_ENV, history::path(root))
                 .env(history::SOURCE_ENV, "bench")
-                .env(history::GIT_ENV, &git);
+                .env(history::GIT_ENV, &self.git);
         }
         if *contender == Contender::Compose {
             cmd.env(compose::TAG_VAR, "bench");
@@ -514,9 +629,9 @@ fn run_contender(
             let text = fs::read_to_string(&log).unwrap_or_default();
             (crate::cargo_log::compiled(&text).len(), None)
         };
-        samples.push(Sample {
+        Ok(Sample {
             contender: contender.name(),
-            scenario: scenario.clone(),
+            scenario: scenario.into(),
             rep: rep + 1,
             seconds,
             ok: status.success(),
@@ -524,9 +639,8 @@ fn run_contender(
             compiled,
             compiled_twice,
             recording_seconds,
-        });
+        })
     }
-    Ok(samples)
 }
 
 /// The sandbox's Dockerfiles for `contender`: their cache ids in `namespace`; bake's file and
@@ -611,7 +725,7 @@ fn change_for(
         "common" => {
             sandbox.change(decl.common_crate()?, namespace)?;
         }
-        "api" => {
+        "api" | "service" => {
             // the crate of the first image (api, in the declared order)
             let first = decl.select(&images[..1])?;
             sandbox.change(decl.crate_dir(first[0])?, namespace)?;

@@ -1,0 +1,933 @@
+//! `bench --scenarios scale`: how the builds grow with the images and the dependencies. For each
+//! size (`--sizes`, images) it generates a workspace shaped like the platform under
+//! target/xtask/scale/ ([`crate::scale`]: N service crates on `common`, the platform's dependency
+//! set or this workspace's, `--deps`), then runs in it, side by side in one run:
+//!
+//! - the steps `cold`, `common`, `service` (a file of the first service changed), `noop`: this
+//!   project's `docker-build` (workspace strategy) and native cargo, each in its own sandbox and
+//!   cache namespace as `bench` runs them; after docker-build's no-op, `docker buildx bake` of the
+//!   same N targets in the same sandbox (everything cached: xtask's own cost per image against
+//!   buildx's);
+//! - the step `ephemeral`: the [`super::ephemeral`] bench on the generated workspace (engine wiped
+//!   and a fresh clone before every run), after a change in one service: `--cache`, cold, native
+//!   cargo with its target directory restored, and sccache (`--contenders`), with the carried
+//!   sizes and sccache's hit rate.
+//!
+//! The report has the medians per size, the issue's goals, and with `--plot` one SVG of time and
+//! carried size against images and crates (the plot code of `history --plot`).
+
+use std::{
+    fmt::Write as _,
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use super::{ephemeral, Contender, ContenderRun, Row, Sample};
+use crate::{
+    flags,
+    history::plot::{self, Series, Unit},
+    proc::{Command, Stdio},
+    scale::{self, Deps, Shape},
+    session::human_size,
+    util::{Status, UsageError},
+    workspace::{self, Declaration},
+};
+
+pub const SCENARIO: &str = "scale";
+
+/// The steps, in the order they run.
+pub const STEPS: [&str; 5] = ["cold", "common", "service", "noop", "ephemeral"];
+
+/// The ephemeral contenders' change: a file of the first service.
+const EPHEMERAL_CHANGES: [&str; 1] = ["api"];
+
+/// One size: the generated workspace and what ran in it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeReport {
+    pub images: usize,
+    pub deps: Deps,
+    /// Packages in the generated Cargo.lock, the workspace's own excluded.
+    pub lock_crates: usize,
+    pub samples: Vec<Sample>,
+    pub rows: Vec<Row>,
+    pub ephemeral: Option<ephemeral::Report>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub date: String,
+    pub command: String,
+    pub cores: usize,
+    pub engine: String,
+    pub buildx: String,
+    pub reps: usize,
+    pub sizes: Vec<SizeReport>,
+    pub goals: Vec<ephemeral::Goal>,
+}
+
+/// What `--scenarios scale` was asked to do, checked before anything runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub sizes: Vec<usize>,
+    pub deps: Deps,
+    pub steps: Vec<String>,
+    pub contenders: Vec<ephemeral::Contender>,
+    pub reps: usize,
+    pub sccache: Option<PathBuf>,
+}
+
+/// The options from the flags: `--smoke` is 8 images, the small dependency set, one
+/// repetition, no ephemeral step.
+pub fn options(args: &flags::BenchArgs) -> anyhow::Result<Options> {
+    let deps = match &args.deps {
+        None if args.smoke => Deps::Small,
+        None => Deps::Real,
+        Some(text) => Deps::parse(text).ok_or_else(|| {
+            UsageError(format!(
+                "--deps {text}: the dependency sets are `real` and `small`"
+            ))
+        })?,
+    };
+    let sizes = match (&args.sizes[..], args.smoke) {
+        ([], true) => vec![8],
+        ([], false) => vec![8, 32, 64],
+        (sizes, _) => sizes.to_vec(),
+    };
+    if let Some(zero) = sizes.iter().find(|n| **n == 0) {
+        return Err(UsageError(format!(
+            "--sizes {zero}: a size is a number of images, at least 1"
+        ))
+        .into());
+    }
+    let steps: Vec<String> = match (&args.steps[..], args.smoke) {
+        ([], true) => STEPS[..4].iter().map(|s| s.to_string()).collect(),
+        ([], false) => STEPS.iter().map(|s| s.to_string()).collect(),
+        (steps, _) => steps.to_vec(),
+    };
+    if let Some(bad) = steps.iter().find(|s| !STEPS.contains(&s.as_str())) {
+        return Err(UsageError(format!(
+            "--steps {bad}: the steps of --scenarios scale are {}",
+            STEPS.join(", ")
+        ))
+        .into());
+    }
+    let contenders = if steps.iter().any(|s| s == "ephemeral") {
+        ephemeral::select_from(&args.contenders, &ephemeral::SCALE, "--scenarios scale")?
+    } else {
+        if !args.contenders.is_empty() {
+            return Err(UsageError(
+                "--contenders with --scenarios scale names the ephemeral step's contenders; \
+                 --steps has no `ephemeral`"
+                    .into(),
+            )
+            .into());
+        }
+        Vec::new()
+    };
+    let sccache = if contenders.contains(&ephemeral::Contender::Sccache) {
+        let path = match &args.sccache {
+            Some(p) => p.clone(),
+            None => which::which("sccache").map_err(|_| {
+                UsageError(
+                    "the sccache contender needs an sccache binary: none on PATH; install one \
+                     (`cargo install sccache --locked --no-default-features`) or pass --sccache PATH, \
+                     or leave it out (--contenders cache,cold,native)"
+                        .into(),
+                )
+            })?,
+        };
+        if !path.is_file() {
+            return Err(UsageError(format!("--sccache {}: no such file", path.display())).into());
+        }
+        Some(path)
+    } else {
+        None
+    };
+    Ok(Options {
+        sizes,
+        deps,
+        steps,
+        contenders,
+        reps: if args.smoke { 1 } else { args.reps },
+        sccache,
+    })
+}
+
+/// The generated workspace of one size.
+fn dir_of(root: &Path, shape: Shape) -> PathBuf {
+    root.join("target/xtask/scale")
+        .join(format!("{}-{}", shape.deps.key(), shape.images))
+}
+
+/// What a dry run prints: the workspaces and the commands.
+pub fn describe(root: &Path, opts: &Options) -> String {
+    let mut out = String::new();
+    for n in &opts.sizes {
+        let shape = Shape {
+            images: *n,
+            deps: opts.deps,
+        };
+        let images = scale::image_names(*n);
+        let _ = writeln!(
+            out,
+            "size {n}: {} ({n} service images on common, {} dependencies: {})",
+            dir_of(root, shape).display(),
+            opts.deps.key(),
+            scale::dep_names(match opts.deps {
+                Deps::Real => scale::REAL_DEPS,
+                Deps::Small => scale::SMALL_DEPS,
+            })
+            .len()
+        );
+        let steady: Vec<&String> = opts.steps.iter().filter(|s| *s != "ephemeral").collect();
+        if !steady.is_empty() {
+            let ours = Contender::Xtask("workspace".into());
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                ours.name(),
+                ours.argv(Path::new("xtask"), &[format!("<{n} images>")], "bench")
+                    .join(" ")
+            );
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                Contender::Native.name(),
+                Contender::Native.argv(Path::new(""), &[], "").join(" ")
+            );
+            if steady.iter().any(|s| *s == "noop") {
+                let _ = writeln!(
+                    out,
+                    "  {} (noop, after docker-build's, same sandbox): {}",
+                    Contender::Bake.name(),
+                    Contender::Bake
+                        .argv(Path::new(""), &images[..1], "")
+                        .join(" ")
+                );
+            }
+            let _ = writeln!(
+                out,
+                "  steps: {} x {} repetition(s)",
+                steady
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                opts.reps
+            );
+        }
+        if opts.steps.iter().any(|s| s == "ephemeral") {
+            for line in
+                ephemeral::describe(&opts.contenders, &images, opts.reps, &EPHEMERAL_CHANGES)
+                    .lines()
+            {
+                let _ = writeln!(out, "  {line}");
+            }
+        }
+    }
+    out
+}
+
+pub fn run(root: &Path, args: &flags::BenchArgs) -> anyhow::Result<Status> {
+    let opts = options(args)?;
+    if args.dry_run {
+        print!("{}", describe(root, &opts));
+        return Ok(Status::Ok);
+    }
+    let source = workspace::load(root)?;
+    let committed = committed_dockerfile(root, &source)?;
+    let rust_version = source.rust_version.clone().unwrap_or_else(|| "1.95".into());
+    let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+    let out_dir = root.join(&args.out_dir);
+    if let Some(binary) = &opts.sccache {
+        sccache_image(root, binary)?;
+    }
+    let mut sizes = Vec::new();
+    for n in &opts.sizes {
+        let shape = Shape {
+            images: *n,
+            deps: opts.deps,
+        };
+        let dir = dir_of(root, shape);
+        let lock = root
+            .join("target/xtask/scale")
+            .join(format!("{}.lock", shape.deps.key()));
+        generate(&dir, shape, &committed, &rust_version, &lock)?;
+        let decl = workspace::load(&dir)
+            .with_context(|| format!("the generated workspace {}", dir.display()))?;
+        let size_out = out_dir.join(format!("scale-{}-{n}", shape.deps.key()));
+        fs::create_dir_all(&size_out)
+            .with_context(|| format!("cannot create {}", size_out.display()))?;
+        eprintln!(
+            "bench: scale: {n} images, {} dependencies ({} crates in Cargo.lock) in {}",
+            shape.deps.key(),
+            lock_crates(&dir, &decl),
+            dir.display()
+        );
+        sizes.push(run_size(&dir, &decl, shape, &opts, &xtask, &size_out)?);
+    }
+    let run = crate::docker::run_environment();
+    let goals = goals(&sizes);
+    let report = Report {
+        date: run.date,
+        command: run.command,
+        cores: run.cores,
+        engine: run.engine,
+        buildx: run.buildx,
+        reps: opts.reps,
+        sizes,
+        goals,
+    };
+    print!("{}", render(&report, false));
+    if let Some(path) = &args.json {
+        fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.markdown {
+        fs::write(path, render(&report, true))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    if let Some(path) = &args.plot {
+        fs::write(path, svg(&report))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let failed = (report.sizes.iter())
+        .flat_map(|s| {
+            (s.samples.iter().map(|x| x.ok)).chain(
+                s.ephemeral
+                    .iter()
+                    .flat_map(|e| e.samples.iter().map(|x| x.ok)),
+            )
+        })
+        .filter(|ok| !ok)
+        .count();
+    Ok(Status::from_ok(failed == 0))
+}
+
+/// The source workspace's workspace-strategy Dockerfile, as committed.
+fn committed_dockerfile(root: &Path, decl: &Declaration) -> anyhow::Result<String> {
+    let strategy = (decl.strategies.get(&decl.default_strategy))
+        .filter(|s| s.one_builder() && s.dockerfile.is_some())
+        .with_context(|| format!("the default strategy `{}` is not one builder stage with a Dockerfile (as `workspace` is): nothing to generate the workspace's Dockerfile from", decl.default_strategy))?;
+    let file = strategy.dockerfile.as_ref().expect("filtered above");
+    fs::read_to_string(root.join(file)).with_context(|| format!("cannot read {}", file.display()))
+}
+
+/// Writes the generated workspace; its Cargo.lock comes from the dependency set's lock (resolved
+/// once, `cargo generate-lockfile`, then kept so every size builds the same versions).
+fn generate(
+    dir: &Path,
+    shape: Shape,
+    committed: &str,
+    rust_version: &str,
+    lock: &Path,
+) -> anyhow::Result<()> {
+    let files = scale::files(shape, committed, rust_version)?;
+    scale::write(dir, &files, lock.is_file().then_some(lock))?;
+    if !dir.join("Cargo.lock").is_file() {
+        let status = crate::proc::status(
+            Command::new("cargo")
+                .args(["generate-lockfile", "--quiet"])
+                .current_dir(dir)
+                .env_remove("CARGO_MANIFEST_DIR")
+                .stdin(Stdio::null()),
+        )?;
+        if !status.success() {
+            bail!("cargo generate-lockfile failed in {}", dir.display());
+        }
+    }
+    if !lock.is_file() {
+        fs::copy(dir.join("Cargo.lock"), lock)
+            .with_context(|| format!("cannot keep {}", lock.display()))?;
+    }
+    Ok(())
+}
+
+/// Packages in the generated Cargo.lock that are not the workspace's own.
+fn lock_crates(dir: &Path, decl: &Declaration) -> usize {
+    let text = fs::read_to_string(dir.join("Cargo.lock")).unwrap_or_default();
+    let own: Vec<String> = decl.local_crates.clone();
+    (text.lines())
+        .filter_map(|l| l.strip_prefix("name = \""))
+        .filter_map(|l| l.strip_suffix('"'))
+        .filter(|name| !own.contains(&name.replace('-', "_")))
+        .count()
+}
+
+/// The sccache binary as an image on this engine ([`scale::SCCACHE_IMAGE`]), which the sccache
+/// strategy's builder copies it from; it survives the ephemeral wipes as a runner's image would.
+fn sccache_image(root: &Path, binary: &Path) -> anyhow::Result<()> {
+    let dir = root.join("target/xtask/scale/sccache-image");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir)?;
+    fs::copy(binary, dir.join("sccache"))
+        .with_context(|| format!("cannot copy {}", binary.display()))?;
+    fs::write(
+        dir.join("Dockerfile"),
+        "FROM scratch\nCOPY sccache /usr/local/bin/sccache\n",
+    )?;
+    let out = crate::proc::output(
+        Command::new("docker")
+            .args(["build", "--quiet", "--tag", scale::SCCACHE_IMAGE])
+            .arg(&dir)
+            .stdin(Stdio::null()),
+    )?;
+    if !out.status.success() {
+        bail!(
+            "cannot build {} from {}: {}",
+            scale::SCCACHE_IMAGE,
+            binary.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn run_size(
+    dir: &Path,
+    decl: &Declaration,
+    shape: Shape,
+    opts: &Options,
+    xtask: &Path,
+    out_dir: &Path,
+) -> anyhow::Result<SizeReport> {
+    let images: Vec<String> = decl.images.iter().map(|i| i.name.clone()).collect();
+    let preflight = crate::plan::plan(
+        decl,
+        &decl.select(&images)?,
+        &crate::plan::Options {
+            strategy: decl.default_strategy.clone(),
+            tag: "bench".into(),
+            ..Default::default()
+        },
+    )?;
+    crate::session::preflight(dir, &preflight, flags::EngineMode::Auto, false)?;
+    let steady: Vec<String> = (opts.steps.iter())
+        .filter(|s| *s != "ephemeral")
+        .cloned()
+        .collect();
+    let ours = Contender::Xtask(decl.default_strategy.clone());
+    let mut samples = Vec::new();
+    if !steady.is_empty() {
+        for rep in 0..opts.reps {
+            let mut order = vec![ours.clone(), Contender::Native];
+            order.rotate_left(rep % 2);
+            for contender in &order {
+                let run = ContenderRun::new(dir, decl, contender, &images, xtask, out_dir)?;
+                for step in &steady {
+                    samples.push(run.scenario(contender, step, rep)?);
+                }
+                if *contender == ours && steady.iter().any(|s| s == "noop") {
+                    run.admit(&Contender::Bake)?;
+                    samples.push(run.scenario(&Contender::Bake, "noop", rep)?);
+                }
+            }
+        }
+    }
+    let rows = super::rows(
+        &samples,
+        &steady,
+        &[ours.clone(), Contender::Native, Contender::Bake],
+        &ours.name(),
+    )
+    .into_iter()
+    .filter(|r| r.runs > 0)
+    .collect();
+    let ephemeral = if opts.steps.iter().any(|s| s == "ephemeral") {
+        Some(ephemeral::run(
+            dir,
+            decl,
+            &images,
+            &opts.contenders,
+            opts.reps,
+            xtask,
+            out_dir,
+            &EPHEMERAL_CHANGES,
+        )?)
+    } else {
+        None
+    };
+    Ok(SizeReport {
+        images: shape.images,
+        deps: shape.deps,
+        lock_crates: lock_crates(dir, decl),
+        samples,
+        rows,
+        ephemeral,
+    })
+}
+
+fn row<'a>(size: &'a SizeReport, step: &str, contender: &str) -> Option<&'a Row> {
+    (size.rows.iter()).find(|r| r.scenario == step && r.contender == contender)
+}
+
+fn eph_row<'a>(size: &'a SizeReport, c: ephemeral::Contender) -> Option<&'a ephemeral::Row> {
+    (size.ephemeral.as_ref()?.rows.iter())
+        .find(|r| r.change == EPHEMERAL_CHANGES[0] && r.contender == c.name())
+}
+
+/// The issue's goals; pure. Per size of the real dependency set: cold and common against native;
+/// the ephemeral service change against native with its target restored and against sccache,
+/// and the entry against native's target + cargo home. Between the smallest and the largest size
+/// (same dependency set): the no-op's growth per image, and a change in common's growth against
+/// native's (which is the extra binaries' link time).
+pub fn goals(sizes: &[SizeReport]) -> Vec<ephemeral::Goal> {
+    let goal = |what: String, value: Option<f64>, limit: f64| ephemeral::Goal {
+        met: value.map(|v| v <= limit),
+        what,
+        value,
+        limit,
+    };
+    let ours = |s: &SizeReport| {
+        (s.rows.iter())
+            .find(|r| r.vs_default == Some(1.0))
+            .map(|r| r.contender.clone())
+    };
+    let mut out = Vec::new();
+    for size in sizes.iter().filter(|s| s.deps == Deps::Real) {
+        let n = size.images;
+        if let Some(name) = ours(size) {
+            for (step, limit) in [("cold", 1.05), ("common", 1.10)] {
+                if let Some(r) = row(size, step, &name) {
+                    out.push(goal(
+                        format!("{n} images, {step}: xtask / native"),
+                        r.vs_native,
+                        limit,
+                    ));
+                }
+            }
+        }
+        if let Some(cache) = eph_row(size, ephemeral::Contender::Cache) {
+            out.push(goal(
+                format!("{n} images, ephemeral service: --cache / native restored"),
+                cache.vs_native,
+                1.20,
+            ));
+            out.push(goal(
+                format!("{n} images, ephemeral service: --cache / sccache"),
+                cache.vs_sccache,
+                0.70,
+            ));
+            let dirs =
+                eph_row(size, ephemeral::Contender::Native).and_then(|r| r.native_dirs_bytes);
+            out.push(goal(
+                format!("{n} images, entry / native target + cargo home"),
+                dirs.filter(|d| *d > 0)
+                    .map(|d| cache.carried_bytes as f64 / d as f64),
+                0.35,
+            ));
+        }
+    }
+    let (Some(small), Some(large)) = (
+        sizes.iter().min_by_key(|s| s.images),
+        sizes.iter().max_by_key(|s| s.images),
+    ) else {
+        return out;
+    };
+    if large.images > small.images && small.deps == large.deps {
+        let (a, b) = (small.images, large.images);
+        let median = |s: &SizeReport, step: &str, c: &str| row(s, step, c).and_then(|r| r.median);
+        let name = ours(large).unwrap_or_default();
+        if let (Some(x), Some(y)) = (median(small, "noop", &name), median(large, "noop", &name)) {
+            out.push(goal(
+                format!("{a} -> {b} images: no-op growth per image (seconds)"),
+                Some((y - x) / (b - a) as f64),
+                0.015,
+            ));
+        }
+        let native = Contender::Native.name();
+        if let (Some(x), Some(y), Some(nx), Some(ny)) = (
+            median(small, "common", &name),
+            median(large, "common", &name),
+            median(small, "common", &native),
+            median(large, "common", &native),
+        ) {
+            // growth beyond native's own (the extra binaries' link time), with 10% slack
+            out.push(goal(
+                format!("{a} -> {b} images: common's growth / native's growth"),
+                ((ny - nx) > 0.0).then(|| (y - x) / (ny - nx)),
+                1.10,
+            ));
+        }
+    }
+    out
+}
+
+fn fmt_s(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}s")).unwrap_or_else(|| "-".into())
+}
+
+fn fmt_x(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
+}
+
+/// The report as text or Markdown tables; pure.
+pub fn render(report: &Report, markdown: bool) -> String {
+    let mut out = String::new();
+    let (open, sep, close) = if markdown {
+        ("| ", " | ", " |")
+    } else {
+        ("", "  ", "")
+    };
+    let line = |out: &mut String, cells: &[String]| {
+        let _ = writeln!(out, "{open}{}{close}", cells.join(sep));
+    };
+    if markdown {
+        let _ = writeln!(
+            out,
+            "Measured by `{}` on {} ({} cores, Docker engine {}, {}); {} repetition(s), medians.\n",
+            report.command, report.date, report.cores, report.engine, report.buildx, report.reps
+        );
+    }
+    let head = |out: &mut String, cells: &[&str]| {
+        line(
+            out,
+            &cells.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        );
+        if markdown {
+            let _ = writeln!(out, "|{}", "---|".repeat(cells.len()));
+        }
+    };
+    head(
+        &mut out,
+        &[
+            "images",
+            "deps",
+            "crates",
+            "step",
+            "contender",
+            "runs",
+            "median",
+            "min-max",
+            "vs native",
+            "compiled",
+        ],
+    );
+    for s in &report.sizes {
+        for r in &s.rows {
+            let range = match (r.min, r.max) {
+                (Some(a), Some(b)) => format!("{a:.1}-{b:.1}s"),
+                _ => "-".into(),
+            };
+            line(
+                &mut out,
+                &[
+                    s.images.to_string(),
+                    s.deps.key().into(),
+                    s.lock_crates.to_string(),
+                    r.scenario.clone(),
+                    r.contender.clone(),
+                    format!(
+                        "{}{}",
+                        r.runs,
+                        if r.failed > 0 {
+                            format!(" ({} failed)", r.failed)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    fmt_s(r.median),
+                    range,
+                    fmt_x(r.vs_native),
+                    r.compiled.to_string(),
+                ],
+            );
+        }
+    }
+    let _ = writeln!(out);
+    head(
+        &mut out,
+        &[
+            "images",
+            "deps",
+            "ephemeral, a service changed",
+            "runs",
+            "median",
+            "restore",
+            "build",
+            "save",
+            "compiled",
+            "carried",
+            "vs cold",
+            "vs native",
+            "vs sccache",
+            "sccache hits",
+        ],
+    );
+    for s in &report.sizes {
+        let Some(e) = &s.ephemeral else { continue };
+        for r in e.rows.iter().filter(|r| r.change != "common") {
+            let carried = match (r.carried_bytes, r.native_dirs_bytes) {
+                (0, Some(d)) => format!("{} (dirs {})", human_size(0), human_size(d)),
+                (b, Some(d)) => format!("{} (dirs {})", human_size(b), human_size(d)),
+                (b, None) => human_size(b),
+            };
+            line(
+                &mut out,
+                &[
+                    s.images.to_string(),
+                    s.deps.key().into(),
+                    format!(
+                        "{} {}",
+                        if r.change == "api" {
+                            "service"
+                        } else {
+                            &r.change
+                        },
+                        r.contender
+                    ),
+                    format!(
+                        "{}{}",
+                        r.runs,
+                        if r.failed > 0 {
+                            format!(" ({} failed)", r.failed)
+                        } else {
+                            String::new()
+                        }
+                    ),
+                    fmt_s(r.median),
+                    fmt_s(r.restore),
+                    fmt_s(r.build),
+                    fmt_s(r.save),
+                    format!("{}+{}", r.compiled_own, r.compiled_deps),
+                    carried,
+                    fmt_x(r.vs_cold),
+                    fmt_x(r.vs_native),
+                    fmt_x(r.vs_sccache),
+                    r.hit_rate
+                        .map(|h| format!("{h:.1}%"))
+                        .unwrap_or_else(|| "-".into()),
+                ],
+            );
+        }
+    }
+    let _ = writeln!(out);
+    for g in &report.goals {
+        let _ = writeln!(
+            out,
+            "{}goal {}: {} <= {:.3}  {}",
+            if markdown { "- " } else { "" },
+            g.what,
+            g.value
+                .map(|v| format!("{v:.3}"))
+                .unwrap_or_else(|| "-".into()),
+            g.limit,
+            match g.met {
+                Some(true) => "met",
+                Some(false) => "NOT MET",
+                None => "not measured",
+            }
+        );
+    }
+    if !markdown {
+        let _ = writeln!(
+            out,
+            "{} cores, engine {}, {}; {} repetition(s); crates = packages in the generated Cargo.lock",
+            report.cores, report.engine, report.buildx, report.reps
+        );
+    }
+    out
+}
+
+/// Time against images (one line per step and contender, per dependency set) and carried size
+/// against crates in Cargo.lock (per contender), stacked in one SVG; pure.
+pub fn svg(report: &Report) -> String {
+    let mut time: Vec<Series> = Vec::new();
+    let mut add = |name: String, x: f64, y: f64, title: String| match time
+        .iter_mut()
+        .find(|s| s.name == name)
+    {
+        Some(s) => s.points.push((x, y, title)),
+        None => time.push(Series {
+            name,
+            points: vec![(x, y, title)],
+        }),
+    };
+    for s in &report.sizes {
+        for r in &s.rows {
+            if let Some(m) = r.median {
+                let short = r.contender.replace("xtask workspace", "xtask");
+                add(
+                    format!("{} {} ({})", r.scenario, short, s.deps.key()),
+                    s.images as f64,
+                    m,
+                    format!(
+                        "{} images, {}: {} {m:.2}s",
+                        s.images, r.scenario, r.contender
+                    ),
+                );
+            }
+        }
+        for r in s
+            .ephemeral
+            .iter()
+            .flat_map(|e| e.rows.iter())
+            .filter(|r| r.change == "api")
+        {
+            if let Some(m) = r.median {
+                add(
+                    format!("ephemeral {} ({})", r.contender, s.deps.key()),
+                    s.images as f64,
+                    m,
+                    format!(
+                        "{} images, ephemeral service change: {} {m:.1}s",
+                        s.images, r.contender
+                    ),
+                );
+            }
+        }
+    }
+    let mut size: Vec<Series> = Vec::new();
+    for s in &report.sizes {
+        for r in s
+            .ephemeral
+            .iter()
+            .flat_map(|e| e.rows.iter())
+            .filter(|r| r.change == "api")
+        {
+            let bytes = r.native_dirs_bytes.unwrap_or(r.carried_bytes);
+            if bytes == 0 {
+                continue;
+            }
+            let name = match r.native_dirs_bytes {
+                Some(_) => format!("{}: target + cargo home", r.contender),
+                None => format!("{}: carried", r.contender),
+            };
+            let point = (
+                s.lock_crates as f64,
+                bytes as f64,
+                format!(
+                    "{} crates, {} images: {name} {}",
+                    s.lock_crates,
+                    s.images,
+                    human_size(bytes)
+                ),
+            );
+            match size.iter_mut().find(|x| x.name == name) {
+                Some(x) => x.points.push(point),
+                None => size.push(Series {
+                    name,
+                    points: vec![point],
+                }),
+            }
+        }
+    }
+    for s in time.iter_mut().chain(size.iter_mut()) {
+        s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    }
+    plot::stack(&[
+        plot::xy_svg(
+            "bench --scenarios scale: wall time against images",
+            "service images",
+            "seconds",
+            Unit::Seconds,
+            &time,
+        ),
+        plot::xy_svg(
+            "carried between ephemeral runs, against crates in Cargo.lock",
+            "crates in Cargo.lock",
+            "bytes",
+            Unit::Bytes,
+            &size,
+        ),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(scenario: &str, contender: &str, median: f64, ours: bool, vs_native: f64) -> Row {
+        Row {
+            scenario: scenario.into(),
+            contender: contender.into(),
+            runs: 1,
+            failed: 0,
+            median: Some(median),
+            min: Some(median),
+            max: Some(median),
+            vs_default: ours.then_some(1.0),
+            vs_native: Some(vs_native),
+            compiled: 0,
+            compiled_twice: None,
+            recording: None,
+        }
+    }
+
+    fn size(images: usize, deps: Deps, noop: f64, common: f64, native_common: f64) -> SizeReport {
+        SizeReport {
+            images,
+            deps,
+            lock_crates: 600,
+            samples: vec![],
+            rows: vec![
+                row("cold", "xtask workspace", 100.0, true, 1.02),
+                row(
+                    "common",
+                    "xtask workspace",
+                    common,
+                    true,
+                    common / native_common,
+                ),
+                row("common", "native cargo", native_common, false, 1.0),
+                row("noop", "xtask workspace", noop, true, 1.0),
+            ],
+            ephemeral: None,
+        }
+    }
+
+    #[test]
+    fn goals_per_size_and_growth_between_sizes() {
+        let sizes = vec![
+            size(8, Deps::Real, 0.20, 30.0, 28.0),
+            size(64, Deps::Real, 0.90, 50.0, 40.0),
+        ];
+        let goals = goals(&sizes);
+        let find = |w: &str| goals.iter().find(|g| g.what.contains(w)).unwrap().clone();
+        assert_eq!(find("8 images, cold").met, Some(true));
+        // 0.7 s over 56 images: 12.5 ms per image
+        let noop = find("no-op growth");
+        assert!((noop.value.unwrap() - 0.0125).abs() < 1e-9 && noop.met == Some(true));
+        // common grew 20 s, native 12 s: 1.67 > 1.10
+        let common = find("common's growth");
+        assert_eq!(common.met, Some(false));
+        // the small dependency set has no per-size goals, only growth
+        let small = goals_for_small();
+        assert!(small.iter().all(|g| !g.what.contains("cold")));
+        assert!(render(
+            &Report {
+                date: String::new(),
+                command: String::new(),
+                cores: 2,
+                engine: String::new(),
+                buildx: String::new(),
+                reps: 1,
+                sizes: sizes.clone(),
+                goals: goals.clone(),
+            },
+            true
+        )
+        .contains("NOT MET"));
+        let text = svg(&Report {
+            date: String::new(),
+            command: String::new(),
+            cores: 2,
+            engine: String::new(),
+            buildx: String::new(),
+            reps: 1,
+            sizes,
+            goals,
+        });
+        assert!(text.contains("data-series=\"noop xtask (real)\""), "{text}");
+    }
+
+    fn goals_for_small() -> Vec<ephemeral::Goal> {
+        goals(&[
+            size(8, Deps::Small, 0.2, 3.0, 2.0),
+            size(32, Deps::Small, 0.3, 4.0, 3.0),
+        ])
+    }
+}
