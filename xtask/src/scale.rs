@@ -18,7 +18,7 @@ use std::{
 use anyhow::{bail, Context};
 
 /// Which dependency set the generated `common` crate carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Deps {
     /// The platform's dependency set ([`REAL_DEPS`]).
@@ -346,6 +346,7 @@ pub struct Request {
     #[validate(length(min = 1, max = 64))]
     pub name: String,
     pub at: chrono::DateTime<chrono::Utc>,
+    #[schemars(with = "String")]
     pub id: uuid::Uuid,
 }
 

@@ -90,3 +90,51 @@ mod tests {
         assert_eq!(utc_date(1_795_955_820.5), "2026-11-29T12:37:00Z");
     }
 }
+
+/// Rows (the first is the header) as a Markdown table, or as text with aligned columns; pure.
+pub fn table(rows: &[Vec<String>], markdown: bool) -> String {
+    let mut out = String::new();
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    if markdown {
+        for (k, row) in rows.iter().enumerate() {
+            out.push_str(&format!("| {} |\n", row.join(" | ")));
+            if k == 0 {
+                out.push_str(&format!("|{}\n", "---|".repeat(columns)));
+            }
+        }
+        return out;
+    }
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = (row.iter().enumerate())
+            .map(|(c, s)| format!("{s:<w$}", w = widths[c]))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod table_tests {
+    #[test]
+    fn a_table_as_markdown_or_aligned_text() {
+        let rows = vec![
+            vec!["a".to_string(), "bb".into()],
+            vec!["ccc".to_string(), "d".into()],
+        ];
+        assert_eq!(super::table(&rows, false), "a    bb\nccc  d\n");
+        assert_eq!(
+            super::table(&rows, true),
+            "| a | bb |\n|---|---|\n| ccc | d |\n"
+        );
+    }
+}

@@ -1127,6 +1127,128 @@ fn bench_reps_zero_is_a_usage_error() {
     assert!(t.docker_calls().is_empty());
 }
 
+#[test]
+fn bench_scale_flags_combine_or_exit_2_naming_both() {
+    // a flag of the scale scenario without it, the scenario beside another, images given to it,
+    // an unknown step or dependency set, a contender without the ephemeral step: exit 2, nothing
+    // run
+    for (args, says) in [
+        (vec!["--sizes", "8"], "--sizes belongs to --scenarios scale"),
+        (
+            vec!["--scenarios", "cold", "--plot", "x.svg"],
+            "--plot belongs to --scenarios scale; --scenarios is cold",
+        ),
+        (vec!["--scenarios", "scale,cold"], "`scale` runs alone"),
+        (
+            vec!["--scenarios", "scale", "api"],
+            "it takes no images (api)",
+        ),
+        (
+            vec!["--scenarios", "scale", "--steps", "cold,warm"],
+            "--steps warm",
+        ),
+        (
+            vec!["--scenarios", "scale", "--deps", "huge"],
+            "--deps huge",
+        ),
+        (vec!["--scenarios", "scale", "--sizes", "0"], "--sizes 0"),
+        (
+            vec![
+                "--scenarios",
+                "scale",
+                "--steps",
+                "cold",
+                "--contenders",
+                "cache",
+            ],
+            "--steps has no `ephemeral`",
+        ),
+        (
+            vec!["--scenarios", "scale", "--contenders", "chef"],
+            "unknown contender `chef` for --scenarios scale",
+        ),
+        (
+            vec![
+                "--scenarios",
+                "scale",
+                "--contenders",
+                "sccache",
+                "--sccache",
+                "/nonexistent/sccache",
+            ],
+            "--sccache /nonexistent/sccache: no such file",
+        ),
+    ] {
+        let mut argv = vec!["bench", "--dry-run"];
+        argv.extend(args.iter().copied());
+        let t = Test::new().args(argv.clone());
+        let out = t.run();
+        out.expect_code(2);
+        assert!(out.stderr.contains(says), "{argv:?}: {}", out.stderr);
+        assert!(t.docker_calls().is_empty(), "{argv:?}");
+    }
+}
+
+#[test]
+fn bench_scale_dry_run_describes_each_size_from_the_generator() {
+    let t = Test::new().args([
+        "bench",
+        "--dry-run",
+        "--scenarios",
+        "scale",
+        "--sizes",
+        "4,16",
+        "--deps",
+        "small",
+        "--contenders",
+        "cache,native",
+    ]);
+    let out = t.run();
+    out.expect_code(0);
+    for n in [4, 16] {
+        assert!(
+            out.stdout.contains(&format!("size {n}: "))
+                && out.stdout.contains(&format!("small-{n}")),
+            "{}",
+            out.stdout
+        );
+    }
+    // the ephemeral step lists exactly the named contenders, and the generated images
+    assert!(
+        out.stdout
+            .contains("xtask docker-build --cache CARRY svc-01 svc-02 svc-03 svc-04\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("sccache"), "{}", out.stdout);
+    assert!(out.stdout.contains("buildx bake"), "{}", out.stdout);
+    assert!(t.docker_calls().is_empty());
+}
+
+#[test]
+fn bench_scale_merge_refuses_what_is_not_its_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("other.json");
+    std::fs::write(&bad, "{\"rows\": []}").unwrap();
+    let t = Test::new().args(vec![
+        "bench".to_string(),
+        "--scenarios".into(),
+        "scale".into(),
+        "--merge".into(),
+        bad.display().to_string(),
+    ]);
+    let out = t.run();
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "--merge {}: not the --json of `bench --scenarios scale`",
+            bad.display()
+        )),
+        "{}",
+        out.stderr
+    );
+}
+
 // --- --push: the atomic publish, --builders ------------------------------------------------------
 
 /// The `docker buildx imagetools create` invocations (the tag moves).

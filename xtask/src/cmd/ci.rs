@@ -104,6 +104,24 @@ fn engine_steps() -> Vec<Step> {
         ),
         step("smoke", &["xtask", "smoke", "all"]),
         step("smoke-compose", &["xtask", "smoke", "--compose"]),
+        // a generated workspace of 8 services on common (this workspace's dependency set), its
+        // Dockerfile derived from the committed one, built cold, after a change in common, in one
+        // service, and as a no-op, beside native cargo and buildx bake (bench --scenarios scale;
+        // the real size is not a ci step: docs/SCALING.md)
+        step(
+            "bench-scale-smoke",
+            &[
+                "xtask",
+                "bench",
+                "--scenarios",
+                "scale",
+                "--smoke",
+                "--json",
+                "target/xtask/bench/scale-smoke.json",
+                "--plot",
+                "target/xtask/bench/scale-smoke.svg",
+            ],
+        ),
         // the guards that need the engine: an owned build arg refused, a named DOCKER_HOST kept,
         // a service added as AGENTS.md says builds and runs (xtask/tests/engine_guards.rs)
         Step {
@@ -219,6 +237,7 @@ mod tests {
                 "cache-prune-dry-run",
                 "smoke",
                 "smoke-compose",
+                "bench-scale-smoke",
                 "engine-guards",
                 "engine-second",
                 "farm-publish",

@@ -109,7 +109,8 @@ impl Frame {
     fn label(&self, value: f64) -> String {
         match self.unit {
             Unit::Seconds => label(value),
-            Unit::Bytes => crate::session::human_size(value as u64),
+            Unit::Bytes if self.top >= 2e9 => format!("{:.1} GB", value / 1e9),
+            Unit::Bytes => format!("{:.0} MB", value / 1e6),
         }
     }
 }
@@ -385,6 +386,8 @@ fn nice_ceiling(v: f64) -> f64 {
 fn label(s: f64) -> String {
     if s >= 10.0 || s == s.round() {
         format!("{s:.0}s")
+    } else if s < 1.0 && (s * 10.0).fract().abs() > 1e-9 {
+        format!("{s:.2}s")
     } else {
         format!("{s:.1}s")
     }

@@ -146,7 +146,7 @@ pub fn select_from(
 }
 
 /// One timed run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Sample {
     pub contender: String,
     pub key: String,
@@ -170,7 +170,7 @@ pub struct Sample {
     pub log: PathBuf,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Row {
     pub change: String,
     pub contender: String,
@@ -194,7 +194,7 @@ pub struct Row {
 }
 
 /// A goal of the issue, checked on the medians.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Goal {
     pub what: String,
     pub value: Option<f64>,
@@ -202,7 +202,7 @@ pub struct Goal {
     pub met: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     pub samples: Vec<Sample>,
     pub rows: Vec<Row>,

@@ -172,7 +172,7 @@ impl Contender {
 }
 
 /// One timed run.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Sample {
     pub contender: String,
     pub scenario: String,
@@ -192,7 +192,7 @@ pub struct Sample {
 }
 
 /// Medians per scenario and contender, with ratios.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Row {
     pub scenario: String,
     pub contender: String,
@@ -228,42 +228,9 @@ pub struct BenchReport {
 
 pub fn run(root: &Path, args: flags::BenchArgs) -> anyhow::Result<Status> {
     if args.scenarios.iter().any(|s| s == scale::SCENARIO) {
-        if args.scenarios.len() > 1 {
-            return Err(UsageError(format!(
-                "--scenarios {}: `scale` runs alone (it has its own steps: --steps)",
-                args.scenarios.join(",")
-            ))
-            .into());
-        }
-        if !args.images.is_empty() {
-            return Err(UsageError(format!(
-                "--scenarios scale builds the images of the workspaces it generates (--sizes); \
-                 it takes no images ({})",
-                args.images.join(" ")
-            ))
-            .into());
-        }
         return scale::run(root, &args);
     }
-    for (set, flag) in [
-        (!args.sizes.is_empty(), "--sizes"),
-        (args.deps.is_some(), "--deps"),
-        (!args.steps.is_empty(), "--steps"),
-        (args.sccache.is_some(), "--sccache"),
-        (args.plot.is_some(), "--plot"),
-    ] {
-        if set {
-            return Err(UsageError(format!(
-                "{flag} belongs to --scenarios scale; --scenarios is {}",
-                if args.scenarios.is_empty() {
-                    "the default".to_string()
-                } else {
-                    args.scenarios.join(",")
-                }
-            ))
-            .into());
-        }
-    }
+    scale::refuse_scale_flags(&args)?;
     let decl = workspace::load(root)?;
     let names = if args.images.is_empty() {
         &decl.measure

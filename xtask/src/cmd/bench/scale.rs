@@ -45,7 +45,7 @@ pub const STEPS: [&str; 5] = ["cold", "common", "service", "noop", "ephemeral"];
 const EPHEMERAL_CHANGES: [&str; 1] = ["api"];
 
 /// One size: the generated workspace and what ran in it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct SizeReport {
     pub images: usize,
     pub deps: Deps,
@@ -54,9 +54,12 @@ pub struct SizeReport {
     pub samples: Vec<Sample>,
     pub rows: Vec<Row>,
     pub ephemeral: Option<ephemeral::Report>,
+    /// When this size's runs ended (a merged report keeps each size's).
+    #[serde(default)]
+    pub measured: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     pub date: String,
     pub command: String,
@@ -231,7 +234,87 @@ pub fn describe(root: &Path, opts: &Options) -> String {
     out
 }
 
+/// The sizes of earlier reports (`--merge`, their `--json`), each file named in its error.
+fn merged(files: &[PathBuf]) -> anyhow::Result<(Vec<SizeReport>, usize)> {
+    let mut out = Vec::new();
+    let mut reps = 0;
+    for file in files {
+        let text = fs::read_to_string(file)
+            .with_context(|| format!("--merge {}: cannot read it", file.display()))?;
+        let report: Report = serde_json::from_str(&text).map_err(|e| {
+            UsageError(format!(
+                "--merge {}: not the --json of `bench --scenarios scale` (line {}: {e})",
+                file.display(),
+                e.line()
+            ))
+        })?;
+        out.extend(report.sizes);
+        reps = reps.max(report.reps);
+    }
+    Ok((out, reps))
+}
+
+/// This run's sizes and the merged ones (this run's win over a merged one of the same size and
+/// dependency set), by dependency set and images.
+fn combine(mut sizes: Vec<SizeReport>, earlier: Vec<SizeReport>) -> Vec<SizeReport> {
+    for old in earlier {
+        if !sizes
+            .iter()
+            .any(|s| s.images == old.images && s.deps == old.deps)
+        {
+            sizes.push(old);
+        }
+    }
+    sizes.sort_by_key(|s| (s.deps.key(), s.images));
+    sizes
+}
+
+/// The flags of `--scenarios scale` given without it: exit 2 naming the flag.
+pub fn refuse_scale_flags(args: &flags::BenchArgs) -> anyhow::Result<()> {
+    for (set, flag) in [
+        (!args.sizes.is_empty(), "--sizes"),
+        (args.deps.is_some(), "--deps"),
+        (!args.steps.is_empty(), "--steps"),
+        (args.sccache.is_some(), "--sccache"),
+        (args.plot.is_some(), "--plot"),
+        (!args.merge.is_empty(), "--merge"),
+    ] {
+        if set {
+            return Err(UsageError(format!(
+                "{flag} belongs to --scenarios scale; --scenarios is {}",
+                if args.scenarios.is_empty() {
+                    "the default".to_string()
+                } else {
+                    args.scenarios.join(",")
+                }
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 pub fn run(root: &Path, args: &flags::BenchArgs) -> anyhow::Result<Status> {
+    if args.scenarios.len() > 1 {
+        return Err(UsageError(format!(
+            "--scenarios {}: `scale` runs alone (it has its own steps: --steps)",
+            args.scenarios.join(",")
+        ))
+        .into());
+    }
+    if !args.images.is_empty() {
+        return Err(UsageError(format!(
+            "--scenarios scale builds the images of the workspaces it generates (--sizes); \
+             it takes no images ({})",
+            args.images.join(" ")
+        ))
+        .into());
+    }
+    let (earlier, earlier_reps) = merged(&args.merge)?;
+    if !args.merge.is_empty() && args.sizes.is_empty() && !args.smoke {
+        // only the merged reports, rendered together
+        return finish(args, combine(Vec::new(), earlier), earlier_reps);
+    }
     let opts = options(args)?;
     if args.dry_run {
         print!("{}", describe(root, &opts));
@@ -269,6 +352,11 @@ pub fn run(root: &Path, args: &flags::BenchArgs) -> anyhow::Result<Status> {
         );
         sizes.push(run_size(&dir, &decl, shape, &opts, &xtask, &size_out)?);
     }
+    finish(args, combine(sizes, earlier), opts.reps)
+}
+
+/// The report of `sizes`: printed, and written as --json, --markdown, --plot.
+fn finish(args: &flags::BenchArgs, sizes: Vec<SizeReport>, reps: usize) -> anyhow::Result<Status> {
     let run = crate::docker::run_environment();
     let goals = goals(&sizes);
     let report = Report {
@@ -277,7 +365,7 @@ pub fn run(root: &Path, args: &flags::BenchArgs) -> anyhow::Result<Status> {
         cores: run.cores,
         engine: run.engine,
         buildx: run.buildx,
-        reps: opts.reps,
+        reps,
         sizes,
         goals,
     };
@@ -457,6 +545,7 @@ fn run_size(
         samples,
         rows,
         ephemeral,
+        measured: crate::docker::run_environment().date,
     })
 }
 
@@ -464,7 +553,7 @@ fn row<'a>(size: &'a SizeReport, step: &str, contender: &str) -> Option<&'a Row>
     (size.rows.iter()).find(|r| r.scenario == step && r.contender == contender)
 }
 
-fn eph_row<'a>(size: &'a SizeReport, c: ephemeral::Contender) -> Option<&'a ephemeral::Row> {
+fn eph_row(size: &SizeReport, c: ephemeral::Contender) -> Option<&ephemeral::Row> {
     (size.ephemeral.as_ref()?.rows.iter())
         .find(|r| r.change == EPHEMERAL_CHANGES[0] && r.contender == c.name())
 }
@@ -521,19 +610,41 @@ pub fn goals(sizes: &[SizeReport]) -> Vec<ephemeral::Goal> {
             ));
         }
     }
-    let (Some(small), Some(large)) = (
-        sizes.iter().min_by_key(|s| s.images),
-        sizes.iter().max_by_key(|s| s.images),
-    ) else {
-        return out;
+    for deps in [Deps::Real, Deps::Small] {
+        let of: Vec<&SizeReport> = sizes.iter().filter(|s| s.deps == deps).collect();
+        if let (Some(small), Some(large)) = (
+            of.iter().min_by_key(|s| s.images),
+            of.iter().max_by_key(|s| s.images),
+        ) {
+            growth(small, large, &mut out);
+        }
+    }
+    out
+}
+
+/// The growth goals between two sizes of one dependency set.
+fn growth(small: &SizeReport, large: &SizeReport, out: &mut Vec<ephemeral::Goal>) {
+    let goal = |what: String, value: Option<f64>, limit: f64| ephemeral::Goal {
+        met: value.map(|v| v <= limit),
+        what,
+        value,
+        limit,
     };
-    if large.images > small.images && small.deps == large.deps {
+    let ours = |s: &SizeReport| {
+        (s.rows.iter())
+            .find(|r| r.vs_default == Some(1.0))
+            .map(|r| r.contender.clone())
+    };
+    if large.images > small.images {
         let (a, b) = (small.images, large.images);
         let median = |s: &SizeReport, step: &str, c: &str| row(s, step, c).and_then(|r| r.median);
         let name = ours(large).unwrap_or_default();
         if let (Some(x), Some(y)) = (median(small, "noop", &name), median(large, "noop", &name)) {
             out.push(goal(
-                format!("{a} -> {b} images: no-op growth per image (seconds)"),
+                format!(
+                    "{a} -> {b} images ({}): no-op growth per image (seconds)",
+                    small.deps.key()
+                ),
                 Some((y - x) / (b - a) as f64),
                 0.015,
             ));
@@ -547,13 +658,15 @@ pub fn goals(sizes: &[SizeReport]) -> Vec<ephemeral::Goal> {
         ) {
             // growth beyond native's own (the extra binaries' link time), with 10% slack
             out.push(goal(
-                format!("{a} -> {b} images: common's growth / native's growth"),
+                format!(
+                    "{a} -> {b} images ({}): common's growth / native's growth",
+                    small.deps.key()
+                ),
                 ((ny - nx) > 0.0).then(|| (y - x) / (ny - nx)),
                 1.10,
             ));
         }
     }
-    out
 }
 
 fn fmt_s(v: Option<f64>) -> String {
@@ -564,147 +677,133 @@ fn fmt_x(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}x")).unwrap_or_else(|| "-".into())
 }
 
-/// The report as text or Markdown tables; pure.
-pub fn render(report: &Report, markdown: bool) -> String {
-    let mut out = String::new();
-    let (open, sep, close) = if markdown {
-        ("| ", " | ", " |")
-    } else {
-        ("", "  ", "")
-    };
-    let line = |out: &mut String, cells: &[String]| {
-        let _ = writeln!(out, "{open}{}{close}", cells.join(sep));
-    };
-    if markdown {
-        let _ = writeln!(
-            out,
-            "Measured by `{}` on {} ({} cores, Docker engine {}, {}); {} repetition(s), medians.\n",
-            report.command, report.date, report.cores, report.engine, report.buildx, report.reps
-        );
-    }
-    let head = |out: &mut String, cells: &[&str]| {
-        line(
-            out,
-            &cells.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-        );
-        if markdown {
-            let _ = writeln!(out, "|{}", "---|".repeat(cells.len()));
+fn runs(runs: usize, failed: usize) -> String {
+    format!(
+        "{runs}{}",
+        if failed > 0 {
+            format!(" ({failed} FAILED)")
+        } else {
+            String::new()
         }
-    };
-    head(
-        &mut out,
-        &[
-            "images",
-            "deps",
-            "crates",
-            "step",
-            "contender",
-            "runs",
-            "median",
-            "min-max",
-            "vs native",
-            "compiled",
-        ],
-    );
+    )
+}
+
+/// The steps' rows, a header first; pure.
+fn steady_table(report: &Report) -> Vec<Vec<String>> {
+    let mut steady = vec![[
+        "images",
+        "deps",
+        "crates",
+        "step",
+        "contender",
+        "runs",
+        "median",
+        "min-max",
+        "vs native",
+        "compiled",
+    ]
+    .map(String::from)
+    .to_vec()];
     for s in &report.sizes {
         for r in &s.rows {
             let range = match (r.min, r.max) {
                 (Some(a), Some(b)) => format!("{a:.1}-{b:.1}s"),
                 _ => "-".into(),
             };
-            line(
-                &mut out,
-                &[
-                    s.images.to_string(),
-                    s.deps.key().into(),
-                    s.lock_crates.to_string(),
-                    r.scenario.clone(),
-                    r.contender.clone(),
-                    format!(
-                        "{}{}",
-                        r.runs,
-                        if r.failed > 0 {
-                            format!(" ({} failed)", r.failed)
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    fmt_s(r.median),
-                    range,
-                    fmt_x(r.vs_native),
-                    r.compiled.to_string(),
-                ],
-            );
+            steady.push(vec![
+                s.images.to_string(),
+                s.deps.key().into(),
+                s.lock_crates.to_string(),
+                r.scenario.clone(),
+                r.contender.clone(),
+                runs(r.runs, r.failed),
+                fmt_s(r.median),
+                range,
+                fmt_x(r.vs_native),
+                r.compiled.to_string(),
+            ]);
         }
     }
-    let _ = writeln!(out);
-    head(
-        &mut out,
-        &[
-            "images",
-            "deps",
-            "ephemeral, a service changed",
-            "runs",
-            "median",
-            "restore",
-            "build",
-            "save",
-            "compiled",
-            "carried",
-            "vs cold",
-            "vs native",
-            "vs sccache",
-            "sccache hits",
-        ],
-    );
+    steady
+}
+
+/// The ephemeral runs' rows, a header first; pure.
+fn ephemeral_table(report: &Report) -> Vec<Vec<String>> {
+    let mut eph = vec![[
+        "images",
+        "deps",
+        "ephemeral run",
+        "contender",
+        "runs",
+        "median",
+        "restore",
+        "build",
+        "save",
+        "compiled",
+        "carried",
+        "vs cold",
+        "vs native",
+        "vs sccache",
+        "sccache hits",
+    ]
+    .map(String::from)
+    .to_vec()];
     for s in &report.sizes {
         let Some(e) = &s.ephemeral else { continue };
-        for r in e.rows.iter().filter(|r| r.change != "common") {
-            let carried = match (r.carried_bytes, r.native_dirs_bytes) {
-                (0, Some(d)) => format!("{} (dirs {})", human_size(0), human_size(d)),
-                (b, Some(d)) => format!("{} (dirs {})", human_size(b), human_size(d)),
-                (b, None) => human_size(b),
+        for r in &e.rows {
+            let carried = match r.native_dirs_bytes {
+                Some(d) => format!("{} (dirs {})", human_size(r.carried_bytes), human_size(d)),
+                None => human_size(r.carried_bytes),
             };
-            line(
-                &mut out,
-                &[
-                    s.images.to_string(),
-                    s.deps.key().into(),
-                    format!(
-                        "{} {}",
-                        if r.change == "api" {
-                            "service"
-                        } else {
-                            &r.change
-                        },
-                        r.contender
-                    ),
-                    format!(
-                        "{}{}",
-                        r.runs,
-                        if r.failed > 0 {
-                            format!(" ({} failed)", r.failed)
-                        } else {
-                            String::new()
-                        }
-                    ),
-                    fmt_s(r.median),
-                    fmt_s(r.restore),
-                    fmt_s(r.build),
-                    fmt_s(r.save),
-                    format!("{}+{}", r.compiled_own, r.compiled_deps),
-                    carried,
-                    fmt_x(r.vs_cold),
-                    fmt_x(r.vs_native),
-                    fmt_x(r.vs_sccache),
-                    r.hit_rate
-                        .map(|h| format!("{h:.1}%"))
-                        .unwrap_or_else(|| "-".into()),
-                ],
-            );
+            eph.push(vec![
+                s.images.to_string(),
+                s.deps.key().into(),
+                if r.change == "api" {
+                    "service".into()
+                } else {
+                    r.change.clone()
+                },
+                r.contender.clone(),
+                runs(r.runs, r.failed),
+                fmt_s(r.median),
+                fmt_s(r.restore),
+                fmt_s(r.build),
+                fmt_s(r.save),
+                format!("{}+{}", r.compiled_own, r.compiled_deps),
+                carried,
+                fmt_x(r.vs_cold),
+                fmt_x(r.vs_native),
+                fmt_x(r.vs_sccache),
+                r.hit_rate
+                    .map(|h| format!("{h:.1}%"))
+                    .unwrap_or_else(|| "-".into()),
+            ]);
         }
     }
-    let _ = writeln!(out);
+    eph
+}
+
+/// The report as text or Markdown tables; pure.
+pub fn render(report: &Report, markdown: bool) -> String {
+    let mut out = String::new();
+    if markdown {
+        let _ = writeln!(
+            out,
+            "Measured by `{}` on {} ({} cores, Docker engine {}, {}); {} repetition(s), medians.\n",
+            report.command, report.date, report.cores, report.engine, report.buildx, report.reps
+        );
+        let when: Vec<String> = (report.sizes.iter())
+            .map(|s| format!("{}-{} at {}", s.deps.key(), s.images, s.measured))
+            .collect();
+        let _ = writeln!(out, "Sizes measured: {}.\n", when.join(", "));
+    }
+    let (steady, eph) = (steady_table(report), ephemeral_table(report));
+    for table in [steady, eph] {
+        if table.len() > 1 {
+            out.push_str(&crate::util::table(&table, markdown));
+            out.push('\n');
+        }
+    }
     for g in &report.goals {
         let _ = writeln!(
             out,
@@ -725,111 +824,119 @@ pub fn render(report: &Report, markdown: bool) -> String {
     if !markdown {
         let _ = writeln!(
             out,
-            "{} cores, engine {}, {}; {} repetition(s); crates = packages in the generated Cargo.lock",
+            "{} cores, engine {}, {}; {} repetition(s); crates = packages in the generated \
+             Cargo.lock; compiled = workspace + dependency crates cargo compiled",
             report.cores, report.engine, report.buildx, report.reps
         );
     }
     out
 }
 
-/// Time against images (one line per step and contender, per dependency set) and carried size
-/// against crates in Cargo.lock (per contender), stacked in one SVG; pure.
-pub fn svg(report: &Report) -> String {
-    let mut time: Vec<Series> = Vec::new();
-    let mut add = |name: String, x: f64, y: f64, title: String| match time
-        .iter_mut()
-        .find(|s| s.name == name)
-    {
-        Some(s) => s.points.push((x, y, title)),
-        None => time.push(Series {
+/// A short name for a legend.
+fn short(contender: &str) -> String {
+    contender
+        .replace("xtask workspace", "xtask")
+        .replace("native cargo + restored target", "native restored")
+        .replace("native cargo", "native")
+        .replace("buildx bake", "bake")
+        .replace("xtask, nothing carried", "cold")
+        .replace(" (store carried)", "")
+}
+
+/// Adds a point to the series `name` (made when new).
+fn add(series: &mut Vec<Series>, name: String, point: (f64, f64, String)) {
+    match series.iter_mut().find(|s| s.name == name) {
+        Some(s) => s.points.push(point),
+        None => series.push(Series {
             name,
-            points: vec![(x, y, title)],
+            points: vec![point],
         }),
-    };
-    for s in &report.sizes {
-        for r in &s.rows {
-            if let Some(m) = r.median {
-                let short = r.contender.replace("xtask workspace", "xtask");
-                add(
-                    format!("{} {} ({})", r.scenario, short, s.deps.key()),
-                    s.images as f64,
-                    m,
-                    format!(
-                        "{} images, {}: {} {m:.2}s",
-                        s.images, r.scenario, r.contender
-                    ),
-                );
-            }
-        }
-        for r in s
-            .ephemeral
-            .iter()
-            .flat_map(|e| e.rows.iter())
-            .filter(|r| r.change == "api")
-        {
-            if let Some(m) = r.median {
-                add(
-                    format!("ephemeral {} ({})", r.contender, s.deps.key()),
-                    s.images as f64,
-                    m,
-                    format!(
-                        "{} images, ephemeral service change: {} {m:.1}s",
-                        s.images, r.contender
-                    ),
-                );
-            }
-        }
     }
-    let mut size: Vec<Series> = Vec::new();
+}
+
+/// Three charts stacked in one SVG: the builds' time against images (steps and the ephemeral
+/// service change, per contender and dependency set), the no-op's (its growth per image is a
+/// goal, and it is too small to read beside a cold build), and what the ephemeral contenders
+/// carry against the crates in Cargo.lock; pure.
+pub fn svg(report: &Report) -> String {
+    let (mut time, mut noop, mut size) = (Vec::new(), Vec::new(), Vec::new());
     for s in &report.sizes {
-        for r in s
+        let deps = s.deps.key();
+        for r in &s.rows {
+            let Some(m) = r.median else { continue };
+            let title = format!(
+                "{} images, {deps}, {}: {} {m:.2}s",
+                s.images, r.scenario, r.contender
+            );
+            let name = format!("{deps}: {} {}", r.scenario, short(&r.contender));
+            let into = if r.scenario == "noop" {
+                &mut noop
+            } else {
+                &mut time
+            };
+            add(into, name, (s.images as f64, m, title));
+        }
+        let changed = s
             .ephemeral
             .iter()
             .flat_map(|e| e.rows.iter())
-            .filter(|r| r.change == "api")
-        {
-            let bytes = r.native_dirs_bytes.unwrap_or(r.carried_bytes);
-            if bytes == 0 {
-                continue;
+            .filter(|r| r.change == "api");
+        for r in changed {
+            if let Some(m) = r.median {
+                let title = format!(
+                    "{} images, {deps}, ephemeral service change: {} {m:.1}s",
+                    s.images, r.contender
+                );
+                add(
+                    &mut time,
+                    format!("{deps}: eph. {}", short(&r.contender)),
+                    (s.images as f64, m, title),
+                );
             }
-            let name = match r.native_dirs_bytes {
-                Some(_) => format!("{}: target + cargo home", r.contender),
-                None => format!("{}: carried", r.contender),
-            };
-            let point = (
-                s.lock_crates as f64,
-                bytes as f64,
-                format!(
+            let bytes = r.native_dirs_bytes.unwrap_or(r.carried_bytes);
+            if bytes > 0 {
+                let what = if r.native_dirs_bytes.is_some() {
+                    "target+home"
+                } else {
+                    "carried"
+                };
+                let name = format!("{} {what}", short(&r.contender));
+                let title = format!(
                     "{} crates, {} images: {name} {}",
                     s.lock_crates,
                     s.images,
                     human_size(bytes)
-                ),
-            );
-            match size.iter_mut().find(|x| x.name == name) {
-                Some(x) => x.points.push(point),
-                None => size.push(Series {
-                    name,
-                    points: vec![point],
-                }),
+                );
+                add(&mut size, name, (s.lock_crates as f64, bytes as f64, title));
             }
         }
     }
-    for s in time.iter_mut().chain(size.iter_mut()) {
+    for s in time
+        .iter_mut()
+        .chain(noop.iter_mut())
+        .chain(size.iter_mut())
+    {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     plot::stack(&[
         plot::xy_svg(
-            "bench --scenarios scale: wall time against images",
+            "scale: build time against service images",
             "service images",
             "seconds",
             Unit::Seconds,
             &time,
         ),
         plot::xy_svg(
-            "carried between ephemeral runs, against crates in Cargo.lock",
+            "scale: no-op against service images",
+            "service images",
+            "seconds",
+            Unit::Seconds,
+            &noop,
+        ),
+        plot::xy_svg(
+            "scale: carried between ephemeral runs, against crates in Cargo.lock",
             "crates in Cargo.lock",
-            "bytes",
+            "size",
             Unit::Bytes,
             &size,
         ),
@@ -876,6 +983,7 @@ mod tests {
                 row("noop", "xtask workspace", noop, true, 1.0),
             ],
             ephemeral: None,
+            measured: String::new(),
         }
     }
 
@@ -921,7 +1029,7 @@ mod tests {
             sizes,
             goals,
         });
-        assert!(text.contains("data-series=\"noop xtask (real)\""), "{text}");
+        assert!(text.contains("data-series=\"real: noop xtask\""), "{text}");
     }
 
     fn goals_for_small() -> Vec<ephemeral::Goal> {
