@@ -197,7 +197,7 @@ pub struct DockerBuildArgs {
     /// Build even the images whose recorded inputs show them up to date
     #[arg(long)]
     pub force: bool,
-    /// How many builds run at once (0: all at once)
+    /// How many builds run at once (0: up to 16 at once; more failed on one engine, docs/SCALING.md)
     #[arg(long, short = 'j', default_value_t = 0)]
     pub jobs: usize,
     /// Print the exact commands, in the order and grouping in which they would run; run nothing

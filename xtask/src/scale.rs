@@ -591,7 +591,7 @@ mod tests {
     #[test]
     fn the_declaration_of_a_generated_workspace_loads_with_its_images() {
         let dir = tempfile::tempdir().unwrap();
-        for n in [3, 9] {
+        for n in [3, 9, crate::plan::AUTO_JOBS + 4] {
             let shape = Shape {
                 images: n,
                 deps: Deps::Small,
@@ -607,6 +607,19 @@ mod tests {
                 Path::new("crates/common"),
                 "every service depends on common"
             );
+            // without --jobs, up to AUTO_JOBS builds at once (64 at once failed on one engine)
+            let selected = decl.select(&decl.measure).unwrap();
+            let plan = crate::plan::plan(
+                &decl,
+                &selected,
+                &crate::plan::Options {
+                    strategy: decl.default_strategy.clone(),
+                    tag: "t".into(),
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(plan.jobs, n.min(crate::plan::AUTO_JOBS));
         }
     }
 

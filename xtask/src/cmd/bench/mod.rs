@@ -591,6 +591,10 @@ impl<'a> ContenderRun<'a> {
                 .ok()
                 .and_then(|v| v["recording_seconds"].as_f64());
             let (c, twice) = compiled_by_cargo_steps(&text, &sandbox.root);
+            // the images' logs outlive the sandbox, beside the run's (where the seconds went)
+            let kept = log.with_extension("logs");
+            let _ = fs::remove_dir_all(&kept);
+            let _ = fs::rename(sandbox.root.join("bench-logs"), &kept);
             (c, Some(twice))
         } else {
             let text = fs::read_to_string(&log).unwrap_or_default();
