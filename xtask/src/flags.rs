@@ -551,7 +551,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// `--scenarios scale`: add the sizes of earlier runs' `--json` reports to this run's report
-    /// (goals and picture over all of them); without --sizes, run nothing and render them
+    /// (goals and picture over all of them); without --sizes or --smoke, run nothing and render
+    /// them
     #[arg(long, value_delimiter = ',')]
     pub merge: Vec<PathBuf>,
 }

@@ -15,7 +15,6 @@ use crate::{
     workspace::{Declaration, ImageDecl},
 };
 
-/// What the caller chose; every field changes the commands in a way the plan tests pin down.
 /// How many builds run at once when `--jobs` is not given. Measured (docs/SCALING.md, 64 service
 /// images of the real dependency set on one engine, after a change in one service): all 64 buildx
 /// builds at once took 39-55 s and 7 to 64 of them failed with BuildKit's `DeadlineExceeded:
@@ -24,6 +23,7 @@ use crate::{
 /// never failed. Every image the project declares today runs at once under it.
 pub const AUTO_JOBS: usize = 16;
 
+/// What the caller chose; every field changes the commands in a way the plan tests pin down.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     pub strategy: String,
@@ -811,6 +811,27 @@ mod tests {
                  --output type=local,dest=target/pack-binaries .",
             ]
         );
+    }
+
+    #[test]
+    fn every_declared_image_runs_at_once_without_jobs() {
+        // AUTO_JOBS's doc says so: the project's own declaration, read, not restated
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap();
+        let decl = crate::workspace::load(root).unwrap();
+        let all = decl.select(&[]).unwrap();
+        assert!(all.len() <= AUTO_JOBS, "{} images > AUTO_JOBS", all.len());
+        let plan = plan(
+            &decl,
+            &all,
+            &Options {
+                strategy: decl.default_strategy.clone(),
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(plan.jobs, all.len());
     }
 
     #[test]

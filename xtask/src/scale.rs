@@ -205,6 +205,8 @@ const TARGET_MOUNT: &str =
     "--mount=type=cache,target=/build/target,id=target-workspace-${TARGETPLATFORM},sharing=shared";
 const CARGO_BUILD: &str = "CARGO_HOME=/cargo-home cargo build";
 const BUILDER_FROM: &str = "FROM ${RUST_IMAGE} AS builder";
+const MKDIR: &str = "mkdir -p xtask/src &&";
+const UNITS_MV: &str = "mv target/attune-units.json.part target/attune-units.json &&";
 
 /// The image the sccache binary comes from (`COPY --from`): the bench builds it on this engine
 /// from the binary it is given, as a runner's image would carry it.
@@ -219,6 +221,8 @@ pub fn sccache_dockerfile(workspace: &str) -> anyhow::Result<String> {
         (TARGET_MOUNT, "target cache mount"),
         (CARGO_BUILD, "cargo build command"),
         (BUILDER_FROM, "builder stage"),
+        (MKDIR, "xtask stub's mkdir"),
+        (UNITS_MV, "move of cargo's unit list"),
     ] {
         if !workspace.contains(needle) {
             bail!("the workspace Dockerfile has no `{needle}` ({what}) for the sccache variant; update scale.rs");
@@ -237,11 +241,7 @@ pub fn sccache_dockerfile(workspace: &str) -> anyhow::Result<String> {
             "--mount=type=cache,target=/sccache,id=sccache-${TARGETPLATFORM},sharing=shared",
             1,
         )
-        .replacen(
-            "mkdir -p xtask/src &&",
-            "mkdir -p xtask/src target &&",
-            1,
-        )
+        .replacen(MKDIR, "mkdir -p xtask/src target &&", 1)
         .replacen(
             CARGO_BUILD,
             "RUSTC_WRAPPER=/usr/local/bin/sccache SCCACHE_DIR=/sccache SCCACHE_CACHE_SIZE=20G \
@@ -249,7 +249,7 @@ pub fn sccache_dockerfile(workspace: &str) -> anyhow::Result<String> {
             1,
         )
         .replacen(
-            "mv target/attune-units.json.part target/attune-units.json &&",
+            UNITS_MV,
             "mv target/attune-units.json.part target/attune-units.json && \
              SCCACHE_DIR=/sccache /usr/local/bin/sccache --show-stats && \
              SCCACHE_DIR=/sccache /usr/local/bin/sccache --stop-server >/dev/null &&",
@@ -521,7 +521,8 @@ pub fn write(dir: &Path, files: &[(PathBuf, String)], lock: Option<&Path>) -> an
         (None, None) => None,
     };
     if let Some(text) = lock_text {
-        fs::write(dir.join("Cargo.lock"), text)?;
+        let path = dir.join("Cargo.lock");
+        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
     }
     Ok(())
 }
@@ -561,6 +562,10 @@ mod tests {
                     .collect::<Vec<_>>()
                     .join("\n")
             };
+            assert!(
+                !run(&committed).is_empty(),
+                "the committed builder's cargo RUN"
+            );
             assert_eq!(run(&text), run(&committed));
             // nothing of the committed images' own stages
             assert_eq!(

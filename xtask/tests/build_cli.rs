@@ -1178,6 +1178,15 @@ fn bench_scale_flags_combine_or_exit_2_naming_both() {
             ],
             "--sccache /nonexistent/sccache: no such file",
         ),
+        (
+            vec!["--scenarios", "scale", "--smoke", "--sccache", "/bin/true"],
+            "--sccache /bin/true: the sccache contender does not run",
+        ),
+        (
+            vec!["--scenarios", "scale", "--smoke", "--contenders", "cache"],
+            "--smoke has no `ephemeral`",
+        ),
+        (vec!["--scenarios", "scale", "--reps", "0"], "--reps 0"),
     ] {
         let mut argv = vec!["bench", "--dry-run"];
         argv.extend(args.iter().copied());
@@ -1239,6 +1248,31 @@ fn bench_scale_merge_refuses_what_is_not_its_report() {
     ]);
     let out = t.run();
     out.expect_code(2);
+    // a flag of a run beside a merge that runs nothing
+    let good = dir.path().join("empty-report.json");
+    std::fs::write(
+        &good,
+        r#"{"date": "", "command": "", "cores": 2, "engine": "", "buildx": "", "reps": 1, "sizes": [], "goals": []}"#,
+    )
+    .unwrap();
+    let only = Test::new().args(vec![
+        "bench".to_string(),
+        "--scenarios".into(),
+        "scale".into(),
+        "--merge".into(),
+        good.display().to_string(),
+        "--deps".into(),
+        "real".into(),
+    ]);
+    let refused = only.run();
+    refused.expect_code(2);
+    assert!(
+        refused
+            .stderr
+            .contains("--deps with --merge and no --sizes: nothing runs"),
+        "{}",
+        refused.stderr
+    );
     assert!(
         out.stderr.contains(&format!(
             "--merge {}: not the --json of `bench --scenarios scale`",

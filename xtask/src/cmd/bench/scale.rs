@@ -57,6 +57,9 @@ pub struct SizeReport {
     /// When this size's runs ended (a merged report keeps each size's).
     #[serde(default)]
     pub measured: String,
+    /// Its repetitions.
+    #[serde(default)]
+    pub reps: usize,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
@@ -97,7 +100,12 @@ pub fn options(args: &flags::BenchArgs) -> anyhow::Result<Options> {
     let sizes = match (&args.sizes[..], args.smoke) {
         ([], true) => vec![8],
         ([], false) => vec![8, 32, 64],
-        (sizes, _) => sizes.to_vec(),
+        (sizes, _) => {
+            let mut sizes = sizes.to_vec();
+            sizes.sort_unstable();
+            sizes.dedup();
+            sizes
+        }
     };
     if let Some(zero) = sizes.iter().find(|n| **n == 0) {
         return Err(UsageError(format!(
@@ -105,31 +113,39 @@ pub fn options(args: &flags::BenchArgs) -> anyhow::Result<Options> {
         ))
         .into());
     }
-    let steps: Vec<String> = match (&args.steps[..], args.smoke) {
-        ([], true) => STEPS[..4].iter().map(|s| s.to_string()).collect(),
-        ([], false) => STEPS.iter().map(|s| s.to_string()).collect(),
-        (steps, _) => steps.to_vec(),
-    };
-    if let Some(bad) = steps.iter().find(|s| !STEPS.contains(&s.as_str())) {
+    if let Some(bad) = args.steps.iter().find(|s| !STEPS.contains(&s.as_str())) {
         return Err(UsageError(format!(
             "--steps {bad}: the steps of --scenarios scale are {}",
             STEPS.join(", ")
         ))
         .into());
     }
-    let contenders = if steps.iter().any(|s| s == "ephemeral") {
-        ephemeral::select_from(&args.contenders, &ephemeral::SCALE, "--scenarios scale")?
-    } else {
-        if !args.contenders.is_empty() {
-            return Err(UsageError(
-                "--contenders with --scenarios scale names the ephemeral step's contenders; \
-                 --steps has no `ephemeral`"
-                    .into(),
-            )
-            .into());
-        }
-        Vec::new()
-    };
+    // in the order they run, each once
+    let steps: Vec<String> = (STEPS.iter())
+        .filter(|s| match (&args.steps[..], args.smoke) {
+            ([], true) => **s != "ephemeral",
+            ([], false) => true,
+            (named, _) => named.iter().any(|n| n == *s),
+        })
+        .map(|s| s.to_string())
+        .collect();
+    if args.reps == 0 && !args.smoke {
+        return Err(UsageError("--reps 0: at least one repetition (--reps 1)".into()).into());
+    }
+    let contenders =
+        if steps.iter().any(|s| s == "ephemeral") {
+            ephemeral::select_from(&args.contenders, &ephemeral::SCALE, "--scenarios scale")?
+        } else {
+            if !args.contenders.is_empty() {
+                return Err(UsageError(format!(
+                "--contenders with --scenarios scale names the ephemeral step's contenders; {} \
+                 has no `ephemeral`",
+                if args.steps.is_empty() { "--smoke" } else { "--steps" }
+            ))
+                .into());
+            }
+            Vec::new()
+        };
     let sccache = if contenders.contains(&ephemeral::Contender::Sccache) {
         let path = match &args.sccache {
             Some(p) => p.clone(),
@@ -147,6 +163,19 @@ pub fn options(args: &flags::BenchArgs) -> anyhow::Result<Options> {
         }
         Some(path)
     } else {
+        if let Some(path) = &args.sccache {
+            return Err(UsageError(format!(
+                "--sccache {}: the sccache contender does not run (--contenders {}, --steps {})",
+                path.display(),
+                contenders
+                    .iter()
+                    .map(|c| c.key())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                steps.join(",")
+            ))
+            .into());
+        }
         None
     };
     Ok(Options {
@@ -207,7 +236,7 @@ pub fn describe(root: &Path, opts: &Options) -> String {
                     "  {} (noop, after docker-build's, same sandbox): {}",
                     Contender::Bake.name(),
                     Contender::Bake
-                        .argv(Path::new(""), &images[..1], "")
+                        .argv(Path::new(""), &[format!("<{n} targets>")], "")
                         .join(" ")
                 );
             }
@@ -240,7 +269,7 @@ fn merged(files: &[PathBuf]) -> anyhow::Result<(Vec<SizeReport>, usize)> {
     let mut reps = 0;
     for file in files {
         let text = fs::read_to_string(file)
-            .with_context(|| format!("--merge {}: cannot read it", file.display()))?;
+            .map_err(|e| UsageError(format!("--merge {}: cannot read it: {e}", file.display())))?;
         let report: Report = serde_json::from_str(&text).map_err(|e| {
             UsageError(format!(
                 "--merge {}: not the --json of `bench --scenarios scale` (line {}: {e})",
@@ -312,7 +341,22 @@ pub fn run(root: &Path, args: &flags::BenchArgs) -> anyhow::Result<Status> {
     }
     let (earlier, earlier_reps) = merged(&args.merge)?;
     if !args.merge.is_empty() && args.sizes.is_empty() && !args.smoke {
-        // only the merged reports, rendered together
+        // only the merged reports, rendered together: a flag of a run would do nothing
+        for (set, flag) in [
+            (args.deps.is_some(), "--deps"),
+            (!args.steps.is_empty(), "--steps"),
+            (!args.contenders.is_empty(), "--contenders"),
+            (args.sccache.is_some(), "--sccache"),
+            (args.dry_run, "--dry-run"),
+        ] {
+            if set {
+                return Err(UsageError(format!(
+                    "{flag} with --merge and no --sizes: nothing runs (the merged reports are \
+                     only rendered); give --sizes to run sizes beside them"
+                ))
+                .into());
+            }
+        }
         return finish(args, combine(Vec::new(), earlier), earlier_reps);
     }
     let opts = options(args)?;
@@ -347,7 +391,7 @@ pub fn run(root: &Path, args: &flags::BenchArgs) -> anyhow::Result<Status> {
         eprintln!(
             "bench: scale: {n} images, {} dependencies ({} crates in Cargo.lock) in {}",
             shape.deps.key(),
-            lock_crates(&dir, &decl),
+            lock_crates(&dir),
             dir.display()
         );
         sizes.push(run_size(&dir, &decl, shape, &opts, &xtask, &size_out)?);
@@ -435,14 +479,10 @@ fn generate(
 }
 
 /// Packages in the generated Cargo.lock that are not the workspace's own.
-fn lock_crates(dir: &Path, decl: &Declaration) -> usize {
+fn lock_crates(dir: &Path) -> usize {
     let text = fs::read_to_string(dir.join("Cargo.lock")).unwrap_or_default();
-    let own: Vec<String> = decl.local_crates.clone();
-    (text.lines())
-        .filter_map(|l| l.strip_prefix("name = \""))
-        .filter_map(|l| l.strip_suffix('"'))
-        .filter(|name| !own.contains(&name.replace('-', "_")))
-        .count()
+    // a package from a registry or git has a `source`; the workspace's own have none
+    text.lines().filter(|l| l.starts_with("source = ")).count()
 }
 
 /// The sccache binary as an image on this engine ([`scale::SCCACHE_IMAGE`]), which the sccache
@@ -450,13 +490,14 @@ fn lock_crates(dir: &Path, decl: &Declaration) -> usize {
 fn sccache_image(root: &Path, binary: &Path) -> anyhow::Result<()> {
     let dir = root.join("target/xtask/scale/sccache-image");
     let _ = fs::remove_dir_all(&dir);
-    fs::create_dir_all(&dir)?;
+    fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     fs::copy(binary, dir.join("sccache"))
         .with_context(|| format!("cannot copy {}", binary.display()))?;
     fs::write(
         dir.join("Dockerfile"),
         "FROM scratch\nCOPY sccache /usr/local/bin/sccache\n",
-    )?;
+    )
+    .with_context(|| format!("cannot write {}", dir.join("Dockerfile").display()))?;
     let out = crate::proc::output(
         Command::new("docker")
             .args(["build", "--quiet", "--tag", scale::SCCACHE_IMAGE])
@@ -541,11 +582,12 @@ fn run_size(
     Ok(SizeReport {
         images: shape.images,
         deps: shape.deps,
-        lock_crates: lock_crates(dir, decl),
+        lock_crates: lock_crates(dir),
         samples,
         rows,
         ephemeral,
         measured: crate::docker::run_environment().date,
+        reps: opts.reps,
     })
 }
 
@@ -589,7 +631,9 @@ pub fn goals(sizes: &[SizeReport]) -> Vec<ephemeral::Goal> {
                 }
             }
         }
-        if let Some(cache) = eph_row(size, ephemeral::Contender::Cache) {
+        if let Some(cache) =
+            eph_row(size, ephemeral::Contender::Cache).filter(|r| r.median.is_some())
+        {
             out.push(goal(
                 format!("{n} images, ephemeral service: --cache / native restored"),
                 cache.vs_native,
@@ -604,14 +648,16 @@ pub fn goals(sizes: &[SizeReport]) -> Vec<ephemeral::Goal> {
                 eph_row(size, ephemeral::Contender::Native).and_then(|r| r.native_dirs_bytes);
             out.push(goal(
                 format!("{n} images, entry / native target + cargo home"),
-                dirs.filter(|d| *d > 0)
+                dirs.filter(|d| *d > 0 && cache.carried_bytes > 0)
                     .map(|d| cache.carried_bytes as f64 / d as f64),
                 0.35,
             ));
         }
     }
     for deps in [Deps::Real, Deps::Small] {
-        let of: Vec<&SizeReport> = sizes.iter().filter(|s| s.deps == deps).collect();
+        let of: Vec<&SizeReport> = (sizes.iter())
+            .filter(|s| s.deps == deps && s.rows.iter().any(|r| r.vs_default == Some(1.0)))
+            .collect();
         if let (Some(small), Some(large)) = (
             of.iter().min_by_key(|s| s.images),
             of.iter().max_by_key(|s| s.images),
@@ -758,7 +804,7 @@ fn ephemeral_table(report: &Report) -> Vec<Vec<String>> {
             eph.push(vec![
                 s.images.to_string(),
                 s.deps.key().into(),
-                if r.change == "api" {
+                if r.change == EPHEMERAL_CHANGES[0] {
                     "service".into()
                 } else {
                     r.change.clone()
@@ -793,7 +839,15 @@ pub fn render(report: &Report, markdown: bool) -> String {
             report.command, report.date, report.cores, report.engine, report.buildx, report.reps
         );
         let when: Vec<String> = (report.sizes.iter())
-            .map(|s| format!("{}-{} at {}", s.deps.key(), s.images, s.measured))
+            .map(|s| {
+                format!(
+                    "{}-{} at {} ({} rep.)",
+                    s.deps.key(),
+                    s.images,
+                    s.measured,
+                    s.reps
+                )
+            })
             .collect();
         let _ = writeln!(out, "Sizes measured: {}.\n", when.join(", "));
     }
@@ -880,7 +934,7 @@ pub fn svg(report: &Report) -> String {
             .ephemeral
             .iter()
             .flat_map(|e| e.rows.iter())
-            .filter(|r| r.change == "api");
+            .filter(|r| r.change == EPHEMERAL_CHANGES[0]);
         for r in changed {
             if let Some(m) = r.median {
                 let title = format!(
@@ -984,6 +1038,7 @@ mod tests {
             ],
             ephemeral: None,
             measured: String::new(),
+            reps: 1,
         }
     }
 
@@ -1005,6 +1060,11 @@ mod tests {
         // the small dependency set has no per-size goals, only growth
         let small = goals_for_small();
         assert!(small.iter().all(|g| !g.what.contains("cold")));
+        assert_eq!(
+            small.len(),
+            2,
+            "the small set's two growth goals: {small:?}"
+        );
         assert!(render(
             &Report {
                 date: String::new(),
