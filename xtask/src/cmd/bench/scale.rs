@@ -283,15 +283,22 @@ fn merged(files: &[PathBuf]) -> anyhow::Result<(Vec<SizeReport>, usize)> {
     Ok((out, reps))
 }
 
-/// This run's sizes and the merged ones (this run's win over a merged one of the same size and
-/// dependency set), by dependency set and images.
+/// This run's sizes and the merged ones, by dependency set and images: of one size and
+/// dependency set, this run's steps and ephemeral step win, a merged one fills what it lacks.
 fn combine(mut sizes: Vec<SizeReport>, earlier: Vec<SizeReport>) -> Vec<SizeReport> {
     for old in earlier {
-        if !sizes
-            .iter()
-            .any(|s| s.images == old.images && s.deps == old.deps)
-        {
-            sizes.push(old);
+        match (sizes.iter_mut()).find(|s| s.images == old.images && s.deps == old.deps) {
+            // one run's steps, another's ephemeral step: both kept
+            Some(s) => {
+                if s.rows.is_empty() {
+                    s.rows = old.rows;
+                    s.samples = old.samples;
+                }
+                if s.ephemeral.is_none() {
+                    s.ephemeral = old.ephemeral;
+                }
+            }
+            None => sizes.push(old),
         }
     }
     sizes.sort_by_key(|s| (s.deps.key(), s.images));
@@ -1090,6 +1097,25 @@ mod tests {
             goals,
         });
         assert!(text.contains("data-series=\"real: noop xtask\""), "{text}");
+    }
+
+    #[test]
+    fn merged_sizes_fill_what_a_run_lacks() {
+        let steps = size(8, Deps::Small, 0.2, 3.0, 2.0);
+        let mut eph = size(8, Deps::Small, 0.0, 0.0, 1.0);
+        eph.rows.clear();
+        eph.ephemeral = Some(ephemeral::Report {
+            samples: vec![],
+            rows: vec![],
+            goals: vec![],
+            cache_sizes: vec![7],
+        });
+        let other = size(8, Deps::Real, 0.2, 3.0, 2.0);
+        let all = combine(vec![eph], vec![steps.clone(), other]);
+        assert_eq!(all.len(), 2, "one size per dependency set and images");
+        let small = all.iter().find(|s| s.deps == Deps::Small).unwrap();
+        assert_eq!(small.rows.len(), steps.rows.len(), "the merged run's steps");
+        assert!(small.ephemeral.is_some(), "this run's ephemeral step");
     }
 
     fn goals_for_small() -> Vec<ephemeral::Goal> {
