@@ -979,14 +979,33 @@ pub fn svg(report: &Report) -> String {
     {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    plot::stack(&[
-        plot::xy_svg(
-            "scale: build time against service images",
-            "service images",
-            "seconds",
-            Unit::Seconds,
-            &time,
-        ),
+    // one build-time chart per dependency set: their seconds differ by an order of magnitude
+    let mut charts: Vec<String> = [Deps::Real, Deps::Small]
+        .into_iter()
+        .filter_map(|deps| {
+            let prefix = format!("{}: ", deps.key());
+            let of: Vec<Series> = (time.iter())
+                .filter(|s| s.name.starts_with(&prefix))
+                .map(|s| Series {
+                    name: s.name[prefix.len()..].to_string(),
+                    points: s.points.clone(),
+                })
+                .collect();
+            (!of.is_empty()).then(|| {
+                plot::xy_svg(
+                    &format!(
+                        "scale: build time against service images, {} dependencies",
+                        deps.key()
+                    ),
+                    "service images",
+                    "seconds",
+                    Unit::Seconds,
+                    &of,
+                )
+            })
+        })
+        .collect();
+    charts.extend([
         plot::xy_svg(
             "scale: no-op against service images",
             "service images",
@@ -1001,7 +1020,8 @@ pub fn svg(report: &Report) -> String {
             Unit::Bytes,
             &size,
         ),
-    ])
+    ]);
+    plot::stack(&charts)
 }
 
 #[cfg(test)]
@@ -1097,6 +1117,7 @@ mod tests {
             goals,
         });
         assert!(text.contains("data-series=\"real: noop xtask\""), "{text}");
+        assert!(text.contains("data-series=\"cold xtask\""), "{text}");
     }
 
     #[test]
