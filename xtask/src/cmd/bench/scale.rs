@@ -915,7 +915,37 @@ fn add(series: &mut Vec<Series>, name: String, point: (f64, f64, String)) {
     }
 }
 
-/// Three charts stacked in one SVG: the builds' time against images (steps and the ephemeral
+/// One build-time chart per dependency set (their seconds differ by an order of magnitude),
+/// the series named without the set.
+fn time_charts(time: &[Series]) -> Vec<String> {
+    [Deps::Real, Deps::Small]
+        .into_iter()
+        .filter_map(|deps| {
+            let prefix = format!("{}: ", deps.key());
+            let of: Vec<Series> = (time.iter())
+                .filter(|s| s.name.starts_with(&prefix))
+                .map(|s| Series {
+                    name: s.name[prefix.len()..].to_string(),
+                    points: s.points.clone(),
+                })
+                .collect();
+            (!of.is_empty()).then(|| {
+                plot::xy_svg(
+                    &format!(
+                        "scale: build time against service images, {} dependencies",
+                        deps.key()
+                    ),
+                    "service images",
+                    "seconds",
+                    Unit::Seconds,
+                    &of,
+                )
+            })
+        })
+        .collect()
+}
+
+/// Charts stacked in one SVG: the builds' time against images (one per dependency set) (steps and the ephemeral
 /// service change, per contender and dependency set), the no-op's (its growth per image is a
 /// goal, and it is too small to read beside a cold build), and what the ephemeral contenders
 /// carry against the crates in Cargo.lock; pure.
@@ -979,32 +1009,7 @@ pub fn svg(report: &Report) -> String {
     {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
-    // one build-time chart per dependency set: their seconds differ by an order of magnitude
-    let mut charts: Vec<String> = [Deps::Real, Deps::Small]
-        .into_iter()
-        .filter_map(|deps| {
-            let prefix = format!("{}: ", deps.key());
-            let of: Vec<Series> = (time.iter())
-                .filter(|s| s.name.starts_with(&prefix))
-                .map(|s| Series {
-                    name: s.name[prefix.len()..].to_string(),
-                    points: s.points.clone(),
-                })
-                .collect();
-            (!of.is_empty()).then(|| {
-                plot::xy_svg(
-                    &format!(
-                        "scale: build time against service images, {} dependencies",
-                        deps.key()
-                    ),
-                    "service images",
-                    "seconds",
-                    Unit::Seconds,
-                    &of,
-                )
-            })
-        })
-        .collect();
+    let mut charts = time_charts(&time);
     charts.extend([
         plot::xy_svg(
             "scale: no-op against service images",
