@@ -38,20 +38,10 @@ pub fn svg(records: &[Record]) -> String {
         top: nice_ceiling(max),
         unit: Unit::Seconds,
     };
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">docker-build wall time per image, last {n} run{}</text>"#,
+    let mut out = open(&format!(
+        "docker-build wall time per image, last {n} run{}",
         if n == 1 { "" } else { "s" }
-    );
+    ));
     let step = (n / 10).max(1);
     let ticks: Vec<(f64, String)> = (0..n)
         .step_by(step)
@@ -77,6 +67,25 @@ pub fn svg(records: &[Record]) -> String {
 pub enum Unit {
     Seconds,
     Bytes,
+}
+
+/// An SVG's opening: its size, a white background, `title` on top.
+fn open(title: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
+    );
+    let _ = writeln!(
+        out,
+        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"#,
+        escape(title)
+    );
+    out
 }
 
 /// The plot area: `x_min` to `x_max` across, 0 to `top` (in `unit`) up.
@@ -197,20 +206,7 @@ pub fn xy_svg(title: &str, x_name: &str, y_name: &str, unit: Unit, series: &[Ser
     ticks.sort_by(f64::total_cmp);
     ticks.dedup();
     let ticks: Vec<(f64, String)> = ticks.into_iter().map(|x| (x, format!("{x}"))).collect();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<rect x="0" y="0" width="{WIDTH}" height="{HEIGHT}" fill="white"/>"#
-    );
-    let _ = writeln!(
-        out,
-        r#"<text x="{LEFT}" y="22" font-size="15" font-weight="bold">{}</text>"#,
-        escape(title)
-    );
+    let mut out = open(title);
     axes(&mut out, &frame, &ticks, x_name, y_name);
     for (k, s) in series.iter().enumerate() {
         let color = COLORS[k % COLORS.len()];
@@ -330,20 +326,9 @@ fn legend_lines(out: &mut String, names: &[&str]) {
 
 /// The images' colors and what the marks mean.
 fn legend(out: &mut String, images: &[&str]) {
+    legend_lines(out, images);
     let lx = WIDTH - RIGHT + 20.0;
-    let _ = writeln!(out, r#"<g class="legend">"#);
-    for (k, image) in images.iter().enumerate() {
-        let ly = TOP + 10.0 + 18.0 * k as f64;
-        let color = COLORS[k % COLORS.len()];
-        let _ = writeln!(
-            out,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
-            lx + 20.0,
-            lx + 26.0,
-            ly + 4.0,
-            escape(image)
-        );
-    }
+    let _ = writeln!(out, r#"<g class="legend-marks">"#);
     let ly = TOP + 24.0 + 18.0 * images.len() as f64;
     let _ = writeln!(
         out,

@@ -202,6 +202,18 @@ pub struct Goal {
     pub met: Option<bool>,
 }
 
+impl Goal {
+    /// `value <= limit`; unknown when the value is.
+    pub fn new(what: String, value: Option<f64>, limit: f64) -> Goal {
+        Goal {
+            met: value.map(|v| v <= limit),
+            what,
+            value,
+            limit,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Report {
     pub samples: Vec<Sample>,
@@ -783,12 +795,7 @@ pub fn rows(samples: &[Sample], contenders: &[Contender]) -> Vec<Row> {
 /// The goals, from the rows and the sizes; pure.
 pub fn goals(rows: &[Row], samples: &[Sample]) -> Vec<Goal> {
     let mut out = Vec::new();
-    let goal = |what: String, value: Option<f64>, limit: f64| Goal {
-        met: value.map(|v| v <= limit),
-        what,
-        value,
-        limit,
-    };
+    let goal = Goal::new;
     for change in ["api", "common"] {
         let Some(row) = rows
             .iter()

@@ -395,12 +395,6 @@ pub fn run(root: &Path, args: &flags::BenchArgs) -> anyhow::Result<Status> {
         let size_out = out_dir.join(format!("scale-{}-{n}", shape.deps.key()));
         fs::create_dir_all(&size_out)
             .with_context(|| format!("cannot create {}", size_out.display()))?;
-        eprintln!(
-            "bench: scale: {n} images, {} dependencies ({} crates in Cargo.lock) in {}",
-            shape.deps.key(),
-            lock_crates(&dir),
-            dir.display()
-        );
         sizes.push(run_size(&dir, &decl, shape, &opts, &xtask, &size_out)?);
     }
     finish(args, combine(sizes, earlier), opts.reps)
@@ -530,6 +524,13 @@ fn run_size(
     xtask: &Path,
     out_dir: &Path,
 ) -> anyhow::Result<SizeReport> {
+    let crates = lock_crates(dir);
+    eprintln!(
+        "bench: scale: {} images, {} dependencies ({crates} crates in Cargo.lock) in {}",
+        shape.images,
+        shape.deps.key(),
+        dir.display()
+    );
     let images: Vec<String> = decl.images.iter().map(|i| i.name.clone()).collect();
     let preflight = crate::plan::plan(
         decl,
@@ -589,13 +590,20 @@ fn run_size(
     Ok(SizeReport {
         images: shape.images,
         deps: shape.deps,
-        lock_crates: lock_crates(dir),
+        lock_crates: crates,
         samples,
         rows,
         ephemeral,
-        measured: crate::docker::run_environment().date,
+        measured: crate::util::utc_date(crate::exec::runner::unix_now()),
         reps: opts.reps,
     })
+}
+
+/// This project's contender in a size's rows: the one whose ratio to ours is 1.
+fn ours(size: &SizeReport) -> Option<String> {
+    (size.rows.iter())
+        .find(|r| r.vs_default == Some(1.0))
+        .map(|r| r.contender.clone())
 }
 
 fn row<'a>(size: &'a SizeReport, step: &str, contender: &str) -> Option<&'a Row> {
@@ -613,17 +621,7 @@ fn eph_row(size: &SizeReport, c: ephemeral::Contender) -> Option<&ephemeral::Row
 /// (same dependency set): the no-op's growth per image, and a change in common's growth against
 /// native's (which is the extra binaries' link time).
 pub fn goals(sizes: &[SizeReport]) -> Vec<ephemeral::Goal> {
-    let goal = |what: String, value: Option<f64>, limit: f64| ephemeral::Goal {
-        met: value.map(|v| v <= limit),
-        what,
-        value,
-        limit,
-    };
-    let ours = |s: &SizeReport| {
-        (s.rows.iter())
-            .find(|r| r.vs_default == Some(1.0))
-            .map(|r| r.contender.clone())
-    };
+    let goal = ephemeral::Goal::new;
     let mut out = Vec::new();
     for size in sizes.iter().filter(|s| s.deps == Deps::Real) {
         let n = size.images;
@@ -663,7 +661,7 @@ pub fn goals(sizes: &[SizeReport]) -> Vec<ephemeral::Goal> {
     }
     for deps in [Deps::Real, Deps::Small] {
         let of: Vec<&SizeReport> = (sizes.iter())
-            .filter(|s| s.deps == deps && s.rows.iter().any(|r| r.vs_default == Some(1.0)))
+            .filter(|s| s.deps == deps && ours(s).is_some())
             .collect();
         if let (Some(small), Some(large)) = (
             of.iter().min_by_key(|s| s.images),
@@ -677,17 +675,7 @@ pub fn goals(sizes: &[SizeReport]) -> Vec<ephemeral::Goal> {
 
 /// The growth goals between two sizes of one dependency set.
 fn growth(small: &SizeReport, large: &SizeReport, out: &mut Vec<ephemeral::Goal>) {
-    let goal = |what: String, value: Option<f64>, limit: f64| ephemeral::Goal {
-        met: value.map(|v| v <= limit),
-        what,
-        value,
-        limit,
-    };
-    let ours = |s: &SizeReport| {
-        (s.rows.iter())
-            .find(|r| r.vs_default == Some(1.0))
-            .map(|r| r.contender.clone())
-    };
+    let goal = ephemeral::Goal::new;
     if large.images > small.images {
         let (a, b) = (small.images, large.images);
         let median = |s: &SizeReport, step: &str, c: &str| row(s, step, c).and_then(|r| r.median);
