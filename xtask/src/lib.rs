@@ -2,6 +2,7 @@
 //! pipeline, the cache, the engine, processes), below them. The commands (`cmd/`) and `main.rs`
 //! are the binary; Cargo keeps this library from naming them (ARCHITECTURE.md).
 
+pub mod binaries;
 pub mod cache;
 pub mod cargo_log;
 pub mod compose;

@@ -9,21 +9,22 @@
 //!
 //! | phase | prepare | finish |
 //! |---|---|---|
-//! | up-to-date | leaves out the images whose recorded inputs show them current | puts them back in the report |
+//! | up-to-date | leaves out the images whose recorded inputs show them current, then (the builder's binaries exported first, [`crate::binaries`]) those whose binaries and other inputs are unchanged | puts them back in the report, with what each image is made of for the record |
 //! | cache import | imports the entry (beside the builds when their RUNs lock the target caches), adds the layer cache, starts the export watcher | waits for an import beside the builds |
 //! | publish | - | moves every tag of an atomic publish, or none |
 //! | history | - | appends the run's record |
 //! | timings | - | exports cargo's timing report |
 //! | cache export | - | exports a new entry when cargo compiled, or the location has none for this key |
 
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use crate::{
+    binaries::{self, BinariesReport},
     cache::{
         location::Location,
         transfer::{self, Outcome},
     },
-    exec::{events::CargoStep, progress},
+    exec::{events::CargoStep, progress, runner::Outcome as Ran},
     flags::{self, DockerBuildArgs},
     history,
     plan::{self, Build, Plan},
@@ -74,6 +75,20 @@ struct Ctx<'a> {
     /// With `--timings`: the build that exports the report.
     timings: Option<Build>,
     cache: Option<Carry>,
+    /// The builder's binaries' digests: the probe's build and what it found.
+    probe: Option<Probe>,
+}
+
+/// The export of the `binary-digests` stage ([`crate::binaries`]), before the images (`first`:
+/// some image could be left out) or beside them (only to record what they are made of).
+struct Probe {
+    build: Build,
+    text: String,
+    cut: String,
+    first: bool,
+    report: Option<BinariesReport>,
+    /// Image -> what it is made of now.
+    products: BTreeMap<String, String>,
 }
 
 /// `--cache`: where, for which builds, and what is running beside them.
@@ -101,6 +116,7 @@ pub fn run(root: &Path, args: &DockerBuildArgs) -> anyhow::Result<Status> {
         snapshot: None,
         timings: None,
         cache: None,
+        probe: None,
     };
     // every phase's own checks, before anything runs
     if args.timings {
@@ -330,6 +346,7 @@ fn prepare(phase: Phase, ctx: &mut Ctx) -> anyhow::Result<Flow> {
                 .collect();
             let current = &ctx.current;
             ctx.todo.builds.retain(|b| !current.contains(&b.image));
+            probe_binaries(ctx);
             Ok(Flow::Go)
         }
         Phase::CacheImport => match ctx.cache.as_mut() {
@@ -353,6 +370,145 @@ fn prepare(phase: Phase, ctx: &mut Ctx) -> anyhow::Result<Flow> {
         }
         Phase::Publish | Phase::History | Phase::Timings => Ok(Flow::Go),
     }
+}
+
+/// The up-to-date phase's second look: with the builder's binaries' digests exported first, the
+/// images whose product ([`crate::binaries::product`]) equals their last build's are left out
+/// too. When no image has a recorded product the probe runs beside the builds instead, so that
+/// this run records them. Only for two or more images loaded into the engine, on one platform,
+/// without --cache (its export reads the builds' cargo steps) and when the inputs' check may skip.
+fn probe_binaries(ctx: &mut Ctx) {
+    let args = ctx.args;
+    let loaded = ctx.todo.builds.iter().filter(|b| b.loaded()).count();
+    let may = !args.force
+        && args.build.builders.is_empty()
+        && !args.build.push
+        && args.cache.is_none()
+        && args.build.platform.len() <= 1
+        && loaded >= 2
+        && !(ctx.todo.builds.iter()).any(|b| b.target.no_cache || b.target.pull);
+    let Some(first) = ctx.todo.builds.first().filter(|_| may) else {
+        return;
+    };
+    let Ok(text) = std::fs::read_to_string(ctx.root.join(first.dockerfile())) else {
+        return;
+    };
+    let build = binaries::build(&ctx.todo, &text, &args.log_dir);
+    let (Some(build), Some(cut)) = (build, binaries::source_stage(&text)) else {
+        return;
+    };
+    // an earlier run's digests must not stand for this run's
+    let _ = std::fs::remove_file(ctx.root.join(binaries::DIR).join(binaries::FILE));
+    let snapshot = ctx.snapshot.as_ref().expect("taken before the phases");
+    let first = (ctx.todo.builds.iter()).any(|b| snapshot.last_product(b).is_some());
+    let mut probe = Probe {
+        build,
+        text,
+        cut,
+        first,
+        report: None,
+        products: BTreeMap::new(),
+    };
+    if !first {
+        ctx.todo.builds.push(probe.build.clone());
+        ctx.probe = Some(probe);
+        return;
+    }
+    let one = Plan {
+        jobs: 1,
+        builds: vec![probe.build.clone()],
+        seed: None,
+        cache_ref: None,
+        retry: false,
+        ..ctx.todo.clone()
+    };
+    let ran = session::execute(ctx.root, &one, progress::detect_mode());
+    probe.read(ctx.root, snapshot, &ctx.todo.builds, &ran.images[0]);
+    let left_out: Vec<String> = (ctx.todo.builds.iter())
+        .filter(|b| {
+            snapshot
+                .last_product(b)
+                .is_some_and(|l| probe.products.get(&b.image).is_some_and(|n| n == l))
+        })
+        .map(|b| b.image.clone())
+        .collect();
+    ctx.todo.builds.retain(|b| !left_out.contains(&b.image));
+    ctx.current.extend(left_out.iter().cloned());
+    if let Some(report) = probe.report.as_mut() {
+        report.left_out = left_out;
+    }
+    ctx.probe = Some(probe);
+}
+
+impl Probe {
+    /// The digests the probe exported (when it succeeded) and every build's product from them.
+    fn read(
+        &mut self,
+        root: &Path,
+        snapshot: &history::Snapshot,
+        builds: &[Build],
+        ran: &session::ImageReport,
+    ) {
+        let succeeded = ran.result == Ran::Succeeded;
+        let file = root.join(binaries::DIR).join(binaries::FILE);
+        let digests = match std::fs::read_to_string(&file) {
+            Ok(text) if succeeded => binaries::parse(&text)
+                .map_err(|e| eprintln!("warning: {}: {e}", file.display()))
+                .ok(),
+            _ => None,
+        };
+        match &digests {
+            Some(digests) => {
+                for b in builds {
+                    if let Some(p) = snapshot.product(b, &self.text, &self.cut, digests) {
+                        self.products.insert(b.image.clone(), p);
+                    }
+                }
+            }
+            None => eprintln!(
+                "warning: docker-build: the builder's binary digests were not exported (see {}); every image builds",
+                ran.log.display()
+            ),
+        }
+        self.report = Some(BinariesReport {
+            mode: if self.first { "first" } else { "beside" }.into(),
+            succeeded: digests.is_some(),
+            wall_seconds: ran.wall_seconds,
+            left_out: Vec::new(),
+            log: ran.log.clone(),
+        });
+    }
+}
+
+/// The up-to-date phase's finish, first: a probe that ran beside the builds leaves the report
+/// (it is not an image) and gives this run's products; the report says what the probe did.
+fn binaries_found(ctx: &mut Ctx, report: &mut Report) {
+    let Some(probe) = ctx.probe.as_mut() else {
+        return;
+    };
+    if !probe.first {
+        let Some(at) = (report.images.iter()).position(|i| i.image == probe.build.image) else {
+            return;
+        };
+        let ran = report.images.remove(at);
+        let t = &mut report.totals;
+        t.images -= 1;
+        match ran.result {
+            Ran::Succeeded => t.succeeded -= 1,
+            Ran::Failed => t.failed -= 1,
+            Ran::Interrupted => t.interrupted -= 1,
+            Ran::NotStarted => t.not_started -= 1,
+        }
+        let snapshot = ctx.snapshot.as_ref().expect("taken before the phases");
+        let builds: Vec<Build> = (ctx.todo.builds.iter())
+            .filter(|b| b.image != probe.build.image)
+            .cloned()
+            .collect();
+        probe.read(ctx.root, snapshot, &builds, &ran);
+    } else if let Some(r) = &probe.report {
+        report.totals.wall_seconds += r.wall_seconds;
+    }
+    report.binaries = probe.report.clone();
 }
 
 /// The cache import's prepare step: nothing to build, nothing to import; else the import, beside
@@ -403,6 +559,7 @@ fn import(
 fn finish(phase: Phase, ctx: &mut Ctx, report: &mut Report) -> anyhow::Result<()> {
     match phase {
         Phase::UpToDate => {
+            binaries_found(ctx, report);
             let snapshot = ctx.snapshot.as_ref().expect("taken before the phases");
             history::add_up_to_date(report, &ctx.plan, &ctx.current, snapshot);
         }
@@ -443,6 +600,11 @@ fn record(ctx: &mut Ctx, report: &mut Report) {
     };
     let recording = std::time::Instant::now();
     let tag = (ctx.args.build.tag.clone()).unwrap_or_else(|| session::decl_tag(&ctx.plan));
+    // an image found up to date is still made of what its last build recorded
+    let mut products: BTreeMap<String, String> = (ctx.current.iter())
+        .filter_map(|i| Some((i.clone(), snapshot.last.get(i)?.0.product.clone()?)))
+        .collect();
+    products.extend(ctx.probe.iter().flat_map(|p| p.products.clone()));
     let mut record = snapshot.finish(
         "docker-build",
         &tag,
@@ -450,6 +612,9 @@ fn record(ctx: &mut Ctx, report: &mut Report) {
         history::history_images(report),
     );
     record.source = history::source_from_env();
+    for image in record.images.iter_mut().filter(|i| i.succeeded()) {
+        image.product = products.get(&image.image).cloned();
+    }
     for (image, recorded) in report.images.iter_mut().zip(&record.images) {
         image.why = recorded.why.clone();
     }

@@ -74,6 +74,10 @@ pub struct Report {
     /// was written: `bench` compares it with the whole no-op run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_seconds: Option<f64>,
+    /// The builder's binaries' digests, exported before or beside the images
+    /// ([`crate::binaries`]): which images they left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub binaries: Option<crate::binaries::BinariesReport>,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -160,7 +160,13 @@ pub struct Shape {
 }
 
 /// The stages of the workspace Dockerfile the generated one keeps, as committed.
-const KEPT_STAGES: &[&str] = &["builder", "runtime-base", "service", "timings"];
+const KEPT_STAGES: &[&str] = &[
+    "builder",
+    "runtime-base",
+    "service",
+    "binary-digests",
+    "timings",
+];
 
 /// The generated images' names: `svc-01` ... (width from the count, so they sort).
 pub fn image_names(n: usize) -> Vec<String> {

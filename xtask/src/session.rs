@@ -340,6 +340,7 @@ pub fn execute(root: &Path, plan: &Plan, mode: progress::Mode) -> Report {
         timings: None,
         cache: None,
         recording_seconds: None,
+        binaries: None,
     }
 }
 
@@ -575,6 +576,19 @@ pub fn render_summary(report: &Report) -> String {
         for line in &image.job.tail {
             let _ = writeln!(out, "  {line}");
         }
+    }
+    if let Some(b) = report
+        .binaries
+        .as_ref()
+        .filter(|b| b.mode == "first" && b.succeeded)
+    {
+        let _ = writeln!(
+            out,
+            "binaries: the builder's digests first ({:.1}s): {} image{} unchanged, not built",
+            b.wall_seconds,
+            b.left_out.len(),
+            if b.left_out.len() == 1 { "" } else { "s" },
+        );
     }
     if let Some(publish) = &report.publish {
         out.push('\n');

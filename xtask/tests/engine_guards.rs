@@ -7,7 +7,9 @@
 //! - a `DOCKER_HOST` the user named is never replaced by the private engine (item 4);
 //! - adding a service as AGENTS.md says works: docker-build names the missing Dockerfile stage
 //!   before any build, and with that line added the new image builds and runs (item 5);
-//! - a published set where one image fails moves no tag in the local registry (issue 15).
+//! - a published set where one image fails moves no tag in the local registry (issue 15);
+//! - a change in one service builds only the images of its binary: the builder's digests first,
+//!   the others left out (issue 22).
 
 #[allow(dead_code)] // shared with cache_flow.rs
 mod engine_support;
@@ -279,4 +281,107 @@ fn a_failed_set_moves_no_tag_in_the_registry() {
     let out = publish(ws);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_ne!(manifest("api"), before.0, "api's tag did not move");
+}
+
+/// The plan of `docker-build --dry-run --json`, as `(image, argv)`: what the declaration says.
+fn planned(ws: &Path, tag: &str) -> Vec<(String, Vec<String>)> {
+    let out = xtask(
+        ws,
+        &["docker-build", "--dry-run", "--json", "--tag", tag],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let builds = plan["builds"].as_array().unwrap();
+    (builds.iter())
+        .map(|b| {
+            let argv = b["argv"].as_array().unwrap();
+            let argv = argv.iter().map(|a| a.as_str().unwrap().to_string());
+            (b["image"].as_str().unwrap().to_string(), argv.collect())
+        })
+        .collect()
+}
+
+#[test]
+fn a_change_in_one_service_builds_only_the_images_of_its_binary() {
+    if !enabled("binaries first") {
+        return;
+    }
+    let root = workspace_root();
+    let tmp = tempfile::tempdir().unwrap();
+    let ws = tmp.path();
+    copy_workspace(&root, ws);
+    let tag = format!("binaries-{}", std::process::id());
+    let plan = planned(ws, &tag);
+    let service_of =
+        |argv: &[String]| (argv.iter()).find_map(|a| a.strip_prefix("SERVICE=").map(String::from));
+    // the first image built from a service's own binary (`SERVICE=` names its crate)
+    let (image, service) = (plan.iter())
+        .find_map(|(i, argv)| Some((i.clone(), service_of(argv)?)))
+        .expect("an image with a SERVICE build argument");
+    let loaded: Vec<&String> = (plan.iter())
+        .filter(|(_, argv)| argv.iter().any(|a| a == "--load"))
+        .map(|(i, _)| i)
+        .collect();
+    let same_binary: Vec<&String> = (plan.iter())
+        .filter(|(_, argv)| service_of(argv).as_deref() == Some(service.as_str()))
+        .map(|(i, _)| i)
+        .collect();
+    let build = |what: &str| -> serde_json::Value {
+        let out = xtask(ws, &["docker-build", "--json", "--tag", &tag], &[]);
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    // the first build records what each image is made of (the digests exported beside it)
+    build("first build");
+    let main = ws.join(format!("crates/{service}/src/main.rs"));
+    let text = fs::read_to_string(&main).unwrap();
+    let probe = format!("attune-binaries-probe-{}", std::process::id());
+    // the first statement of main is now one that keeps a new string in the binary
+    let at = (text.find("fn main()"))
+        .and_then(|f| text[f..].find('{').map(|b| f + b + 1))
+        .unwrap_or_else(|| panic!("{} has no `fn main()`", main.display()));
+    let changed = format!(
+        "{}\n    std::hint::black_box(\"{probe}\");{}",
+        &text[..at],
+        &text[at..]
+    );
+    fs::write(&main, changed).unwrap();
+
+    let report = build("after the change");
+    let left_out: Vec<String> = (report["binaries"]["left_out"].as_array())
+        .expect("the report says what the digests left out")
+        .iter()
+        .map(|i| i.as_str().unwrap().to_string())
+        .collect();
+    let built: Vec<String> = (report["images"].as_array().unwrap().iter())
+        .filter(|i| i["up_to_date"] == false)
+        .map(|i| i["image"].as_str().unwrap().to_string())
+        .collect();
+    for other in loaded.iter().filter(|i| !same_binary.contains(i)) {
+        assert!(left_out.contains(other), "{other} was built: {built:?}");
+    }
+    for same in &same_binary {
+        assert!(built.contains(same), "{same} was not built: {left_out:?}");
+    }
+    // the rebuilt image holds the changed binary
+    let name = format!("attune-{image}:{tag}");
+    let found = docker(&[
+        "run",
+        "--rm",
+        "--entrypoint",
+        "grep",
+        &name,
+        "-c",
+        &probe,
+        "/usr/local/bin/attune-service",
+    ]);
+    for (i, _) in &plan {
+        let _ = docker(&["image", "rm", &format!("attune-{i}:{tag}")]);
+    }
+    assert!(
+        found.status.success(),
+        "{name} does not hold the changed binary: {}",
+        String::from_utf8_lossy(&found.stderr)
+    );
 }

@@ -23,6 +23,7 @@ pub fn image(name: &str, result: &str, wall: f64, cargo: &str) -> ImageRecord {
         digest: Some(format!("d-{name}")),
         why: None,
         output_digest: None,
+        product: None,
         published: None,
     }
 }

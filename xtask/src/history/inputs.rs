@@ -54,32 +54,24 @@ pub struct Reads {
 /// The stages `target` needs (its ancestry, and every stage it copies or mounts from) and what
 /// they read from the context. `build_args` are `KEY=VALUE`.
 pub fn reads(text: &str, target: &str, build_args: &[String]) -> anyhow::Result<Reads> {
+    Ok(reads_beside(text, target, build_args, None)?.0)
+}
+
+/// [`reads`] without following the stage `cut`: what the target reads beside it, and the paths
+/// it takes from it (`COPY --from=cut SRC`, `--mount=from=cut,source=SRC`; as [`normalize`]d
+/// paths in that stage's filesystem, `""` for all of it, which a stage based on `cut` takes).
+pub fn reads_beside(
+    text: &str,
+    target: &str,
+    build_args: &[String],
+    cut: Option<&str>,
+) -> anyhow::Result<(Reads, Vec<String>)> {
     let file = model::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
     let overrides: BTreeMap<&str, &str> = build_args
         .iter()
         .filter_map(|a| a.split_once('='))
         .collect();
-    for &i in &file.global {
-        let ins = &file.instructions[i];
-        if ins.keyword != "ARG" {
-            continue;
-        }
-        for word in lexer::shell_words(&ins.args) {
-            let (name, default) = match word.split_once('=') {
-                Some((n, v)) => (n, Some(unquote(v))),
-                None => (word, None),
-            };
-            let value = match (overrides.get(name), default) {
-                (Some(v), _) => Some(v.to_string()),
-                (None, Some(d)) => substitute(&d, &vars),
-                (None, None) => None,
-            };
-            if let Some(value) = value {
-                vars.insert(name.to_string(), value);
-            }
-        }
-    }
+    let vars = global_vars(&file, &overrides);
     // inside stages, every build argument is visible (a superset of what ARG declares)
     let mut stage_vars = vars.clone();
     for (k, v) in &overrides {
@@ -95,6 +87,8 @@ pub fn reads(text: &str, target: &str, build_args: &[String]) -> anyhow::Result<
     let mut seen = BTreeSet::new();
     let mut sources = Vec::new();
     let mut bases = Vec::new();
+    let mut taken = Vec::new();
+    let is_cut = |reference: &str| cut.is_some_and(|c| reference.eq_ignore_ascii_case(c));
     let push = |list: &mut Vec<String>, item: String| {
         if !list.contains(&item) {
             list.push(item);
@@ -117,10 +111,17 @@ pub fn reads(text: &str, target: &str, build_args: &[String]) -> anyhow::Result<
                 }
             }
         };
-        refer(&stage.base, &mut todo, &mut bases);
+        match is_cut(&stage.base) {
+            true => push(&mut taken, String::new()),
+            false => refer(&stage.base, &mut todo, &mut bases),
+        }
         for ins in file.stage_instructions(stage) {
             for mount in &ins.mounts {
                 match mount.get("from") {
+                    Some(from) if is_cut(from) => {
+                        let src = mount.get("source").or(mount.get("src")).unwrap_or("/");
+                        push(&mut taken, normalize(src, &stage_vars));
+                    }
                     Some(from) => refer(from, &mut todo, &mut bases),
                     None if mount.kind() == "bind" => {
                         let src = mount.get("source").or(mount.get("src")).unwrap_or(".");
@@ -133,7 +134,11 @@ pub fn reads(text: &str, target: &str, build_args: &[String]) -> anyhow::Result<
                 continue;
             }
             if let Some(from) = ins.flag("from").and_then(|f| f.value.as_deref()) {
-                refer(from, &mut todo, &mut bases);
+                match is_cut(from) {
+                    true => (copy_sources(&ins.args).iter())
+                        .for_each(|src| push(&mut taken, normalize(src, &stage_vars))),
+                    false => refer(from, &mut todo, &mut bases),
+                }
                 continue;
             }
             for src in copy_sources(&ins.args) {
@@ -148,10 +153,40 @@ pub fn reads(text: &str, target: &str, build_args: &[String]) -> anyhow::Result<
             }
         }
     }
-    Ok(Reads {
+    let reads = Reads {
         sources,
         base_images: bases,
-    })
+    };
+    Ok((reads, taken))
+}
+
+/// The global `ARG`s' values (before the first stage): a build argument overrides a default.
+fn global_vars(
+    file: &model::Dockerfile,
+    overrides: &BTreeMap<&str, &str>,
+) -> BTreeMap<String, String> {
+    let mut vars: BTreeMap<String, String> = BTreeMap::new();
+    for &i in &file.global {
+        let ins = &file.instructions[i];
+        if ins.keyword != "ARG" {
+            continue;
+        }
+        for word in lexer::shell_words(&ins.args) {
+            let (name, default) = match word.split_once('=') {
+                Some((n, v)) => (n, Some(unquote(v))),
+                None => (word, None),
+            };
+            let value = match (overrides.get(name), default) {
+                (Some(v), _) => Some(v.to_string()),
+                (None, Some(d)) => substitute(&d, &vars),
+                (None, None) => None,
+            };
+            if let Some(value) = value {
+                vars.insert(name.to_string(), value);
+            }
+        }
+    }
+    vars
 }
 
 /// The sources of `COPY a b dest` or `COPY ["a", "b", "dest"]`, quotes removed.
@@ -437,6 +472,25 @@ COPY docs docs
         .unwrap();
         assert!(r.base_images.contains(&"rust:2-slim-bookworm".to_string()));
         assert!(reads(DOCKERFILE, "nope", &[]).is_err());
+    }
+
+    #[test]
+    fn reads_beside_a_stage_stop_at_it_and_name_what_they_take() {
+        let text = format!(
+            "{DOCKERFILE}FROM runtime AS svc\nARG SERVICE\nCOPY --from=builder /out/svc/${{SERVICE}}/ /b/\nCOPY conf/x.toml /etc/\nRUN --mount=from=builder,source=/out/extra,target=/e true\n"
+        );
+        let (r, taken) =
+            reads_beside(&text, "svc", &["SERVICE=api".into()], Some("builder")).unwrap();
+        // the builder's own reads (Cargo.toml, crates, its base image) are not followed
+        assert_eq!(r.sources, ["conf/x.toml"]);
+        assert_eq!(r.base_images, ["debian:bookworm-slim"]);
+        assert_eq!(taken, ["out/svc/api", "out/extra", "out/bin"]);
+        // without a cut, the same target reads everything, and takes nothing
+        let (all, none) = reads_beside(&text, "svc", &["SERVICE=api".into()], None).unwrap();
+        assert!(all.sources.contains(&"crates/api".to_string()) && none.is_empty());
+        // a stage based on the cut one takes all of it
+        let (_, whole) = reads_beside(DOCKERFILE, "unused", &[], Some("builder")).unwrap();
+        assert_eq!(whole, [""]);
     }
 
     #[test]

@@ -123,6 +123,10 @@ pub struct ImageRecord {
     /// `REPO:TAG@DIGEST` when an atomic publish moved (or found) the tag there.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub published: Option<String>,
+    /// What the image is made of: its inputs beside the builder stage and the digests of the
+    /// builder's files it took ([`crate::binaries::product`]); equal products, equal images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
 }
 
 impl ImageRecord {
@@ -508,6 +512,39 @@ impl Snapshot {
         present && last.digest.as_ref() == Some(digest)
     }
 
+    /// What `build`'s image is made of, now that the builder's files are known (`text` its
+    /// Dockerfile, `cut` the builder stage; [`crate::binaries::product`]). `None` when the image
+    /// takes nothing from the builder or anything of it is not known.
+    pub fn product(
+        &self,
+        build: &crate::plan::Build,
+        text: &str,
+        cut: &str,
+        digests: &crate::binaries::Digests,
+    ) -> Option<String> {
+        let (inputs, _) = self.inputs.get(&build.image)?.as_ref().ok()?;
+        let args: Vec<String> = (build.target.args.iter())
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let (beside, taken) =
+            inputs::reads_beside(text, &build.target.target, &args, Some(cut)).ok()?;
+        if taken.is_empty() {
+            return None;
+        }
+        let (files, strategy) = (&self.files, &self.strategy);
+        let engine = self.engine_id.as_deref();
+        crate::binaries::product(inputs, &beside, &taken, files, digests, strategy, engine)
+    }
+
+    /// The product the last successful build of `build` recorded, when the engine still has
+    /// its image under that build's id (a loaded image only).
+    pub fn last_product(&self, build: &crate::plan::Build) -> Option<&str> {
+        let tag = build.tag().filter(|_| build.loaded())?;
+        let (last, _) = self.last.get(&build.image)?;
+        let present = last.image_id.is_some() && last.image_id.as_ref() == self.image_ids.get(tag);
+        last.product.as_deref().filter(|_| present)
+    }
+
     /// Why an image's cargo step ran: its first input that differs from its last successful run.
     pub fn reason(&self, image: &str) -> Option<String> {
         let (inputs, _) = self.inputs.get(image)?.as_ref().ok()?;
@@ -781,6 +818,7 @@ pub fn history_images(report: &Report) -> Vec<ImageRecord> {
                 digest: None,
                 why: None,
                 output_digest: None,
+                product: None,
                 published: i.published.clone(),
             }
         })
