@@ -89,14 +89,20 @@ impl Sandbox {
 
     /// Makes a source change in `crate_dir` of the sandbox: the source tree's lib.rs or main.rs
     /// with a comment carrying `note` appended (a fresh file content, so the COPY and the cargo
-    /// step run again). Returns the changed file, relative to the root.
+    /// step run again), and where the file declares `const CHANGE: &str = "";` (bench's generated
+    /// crates) that value set to `note`, so that the binaries change too. Returns the changed
+    /// file, relative to the root.
     pub fn change(&self, crate_dir: &Path, note: &str) -> anyhow::Result<PathBuf> {
+        const CHANGE_MARK: &str = "const CHANGE: &str = \"\";";
         for candidate in ["src/lib.rs", "src/main.rs"] {
             let rel = crate_dir.join(candidate);
             let src = self.source.join(&rel);
             if src.is_file() {
                 let mut text = fs::read_to_string(&src)
                     .with_context(|| format!("cannot read {}", src.display()))?;
+                // a crate that names the value a change sets (bench's generated ones) gets a
+                // change that reaches its binaries; a comment alone may leave them bit-identical
+                text = text.replacen(CHANGE_MARK, &format!("const CHANGE: &str = {note:?};"), 1);
                 text.push_str(&format!("\n// verify-parallel source change: {note}\n"));
                 let dst = self.root.join(&rel);
                 fs::write(&dst, text).with_context(|| format!("cannot write {}", dst.display()))?;
