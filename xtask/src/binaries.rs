@@ -37,6 +37,10 @@ pub struct BinariesReport {
     pub wall_seconds: f64,
     /// The images left out because their binaries and other inputs were unchanged.
     pub left_out: Vec<String>,
+    /// Layer records of earlier builds of these images, removed beside the probe
+    /// ([`crate::cache::records::superseded`]).
+    pub superseded_records: usize,
+    pub superseded_bytes: u64,
     pub log: PathBuf,
 }
 

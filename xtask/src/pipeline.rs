@@ -16,12 +16,16 @@
 //! | timings | - | exports cargo's timing report |
 //! | cache export | - | exports a new entry when cargo compiled, or the location has none for this key |
 
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+};
 
 use crate::{
     binaries::{self, BinariesReport},
     cache::{
         location::Location,
+        records,
         transfer::{self, Outcome},
     },
     exec::{events::CargoStep, progress, runner::Outcome as Ran},
@@ -422,7 +426,22 @@ fn probe_binaries(ctx: &mut Ctx) {
         retry: false,
         ..ctx.todo.clone()
     };
+    // beside the probe's cargo step: the layer records earlier builds of these images left (each
+    // one kept slows every later build: BuildKit's build record walks them; docs/SCALING.md)
+    let steps: BTreeSet<String> = (ctx.todo.builds.iter())
+        .filter_map(|b| std::fs::read_to_string(ctx.root.join(&b.log)).ok())
+        .flat_map(|log| records::copy_steps(&log, &probe.cut))
+        .collect();
+    let tidy = std::thread::spawn(move || records::remove_superseded(&steps));
     let ran = session::execute(ctx.root, &one, progress::detect_mode());
+    let tidied = match tidy.join() {
+        Ok(Ok(done)) => done,
+        Ok(Err(err)) => {
+            eprintln!("warning: docker-build: superseded layer records not removed: {err:#}");
+            (0, 0)
+        }
+        Err(_) => (0, 0),
+    };
     probe.read(ctx.root, snapshot, &ctx.todo.builds, &ran.images[0]);
     let left_out: Vec<String> = (ctx.todo.builds.iter())
         .filter(|b| {
@@ -436,6 +455,7 @@ fn probe_binaries(ctx: &mut Ctx) {
     ctx.current.extend(left_out.iter().cloned());
     if let Some(report) = probe.report.as_mut() {
         report.left_out = left_out;
+        (report.superseded_records, report.superseded_bytes) = tidied;
     }
     ctx.probe = Some(probe);
 }
@@ -475,6 +495,8 @@ impl Probe {
             succeeded: digests.is_some(),
             wall_seconds: ran.wall_seconds,
             left_out: Vec::new(),
+            superseded_records: 0,
+            superseded_bytes: 0,
             log: ran.log.clone(),
         });
     }

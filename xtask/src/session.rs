@@ -584,10 +584,13 @@ pub fn render_summary(report: &Report) -> String {
     {
         let _ = writeln!(
             out,
-            "binaries: the builder's digests first ({:.1}s): {} image{} unchanged, not built",
+            "binaries: the builder's digests first ({:.1}s): {} image{} unchanged, not built; {} superseded layer record{} removed ({})",
             b.wall_seconds,
             b.left_out.len(),
             if b.left_out.len() == 1 { "" } else { "s" },
+            b.superseded_records,
+            if b.superseded_records == 1 { "" } else { "s" },
+            human_size(b.superseded_bytes),
         );
     }
     if let Some(publish) = &report.publish {

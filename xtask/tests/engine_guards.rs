@@ -364,6 +364,19 @@ fn a_change_in_one_service_builds_only_the_images_of_its_binary() {
     for same in &same_binary {
         assert!(built.contains(same), "{same} was not built: {left_out:?}");
     }
+    // a second change: the layer record the first change's build of those images left is now
+    // superseded by the second's, and goes beside the probe
+    let second = fs::read_to_string(&main)
+        .unwrap()
+        .replace(&probe, &format!("{probe}-2"));
+    fs::write(&main, second).unwrap();
+    let report = build("after a second change");
+    let superseded = report["binaries"]["superseded_records"].as_u64();
+    assert!(
+        superseded.is_some_and(|n| n >= same_binary.len() as u64),
+        "superseded layer records removed: {superseded:?}, expected at least {}",
+        same_binary.len()
+    );
     // the rebuilt image holds the changed binary
     let name = format!("attune-{image}:{tag}");
     let found = docker(&[

@@ -11,11 +11,13 @@
 //! - [`remote`]: registry locations: the push and fetch helper builds, the registry API answers
 //!   (pure).
 //! - [`transfer`]: import and export, running the helper builds.
+//! - [`records`]: BuildKit's cache records (`docker buildx du`), parsed.
 
 pub mod archive;
 pub mod helper;
 pub mod key;
 pub mod location;
 pub mod manifest;
+pub mod records;
 pub mod remote;
 pub mod transfer;

@@ -10,31 +10,12 @@ use std::{fmt::Write as _, fs, path::Path};
 use crate::proc::{Command, Stdio};
 
 use anyhow::{bail, Context as _};
-use serde::Serialize;
 
 use crate::{dockerfile::model, flags, util::Status, util::UsageError};
 
-/// One record of `docker buildx du --verbose`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DuRecord {
-    /// BuildKit's record id (what `buildx prune --filter id=` takes).
-    pub record: String,
-    pub kind: String,
-    pub size_bytes: u64,
-    /// Seconds since the last use (`None`: never used, or unknown).
-    pub last_used_seconds: Option<u64>,
-    pub last_used: String,
-    /// For a cache mount: its id (`cargo-home`); `None` for layers.
-    pub cache_id: Option<String>,
-    pub in_use: bool,
-}
-
-/// The parsed output: the records and BuildKit's total.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Du {
-    pub records: Vec<DuRecord>,
-    pub total_bytes: Option<u64>,
-}
+#[cfg(test)]
+use crate::cache::records::parse_ago;
+pub use crate::cache::records::{buildx_du, parse_du, parse_duration, parse_size, Du, DuRecord};
 
 pub fn run(root: &Path, cmd: flags::CacheCmd) -> anyhow::Result<Status> {
     let declared = declared_ids(root)?;
@@ -278,120 +259,6 @@ pub fn select<'a>(
     chosen
 }
 
-/// Parses `docker buildx du --verbose`: blocks of `Key: value` lines separated by blank lines;
-/// the last block (no `ID:`) holds the totals.
-pub fn parse_du(text: &str) -> Du {
-    let mut records = Vec::new();
-    let mut total = None;
-    for block in text.split("\n\n") {
-        let field = |key: &str| {
-            block.lines().find_map(|l| {
-                let (k, v) = l.split_once(':')?;
-                (k.trim() == key).then(|| v.trim().to_string())
-            })
-        };
-        let Some(record) = field("ID") else {
-            if let Some(t) = field("Total") {
-                total = parse_size(&t);
-            }
-            continue;
-        };
-        let description = field("Description").unwrap_or_default();
-        let kind = field("Type").unwrap_or_default();
-        let last_used = field("Last used").unwrap_or_else(|| "never".into());
-        records.push(DuRecord {
-            record,
-            cache_id: (kind == "exec.cachemount").then(|| cache_id(&description)),
-            kind,
-            size_bytes: field("Size").and_then(|s| parse_size(&s)).unwrap_or(0),
-            last_used_seconds: parse_ago(&last_used),
-            last_used,
-            in_use: field("In use").as_deref() == Some("true"),
-        });
-    }
-    Du {
-        records,
-        total_bytes: total,
-    }
-}
-
-/// `cached mount /build/target from exec ... with id "/target-workspace"` -> `target-workspace`;
-/// without `with id` (the id equals the target), the target.
-fn cache_id(description: &str) -> String {
-    if let Some(pos) = description.rfind(" with id \"") {
-        let rest = &description[pos + 10..];
-        return rest
-            .trim_end_matches('"')
-            .trim_start_matches('/')
-            .to_string();
-    }
-    description
-        .strip_prefix("cached mount ")
-        .and_then(|r| r.split_whitespace().next())
-        .unwrap_or("")
-        .trim_start_matches('/')
-        .to_string()
-}
-
-/// `12.3kB`, `44.52MB`, `1.374GB`, `0B` (decimal units, as docker prints them).
-pub fn parse_size(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match unit.trim().to_ascii_uppercase().as_str() {
-        "B" => 1.0,
-        "KB" | "K" => 1e3,
-        "MB" | "M" => 1e6,
-        "GB" | "G" => 1e9,
-        "TB" | "T" => 1e12,
-        _ => return None,
-    };
-    Some((n * mult) as u64)
-}
-
-/// `90s`, `30m`, `12h`, `7d`, `2w` -> seconds.
-pub fn parse_duration(text: &str) -> Option<u64> {
-    let t = text.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86400,
-        "w" => 7 * 86400,
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
-/// docker's relative times: `Less than a second ago`, `About a minute ago`, `10 minutes ago`,
-/// `2 days ago`, `3 weeks ago`, `5 months ago`.
-fn parse_ago(text: &str) -> Option<u64> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    if text.starts_with("Less than a second") {
-        return Some(0);
-    }
-    let (n, unit) = match words.as_slice() {
-        ["About", "a" | "an", unit, "ago"] => (1, *unit),
-        [n, unit, "ago"] => (n.parse().ok()?, *unit),
-        _ => return None,
-    };
-    let unit = unit.trim_end_matches('s');
-    let mult = match unit {
-        "second" => 1,
-        "minute" => 60,
-        "hour" => 3600,
-        "day" => 86400,
-        "week" => 7 * 86400,
-        "month" => 30 * 86400,
-        "year" => 365 * 86400,
-        _ => return None,
-    };
-    Some(n * mult)
-}
-
 fn layer_bytes(du: &Du) -> u64 {
     du.records
         .iter()
@@ -453,22 +320,6 @@ pub fn render_du(declared: &[String], du: &Du) -> String {
         "(records: a namespaced copy made by verify-parallel or bench counts under its id; sizes as `docker buildx du` reports them, 0 B while in use)\n",
     );
     out
-}
-
-fn buildx_du() -> anyhow::Result<String> {
-    let out = crate::proc::output(
-        Command::new("docker")
-            .args(["buildx", "du", "--verbose"])
-            .stdin(Stdio::null()),
-    )
-    .context("cannot run docker buildx du")?;
-    if !out.status.success() {
-        bail!(
-            "docker buildx du --verbose failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 #[cfg(test)]

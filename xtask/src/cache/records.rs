@@ -1,0 +1,300 @@
+//! BuildKit's cache records as `docker buildx du --verbose` lists them: the parse (pure) and the
+//! listing. `cache du|prune` show and remove this workspace's cache mounts from them; docker-build
+//! removes its own superseded layer records ([`superseded`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+
+use crate::proc::{Command, Stdio};
+
+/// One record of `docker buildx du --verbose`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DuRecord {
+    /// BuildKit's record id (what `buildx prune --filter id=` takes).
+    pub record: String,
+    pub kind: String,
+    pub size_bytes: u64,
+    /// Seconds since the last use (`None`: never used, or unknown).
+    pub last_used_seconds: Option<u64>,
+    pub last_used: String,
+    /// For a cache mount: its id (`cargo-home`); `None` for layers.
+    pub cache_id: Option<String>,
+    pub in_use: bool,
+    /// BuildKit's description: a layer's is its step (`[service 1/1] COPY --from=builder ...`).
+    #[serde(skip)]
+    pub description: String,
+}
+
+/// The parsed output: the records and BuildKit's total.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Du {
+    pub records: Vec<DuRecord>,
+    pub total_bytes: Option<u64>,
+}
+
+/// Parses `docker buildx du --verbose`: blocks of `Key: value` lines separated by blank lines;
+/// the last block (no `ID:`) holds the totals.
+pub fn parse_du(text: &str) -> Du {
+    let mut records = Vec::new();
+    let mut total = None;
+    for block in text.split("\n\n") {
+        let field = |key: &str| {
+            block.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+        };
+        let Some(record) = field("ID") else {
+            if let Some(t) = field("Total") {
+                total = parse_size(&t);
+            }
+            continue;
+        };
+        let description = field("Description").unwrap_or_default();
+        let kind = field("Type").unwrap_or_default();
+        let last_used = field("Last used").unwrap_or_else(|| "never".into());
+        records.push(DuRecord {
+            record,
+            cache_id: (kind == "exec.cachemount").then(|| cache_id(&description)),
+            kind,
+            size_bytes: field("Size").and_then(|s| parse_size(&s)).unwrap_or(0),
+            last_used_seconds: parse_ago(&last_used),
+            last_used,
+            in_use: field("In use").as_deref() == Some("true"),
+            description,
+        });
+    }
+    Du {
+        records,
+        total_bytes: total,
+    }
+}
+
+/// `cached mount /build/target from exec ... with id "/target-workspace"` -> `target-workspace`;
+/// without `with id` (the id equals the target), the target.
+fn cache_id(description: &str) -> String {
+    if let Some(pos) = description.rfind(" with id \"") {
+        let rest = &description[pos + 10..];
+        return rest
+            .trim_end_matches('"')
+            .trim_start_matches('/')
+            .to_string();
+    }
+    description
+        .strip_prefix("cached mount ")
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or("")
+        .trim_start_matches('/')
+        .to_string()
+}
+
+/// `12.3kB`, `44.52MB`, `1.374GB`, `0B` (decimal units, as docker prints them).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_uppercase().as_str() {
+        "B" => 1.0,
+        "KB" | "K" => 1e3,
+        "MB" | "M" => 1e6,
+        "GB" | "G" => 1e9,
+        "TB" | "T" => 1e12,
+        _ => return None,
+    };
+    Some((n * mult) as u64)
+}
+
+/// `90s`, `30m`, `12h`, `7d`, `2w` -> seconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        "w" => 7 * 86400,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// docker's relative times: `Less than a second ago`, `About a minute ago`, `10 minutes ago`,
+/// `2 days ago`, `3 weeks ago`, `5 months ago`.
+pub fn parse_ago(text: &str) -> Option<u64> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if text.starts_with("Less than a second") {
+        return Some(0);
+    }
+    let (n, unit) = match words.as_slice() {
+        ["About", "a" | "an", unit, "ago"] => (1, *unit),
+        [n, unit, "ago"] => (n.parse().ok()?, *unit),
+        _ => return None,
+    };
+    let unit = unit.trim_end_matches('s');
+    let mult = match unit {
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86400,
+        "week" => 7 * 86400,
+        "month" => 30 * 86400,
+        "year" => 365 * 86400,
+        _ => return None,
+    };
+    Some(n * mult)
+}
+
+/// `docker buildx du --verbose`, as text.
+pub fn buildx_du() -> anyhow::Result<String> {
+    let out = crate::proc::output(
+        Command::new("docker")
+            .args(["buildx", "du", "--verbose"])
+            .stdin(Stdio::null()),
+    )
+    .context("cannot run docker buildx du")?;
+    if !out.status.success() {
+        bail!(
+            "docker buildx du --verbose failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The steps of a build log that copy from the stage `from` (`#12 [service 1/1] COPY
+/// --from=builder /out/svc/api/ /usr/local/bin/` -> `[service 1/1] COPY --from=builder ...`): the
+/// descriptions BuildKit gives their layer records. Each build of a changed binary adds one
+/// such record per image, and every one kept makes each later build slower (BuildKit's build
+/// record walks them: docs/SCALING.md).
+pub fn copy_steps(log: &str, from: &str) -> BTreeSet<String> {
+    let needle = format!("] COPY --from={from} ");
+    (log.lines())
+        .filter_map(|line| {
+            let (num, rest) = line.strip_prefix('#')?.split_once(' ')?;
+            let step = num.chars().all(|c| c.is_ascii_digit()) && rest.starts_with('[');
+            (step && rest.contains(&needle)).then(|| rest.to_string())
+        })
+        .collect()
+}
+
+/// The layer records of `steps` an earlier build left and a later one replaced: not in use, and
+/// used longer ago than the newest record of the same step (which is kept, as is every record
+/// whose last use is unknown).
+pub fn superseded<'a>(du: &'a Du, steps: &BTreeSet<String>) -> Vec<&'a DuRecord> {
+    let ours = |r: &&DuRecord| r.kind == "regular" && steps.contains(&r.description);
+    let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
+    for r in du.records.iter().filter(ours) {
+        if let Some(age) = r.last_used_seconds {
+            let n = newest.entry(r.description.as_str()).or_insert(age);
+            *n = (*n).min(age);
+        }
+    }
+    (du.records.iter())
+        .filter(ours)
+        .filter(|r| !r.in_use)
+        .filter(
+            |r| match (r.last_used_seconds, newest.get(r.description.as_str())) {
+                (Some(age), Some(n)) => age > *n,
+                _ => false,
+            },
+        )
+        .collect()
+}
+
+/// One `docker buildx prune` of exactly these records (buildx matches `id=` as a regex; `--all`:
+/// a layer an image was exported from is a shared record, which a plain prune keeps).
+pub fn prune_argv(records: &[&DuRecord]) -> Vec<String> {
+    let ids: Vec<&str> = records.iter().map(|r| r.record.as_str()).collect();
+    ["buildx", "prune", "--force", "--all", "--filter"]
+        .into_iter()
+        .map(String::from)
+        .chain([format!("id=^({})$", ids.join("|"))])
+        .collect()
+}
+
+/// Removes the layer records of `steps` that later builds superseded ([`superseded`]): one
+/// listing and one prune. Returns how many records and bytes went.
+pub fn remove_superseded(steps: &BTreeSet<String>) -> anyhow::Result<(usize, u64)> {
+    if steps.is_empty() {
+        return Ok((0, 0));
+    }
+    let du = parse_du(&buildx_du()?);
+    let gone = superseded(&du, steps);
+    if gone.is_empty() {
+        return Ok((0, 0));
+    }
+    let out = crate::proc::output(
+        Command::new("docker")
+            .args(prune_argv(&gone))
+            .stdin(Stdio::null()),
+    )
+    .context("cannot run docker buildx prune")?;
+    if !out.status.success() {
+        bail!(
+            "docker buildx prune failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok((gone.len(), gone.iter().map(|r| r.size_bytes).sum()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, kind: &str, description: &str, ago: Option<u64>, in_use: bool) -> DuRecord {
+        DuRecord {
+            record: id.into(),
+            kind: kind.into(),
+            size_bytes: 10,
+            last_used_seconds: ago,
+            last_used: String::new(),
+            cache_id: None,
+            in_use,
+            description: description.into(),
+        }
+    }
+
+    #[test]
+    fn superseded_keeps_the_newest_of_each_step_and_everything_else() {
+        let a = "[service 1/1] COPY --from=builder /out/svc/a/ /usr/local/bin/";
+        let b = "[service 1/1] COPY --from=builder /out/svc/b/ /usr/local/bin/";
+        let du = Du {
+            records: vec![
+                record("a1", "regular", a, Some(5), false),
+                record("a2", "regular", a, Some(3600), false),
+                record("a3", "regular", a, Some(7200), true),
+                record("a4", "regular", a, None, false),
+                record("b1", "regular", b, Some(60), false),
+                record("m1", "exec.cachemount", a, Some(9000), false),
+                record("o1", "regular", "[other 1/1] COPY x y", Some(9000), false),
+            ],
+            total_bytes: None,
+        };
+        let steps: BTreeSet<String> = [a.to_string(), b.to_string()].into();
+        let gone: Vec<&str> = superseded(&du, &steps)
+            .iter()
+            .map(|r| r.record.as_str())
+            .collect();
+        // a2 only: a1 is the newest of a, a3 in use, a4 of unknown age, b1 the only b, m1 a
+        // cache mount, o1 another step
+        assert_eq!(gone, ["a2"]);
+        let argv = prune_argv(&superseded(&du, &steps));
+        assert_eq!(argv.last().unwrap(), "id=^(a2)$");
+    }
+
+    #[test]
+    fn copy_steps_are_read_from_a_build_log() {
+        let log = "#1 [internal] load build definition\n#9 [service 1/1] COPY --from=builder /out/svc/a/ /usr/local/bin/\n#9 DONE 0.1s\n#7 [builder 5/6] COPY crates crates\n#10 [w 2/3] COPY --from=builderx /o /\n";
+        let steps = copy_steps(log, "builder");
+        assert_eq!(
+            steps.into_iter().collect::<Vec<_>>(),
+            ["[service 1/1] COPY --from=builder /out/svc/a/ /usr/local/bin/"]
+        );
+    }
+}
