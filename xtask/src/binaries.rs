@@ -7,7 +7,11 @@
 //!
 //! Pure: the probe's build, the digests file, each image's product digest.
 
-use std::{collections::BTreeMap, path::Path, path::PathBuf};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    path::PathBuf,
+};
 
 use serde::Serialize;
 
@@ -20,8 +24,6 @@ use crate::{
 
 /// The stage that holds the digests.
 pub const STAGE: &str = "binary-digests";
-/// Where the probe exports it, relative to the workspace root.
-pub const DIR: &str = "target/xtask/binaries";
 /// The file the stage holds: `DIGEST  PATH` per line, PATH in the builder's filesystem.
 pub const FILE: &str = "digests";
 /// What the digests cover in the builder's filesystem: a path an image takes from elsewhere
@@ -41,6 +43,8 @@ pub struct BinariesReport {
     /// ([`crate::cache::records::superseded`]).
     pub superseded_records: usize,
     pub superseded_bytes: u64,
+    /// The probe's cargo step: it ran there for the images built after it (`first`).
+    pub cargo_step: crate::exec::events::CargoStep,
     pub log: PathBuf,
 }
 
@@ -57,25 +61,47 @@ pub fn source_stage(text: &str) -> Option<String> {
     from
 }
 
+/// Where the probe exports the digests: beside the run's logs (one run at a time writes a log
+/// directory).
+pub fn dir(log_dir: &Path) -> PathBuf {
+    log_dir.join(STAGE)
+}
+
 /// The probe: the plan's first build, retargeted to the `binary-digests` stage and exported to
-/// [`DIR`]. `None` when the builds use several Dockerfiles or theirs has no such stage.
+/// [`dir`]. `None` when the builds use several Dockerfiles, theirs has no such stage, or they
+/// do not agree on what the builder stage reads of them ([`builder_args`], secrets, platforms,
+/// builder): then the probe's digests would not be every build's.
 pub fn build(plan: &Plan, text: &str, log_dir: &Path) -> Option<Build> {
     let first = plan.builds.first()?;
-    if plan
-        .builds
-        .iter()
-        .any(|b| b.dockerfile() != first.dockerfile())
-    {
+    if (plan.builds.iter()).any(|b| b.dockerfile() != first.dockerfile()) {
         return None;
     }
-    source_stage(text)?;
+    let names = builder_args(text, &source_stage(text)?)?;
+    let seen = |b: &Build| {
+        let t = &b.target;
+        let args: Vec<(String, String)> = (t.args.iter())
+            .filter(|(k, _)| names.contains(k))
+            .cloned()
+            .collect();
+        let rest = (
+            &t.secrets,
+            &t.ssh,
+            &t.platforms,
+            &t.builder,
+            &t.docker_context,
+        );
+        format!("{args:?} {rest:?}")
+    };
+    if plan.builds.iter().any(|b| seen(b) != seen(first)) {
+        return None;
+    }
     let mut target = first.target.clone();
     target.name = STAGE.into();
     target.target = STAGE.into();
     target.tags.clear();
     target.cache_to.clear();
     target.metadata_file = None;
-    target.output = Output::Local(PathBuf::from(DIR));
+    target.output = Output::Local(dir(log_dir));
     Some(Build {
         image: STAGE.into(),
         target,
@@ -84,38 +110,72 @@ pub fn build(plan: &Plan, text: &str, log_dir: &Path) -> Option<Build> {
     })
 }
 
-/// The digests file, read: path -> digest (a link's digest is its target).
+/// The build arguments the builder stage `cut` can read: the global `ARG`s (its `FROM`) and the
+/// `ARG`s of it and the stages it is based on. `None` when the Dockerfile does not parse.
+pub fn builder_args(text: &str, cut: &str) -> Option<BTreeSet<String>> {
+    let file = model::parse(text).ok()?;
+    let arg_names = |ins: &model::Instruction| -> Vec<String> {
+        (crate::dockerfile::lexer::shell_words(&ins.args).iter())
+            .map(|w| w.split('=').next().unwrap_or("").to_string())
+            .collect()
+    };
+    let mut names: BTreeSet<String> = (file.global.iter())
+        .map(|&i| &file.instructions[i])
+        .filter(|ins| ins.keyword == "ARG")
+        .flat_map(arg_names)
+        .collect();
+    let mut stage = file.stage(cut);
+    let mut seen = BTreeSet::new();
+    while let Some(st) = stage.filter(|st| seen.insert(st.index)) {
+        for ins in file.stage_instructions(st).filter(|i| i.keyword == "ARG") {
+            names.extend(arg_names(ins));
+        }
+        stage = file.stage(&st.base);
+    }
+    Some(names)
+}
+
+/// The digests file, read: path -> digest (a link's digest is its target), and the links.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Digests(BTreeMap<String, String>);
+pub struct Digests {
+    files: BTreeMap<String, String>,
+    links: BTreeSet<String>,
+}
 
 /// Parses [`FILE`]; a line that is not `DIGEST  PATH` is an error naming it.
 pub fn parse(text: &str) -> Result<Digests, String> {
     let mut files = BTreeMap::new();
+    let mut links = BTreeSet::new();
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
         match line.split_once("  ") {
             Some((digest, path)) if !digest.is_empty() && !path.is_empty() => {
+                let sha256 = digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit());
+                if !sha256 {
+                    links.insert(path.to_string());
+                }
                 files.insert(path.to_string(), digest.to_string());
             }
             _ => return Err(format!("{FILE} line {}: not `DIGEST  PATH`: {line}", n + 1)),
         }
     }
-    Ok(Digests(files))
+    Ok(Digests { files, links })
 }
 
 impl Digests {
-    /// One digest over the files at or under `path`; `None` when the path is not under [`ROOT`]
-    /// or names no file (then what the image takes is not known).
+    /// One digest over the files at or under `path`; `None` when the path is not under [`ROOT`],
+    /// names no file, or is (or passes through) a link, which COPY would follow to a file whose
+    /// digest is not the link's (then what the image takes is not known).
     pub fn under(&self, path: &str) -> Option<String> {
         let inside = |p: &str, dir: &str| {
             p == dir || (p.starts_with(dir) && p.as_bytes().get(dir.len()) == Some(&b'/'))
         };
-        if !inside(path, ROOT) {
+        if !inside(path, ROOT) || self.links.iter().any(|l| inside(path, l)) {
             return None;
         }
-        let lines: Vec<String> = (self.0.iter())
+        let lines: Vec<String> = (self.files.iter())
             .filter(|(p, _)| inside(p, path))
             .map(|(p, d)| format!("{d}  {p}\n"))
             .collect();
@@ -166,8 +226,8 @@ mod tests {
 
     const DIGESTS: &str = "\
 attune-a  out/svc/a/attune-service
-1111  out/svc/a/attune-a
-2222  out/svc/b/attune-b
+1111111111111111111111111111111111111111111111111111111111111111  out/svc/a/attune-a
+2222222222222222222222222222222222222222222222222222222222222222  out/svc/b/attune-b
 ";
 
     #[test]
@@ -182,9 +242,12 @@ attune-a  out/svc/a/attune-service
         assert_eq!(d.under(""), None);
         assert_eq!(d.under("out/svc/c"), None);
         // one byte of one binary changes its directory's digest only
-        let changed = parse(&DIGESTS.replace("1111", "1112")).unwrap();
+        let changed = parse(&DIGESTS.replacen("1111", "1112", 1)).unwrap();
         assert_ne!(changed.under("out/svc/a"), Some(a));
         assert_eq!(changed.under("out/svc/b"), d.under("out/svc/b"));
+        // the link itself, or a path through it: COPY follows it
+        assert_eq!(d.under("out/svc/a/attune-service"), None);
+        assert_eq!(d.under("out/svc/a/attune-service/x"), None);
         let err = parse("1111 out/svc/a\n").unwrap_err();
         assert!(err.contains("line 1"), "{err}");
     }
@@ -194,5 +257,15 @@ attune-a  out/svc/a/attune-service
         let text = "FROM rust AS b\nRUN true\nFROM scratch AS binary-digests\nCOPY --from=b /out/digests /\n";
         assert_eq!(source_stage(text).as_deref(), Some("b"));
         assert_eq!(source_stage("FROM rust AS b\n"), None);
+    }
+
+    #[test]
+    fn builder_args_are_the_global_ones_and_the_builder_chains() {
+        let text = "ARG RUST=1\nFROM rust:${RUST} AS base\nARG PROFILE=release\nFROM base AS b\nARG FEATURES\nRUN true\nFROM debian AS svc\nARG SERVICE\nCOPY --from=b /out/svc/${SERVICE}/ /\n";
+        let names = builder_args(text, "b").unwrap();
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["FEATURES", "PROFILE", "RUST"]
+        );
     }
 }

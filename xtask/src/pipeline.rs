@@ -89,11 +89,20 @@ struct Probe {
     build: Build,
     text: String,
     cut: String,
+    /// The digests file the probe exports.
+    file: std::path::PathBuf,
     first: bool,
     report: Option<BinariesReport>,
+    /// The probe's own line of its run (`first`).
+    ran: Option<session::ImageReport>,
+    /// The removal of superseded layer records, beside the probe and the builds.
+    tidy: Option<Tidy>,
     /// Image -> what it is made of now.
     products: BTreeMap<String, String>,
 }
+
+/// [`records::remove_superseded`] on its thread: how many records and bytes went.
+type Tidy = std::thread::JoinHandle<anyhow::Result<(usize, u64)>>;
 
 /// `--cache`: where, for which builds, and what is running beside them.
 struct Carry {
@@ -294,6 +303,14 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
             Some(from),
         );
     }
+    if let Some((build, _, _)) = probe_of(ctx.root, ctx.args, &ctx.todo) {
+        before.push_str(&format!(
+            "# first, when the images' last builds recorded what they are made of (else beside the builds): the builder's binary digests; images whose binaries and inputs are unchanged are left out\n{}   # {} -> {}\n",
+            crate::proc::shell_line(&plan::redacted(&build.argv())),
+            binaries::STAGE,
+            build.log.display()
+        ));
+    }
     if let Some(build) = &ctx.timings {
         after.push_str(&timings::render_dry_run(build));
     }
@@ -383,34 +400,26 @@ fn prepare(phase: Phase, ctx: &mut Ctx) -> anyhow::Result<Flow> {
 /// without --cache (its export reads the builds' cargo steps) and when the inputs' check may skip.
 fn probe_binaries(ctx: &mut Ctx) {
     let args = ctx.args;
-    let loaded = ctx.todo.builds.iter().filter(|b| b.loaded()).count();
-    let may = !args.force
-        && args.build.builders.is_empty()
-        && !args.build.push
-        && args.cache.is_none()
-        && args.build.platform.len() <= 1
-        && loaded >= 2
-        && !(ctx.todo.builds.iter()).any(|b| b.target.no_cache || b.target.pull);
-    let Some(first) = ctx.todo.builds.first().filter(|_| may) else {
+    let Some((build, cut, text)) = probe_of(ctx.root, args, &ctx.todo) else {
         return;
     };
-    let Ok(text) = std::fs::read_to_string(ctx.root.join(first.dockerfile())) else {
-        return;
-    };
-    let build = binaries::build(&ctx.todo, &text, &args.log_dir);
-    let (Some(build), Some(cut)) = (build, binaries::source_stage(&text)) else {
-        return;
-    };
+    let file = ctx
+        .root
+        .join(binaries::dir(&args.log_dir))
+        .join(binaries::FILE);
     // an earlier run's digests must not stand for this run's
-    let _ = std::fs::remove_file(ctx.root.join(binaries::DIR).join(binaries::FILE));
+    let _ = std::fs::remove_file(&file);
     let snapshot = ctx.snapshot.as_ref().expect("taken before the phases");
     let first = (ctx.todo.builds.iter()).any(|b| snapshot.last_product(b).is_some());
     let mut probe = Probe {
         build,
         text,
         cut,
+        file,
         first,
         report: None,
+        ran: None,
+        tidy: None,
         products: BTreeMap::new(),
     };
     if !first {
@@ -418,6 +427,7 @@ fn probe_binaries(ctx: &mut Ctx) {
         ctx.probe = Some(probe);
         return;
     }
+    probe.tidy = tidy_beside(ctx.root, &ctx.todo.builds, &probe.cut);
     let one = Plan {
         jobs: 1,
         builds: vec![probe.build.clone()],
@@ -426,23 +436,8 @@ fn probe_binaries(ctx: &mut Ctx) {
         retry: false,
         ..ctx.todo.clone()
     };
-    // beside the probe's cargo step: the layer records earlier builds of these images left (each
-    // one kept slows every later build: BuildKit's build record walks them; docs/SCALING.md)
-    let steps: BTreeSet<String> = (ctx.todo.builds.iter())
-        .filter_map(|b| std::fs::read_to_string(ctx.root.join(&b.log)).ok())
-        .flat_map(|log| records::copy_steps(&log, &probe.cut))
-        .collect();
-    let tidy = std::thread::spawn(move || records::remove_superseded(&steps));
     let ran = session::execute(ctx.root, &one, progress::detect_mode());
-    let tidied = match tidy.join() {
-        Ok(Ok(done)) => done,
-        Ok(Err(err)) => {
-            eprintln!("warning: docker-build: superseded layer records not removed: {err:#}");
-            (0, 0)
-        }
-        Err(_) => (0, 0),
-    };
-    probe.read(ctx.root, snapshot, &ctx.todo.builds, &ran.images[0]);
+    probe.read(snapshot, &ctx.todo.builds, &ran.images[0]);
     let left_out: Vec<String> = (ctx.todo.builds.iter())
         .filter(|b| {
             snapshot
@@ -455,23 +450,52 @@ fn probe_binaries(ctx: &mut Ctx) {
     ctx.current.extend(left_out.iter().cloned());
     if let Some(report) = probe.report.as_mut() {
         report.left_out = left_out;
-        (report.superseded_records, report.superseded_bytes) = tidied;
     }
+    probe.ran = ran.images.into_iter().next();
     ctx.probe = Some(probe);
+}
+
+/// The probe's build, the builder stage and the Dockerfile's text, when the run may leave images
+/// out by their binaries ([`probe_binaries`]).
+fn probe_of(root: &Path, args: &DockerBuildArgs, todo: &Plan) -> Option<(Build, String, String)> {
+    let loaded = todo.builds.iter().filter(|b| b.loaded()).count();
+    let may = !args.force
+        && args.build.builders.is_empty()
+        && !args.build.push
+        && args.cache.is_none()
+        && args.build.platform.len() <= 1
+        && loaded >= 2
+        && !(todo.builds.iter()).any(|b| b.target.no_cache || b.target.pull);
+    let first = todo.builds.first().filter(|_| may)?;
+    let text = std::fs::read_to_string(root.join(first.dockerfile())).ok()?;
+    let build = binaries::build(todo, &text, &args.log_dir)?;
+    let cut = binaries::source_stage(&text)?;
+    Some((build, cut, text))
+}
+
+/// Beside the probe and the builds: removes the layer records earlier builds of these images
+/// left (each one kept slows every later build: BuildKit's build record walks them;
+/// docs/SCALING.md), read from their last logs. Not on a named builder or docker context: the
+/// listing and the prune would act on the default one.
+fn tidy_beside(root: &Path, builds: &[Build], cut: &str) -> Option<Tidy> {
+    if (builds.iter()).any(|b| b.target.builder.is_some() || b.target.docker_context.is_some()) {
+        return None;
+    }
+    let steps: BTreeSet<String> = (builds.iter())
+        .filter_map(|b| std::fs::read_to_string(root.join(&b.log)).ok())
+        .flat_map(|log| records::copy_steps(&log, cut))
+        .collect();
+    Some(std::thread::spawn(move || {
+        records::remove_superseded(&steps)
+    }))
 }
 
 impl Probe {
     /// The digests the probe exported (when it succeeded) and every build's product from them.
-    fn read(
-        &mut self,
-        root: &Path,
-        snapshot: &history::Snapshot,
-        builds: &[Build],
-        ran: &session::ImageReport,
-    ) {
+    fn read(&mut self, snapshot: &history::Snapshot, builds: &[Build], ran: &session::ImageReport) {
         let succeeded = ran.result == Ran::Succeeded;
-        let file = root.join(binaries::DIR).join(binaries::FILE);
-        let digests = match std::fs::read_to_string(&file) {
+        let file = &self.file;
+        let digests = match std::fs::read_to_string(file) {
             Ok(text) if succeeded => binaries::parse(&text)
                 .map_err(|e| eprintln!("warning: {}: {e}", file.display()))
                 .ok(),
@@ -497,13 +521,17 @@ impl Probe {
             left_out: Vec::new(),
             superseded_records: 0,
             superseded_bytes: 0,
+            cargo_step: ran.cargo_step,
             log: ran.log.clone(),
         });
     }
 }
 
 /// The up-to-date phase's finish, first: a probe that ran beside the builds leaves the report
-/// (it is not an image) and gives this run's products; the report says what the probe did.
+/// (it is not an image) and gives this run's products; one that ran first lends its cargo step
+/// to the images built after it (their builder stage was cached: the cargo run served them, as
+/// one shared step does), so `why`, `--timings` and the history see it; the report says what the
+/// probe did and what the tidy beside it removed.
 fn binaries_found(ctx: &mut Ctx, report: &mut Report) {
     let Some(probe) = ctx.probe.as_mut() else {
         return;
@@ -526,9 +554,31 @@ fn binaries_found(ctx: &mut Ctx, report: &mut Report) {
             .filter(|b| b.image != probe.build.image)
             .cloned()
             .collect();
-        probe.read(ctx.root, snapshot, &builds, &ran);
-    } else if let Some(r) = &probe.report {
-        report.totals.wall_seconds += r.wall_seconds;
+        probe.read(snapshot, &builds, &ran);
+    } else if let Some(ran) = &probe.ran {
+        report.totals.wall_seconds += ran.wall_seconds;
+        let lent = matches!(ran.cargo_step, CargoStep::Ran | CargoStep::Shared);
+        for image in report.images.iter_mut().filter(|_| lent) {
+            if matches!(image.cargo_step, CargoStep::Cached | CargoStep::None)
+                && image.result == Ran::Succeeded
+            {
+                image.cargo_step = ran.cargo_step;
+                image.cargo_seconds = ran.cargo_seconds;
+                image.cargo_name = ran.cargo_name.clone();
+                image.cargo_started = ran.cargo_started;
+            }
+        }
+    }
+    let tidied = match probe.tidy.take().map(|t| t.join()) {
+        Some(Ok(Ok(done))) => done,
+        Some(Ok(Err(err))) => {
+            eprintln!("warning: docker-build: superseded layer records not removed: {err:#}");
+            (0, 0)
+        }
+        _ => (0, 0),
+    };
+    if let Some(r) = probe.report.as_mut() {
+        (r.superseded_records, r.superseded_bytes) = tidied;
     }
     report.binaries = probe.report.clone();
 }

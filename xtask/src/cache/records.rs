@@ -1,6 +1,7 @@
-//! BuildKit's cache records as `docker buildx du --verbose` lists them: the parse (pure) and the
-//! listing. `cache du|prune` show and remove this workspace's cache mounts from them; docker-build
-//! removes its own superseded layer records ([`superseded`]).
+//! BuildKit's cache records as `docker buildx du --verbose` lists them: the parse, the layer
+//! records later builds superseded and the prune of them (pure), and the listing and the prune
+//! themselves (processes). `cache du|prune` show and remove this workspace's cache mounts;
+//! docker-build removes the superseded layer records of its images ([`remove_superseded`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +26,9 @@ pub struct DuRecord {
     /// BuildKit's description: a layer's is its step (`[service 1/1] COPY --from=builder ...`).
     #[serde(skip)]
     pub description: String,
+    /// The record it was built on (`Parent:`; empty for none).
+    #[serde(skip)]
+    pub parent: String,
 }
 
 /// The parsed output: the records and BuildKit's total.
@@ -64,6 +68,9 @@ pub fn parse_du(text: &str) -> Du {
             last_used,
             in_use: field("In use").as_deref() == Some("true"),
             description,
+            parent: field("Parent")
+                .or_else(|| field("Parents"))
+                .unwrap_or_default(),
         });
     }
     Du {
@@ -183,26 +190,27 @@ pub fn copy_steps(log: &str, from: &str) -> BTreeSet<String> {
 }
 
 /// The layer records of `steps` an earlier build left and a later one replaced: not in use, and
-/// used longer ago than the newest record of the same step (which is kept, as is every record
-/// whose last use is unknown).
+/// used longer ago than the newest record of the same step on the same parent (which is kept, as
+/// is every record whose last use is unknown). Another checkout's build of the same step on the
+/// same base shares that newest one: what it loses is its older layer, which a rebuild copies
+/// again.
 pub fn superseded<'a>(du: &'a Du, steps: &BTreeSet<String>) -> Vec<&'a DuRecord> {
     let ours = |r: &&DuRecord| r.kind == "regular" && steps.contains(&r.description);
-    let mut newest: BTreeMap<&str, u64> = BTreeMap::new();
+    let key = |r: &'a DuRecord| (r.description.as_str(), r.parent.as_str());
+    let mut newest: BTreeMap<(&str, &str), u64> = BTreeMap::new();
     for r in du.records.iter().filter(ours) {
         if let Some(age) = r.last_used_seconds {
-            let n = newest.entry(r.description.as_str()).or_insert(age);
+            let n = newest.entry(key(r)).or_insert(age);
             *n = (*n).min(age);
         }
     }
     (du.records.iter())
         .filter(ours)
         .filter(|r| !r.in_use)
-        .filter(
-            |r| match (r.last_used_seconds, newest.get(r.description.as_str())) {
-                (Some(age), Some(n)) => age > *n,
-                _ => false,
-            },
-        )
+        .filter(|r| match (r.last_used_seconds, newest.get(&key(r))) {
+            (Some(age), Some(n)) => age > *n,
+            _ => false,
+        })
         .collect()
 }
 
@@ -218,7 +226,7 @@ pub fn prune_argv(records: &[&DuRecord]) -> Vec<String> {
 }
 
 /// Removes the layer records of `steps` that later builds superseded ([`superseded`]): one
-/// listing and one prune. Returns how many records and bytes went.
+/// listing and one prune. Returns how many records and bytes went, as the prune listed them.
 pub fn remove_superseded(steps: &BTreeSet<String>) -> anyhow::Result<(usize, u64)> {
     if steps.is_empty() {
         return Ok((0, 0));
@@ -240,7 +248,11 @@ pub fn remove_superseded(steps: &BTreeSet<String>) -> anyhow::Result<(usize, u64
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
-    Ok((gone.len(), gone.iter().map(|r| r.size_bytes).sum()))
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let removed: Vec<&&DuRecord> = (gone.iter())
+        .filter(|r| listed.lines().any(|l| l.starts_with(r.record.as_str())))
+        .collect();
+    Ok((removed.len(), removed.iter().map(|r| r.size_bytes).sum()))
 }
 
 #[cfg(test)]
@@ -257,6 +269,7 @@ mod tests {
             cache_id: None,
             in_use,
             description: description.into(),
+            parent: "p".into(),
         }
     }
 
@@ -273,6 +286,10 @@ mod tests {
                 record("b1", "regular", b, Some(60), false),
                 record("m1", "exec.cachemount", a, Some(9000), false),
                 record("o1", "regular", "[other 1/1] COPY x y", Some(9000), false),
+                DuRecord {
+                    parent: "q".into(),
+                    ..record("q1", "regular", a, Some(9000), false)
+                },
             ],
             total_bytes: None,
         };
@@ -282,7 +299,7 @@ mod tests {
             .map(|r| r.record.as_str())
             .collect();
         // a2 only: a1 is the newest of a, a3 in use, a4 of unknown age, b1 the only b, m1 a
-        // cache mount, o1 another step
+        // cache mount, o1 another step, q1 the newest of a on another parent (another base)
         assert_eq!(gone, ["a2"]);
         let argv = prune_argv(&superseded(&du, &steps));
         assert_eq!(argv.last().unwrap(), "id=^(a2)$");

@@ -115,12 +115,14 @@ pub fn reads_beside(
             true => push(&mut taken, String::new()),
             false => refer(&stage.base, &mut todo, &mut bases),
         }
+        // what it takes from `cut`: with only the ARGs it declares, as BuildKit expands them
+        let declared = stage_args(&file, stage, &overrides, &vars);
         for ins in file.stage_instructions(stage) {
             for mount in &ins.mounts {
                 match mount.get("from") {
                     Some(from) if is_cut(from) => {
                         let src = mount.get("source").or(mount.get("src")).unwrap_or("/");
-                        push(&mut taken, normalize(src, &stage_vars));
+                        push(&mut taken, normalize(src, &declared));
                     }
                     Some(from) => refer(from, &mut todo, &mut bases),
                     None if mount.kind() == "bind" => {
@@ -136,28 +138,55 @@ pub fn reads_beside(
             if let Some(from) = ins.flag("from").and_then(|f| f.value.as_deref()) {
                 match is_cut(from) {
                     true => (copy_sources(&ins.args).iter())
-                        .for_each(|src| push(&mut taken, normalize(src, &stage_vars))),
+                        .for_each(|src| push(&mut taken, normalize(src, &declared))),
                     false => refer(from, &mut todo, &mut bases),
                 }
                 continue;
             }
-            for src in copy_sources(&ins.args) {
-                if src.starts_with("<<") {
-                    continue;
-                }
-                if src.contains("://") {
-                    push(&mut sources, format!("url:{src}"));
-                    continue;
-                }
-                push(&mut sources, normalize(&src, &stage_vars));
+            for src in context_sources(&ins.args, &stage_vars) {
+                push(&mut sources, src);
             }
         }
     }
-    let reads = Reads {
-        sources,
-        base_images: bases,
-    };
-    Ok((reads, taken))
+    let base_images = bases;
+    Ok((
+        Reads {
+            sources,
+            base_images,
+        },
+        taken,
+    ))
+}
+
+/// The values of the `ARG`s `stage` declares: a build argument, else the declared default, else
+/// (`ARG NAME` alone) the global one.
+fn stage_args(
+    file: &model::Dockerfile,
+    stage: &model::Stage,
+    overrides: &BTreeMap<&str, &str>,
+    globals: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for ins in file
+        .stage_instructions(stage)
+        .filter(|i| i.keyword == "ARG")
+    {
+        for word in lexer::shell_words(&ins.args) {
+            let (name, default) = match word.split_once('=') {
+                Some((n, v)) => (n, Some(unquote(v))),
+                None => (word, None),
+            };
+            let value = match (overrides.get(name), default) {
+                (Some(v), _) => Some(v.to_string()),
+                (None, Some(d)) => substitute(&d, &out),
+                (None, None) => globals.get(name).cloned(),
+            };
+            if let Some(value) = value {
+                out.insert(name.to_string(), value);
+            }
+        }
+    }
+    out
 }
 
 /// The global `ARG`s' values (before the first stage): a build argument overrides a default.
@@ -187,6 +216,17 @@ fn global_vars(
         }
     }
     vars
+}
+
+/// The context paths a `COPY`/`ADD` without `--from` reads (`url:` for a URL; heredocs none).
+fn context_sources(args: &str, vars: &BTreeMap<String, String>) -> Vec<String> {
+    (copy_sources(args).into_iter())
+        .filter(|src| !src.starts_with("<<"))
+        .map(|src| match src.contains("://") {
+            true => format!("url:{src}"),
+            false => normalize(&src, vars),
+        })
+        .collect()
 }
 
 /// The sources of `COPY a b dest` or `COPY ["a", "b", "dest"]`, quotes removed.
@@ -488,6 +528,11 @@ COPY docs docs
         // without a cut, the same target reads everything, and takes nothing
         let (all, none) = reads_beside(&text, "svc", &["SERVICE=api".into()], None).unwrap();
         assert!(all.sources.contains(&"crates/api".to_string()) && none.is_empty());
+        // a variable the stage does not declare: BuildKit expands it empty, so all of it
+        let undeclared = "FROM rust AS builder\nRUN true\nFROM debian AS s\nCOPY --from=builder /out/svc/${SERVICE}/ /\n";
+        let (_, all) =
+            reads_beside(undeclared, "s", &["SERVICE=api".into()], Some("builder")).unwrap();
+        assert_eq!(all, [""]);
         // a stage based on the cut one takes all of it
         let (_, whole) = reads_beside(DOCKERFILE, "unused", &[], Some("builder")).unwrap();
         assert_eq!(whole, [""]);

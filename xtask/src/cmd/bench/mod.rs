@@ -717,7 +717,12 @@ fn compiled_by_cargo_steps(report: &str, root: &Path) -> (usize, usize) {
     };
     let mut per_builder: std::collections::BTreeMap<String, BTreeSet<crate::cargo_log::Unit>> =
         Default::default();
-    let images = value["images"].as_array().cloned().unwrap_or_default();
+    let mut images = value["images"].as_array().cloned().unwrap_or_default();
+    // the builder's binaries built first: the cargo step ran in that build, and the images
+    // after it report it as theirs (their logs show the builder cached)
+    if value["binaries"]["cargo_step"] == "ran" {
+        images.push(value["binaries"].clone());
+    }
     for image in images.iter().filter(|i| i["cargo_step"] == "ran") {
         let Some(log) = image["log"].as_str() else {
             continue;
