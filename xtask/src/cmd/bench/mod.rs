@@ -561,8 +561,10 @@ impl<'a> ContenderRun<'a> {
             fs::File::create(&log).with_context(|| format!("cannot write {}", log.display()))?;
         // docker-build's --json report goes to its own file: which image's cargo step ran where
         let report = log.with_extension("json");
+        // the last run's logs stay: docker-build reads them (the layer records its builds of the
+        // same images left); this run's are the ones written from now on
+        let started = std::time::SystemTime::now();
         if contender.reports() {
-            let _ = fs::remove_dir_all(sandbox.root.join("bench-logs"));
             let out = fs::File::create(&report)
                 .with_context(|| format!("cannot write {}", report.display()))?;
             cmd.stdout(out).stderr(file);
@@ -591,10 +593,11 @@ impl<'a> ContenderRun<'a> {
                 .ok()
                 .and_then(|v| v["recording_seconds"].as_f64());
             let (c, twice) = compiled_by_cargo_steps(&text, &sandbox.root);
-            // the images' logs outlive the sandbox, beside the run's (where the seconds went)
+            // the images' logs outlive the sandbox, beside the run's (where the seconds went);
+            // copied: the next docker-build in the sandbox reads them (its superseded layers)
             let kept = log.with_extension("logs");
             let _ = fs::remove_dir_all(&kept);
-            let _ = fs::rename(sandbox.root.join("bench-logs"), &kept);
+            copy_logs(&sandbox.root.join("bench-logs"), &kept, started);
             (c, Some(twice))
         } else {
             let text = fs::read_to_string(&log).unwrap_or_default();
@@ -704,6 +707,21 @@ fn change_for(
         _ => {}
     }
     Ok(())
+}
+
+/// The files of a log directory (not its subdirectories) written since `since`, copied to `to`;
+/// best effort.
+fn copy_logs(from: &Path, to: &Path, since: std::time::SystemTime) {
+    let _ = fs::create_dir_all(to);
+    for entry in fs::read_dir(from).into_iter().flatten().flatten() {
+        let fresh = (entry.metadata().ok())
+            .filter(|m| m.is_file())
+            .and_then(|m| m.modified().ok())
+            .is_some_and(|t| t >= since);
+        if fresh {
+            let _ = fs::copy(entry.path(), to.join(entry.file_name()));
+        }
+    }
 }
 
 /// From docker-build's `--json` report: the crates compiled by the cargo steps that ran, and how
