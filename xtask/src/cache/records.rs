@@ -29,6 +29,9 @@ pub struct DuRecord {
     /// The record it was built on (`Parent:`; empty for none).
     #[serde(skip)]
     pub parent: String,
+    /// `Created at:` as BuildKit prints it (UTC, to the nanosecond: ordered as text).
+    #[serde(skip)]
+    pub created_at: String,
 }
 
 /// The parsed output: the records and BuildKit's total.
@@ -71,6 +74,7 @@ pub fn parse_du(text: &str) -> Du {
             parent: field("Parent")
                 .or_else(|| field("Parents"))
                 .unwrap_or_default(),
+            created_at: field("Created at").unwrap_or_default(),
         });
     }
     Du {
@@ -190,27 +194,29 @@ pub fn copy_steps(log: &str, from: &str) -> BTreeSet<String> {
 }
 
 /// The layer records of `steps` an earlier build left and a later one replaced: not in use, and
-/// used longer ago than the newest record of the same step on the same parent (which is kept, as
-/// is every record whose last use is unknown). Another checkout's build of the same step on the
+/// not the newest record of the same step on the same parent (the one used last; of records
+/// docker shows as used equally long ago, to the minute, the one created last), which is kept,
+/// as is every record whose last use is unknown. Another checkout's build of the same step on the
 /// same base shares that newest one: what it loses is its older layer, which a rebuild copies
 /// again.
 pub fn superseded<'a>(du: &'a Du, steps: &BTreeSet<String>) -> Vec<&'a DuRecord> {
     let ours = |r: &&DuRecord| r.kind == "regular" && steps.contains(&r.description);
     let key = |r: &'a DuRecord| (r.description.as_str(), r.parent.as_str());
-    let mut newest: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut newest: BTreeMap<(&str, &str), &DuRecord> = BTreeMap::new();
     for r in du.records.iter().filter(ours) {
-        if let Some(age) = r.last_used_seconds {
-            let n = newest.entry(key(r)).or_insert(age);
-            *n = (*n).min(age);
+        let Some(age) = r.last_used_seconds else {
+            continue;
+        };
+        let n = newest.entry(key(r)).or_insert(r);
+        let n_age = n.last_used_seconds.unwrap_or(u64::MAX);
+        if age < n_age || (age == n_age && r.created_at > n.created_at) {
+            *n = r;
         }
     }
     (du.records.iter())
         .filter(ours)
-        .filter(|r| !r.in_use)
-        .filter(|r| match (r.last_used_seconds, newest.get(&key(r))) {
-            (Some(age), Some(n)) => age > *n,
-            _ => false,
-        })
+        .filter(|r| !r.in_use && r.last_used_seconds.is_some())
+        .filter(|r| newest.get(&key(r)).is_some_and(|n| n.record != r.record))
         .collect()
 }
 
@@ -270,6 +276,7 @@ mod tests {
             in_use,
             description: description.into(),
             parent: "p".into(),
+            created_at: "2026-12-06 17:00:00 +0000 UTC".into(),
         }
     }
 
@@ -290,6 +297,11 @@ mod tests {
                     parent: "q".into(),
                     ..record("q1", "regular", a, Some(9000), false)
                 },
+                // used as long ago as b1 (to the minute), created before it
+                DuRecord {
+                    created_at: "2026-12-06 16:00:00 +0000 UTC".into(),
+                    ..record("b0", "regular", b, Some(60), false)
+                },
             ],
             total_bytes: None,
         };
@@ -298,11 +310,12 @@ mod tests {
             .iter()
             .map(|r| r.record.as_str())
             .collect();
-        // a2 only: a1 is the newest of a, a3 in use, a4 of unknown age, b1 the only b, m1 a
-        // cache mount, o1 another step, q1 the newest of a on another parent (another base)
-        assert_eq!(gone, ["a2"]);
+        // a2 and b0: a1 is the newest of a, a3 in use, a4 of unknown age, b1 the newest b, m1 a
+        // cache mount, o1 another step, q1 the newest of a on another parent (another base); b0
+        // as old as b1 to the minute, created earlier
+        assert_eq!(gone, ["a2", "b0"]);
         let argv = prune_argv(&superseded(&du, &steps));
-        assert_eq!(argv.last().unwrap(), "id=^(a2)$");
+        assert_eq!(argv.last().unwrap(), "id=^(a2|b0)$");
     }
 
     #[test]
