@@ -998,22 +998,23 @@ pub fn svg(report: &Report) -> String {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     let mut charts = time_charts(&time);
-    charts.extend([
-        plot::xy_svg(
-            "scale: no-op against service images",
-            "service images",
-            "seconds",
-            Unit::Seconds,
-            &noop,
-        ),
-        plot::xy_svg(
+    charts.push(plot::xy_svg(
+        "scale: no-op against service images",
+        "service images",
+        "seconds",
+        Unit::Seconds,
+        &noop,
+    ));
+    // without an ephemeral step there is nothing carried to draw: no empty chart
+    if size.iter().any(|s| !s.points.is_empty()) {
+        charts.push(plot::xy_svg(
             "scale: carried between ephemeral runs, against crates in Cargo.lock",
             "crates in Cargo.lock",
             "size",
             Unit::Bytes,
             &size,
-        ),
-    ]);
+        ));
+    }
     plot::stack(&charts)
 }
 
@@ -1111,6 +1112,8 @@ mod tests {
         });
         assert!(text.contains("data-series=\"real: noop xtask\""), "{text}");
         assert!(text.contains("data-series=\"cold xtask\""), "{text}");
+        // no ephemeral step in these sizes: no empty chart of what was carried
+        assert!(!text.contains("carried between ephemeral runs"), "{text}");
     }
 
     #[test]
