@@ -19,7 +19,6 @@ use crate::{
     dockerfile::model,
     history::inputs::{self, Inputs, Reads},
     plan::{Build, Plan},
-    target::Output,
 };
 
 /// The stage that holds the digests.
@@ -95,19 +94,7 @@ pub fn build(plan: &Plan, text: &str, log_dir: &Path) -> Option<Build> {
     if plan.builds.iter().any(|b| seen(b) != seen(first)) {
         return None;
     }
-    let mut target = first.target.clone();
-    target.name = STAGE.into();
-    target.target = STAGE.into();
-    target.tags.clear();
-    target.cache_to.clear();
-    target.metadata_file = None;
-    target.output = Output::Local(dir(log_dir));
-    Some(Build {
-        image: STAGE.into(),
-        target,
-        log: log_dir.join(format!("{STAGE}.log")),
-        publish: None,
-    })
+    Some(first.export_stage(STAGE, dir(log_dir), log_dir))
 }
 
 /// The build arguments the builder stage `cut` can read: the global `ARG`s (its `FROM`) and the

@@ -428,14 +428,7 @@ fn probe_binaries(ctx: &mut Ctx) {
         return;
     }
     probe.tidy = tidy_beside(ctx.root, &ctx.todo.builds, &probe.cut);
-    let one = Plan {
-        jobs: 1,
-        builds: vec![probe.build.clone()],
-        seed: None,
-        cache_ref: None,
-        retry: false,
-        ..ctx.todo.clone()
-    };
+    let one = ctx.todo.single(probe.build.clone());
     let ran = session::execute(ctx.root, &one, progress::detect_mode());
     probe.read(snapshot, &ctx.todo.builds, &ran.images[0]);
     let left_out: Vec<String> = (ctx.todo.builds.iter())
@@ -726,14 +719,7 @@ fn export_timings(
         let why = "a build did not succeed; not exported".to_string();
         return timings::report(root, fresh, Err(why));
     }
-    let one = Plan {
-        jobs: 1,
-        builds: vec![build],
-        seed: None,
-        cache_ref: None,
-        retry: false,
-        ..plan.clone()
-    };
+    let one = plan.single(build);
     let exported = session::execute(root, &one, progress::detect_mode());
     let export = &exported.images[0];
     fresh |= ran(export.cargo_step);

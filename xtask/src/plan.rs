@@ -170,7 +170,40 @@ pub struct Plan {
     pub contexts: Vec<String>,
 }
 
+impl Build {
+    /// A build of `stage` of this build's Dockerfile, with this build's arguments, exported to
+    /// the directory `dest` (no tag, no cache export), its log `LOG_DIR/STAGE.log`: a stage that
+    /// is a file to read (cargo's timing report, the binaries' digests), not an image.
+    pub fn export_stage(&self, stage: &str, dest: PathBuf, log_dir: &Path) -> Build {
+        let mut target = self.target.clone();
+        target.name = stage.into();
+        target.target = stage.into();
+        target.tags.clear();
+        target.cache_to.clear();
+        target.metadata_file = None;
+        target.output = crate::target::Output::Local(dest);
+        Build {
+            image: stage.into(),
+            target,
+            log: log_dir.join(format!("{stage}.log")),
+            publish: None,
+        }
+    }
+}
+
 impl Plan {
+    /// This plan's settings with `build` as its only build: no seed, no retry, one at a time.
+    pub fn single(&self, build: Build) -> Plan {
+        Plan {
+            jobs: 1,
+            builds: vec![build],
+            seed: None,
+            cache_ref: None,
+            retry: false,
+            ..self.clone()
+        }
+    }
+
     /// The builds in the order they start: the seed alone first (when there is one), then all
     /// the others. Indexes into `builds`.
     pub fn waves(&self) -> Vec<Vec<usize>> {

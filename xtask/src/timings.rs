@@ -10,10 +10,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    plan::{Build, Plan},
-    target::Output,
-};
+use crate::plan::{Build, Plan};
 
 /// The Dockerfile stage that holds the report.
 pub const STAGE: &str = "timings";
@@ -119,19 +116,7 @@ pub fn build(plan: &Plan, dockerfile_text: &str, log_dir: &Path) -> Result<Build
             plan.strategy
         ));
     }
-    let mut target = first.target.clone();
-    target.name = STAGE.into();
-    target.target = STAGE.into();
-    target.tags.clear();
-    target.cache_to.clear();
-    target.metadata_file = None;
-    target.output = Output::Local(PathBuf::from(DIR));
-    Ok(Build {
-        image: STAGE.into(),
-        target,
-        log: log_dir.join(format!("{STAGE}.log")),
-        publish: None,
-    })
+    Ok(first.export_stage(STAGE, PathBuf::from(DIR), log_dir))
 }
 
 /// `--dry-run`'s lines for the export, after the plan's.

@@ -26,9 +26,6 @@ pub struct DuRecord {
     /// BuildKit's description: a layer's is its step (`[service 1/1] COPY --from=builder ...`).
     #[serde(skip)]
     pub description: String,
-    /// The record it was built on (`Parent:`; empty for none).
-    #[serde(skip)]
-    pub parent: String,
     /// `Created at:` as BuildKit prints it (UTC, to the nanosecond: ordered as text).
     #[serde(skip)]
     pub created_at: String,
@@ -71,9 +68,6 @@ pub fn parse_du(text: &str) -> Du {
             last_used,
             in_use: field("In use").as_deref() == Some("true"),
             description,
-            parent: field("Parent")
-                .or_else(|| field("Parents"))
-                .unwrap_or_default(),
             created_at: field("Created at").unwrap_or_default(),
         });
     }
@@ -162,15 +156,17 @@ pub fn parse_ago(text: &str) -> Option<u64> {
 
 /// `docker buildx du --verbose`, as text.
 pub fn buildx_du() -> anyhow::Result<String> {
-    let out = crate::proc::output(
-        Command::new("docker")
-            .args(["buildx", "du", "--verbose"])
-            .stdin(Stdio::null()),
-    )
-    .context("cannot run docker buildx du")?;
+    docker(&["buildx", "du", "--verbose"].map(String::from))
+}
+
+/// `docker ARGS`' standard output; an error names the command and carries its stderr.
+fn docker(args: &[String]) -> anyhow::Result<String> {
+    let what = format!("docker {}", args[..args.len().min(2)].join(" "));
+    let out = crate::proc::output(Command::new("docker").args(args).stdin(Stdio::null()))
+        .with_context(|| format!("cannot run {what}"))?;
     if !out.status.success() {
         bail!(
-            "docker buildx du --verbose failed: {}",
+            "{what} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -243,19 +239,7 @@ pub fn remove_superseded(steps: &BTreeSet<String>) -> anyhow::Result<(usize, u64
     if gone.is_empty() {
         return Ok((0, 0));
     }
-    let out = crate::proc::output(
-        Command::new("docker")
-            .args(prune_argv(&gone))
-            .stdin(Stdio::null()),
-    )
-    .context("cannot run docker buildx prune")?;
-    if !out.status.success() {
-        bail!(
-            "docker buildx prune failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let listed = String::from_utf8_lossy(&out.stdout);
+    let listed = docker(&prune_argv(&gone))?;
     let removed: Vec<&&DuRecord> = (gone.iter())
         .filter(|r| listed.lines().any(|l| l.starts_with(r.record.as_str())))
         .collect();
@@ -276,7 +260,6 @@ mod tests {
             cache_id: None,
             in_use,
             description: description.into(),
-            parent: "p".into(),
             created_at: "2026-12-06 17:00:00 +0000 UTC".into(),
         }
     }
@@ -294,10 +277,7 @@ mod tests {
                 record("b1", "regular", b, Some(60), false),
                 record("m1", "exec.cachemount", a, Some(9000), false),
                 record("o1", "regular", "[other 1/1] COPY x y", Some(9000), false),
-                DuRecord {
-                    parent: "q".into(),
-                    ..record("q1", "regular", a, Some(9000), false)
-                },
+                record("q1", "regular", a, Some(9000), false),
                 // used as long ago as b1 (to the minute), created before it
                 DuRecord {
                     created_at: "2026-12-06 16:00:00 +0000 UTC".into(),
@@ -311,7 +291,7 @@ mod tests {
             .iter()
             .map(|r| r.record.as_str())
             .collect();
-        // a2, q1 and b0: a1 is the newest of a (whatever the parent), a3 in use, a4 of unknown
+        // a2, q1 and b0: a1 is the newest of a, a3 in use, a4 of unknown
         // age, b1 the newest b, m1 a cache mount, o1 another step; b0 as old as b1 to the
         // minute, created earlier
         assert_eq!(gone, ["a2", "q1", "b0"]);

@@ -166,11 +166,28 @@ fn stage_args(
     overrides: &BTreeMap<&str, &str>,
     globals: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
+    let args = file.stage_instructions(stage);
+    declared(args, overrides, Some(globals))
+}
+
+/// The global `ARG`s' values (before the first stage): a build argument overrides a default.
+fn global_vars(
+    file: &model::Dockerfile,
+    overrides: &BTreeMap<&str, &str>,
+) -> BTreeMap<String, String> {
+    let args = file.global.iter().map(|&i| &file.instructions[i]);
+    declared(args, overrides, None)
+}
+
+/// The values the `ARG` instructions among `instructions` declare, in order: a build argument,
+/// else the declared default (earlier ones substituted), else the `inherited` value.
+fn declared<'a>(
+    instructions: impl Iterator<Item = &'a model::Instruction>,
+    overrides: &BTreeMap<&str, &str>,
+    inherited: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for ins in file
-        .stage_instructions(stage)
-        .filter(|i| i.keyword == "ARG")
-    {
+    for ins in instructions.filter(|i| i.keyword == "ARG") {
         for word in lexer::shell_words(&ins.args) {
             let (name, default) = match word.split_once('=') {
                 Some((n, v)) => (n, Some(unquote(v))),
@@ -179,7 +196,7 @@ fn stage_args(
             let value = match (overrides.get(name), default) {
                 (Some(v), _) => Some(v.to_string()),
                 (None, Some(d)) => substitute(&d, &out),
-                (None, None) => globals.get(name).cloned(),
+                (None, None) => inherited.and_then(|g| g.get(name).cloned()),
             };
             if let Some(value) = value {
                 out.insert(name.to_string(), value);
@@ -187,35 +204,6 @@ fn stage_args(
         }
     }
     out
-}
-
-/// The global `ARG`s' values (before the first stage): a build argument overrides a default.
-fn global_vars(
-    file: &model::Dockerfile,
-    overrides: &BTreeMap<&str, &str>,
-) -> BTreeMap<String, String> {
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    for &i in &file.global {
-        let ins = &file.instructions[i];
-        if ins.keyword != "ARG" {
-            continue;
-        }
-        for word in lexer::shell_words(&ins.args) {
-            let (name, default) = match word.split_once('=') {
-                Some((n, v)) => (n, Some(unquote(v))),
-                None => (word, None),
-            };
-            let value = match (overrides.get(name), default) {
-                (Some(v), _) => Some(v.to_string()),
-                (None, Some(d)) => substitute(&d, &vars),
-                (None, None) => None,
-            };
-            if let Some(value) = value {
-                vars.insert(name.to_string(), value);
-            }
-        }
-    }
-    vars
 }
 
 /// The context paths a `COPY`/`ADD` without `--from` reads (`url:` for a URL; heredocs none).
