@@ -586,6 +586,13 @@ impl<'a> ContenderRun<'a> {
                 format!(" FAILED ({status}); log {}", log.display())
             }
         );
+        if !status.success() {
+            // CI keeps only what is printed: the end of the log says which build failed and why
+            let text = fs::read_to_string(&log).unwrap_or_default();
+            for line in last_lines(&text, 25) {
+                eprintln!("bench: | {line}");
+            }
+        }
         let mut recording_seconds = None;
         let (compiled, compiled_twice) = if contender.reports() {
             let text = fs::read_to_string(&report).unwrap_or_default();
@@ -615,6 +622,12 @@ impl<'a> ContenderRun<'a> {
             recording_seconds,
         })
     }
+}
+
+/// The last `n` lines of `text`.
+fn last_lines(text: &str, n: usize) -> Vec<&str> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
 }
 
 /// The sandbox's Dockerfiles for `contender`: their cache ids in `namespace`; bake's file and
@@ -958,6 +971,13 @@ pub fn render_markdown(report: &BenchReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_samples_log_is_shown_by_its_last_lines() {
+        assert_eq!(last_lines("a\nb\nc\n", 2), ["b", "c"]);
+        assert_eq!(last_lines("a\n", 5), ["a"]);
+        assert!(last_lines("", 5).is_empty());
+    }
 
     fn sample(contender: &str, scenario: &str, seconds: f64, ok: bool) -> Sample {
         Sample {
