@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     proc::shell_line,
-    target::{Output, Spec, Target},
+    target::{Compression, Output, Spec, Target},
     workspace::{Declaration, ImageDecl},
 };
 
@@ -52,6 +52,9 @@ pub struct Options {
     pub ssh: Vec<String>,
     pub no_cache: bool,
     pub pull: bool,
+    /// The new layers' compression (`--compression`); none: uncompressed for a loaded image,
+    /// BuildKit's default for a pushed one (see [`crate::target::Compression`]).
+    pub compression: Option<Compression>,
     /// Where the logs go, relative to the workspace root.
     pub log_dir: PathBuf,
     /// How many builds run at once (0: up to [`AUTO_JOBS`]).
@@ -182,6 +185,7 @@ impl Build {
         target.cache_to.clear();
         target.metadata_file = None;
         target.output = crate::target::Output::Local(dest);
+        target.compression = None;
         Build {
             image: stage.into(),
             target,
@@ -258,6 +262,15 @@ pub fn plan(
             Ok(build(decl, image, dockerfile, stage, options))
         })
         .collect::<Result<_, crate::util::UsageError>>()?;
+    if let Some(c) = options.compression {
+        if builds.iter().all(|b| b.target.compression.is_none()) {
+            return Err(crate::util::UsageError(format!(
+                "--compression {}: none of the selected images is loaded or pushed (their files are exported: {}); it compresses an image's layers",
+                c.name(),
+                builds.iter().map(|b| b.image.as_str()).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
     let jobs = match options.jobs {
         0 => builds.len().clamp(1, AUTO_JOBS),
         n => n.min(builds.len().max(1)),
@@ -338,6 +351,11 @@ fn build(
         (None, None) => unreachable!("an image without a tag has a local output"),
     };
     let pushed = output == Output::Push;
+    let compression = match output {
+        Output::Load => Some(options.compression.unwrap_or(Compression::Uncompressed)),
+        Output::Push => options.compression,
+        Output::Local(_) | Output::Uncompressed(_) => None,
+    };
     let target = Target {
         name: image.name.clone(),
         context: PathBuf::from("."),
@@ -353,6 +371,7 @@ fn build(
             .map(|to| to.for_image(&image.name))
             .collect(),
         output,
+        compression,
         secrets: options.secrets.clone(),
         ssh: options.ssh.clone(),
         pull: options.pull,
@@ -622,10 +641,10 @@ mod tests {
             [
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.optimized --target runtime \
                  --build-arg SERVICE=api \
-                 --tag attune-api:dev --load .",
+                 --tag attune-api:dev --output type=docker,compression=uncompressed .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.worker.optimized \
                  --target worker-shell \
-                 --tag attune-worker-shell:dev --load .",
+                 --tag attune-worker-shell:dev --output type=docker,compression=uncompressed .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.pack-binaries \
                  --target pack-binaries \
                  --output type=local,dest=target/pack-binaries .",
@@ -839,7 +858,7 @@ mod tests {
             lines,
             [
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.workspace --target worker-shell \
-                 --tag attune-worker-shell:dev --load .",
+                 --tag attune-worker-shell:dev --output type=docker,compression=uncompressed .",
                 "docker buildx build --progress=rawjson --file docker/Dockerfile.workspace --target pack-binaries \
                  --output type=local,dest=target/pack-binaries .",
             ]

@@ -98,6 +98,7 @@ pub fn plan_from_args(
         ssh: args.ssh.clone(),
         no_cache: args.no_cache,
         pull: args.pull,
+        compression: args.compression,
         log_dir: log_dir.to_path_buf(),
         jobs,
     };

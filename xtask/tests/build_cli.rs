@@ -61,6 +61,64 @@ fn dry_run_services_group() {
 }
 
 #[test]
+fn compression_is_uncompressed_for_loads_and_buildkits_for_pushes_unless_given() {
+    let line = |args: &[&str]| -> String {
+        let out = Test::docker_build(["--dry-run"].iter().chain(args).chain(&["api"]))
+            .no_docker()
+            .run();
+        out.expect_code(0);
+        (out.stdout.lines())
+            .find(|l| l.contains("--tag") && l.contains("attune-api"))
+            .unwrap_or_else(|| panic!("no api build: {}", out.stdout))
+            .to_string()
+    };
+    let push = ["--push", "--registry", "reg.example/attune"];
+    let expect = [
+        (vec![], "--output type=docker,compression=uncompressed"),
+        (
+            vec!["--compression", "gzip"],
+            "--output type=docker,compression=gzip",
+        ),
+        (push.to_vec(), "--push"),
+        (
+            [&push[..], &["--compression", "zstd"]].concat(),
+            "--output type=registry,compression=zstd",
+        ),
+    ];
+    for (args, output) in expect {
+        let l = line(&args);
+        assert!(l.contains(&format!(" {output} ")), "{args:?}: {l}");
+    }
+    let out = Test::docker_build(["--dry-run", "--compression", "lz4", "api"]).run();
+    out.expect_code(2);
+    assert!(out.stderr.contains("--compression"), "{}", out.stderr);
+    // an image whose files are exported has no layers to compress: named, before anything runs
+    let exported = build_support::declaration()["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["output"].is_string())
+        .map(|i| i["name"].as_str().unwrap().to_string());
+    if let Some(image) = exported {
+        let t = Test::docker_build(["--compression", "zstd", image.as_str()]);
+        let out = t.run();
+        out.expect_code(2);
+        assert!(
+            out.stderr.contains("--compression zstd") && out.stderr.contains(&image),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            t.docker_calls()
+                .iter()
+                .all(|c| !c.contains(&"build".to_string())),
+            "{:?}",
+            t.docker_calls()
+        );
+    }
+}
+
+#[test]
 fn dry_run_jobs_grouping() {
     let out = Test::docker_build(["--dry-run", "--jobs", "2", "services"])
         .no_docker()
@@ -319,7 +377,9 @@ fn all_images_build_concurrently_with_a_log_each() {
             .iter()
             .find(|argv| {
                 arg_after(argv, "--tag") == [format!("attune-{image}:dev")]
-                    || (image == "pack-binaries" && !arg_after(argv, "--output").is_empty())
+                    || (image == "pack-binaries"
+                        && (arg_after(argv, "--output").iter())
+                            .any(|o| o.starts_with("type=local")))
             })
             .unwrap_or_else(|| panic!("no build for {image}: {builds:?}"));
         let service_args: Vec<&str> = arg_after(argv, "--build-arg")

@@ -320,7 +320,7 @@ fn a_change_in_one_service_builds_only_the_images_of_its_binary() {
         .find_map(|(i, argv)| Some((i.clone(), service_of(argv)?)))
         .expect("an image with a SERVICE build argument");
     let loaded: Vec<&String> = (plan.iter())
-        .filter(|(_, argv)| argv.iter().any(|a| a == "--load"))
+        .filter(|(_, argv)| (argv.iter()).any(|a| a == "--load" || a.starts_with("type=docker")))
         .map(|(i, _)| i)
         .collect();
     let same_binary: Vec<&String> = (plan.iter())

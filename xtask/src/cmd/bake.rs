@@ -94,7 +94,7 @@ mod tests {
             );
             let output = match &image.output {
                 Some(dir) => json!([format!("type=local,dest={}", dir.display())]),
-                None => json!(["type=docker"]),
+                None => json!(["type=docker,compression=uncompressed"]),
             };
             assert_eq!(target["output"], output, "{}", image.name);
             if image.output.is_none() {

@@ -76,6 +76,7 @@ fn build_options(args: &CacheBuildArgs) -> flags::BuildOptions {
         builders: Vec::new(),
         no_retry: false,
         push_partial: false,
+        compression: None,
     }
 }
 
