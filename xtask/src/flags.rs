@@ -312,7 +312,7 @@ pub struct BuildOptions {
     pub pull: bool,
     /// The compression of the images' new layers. Default: uncompressed for images loaded into
     /// the engine (it unpacks them at once: gzip only costs CPU, 0.5 s instead of 0.1 s for a
-    /// 30 MB binary, docs/SCALING.md), BuildKit's (gzip) for --push
+    /// 15 MB binary, docs/SCALING.md), BuildKit's (gzip) for --push
     #[arg(long, value_enum)]
     pub compression: Option<crate::target::Compression>,
 }

@@ -95,14 +95,27 @@ struct Probe {
     report: Option<BinariesReport>,
     /// The probe's own line of its run (`first`).
     ran: Option<session::ImageReport>,
-    /// The removal of superseded layer records, beside the probe and the builds.
-    tidy: Option<Tidy>,
+    /// The removal of superseded layer records beside the probe: how many records, how many
+    /// bytes.
+    tidied: (usize, u64),
     /// Image -> what it is made of now.
     products: BTreeMap<String, String>,
 }
 
 /// [`records::remove_superseded`] on its thread: how many records and bytes went.
 type Tidy = std::thread::JoinHandle<anyhow::Result<(usize, u64)>>;
+
+/// What the removal beside the probe did; a failure is a warning (the builds go on).
+fn joined(tidy: Option<Tidy>) -> (usize, u64) {
+    match tidy.map(|t| t.join()) {
+        Some(Ok(Ok(done))) => done,
+        Some(Ok(Err(err))) => {
+            eprintln!("warning: docker-build: superseded layer records not removed: {err:#}");
+            (0, 0)
+        }
+        _ => (0, 0),
+    }
+}
 
 /// `--cache`: where, for which builds, and what is running beside them.
 struct Carry {
@@ -419,7 +432,7 @@ fn probe_binaries(ctx: &mut Ctx) {
         first,
         report: None,
         ran: None,
-        tidy: None,
+        tidied: (0, 0),
         products: BTreeMap::new(),
     };
     if !first {
@@ -427,9 +440,12 @@ fn probe_binaries(ctx: &mut Ctx) {
         ctx.probe = Some(probe);
         return;
     }
-    probe.tidy = tidy_beside(ctx.root, &ctx.todo.builds, &probe.cut);
+    let tidy = tidy_beside(ctx.root, &ctx.todo.builds, &probe.cut);
     let one = ctx.todo.single(probe.build.clone());
     let ran = session::execute(ctx.root, &one, progress::detect_mode());
+    // ended before any image starts: removing a record costs BuildKit the cache of its parent
+    // step (docs/SCALING.md, run 7), which a build resolving that step meanwhile would meet
+    probe.tidied = joined(tidy);
     probe.read(snapshot, &ctx.todo.builds, &ran.images[0]);
     let left_out: Vec<String> = (ctx.todo.builds.iter())
         .filter(|b| {
@@ -466,7 +482,7 @@ fn probe_of(root: &Path, args: &DockerBuildArgs, todo: &Plan) -> Option<(Build, 
     Some((build, cut, text))
 }
 
-/// Beside the probe and the builds: removes the layer records earlier builds of these images
+/// Beside the probe: removes the layer records earlier builds of these images
 /// left (each one kept slows every later build: BuildKit's build record walks them;
 /// docs/SCALING.md), read from their last logs. Not on a named builder or docker context: the
 /// listing and the prune would act on the default one.
@@ -562,16 +578,8 @@ fn binaries_found(ctx: &mut Ctx, report: &mut Report) {
             }
         }
     }
-    let tidied = match probe.tidy.take().map(|t| t.join()) {
-        Some(Ok(Ok(done))) => done,
-        Some(Ok(Err(err))) => {
-            eprintln!("warning: docker-build: superseded layer records not removed: {err:#}");
-            (0, 0)
-        }
-        _ => (0, 0),
-    };
     if let Some(r) = probe.report.as_mut() {
-        (r.superseded_records, r.superseded_bytes) = tidied;
+        (r.superseded_records, r.superseded_bytes) = probe.tidied;
     }
     report.binaries = probe.report.clone();
 }

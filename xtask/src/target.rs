@@ -125,7 +125,7 @@ pub enum Output {
 
 /// How a build compresses the layers it creates (buildx's `compression=`). An image loaded into
 /// the engine is unpacked there at once, so its compressed copy saves nothing on the machine and
-/// costs CPU twice (measured, docs/SCALING.md: a 30 MB binary's layer took 0.5 s to export with
+/// costs CPU twice (measured, docs/SCALING.md: a 15 MB binary's layer took 0.5 s to export with
 /// gzip, 0.1 s uncompressed); a pushed image travels, so BuildKit's default (gzip) stays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]

@@ -192,8 +192,11 @@ pub fn copy_steps(log: &str, from: &str) -> BTreeSet<String> {
 /// The layer records of `steps` an earlier build left and a later one replaced: not in use, and
 /// not the newest record of the same step (the one used last; of records docker shows as used
 /// equally long ago, to the minute, the one created last), which is kept, as is every record
-/// whose last use is unknown. Not per parent: BuildKit gives each generation a parent record of
-/// its own (measured: three generations of one step, three parents). Another checkout's, base's
+/// whose last use is unknown. Not per parent: each generation has a parent record of its own
+/// (measured: three generations of one step, three parents), because removing a record costs
+/// BuildKit the cache of its parent step (the runtime base's `RUN useradd` ran again after each
+/// removal, and stayed cached without it; still a gain at 64 images: docs/SCALING.md, run 7).
+/// Another checkout's, base's
 /// or platform's build of the same step shares that newest one: what it loses is its older
 /// layer, which a rebuild copies again.
 pub fn superseded<'a>(du: &'a Du, steps: &BTreeSet<String>) -> Vec<&'a DuRecord> {
