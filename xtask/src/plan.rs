@@ -143,7 +143,7 @@ impl Build {
     pub fn output_dir(&self) -> Option<&Path> {
         match &self.target.output {
             Output::Local(dir) => Some(dir),
-            Output::Load | Output::Push | Output::Uncompressed(_) => None,
+            Output::Load | Output::Push | Output::Registry(_) => None,
         }
     }
 
@@ -354,7 +354,7 @@ fn build(
     let compression = match output {
         Output::Load => Some(options.compression.unwrap_or(Compression::Uncompressed)),
         Output::Push => options.compression,
-        Output::Local(_) | Output::Uncompressed(_) => None,
+        Output::Local(_) | Output::Registry(_) => None,
     };
     let target = Target {
         name: image.name.clone(),

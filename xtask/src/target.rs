@@ -118,9 +118,9 @@ pub enum Output {
     Push,
     /// Files exported to a directory (`type=local,dest=...`).
     Local(PathBuf),
-    /// Pushed as the image `name` with its layers uncompressed (`type=registry,name=...,
-    /// compression=uncompressed`): a cache entry, whose archives are compressed already.
-    Uncompressed(String),
+    /// Pushed as the image `name`, not by tag (`type=registry,name=...`): a cache entry, its
+    /// layers uncompressed (the target's `compression`: its archives are compressed already).
+    Registry(String),
 }
 
 /// How a build compresses the layers it creates (buildx's `compression=`). An image loaded into
@@ -136,12 +136,12 @@ pub enum Compression {
 }
 
 impl Compression {
-    pub fn name(self) -> &'static str {
-        match self {
-            Compression::Uncompressed => "uncompressed",
-            Compression::Gzip => "gzip",
-            Compression::Zstd => "zstd",
-        }
+    /// As buildx and the flag spell it.
+    pub fn name(self) -> String {
+        clap::ValueEnum::to_possible_value(&self)
+            .expect("every compression is a flag value")
+            .get_name()
+            .to_string()
     }
 }
 
@@ -335,9 +335,7 @@ impl Target {
             Output::Load => format!("type=docker{compression}"),
             Output::Push => format!("type=registry{compression}"),
             Output::Local(dest) => format!("type=local,dest={}", path_arg(dest)),
-            Output::Uncompressed(name) => {
-                format!("type=registry,name={name},compression=uncompressed")
-            }
+            Output::Registry(name) => format!("type=registry,name={name}{compression}"),
         }
     }
 }
@@ -498,7 +496,8 @@ mod tests {
             contexts: vec![("entry".into(), "docker-image://r:5000/c:k".into())],
             labels: vec![("org.x".into(), "{}".into())],
             no_provenance: true,
-            output: Output::Uncompressed("r:5000/c:k".into()),
+            output: Output::Registry("r:5000/c:k".into()),
+            compression: Some(Compression::Uncompressed),
             docker_context: Some("second".into()),
             ..Target::default()
         };

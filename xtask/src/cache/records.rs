@@ -196,9 +196,8 @@ pub fn copy_steps(log: &str, from: &str) -> BTreeSet<String> {
 /// (measured: three generations of one step, three parents), because removing a record costs
 /// BuildKit the cache of its parent step (the runtime base's `RUN useradd` ran again after each
 /// removal, and stayed cached without it; still a gain at 64 images: docs/SCALING.md, run 7).
-/// Another checkout's, base's
-/// or platform's build of the same step shares that newest one: what it loses is its older
-/// layer, which a rebuild copies again.
+/// Another checkout's, base's or platform's build of the same step shares that newest one: what
+/// it loses is its older layer, which a rebuild copies again.
 pub fn superseded<'a>(du: &'a Du, steps: &BTreeSet<String>) -> Vec<&'a DuRecord> {
     let ours = |r: &&DuRecord| r.kind == "regular" && steps.contains(&r.description);
     let key = |r: &'a DuRecord| r.description.as_str();
