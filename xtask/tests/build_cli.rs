@@ -119,6 +119,35 @@ fn compression_is_uncompressed_for_loads_and_buildkits_for_pushes_unless_given()
 }
 
 #[test]
+fn compression_combines_with_the_other_build_flags() {
+    let push = ["--push", "--registry", "reg.example/attune"];
+    let combos: Vec<Vec<&str>> = vec![
+        vec!["--strategy", "per-service"],
+        vec!["--jobs", "1"],
+        vec!["--platform", "linux/amd64"],
+        vec!["--no-cache"],
+        vec!["--pull"],
+        vec!["--build-arg", "X=1"],
+        vec!["--timings", "--strategy", "workspace"],
+        vec!["--builder", "remote"],
+        push.to_vec(),
+        [&push[..], &["--push-partial"]].concat(),
+        [&push[..], &["--builders", "default,other"]].concat(),
+    ];
+    for extra in combos {
+        let mut argv = vec!["--dry-run", "--compression", "zstd"];
+        argv.extend(extra.iter().copied());
+        argv.push("api");
+        let out = Test::docker_build(argv.clone()).no_docker().run();
+        out.expect_code(0);
+        let line = (out.stdout.lines())
+            .find(|l| l.contains("--tag") && l.contains("attune-api"))
+            .unwrap_or_else(|| panic!("{argv:?}: no api build: {}", out.stdout));
+        assert!(line.contains(",compression=zstd "), "{argv:?}: {line}");
+    }
+}
+
+#[test]
 fn dry_run_jobs_grouping() {
     let out = Test::docker_build(["--dry-run", "--jobs", "2", "services"])
         .no_docker()
