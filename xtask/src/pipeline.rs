@@ -95,9 +95,6 @@ struct Probe {
     report: Option<BinariesReport>,
     /// The probe's own line of its run (`first`).
     ran: Option<session::ImageReport>,
-    /// The removal of superseded layer records beside the probe: how many records, how many
-    /// bytes.
-    tidied: (usize, u64),
     /// Image -> what it is made of now.
     products: BTreeMap<String, String>,
 }
@@ -432,7 +429,6 @@ fn probe_binaries(ctx: &mut Ctx) {
         first,
         report: None,
         ran: None,
-        tidied: (0, 0),
         products: BTreeMap::new(),
     };
     if !first {
@@ -445,8 +441,11 @@ fn probe_binaries(ctx: &mut Ctx) {
     let ran = session::execute(ctx.root, &one, progress::detect_mode());
     // ended before any image starts: removing a record costs BuildKit the cache of its parent
     // step (docs/SCALING.md, run 7), which a build resolving that step meanwhile would meet
-    probe.tidied = joined(tidy);
+    let tidied = joined(tidy);
     probe.read(snapshot, &ctx.todo.builds, &ran.images[0]);
+    if let Some(r) = probe.report.as_mut() {
+        (r.superseded_records, r.superseded_bytes) = tidied;
+    }
     let left_out: Vec<String> = (ctx.todo.builds.iter())
         .filter(|b| {
             snapshot
@@ -482,9 +481,9 @@ fn probe_of(root: &Path, args: &DockerBuildArgs, todo: &Plan) -> Option<(Build, 
     Some((build, cut, text))
 }
 
-/// Beside the probe: removes the layer records earlier builds of these images
-/// left (each one kept slows every later build: BuildKit's build record walks them;
-/// docs/SCALING.md), read from their last logs. Not on a named builder or docker context: the
+/// Beside the probe: removes the layer records earlier builds of these images left (each one
+/// kept slows every later build: BuildKit's build record walks them; docs/SCALING.md), read
+/// from their last logs. Not on a named builder or docker context: the
 /// listing and the prune would act on the default one.
 fn tidy_beside(root: &Path, builds: &[Build], cut: &str) -> Option<Tidy> {
     if (builds.iter()).any(|b| b.target.builder.is_some() || b.target.docker_context.is_some()) {
@@ -577,9 +576,6 @@ fn binaries_found(ctx: &mut Ctx, report: &mut Report) {
                 image.cargo_started = ran.cargo_started;
             }
         }
-    }
-    if let Some(r) = probe.report.as_mut() {
-        (r.superseded_records, r.superseded_bytes) = probe.tidied;
     }
     report.binaries = probe.report.clone();
 }
