@@ -28,6 +28,7 @@ use crate::{
         records,
         transfer::{self, Outcome},
     },
+    engine_use::{self, EngineUse},
     exec::{events::CargoStep, progress, runner::Outcome as Ran},
     flags::{self, DockerBuildArgs},
     history,
@@ -99,12 +100,20 @@ struct Probe {
     products: BTreeMap<String, String>,
 }
 
-/// [`records::remove_superseded`] on its thread: how many records and bytes went.
-type Tidy = std::thread::JoinHandle<anyhow::Result<(usize, u64)>>;
+/// [`records::remove_superseded`] on its thread (how many records and bytes went), and the
+/// flag that tells it the probe has ended.
+struct Tidy {
+    handle: std::thread::JoinHandle<anyhow::Result<(usize, u64)>>,
+    probe_ended: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
 /// What the removal beside the probe did; a failure is a warning (the builds go on).
 fn joined(tidy: Option<Tidy>) -> (usize, u64) {
-    match tidy.map(|t| t.join()) {
+    let joined = tidy.map(|t| {
+        (t.probe_ended).store(true, std::sync::atomic::Ordering::SeqCst);
+        t.handle.join()
+    });
+    match joined {
         Some(Ok(Ok(done))) => done,
         Some(Ok(Err(err))) => {
             eprintln!("warning: docker-build: superseded layer records not removed: {err:#}");
@@ -436,12 +445,13 @@ fn probe_binaries(ctx: &mut Ctx) {
         ctx.probe = Some(probe);
         return;
     }
-    let tidy = tidy_beside(ctx.root, &ctx.todo.builds, &probe.cut);
+    let tidy = tidy_beside(ctx.root, &ctx.todo.builds, &probe.cut, &probe.build);
     let one = ctx.todo.single(probe.build.clone());
     let ran = session::execute(ctx.root, &one, progress::detect_mode());
     // ended before any image starts: removing a record costs BuildKit the cache of its parent
     // step (docs/SCALING.md, run 7), which a build resolving that step meanwhile would meet
     let tidied = joined(tidy);
+    engine_use::with(EngineUse::share);
     probe.read(snapshot, &ctx.todo.builds, &ran.images[0]);
     if let Some(r) = probe.report.as_mut() {
         (r.superseded_records, r.superseded_bytes) = tidied;
@@ -483,9 +493,11 @@ fn probe_of(root: &Path, args: &DockerBuildArgs, todo: &Plan) -> Option<(Build, 
 
 /// Beside the probe: removes the layer records earlier builds of these images left (each one
 /// kept slows every later build: BuildKit's build record walks them; docs/SCALING.md), read
-/// from their last logs. Not on a named builder or docker context: the
-/// listing and the prune would act on the default one.
-fn tidy_beside(root: &Path, builds: &[Build], cut: &str) -> Option<Tidy> {
+/// from their last logs. Only while this run holds the engine alone (no other run builds on it:
+/// [`crate::engine_use`]), and only once the probe's own cargo step runs (its cache lookups are
+/// over) or the probe ended. Not on a named builder or docker context: the listing and the
+/// prune would act on the default one.
+fn tidy_beside(root: &Path, builds: &[Build], cut: &str, probe: &Build) -> Option<Tidy> {
     if (builds.iter()).any(|b| b.target.builder.is_some() || b.target.docker_context.is_some()) {
         return None;
     }
@@ -493,9 +505,26 @@ fn tidy_beside(root: &Path, builds: &[Build], cut: &str) -> Option<Tidy> {
         .filter_map(|b| std::fs::read_to_string(root.join(&b.log)).ok())
         .flat_map(|log| records::copy_steps(&log, cut))
         .collect();
-    Some(std::thread::spawn(move || {
+    if steps.is_empty() || !engine_use::with(EngineUse::try_alone) {
+        return None;
+    }
+    let log = root.join(&probe.log);
+    // an earlier run's log must not start it
+    let _ = std::fs::remove_file(&log);
+    let probe_ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ended = probe_ended.clone();
+    let handle = std::thread::spawn(move || {
+        while !ended.load(std::sync::atomic::Ordering::SeqCst)
+            && !(std::fs::read_to_string(&log)).is_ok_and(|t| records::cargo_step_started(&t))
+        {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
         records::remove_superseded(&steps)
-    }))
+    });
+    Some(Tidy {
+        handle,
+        probe_ended,
+    })
 }
 
 impl Probe {

@@ -189,6 +189,20 @@ pub fn copy_steps(log: &str, from: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Whether a build log shows its cargo step begun (`#14 [builder 6/6] RUN ... cargo build ...`):
+/// the build's lookups of the steps before it are over.
+pub fn cargo_step_started(log: &str) -> bool {
+    (log.lines()).any(|line| {
+        line.strip_prefix('#')
+            .and_then(|l| l.split_once(' '))
+            .is_some_and(|(num, rest)| {
+                num.chars().all(|c| c.is_ascii_digit())
+                    && rest.starts_with('[')
+                    && crate::exec::events::is_cargo_step(rest)
+            })
+    })
+}
+
 /// The layer records of `steps` an earlier build left and a later one replaced: not in use, and
 /// not the newest record of the same step (the one used last; of records docker shows as used
 /// equally long ago, to the minute, the one created last), which is kept, as is every record
@@ -299,6 +313,20 @@ mod tests {
         assert_eq!(gone, ["a2", "q1", "b0"]);
         let argv = prune_argv(&superseded(&du, &steps));
         assert_eq!(argv.last().unwrap(), "id=^(a2|q1|b0)$");
+    }
+
+    #[test]
+    fn the_cargo_step_is_seen_once_it_begins() {
+        let before = "#5 [builder 5/6] COPY crates crates\n#5 DONE 0.1s\n";
+        assert!(!cargo_step_started(before));
+        let begun = format!(
+            "{before}#6 [builder 6/6] RUN --mount=type=cache,target=/cargo-home     cargo build --release\n"
+        );
+        assert!(cargo_step_started(&begun));
+        assert!(
+            !cargo_step_started("#6 1.2 cargo build --release\n"),
+            "its output is not the step"
+        );
     }
 
     #[test]

@@ -73,6 +73,8 @@ pub trait Reporter: Sync {
 /// Runs `jobs`, at most `parallel` at a time, and returns their results in the jobs' order.
 pub fn run_all(jobs: &[Job], parallel: usize, reporter: &dyn Reporter) -> Vec<JobResult> {
     install_signal_handler();
+    // no removal of layer records by another run while these build (crate::engine_use)
+    crate::engine_use::hold_shared();
     let queue: Mutex<VecDeque<usize>> = Mutex::new((0..jobs.len()).collect());
     let results: Mutex<Vec<Option<JobResult>>> = Mutex::new(vec![None; jobs.len()]);
     thread::scope(|s| {

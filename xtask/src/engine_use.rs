@@ -1,0 +1,230 @@
+//! Who uses the engine: every run of this xtask that builds on an engine holds that engine's lock
+//! shared from its first build to its end, and docker-build's removal of superseded layer records
+//! ([`crate::cache::records::remove_superseded`]) runs only while its run holds the lock alone.
+//!
+//! Why: a prune while another run's build resolves its cache fails that build (measured on a
+//! fresh machine, CI of stop 28: two engine tests at once, one removing records, and the other's
+//! seven builds failed with `failed to get state for index 0 on [builder 5/6] COPY crates
+//! crates`). The lock is flock(2) (std's lock on Linux) on one file per engine in the temporary
+//! directory, so it also holds between checkouts, and the kernel releases it when a run dies.
+//! Builds of other tools on the same engine are not covered; the removal only touches records
+//! of this workspace's own steps.
+
+use std::{
+    fs::{File, OpenOptions},
+    path::PathBuf,
+    sync::Mutex,
+};
+
+/// What this process holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Held {
+    Nothing,
+    Shared,
+    Alone,
+}
+
+/// The lock of one engine, as one process holds it.
+pub struct EngineUse {
+    path: PathBuf,
+    file: Option<File>,
+    held: Held,
+}
+
+/// The lock file's name for an engine: `DOCKER_HOST` or `DOCKER_CONTEXT` as the user set them
+/// (or as [`crate::engine::use_private_engine_if_needed`] set them), in file-name characters.
+pub fn lock_name(host: Option<&str>, context: Option<&str>) -> String {
+    let engine = match (host, context) {
+        (Some(h), _) if !h.is_empty() => h.to_string(),
+        (_, Some(c)) if !c.is_empty() => format!("context-{c}"),
+        _ => "default".to_string(),
+    };
+    let safe: String = (engine.chars())
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '.' => c,
+            _ => '_',
+        })
+        .take(120)
+        .collect();
+    format!("attune-xtask-engine-{safe}.lock")
+}
+
+impl EngineUse {
+    /// The lock at `path`; nothing is opened or held yet.
+    pub fn at(path: PathBuf) -> EngineUse {
+        EngineUse {
+            path,
+            file: None,
+            held: Held::Nothing,
+        }
+    }
+
+    /// The lock of the engine the environment names.
+    pub fn of_environment() -> EngineUse {
+        let host = std::env::var("DOCKER_HOST").ok();
+        let context = std::env::var("DOCKER_CONTEXT").ok();
+        EngineUse::at(std::env::temp_dir().join(lock_name(host.as_deref(), context.as_deref())))
+    }
+
+    pub fn held(&self) -> Held {
+        self.held
+    }
+
+    /// The open lock file; `None` (with a warning, once) when it cannot be opened: then nothing
+    /// is held and nothing is removed.
+    fn file(&mut self) -> Option<&File> {
+        if self.file.is_none() {
+            match OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&self.path)
+            {
+                Ok(f) => self.file = Some(f),
+                Err(err) => {
+                    eprintln!(
+                        "warning: cannot open {}: {err}; superseded layer records are left in the engine",
+                        self.path.display()
+                    );
+                    self.path = PathBuf::new();
+                    return None;
+                }
+            }
+        }
+        self.file.as_ref()
+    }
+
+    /// Holds the engine shared, waiting (and saying so) while another run removes records. One
+    /// that holds it alone keeps it alone: its own builds do not conflict with themselves.
+    pub fn shared(&mut self) {
+        if self.held != Held::Nothing || self.path.as_os_str().is_empty() {
+            return;
+        }
+        let Some(file) = self.file() else {
+            return;
+        };
+        if file.try_lock_shared().is_err() {
+            eprintln!("docker-build: another run is removing superseded layer records on this engine; waiting for it");
+            if let Err(err) = file.lock_shared() {
+                eprintln!("warning: cannot lock {}: {err}", self.path.display());
+                return;
+            }
+        }
+        self.held = Held::Shared;
+    }
+
+    /// Takes the engine alone when no other run holds it (true); otherwise holds it shared as
+    /// before (false). Never waits.
+    pub fn try_alone(&mut self) -> bool {
+        if self.held == Held::Alone {
+            return true;
+        }
+        let before = self.held;
+        let Some(file) = self.file() else {
+            return false;
+        };
+        if before == Held::Shared {
+            let _ = file.unlock();
+        }
+        if file.try_lock().is_ok() {
+            self.held = Held::Alone;
+            return true;
+        }
+        self.held = Held::Nothing;
+        if before == Held::Shared {
+            self.shared();
+        }
+        false
+    }
+
+    /// From alone back to shared, for the builds after the removal (another run may take it
+    /// alone in between; then this waits for its removal to end).
+    pub fn share(&mut self) {
+        if self.held != Held::Alone {
+            return;
+        }
+        if let Some(file) = self.file() {
+            let _ = file.unlock();
+        }
+        self.held = Held::Nothing;
+        self.shared();
+    }
+}
+
+static ENGINE: Mutex<Option<EngineUse>> = Mutex::new(None);
+
+/// This process's lock of the engine the environment names.
+pub fn with<T>(f: impl FnOnce(&mut EngineUse) -> T) -> T {
+    let mut guard = ENGINE.lock().unwrap_or_else(|e| e.into_inner());
+    f(guard.get_or_insert_with(EngineUse::of_environment))
+}
+
+/// Before any build of this process: the engine held at least shared, until the process ends.
+pub fn hold_shared() {
+    with(EngineUse::shared)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("engine-use-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn lock_names_follow_the_engine() {
+        assert_eq!(
+            lock_name(Some("unix:///var/run/x.sock"), Some("ignored")),
+            "attune-xtask-engine-unix____var_run_x.sock.lock"
+        );
+        assert_eq!(
+            lock_name(None, Some("ci")),
+            "attune-xtask-engine-context-ci.lock"
+        );
+        assert_eq!(
+            lock_name(Some(""), None),
+            "attune-xtask-engine-default.lock"
+        );
+        assert_ne!(
+            lock_name(Some("tcp://a:1"), None),
+            lock_name(Some("tcp://b:1"), None)
+        );
+    }
+
+    #[test]
+    fn the_removal_is_alone_or_does_not_run() {
+        let p = path("alone");
+        let (mut a, mut b) = (EngineUse::at(p.clone()), EngineUse::at(p.clone()));
+        a.shared();
+        assert_eq!(a.held(), Held::Shared);
+        assert!(!b.try_alone(), "another run builds: no removal");
+        assert_eq!(b.held(), Held::Nothing);
+        b.shared();
+        assert_eq!(b.held(), Held::Shared, "two runs build side by side");
+        assert!(!a.try_alone(), "b still builds");
+        assert_eq!(a.held(), Held::Shared, "a failed try keeps a's shared hold");
+        drop(b);
+        assert!(a.try_alone(), "alone once b has ended");
+        let mut c = EngineUse::at(p.clone());
+        assert!(!c.try_alone());
+        a.share();
+        assert_eq!(a.held(), Held::Shared);
+        c.shared();
+        assert_eq!(
+            c.held(),
+            Held::Shared,
+            "after the removal, other runs build"
+        );
+    }
+
+    #[test]
+    fn an_unopenable_lock_holds_nothing_and_removes_nothing() {
+        let mut u = EngineUse::at(path("missing-dir").join("no").join("lock"));
+        assert!(!u.try_alone());
+        u.shared();
+        assert_eq!(u.held(), Held::Nothing);
+    }
+}
