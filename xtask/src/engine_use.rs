@@ -1,6 +1,6 @@
 //! Who uses the engine: every run of this xtask that builds on an engine holds that engine's lock
 //! shared from its first build to its end, and docker-build's removal of superseded layer records
-//! ([`crate::cache::records::remove_superseded`]) runs only while its run holds the lock alone.
+//! ([`crate::cache::records::remove`]) runs only while its run holds the lock alone.
 //!
 //! Why: a prune while another run's build resolves its cache fails that build (measured on a
 //! fresh machine, CI of stop 28: two engine tests at once, one removing records, and the other's

@@ -100,7 +100,7 @@ struct Probe {
     products: BTreeMap<String, String>,
 }
 
-/// [`records::remove_superseded`] on its thread (how many records and bytes went), and the
+/// [`records::list_superseded`] and [`records::remove`] on their thread (how many records and bytes went), and the
 /// flag that tells it the probe has ended.
 struct Tidy {
     handle: std::thread::JoinHandle<anyhow::Result<(usize, u64)>>,
@@ -514,12 +514,15 @@ fn tidy_beside(root: &Path, builds: &[Build], cut: &str, probe: &Build) -> Optio
     let probe_ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ended = probe_ended.clone();
     let handle = std::thread::spawn(move || {
-        while !ended.load(std::sync::atomic::Ordering::SeqCst)
+        // the listing only reads: at once; the prune waits
+        let gone = records::list_superseded(&steps)?;
+        while !gone.is_empty()
+            && !ended.load(std::sync::atomic::Ordering::SeqCst)
             && !(std::fs::read_to_string(&log)).is_ok_and(|t| records::cargo_step_started(&t))
         {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        records::remove_superseded(&steps)
+        records::remove(&gone)
     });
     Some(Tidy {
         handle,

@@ -1,7 +1,7 @@
 //! BuildKit's cache records as `docker buildx du --verbose` lists them: the parse, the layer
 //! records later builds superseded and the prune of them (pure), and the listing and the prune
 //! themselves (processes). `cache du|prune` show and remove this workspace's cache mounts;
-//! docker-build removes the superseded layer records of its images ([`remove_superseded`]).
+//! docker-build removes the superseded layer records of its images ([`list_superseded`], [`remove`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -244,19 +244,25 @@ pub fn prune_argv(records: &[&DuRecord]) -> Vec<String> {
         .collect()
 }
 
-/// Removes the layer records of `steps` that later builds superseded ([`superseded`]): one
-/// listing and one prune. Returns how many records and bytes went, as the prune listed them.
-pub fn remove_superseded(steps: &BTreeSet<String>) -> anyhow::Result<(usize, u64)> {
+/// The layer records of `steps` that later builds superseded ([`superseded`]), as one listing
+/// shows them now. Reading only: it may run while builds resolve their cache.
+pub fn list_superseded(steps: &BTreeSet<String>) -> anyhow::Result<Vec<DuRecord>> {
     if steps.is_empty() {
-        return Ok((0, 0));
+        return Ok(Vec::new());
     }
     let du = parse_du(&buildx_du()?);
-    let gone = superseded(&du, steps);
+    Ok(superseded(&du, steps).into_iter().cloned().collect())
+}
+
+/// Removes `gone` ([`list_superseded`]) in one prune; BuildKit keeps a record that came into use
+/// since. Returns how many records and bytes went, as the prune listed them.
+pub fn remove(gone: &[DuRecord]) -> anyhow::Result<(usize, u64)> {
     if gone.is_empty() {
         return Ok((0, 0));
     }
-    let listed = docker(&prune_argv(&gone))?;
-    let removed: Vec<&&DuRecord> = (gone.iter())
+    let refs: Vec<&DuRecord> = gone.iter().collect();
+    let listed = docker(&prune_argv(&refs))?;
+    let removed: Vec<&DuRecord> = (gone.iter())
         .filter(|r| listed.lines().any(|l| l.starts_with(r.record.as_str())))
         .collect();
     Ok((removed.len(), removed.iter().map(|r| r.size_bytes).sum()))
