@@ -168,10 +168,8 @@ pub fn hold_shared() {
 mod tests {
     use super::*;
 
-    fn path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("engine-use-test-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir.join(name)
+    fn dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     #[test]
@@ -196,7 +194,8 @@ mod tests {
 
     #[test]
     fn the_removal_is_alone_or_does_not_run() {
-        let p = path("alone");
+        let d = dir();
+        let p = d.path().join("alone");
         let (mut a, mut b) = (EngineUse::at(p.clone()), EngineUse::at(p.clone()));
         a.shared();
         assert_eq!(a.held(), Held::Shared);
@@ -222,7 +221,8 @@ mod tests {
 
     #[test]
     fn an_unopenable_lock_holds_nothing_and_removes_nothing() {
-        let mut u = EngineUse::at(path("missing-dir").join("no").join("lock"));
+        let d = dir();
+        let mut u = EngineUse::at(d.path().join("no").join("lock"));
         assert!(!u.try_alone());
         u.shared();
         assert_eq!(u.held(), Held::Nothing);
