@@ -1,7 +1,7 @@
 //! BuildKit's `--progress=rawjson` stream -> steps started, finished, cached or failed.
 //!
-//! buildx prints one pretty-printed JSON object per status update (`{` and `}` alone on their
-//! lines) and, at the end, plain-text lines such as `ERROR: failed to solve: ...`. [`Splitter`]
+//! buildx prints one JSON object per status update (0.13: pretty-printed, `{` and `}` alone on
+//! their lines; 0.14 and later: one object per line) and, at the end, plain-text lines such as `ERROR: failed to solve: ...`. [`Splitter`]
 //! separates the two; [`Tracker`] folds the updates into per-step state and renders the
 //! human-readable log that lands in `target/xtask/logs/<image>.log`.
 
@@ -25,6 +25,12 @@ pub struct Splitter {
 
 impl Splitter {
     pub fn push_line(&mut self, line: &str) -> Option<Chunk> {
+        // buildx 0.14 and later: one object per line
+        if self.depth == 0 && line.starts_with('{') && line.ends_with('}') && line.len() > 1 {
+            if let Ok(status) = serde_json::from_str::<SolveStatus>(line) {
+                return Some(Chunk::Status(Box::new(status)));
+            }
+        }
         if self.depth == 0 && line != "{" {
             return Some(Chunk::Text(line.to_string()));
         }
@@ -351,6 +357,30 @@ mod tests {
         assert_eq!(tracker.cargo_step(), CargoStep::Ran);
         assert_eq!(tracker.cargo_steps()[0].seconds(), Some(30.5));
         assert!(!fully_cached(tracker.steps()));
+    }
+
+    #[test]
+    fn buildx_0_14_and_later_print_one_object_per_line() {
+        // the same stream as the pretty-printed one above, as buildx 0.29 prints it
+        let compact = |v: &str| {
+            let v: serde_json::Value = serde_json::from_str(v).unwrap();
+            serde_json::to_string(&serde_json::json!({ "vertexes": [v] })).unwrap()
+        };
+        let stream = [
+            compact(&format!(r#"{{"digest":"sha256:a","name":"{RUN}","started":"2026-11-29T12:00:00Z"}}"#)),
+            r#"{"logs":[{"vertex":"sha256:a","stream":1,"data":"aGVsbG8K","timestamp":"x"}]}"#.to_string(),
+            compact(&format!(r#"{{"digest":"sha256:a","name":"{RUN}","started":"2026-11-29T12:00:00Z","completed":"2026-11-29T12:00:30.5Z"}}"#)),
+            "{not json}".to_string(),
+            "ERROR: failed to solve: something".to_string(),
+        ]
+        .join("\n");
+        let mut tracker = Tracker::default();
+        let (log, _) = feed(&mut tracker, &mut Splitter::default(), &stream);
+        assert_eq!(
+            log,
+            format!("#1 {RUN}\n#1 hello\n#1 DONE 30.5s\n{{not json}}\nERROR: failed to solve: something\n")
+        );
+        assert_eq!(tracker.cargo_step(), CargoStep::Ran);
     }
 
     #[test]
