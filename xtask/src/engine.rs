@@ -1,8 +1,8 @@
 //! `cargo xtask engine up|down|status`: a real Docker engine with BuildKit on a machine that has none.
 //!
 //! When no Docker daemon is reachable, `up` installs Debian's docker.io, docker-buildx and
-//! docker-compose (from the next release's suite, pinned low, through the mirror the machine's
-//! own apt sources name), starts a private dockerd on its own socket under the engine directory
+//! docker-compose (from Debian testing, pinned low, through the mirror the machine's own apt
+//! sources name; a private engine older than [`ENGINE_MAJOR`] is upgraded and restarted), starts a private dockerd on its own socket under the engine directory
 //! (default `/var/lib/attune-engine`, or `ATTUNE_ENGINE_DIR`), and, when no registry can be
 //! reached, creates the base images the Dockerfiles name from debootstrap plus the host's Rust
 //! toolchain and CA bundle. Every step checks first and does nothing when already done.
@@ -34,7 +34,37 @@ use crate::{
 
 /// The Debian release the images are based on, and the suite Docker's packages come from.
 const DEBIAN_SUITE: &str = "bookworm";
-const ENGINE_SUITE: &str = "trixie";
+const ENGINE_SUITE: &str = "forky";
+/// The oldest Docker the private engine runs. Measured (docs/SCALING.md, run 8): Docker 26.1's
+/// BuildKit (0.13) walks every cache record linked to a build's steps to write the build's
+/// history record, after every build; at 64 images that walk and its garbage were about 45% of
+/// dockerd's CPU. Docker 28.5 (Debian testing) skips it: the 64 images after a change in common
+/// took 16-19 s there against 25 s on 26.1, on the same machine.
+pub const ENGINE_MAJOR: u32 = 28;
+/// The apt source and pin `up` writes, and the names earlier versions wrote (removed).
+const APT_SOURCE: &str = "/etc/apt/sources.list.d/attune-engine.sources";
+const APT_PIN: &str = "/etc/apt/preferences.d/attune-engine";
+const OLD_APT_FILES: [&str; 2] = [
+    "/etc/apt/sources.list.d/attune-engine-trixie.sources",
+    "/etc/apt/preferences.d/attune-engine-trixie",
+];
+
+/// The major version in `dockerd --version`'s output (`Docker version 26.1.5+dfsg1, build ...`).
+pub fn docker_major(version_text: &str) -> Option<u32> {
+    let version = version_text.split("version").nth(1)?.trim_start();
+    version.split('.').next()?.trim().parse().ok()
+}
+
+/// The installed dockerd's major version, when there is one that answers `--version`.
+fn installed_major() -> Option<u32> {
+    let out = crate::proc::output(Command::new("dockerd").arg("--version")).ok()?;
+    docker_major(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Whether the installed dockerd is older than [`ENGINE_MAJOR`].
+fn installed_outdated() -> bool {
+    installed_major().is_some_and(|m| m < ENGINE_MAJOR)
+}
 pub const RUNTIME_IMAGE: &str = "debian:bookworm-slim";
 
 pub fn rust_image(rust_version: &str) -> String {
@@ -81,8 +111,14 @@ impl EngineDir {
         self.root.join("daemon.json")
     }
     /// Whether the running daemon was started with this version's configuration (an engine
-    /// started by an older xtask has no `--config-file`, hence no containerd image store).
+    /// started by an older xtask has no `--config-file`, hence no containerd image store) and
+    /// from the installed binary (an upgrade replaced it: `/proc/PID/exe` says `(deleted)`).
     fn runs_current_config(&self, pid: u32) -> bool {
+        let replaced = fs::read_link(format!("/proc/{pid}/exe"))
+            .is_ok_and(|exe| exe.to_string_lossy().ends_with(" (deleted)"));
+        if replaced {
+            return false;
+        }
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let config = format!("--config-file={}", self.config_file().display());
         cmdline
@@ -156,7 +192,7 @@ pub fn up(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
     let before = probe();
     let ours_outdated = dir
         .running_pid()
-        .is_some_and(|pid| !dir.runs_current_config(pid))
+        .is_some_and(|pid| !dir.runs_current_config(pid) || installed_outdated())
         && std::env::var("DOCKER_HOST").ok() == Some(dir.docker_host());
     if before.reachable() && before.buildx_version.is_some() && !ours_outdated {
         eprintln!(
@@ -266,20 +302,22 @@ fn buildx_installed() -> bool {
     .any(|p| Path::new(p).exists())
 }
 
-/// Installs dockerd, buildx and compose from Debian's next release, pinned so that nothing else
-/// comes from it, plus debootstrap from the default suite. Does nothing when all are present.
+/// Installs dockerd, buildx and compose from Debian testing, pinned so that nothing else comes
+/// from it, plus debootstrap from the default suite. Does nothing when all are present and the
+/// dockerd is not older than [`ENGINE_MAJOR`]; an older one is upgraded with the other three.
 fn install_packages() -> anyhow::Result<()> {
+    let upgrade = installed_outdated();
     let mut wanted: Vec<String> = Vec::new();
-    if which::which("dockerd").is_err() {
+    if upgrade || which::which("dockerd").is_err() {
         wanted.push(format!("docker.io/{ENGINE_SUITE}"));
     }
-    if !buildx_installed() {
+    if upgrade || !buildx_installed() {
         wanted.push(format!("docker-buildx/{ENGINE_SUITE}"));
     }
-    if !Path::new("/usr/libexec/docker/cli-plugins/docker-compose").exists() {
+    if upgrade || !Path::new("/usr/libexec/docker/cli-plugins/docker-compose").exists() {
         wanted.push(format!("docker-compose/{ENGINE_SUITE}"));
     }
-    if which::which("docker").is_err() {
+    if upgrade || which::which("docker").is_err() {
         wanted.push(format!("docker-cli/{ENGINE_SUITE}"));
     }
     if which::which("debootstrap").is_err() {
@@ -292,8 +330,11 @@ fn install_packages() -> anyhow::Result<()> {
         bail!("cannot install {}: no apt-get on this machine (the private engine needs Debian's packages); install Docker with buildx yourself and set DOCKER_HOST", wanted.join(" "));
     }
     let mirror = debian_mirror()?;
+    for old in OLD_APT_FILES {
+        let _ = fs::remove_file(old);
+    }
     write_if_changed(
-        Path::new("/etc/apt/sources.list.d/attune-engine-trixie.sources"),
+        Path::new(APT_SOURCE),
         &format!(
             "# Added by `cargo xtask engine up`: Docker's packages from Debian {ENGINE_SUITE}, pinned low below.\n\
              Types: deb\nURIs: {mirror}\nSuites: {ENGINE_SUITE}\nComponents: main\n\
@@ -301,7 +342,7 @@ fn install_packages() -> anyhow::Result<()> {
         ),
     )?;
     write_if_changed(
-        Path::new("/etc/apt/preferences.d/attune-engine-trixie"),
+        Path::new(APT_PIN),
         &format!("Package: *\nPin: release n={ENGINE_SUITE}\nPin-Priority: 100\n"),
     )?;
     eprintln!("engine: installing {} (from {mirror})", wanted.join(" "));
@@ -390,7 +431,7 @@ pub fn start_dockerd_with(dir: &EngineDir, extra: &[String]) -> anyhow::Result<(
             eprintln!("engine: private dockerd already running (pid {pid})");
             return wait_for_socket(dir);
         }
-        eprintln!("engine: private dockerd (pid {pid}) runs without the containerd image store; restarting it");
+        eprintln!("engine: private dockerd (pid {pid}) runs an older binary or configuration; restarting it");
         stop_dockerd(dir);
     }
     fs::create_dir_all(&dir.root)
@@ -633,6 +674,20 @@ mod tests {
             configured_engine(None, None, Some(r#"{"currentContext": "default"}"#)),
             None
         );
+    }
+
+    #[test]
+    fn docker_major_versions() {
+        assert_eq!(
+            docker_major("Docker version 26.1.5+dfsg1, build a72d7cd\n"),
+            Some(26)
+        );
+        assert_eq!(
+            docker_major("Docker version 28.5.2+dfsg4, build x"),
+            Some(28)
+        );
+        assert_eq!(docker_major("dockerd: not found"), None);
+        assert!(docker_major("Docker version 26.1.5").unwrap() < ENGINE_MAJOR);
     }
 
     #[test]
