@@ -55,13 +55,21 @@ pub fn docker_major(version_text: &str) -> Option<u32> {
     version.split('.').next()?.trim().parse().ok()
 }
 
-/// The installed dockerd's major version, when there is one that answers `--version`.
+/// The major version of Debian's docker.io package, when it is installed (`26.1.5+dfsg1-9`):
+/// only the package `up` installs is ever upgraded, never another Docker on this machine.
 fn installed_major() -> Option<u32> {
-    let out = crate::proc::output(Command::new("dockerd").arg("--version")).ok()?;
-    docker_major(&String::from_utf8_lossy(&out.stdout))
+    let out = crate::proc::output(Command::new("dpkg-query").args([
+        "-W",
+        "-f=${db:Status-Status} ${Version}",
+        "docker.io",
+    ]))
+    .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version = text.strip_prefix("installed ")?;
+    docker_major(&format!("Docker version {version}"))
 }
 
-/// Whether the installed dockerd is older than [`ENGINE_MAJOR`].
+/// Whether the installed docker.io is older than [`ENGINE_MAJOR`].
 fn installed_outdated() -> bool {
     installed_major().is_some_and(|m| m < ENGINE_MAJOR)
 }
@@ -346,7 +354,14 @@ fn install_packages() -> anyhow::Result<()> {
         &format!("Package: *\nPin: release n={ENGINE_SUITE}\nPin-Priority: 100\n"),
     )?;
     eprintln!("engine: installing {} (from {mirror})", wanted.join(" "));
-    install(&wanted)
+    match install(&wanted) {
+        // an engine that runs keeps running when its upgrade cannot be installed
+        Err(err) if upgrade && which::which("dockerd").is_ok() => {
+            eprintln!("warning: engine: the upgrade to Docker {ENGINE_MAJOR} from Debian {ENGINE_SUITE} failed ({err:#}); the installed engine stays");
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// `apt-get update` and `apt-get install` of `packages` (names, or `name/suite`).

@@ -35,7 +35,8 @@ pub struct EngineUse {
 /// (or as [`crate::engine::use_private_engine_if_needed`] set them), in file-name characters.
 pub fn lock_name(host: Option<&str>, context: Option<&str>) -> String {
     let engine = match (host, context) {
-        (Some(h), _) if !h.is_empty() => h.to_string(),
+        // the CLI's default socket, named or not, is one engine
+        (Some(h), _) if !h.is_empty() && h != "unix:///var/run/docker.sock" => h.to_string(),
         (_, Some(c)) if !c.is_empty() => format!("context-{c}"),
         _ => "default".to_string(),
     };
@@ -71,19 +72,16 @@ impl EngineUse {
     }
 
     /// The open lock file; `None` (with a warning, once) when it cannot be opened: then nothing
-    /// is held and nothing is removed.
+    /// is held and nothing is removed. An existing file is opened read-only (flock needs no
+    /// more, and Debian's `fs.protected_regular` refuses a create-open of another user's file in
+    /// /tmp); a missing one is created readable and writable by every user.
     fn file(&mut self) -> Option<&File> {
-        if self.file.is_none() {
-            match OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&self.path)
-            {
+        if self.file.is_none() && !self.path.as_os_str().is_empty() {
+            match open_or_create(&self.path) {
                 Ok(f) => self.file = Some(f),
                 Err(err) => {
                     eprintln!(
-                        "warning: cannot open {}: {err}; superseded layer records are left in the engine",
+                        "warning: cannot open the engine lock {}: {err}; this run neither removes superseded layer records nor is protected from another run's removal",
                         self.path.display()
                     );
                     self.path = PathBuf::new();
@@ -151,6 +149,24 @@ impl EngineUse {
     }
 }
 
+fn open_or_create(path: &std::path::Path) -> std::io::Result<File> {
+    use std::os::unix::fs::PermissionsExt as _;
+    match File::open(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            match OpenOptions::new().write(true).create_new(true).open(path) {
+                Ok(f) => {
+                    let _ = f.set_permissions(std::fs::Permissions::from_mode(0o666));
+                    Ok(f)
+                }
+                // another run created it meanwhile
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => File::open(path),
+                Err(e) => Err(e),
+            }
+        }
+        other => other,
+    }
+}
+
 static ENGINE: Mutex<Option<EngineUse>> = Mutex::new(None);
 
 /// This process's lock of the engine the environment names.
@@ -186,6 +202,10 @@ mod tests {
             lock_name(Some(""), None),
             "attune-xtask-engine-default.lock"
         );
+        assert_eq!(
+            lock_name(Some("unix:///var/run/docker.sock"), None),
+            "attune-xtask-engine-default.lock"
+        );
         assert_ne!(
             lock_name(Some("tcp://a:1"), None),
             lock_name(Some("tcp://b:1"), None)
@@ -217,6 +237,23 @@ mod tests {
             Held::Shared,
             "after the removal, other runs build"
         );
+    }
+
+    #[test]
+    fn a_new_lock_file_is_open_to_every_user_and_an_existing_one_opens_read_only() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let d = dir();
+        let p = d.path().join("lock");
+        let mut a = EngineUse::at(p.clone());
+        a.shared();
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o666
+        );
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o444)).unwrap();
+        let mut b = EngineUse::at(p);
+        b.shared();
+        assert_eq!(b.held(), Held::Shared, "a read-only file still locks");
     }
 
     #[test]

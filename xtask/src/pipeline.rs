@@ -514,15 +514,23 @@ fn tidy_beside(root: &Path, builds: &[Build], cut: &str, probe: &Build) -> Optio
     let probe_ended = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ended = probe_ended.clone();
     let handle = std::thread::spawn(move || {
-        // the listing only reads: at once; the prune waits
-        let gone = records::list_superseded(&steps)?;
-        while !gone.is_empty()
-            && !ended.load(std::sync::atomic::Ordering::SeqCst)
-            && !(std::fs::read_to_string(&log)).is_ok_and(|t| records::cargo_step_started(&t))
-        {
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        records::remove(&gone)
+        let removed = (|| {
+            // the listing only reads: at once; the prune waits
+            let gone = records::list_superseded(&steps)?;
+            while !gone.is_empty()
+                && !ended.load(std::sync::atomic::Ordering::SeqCst)
+                && !(std::fs::read_to_string(&log)).is_ok_and(|t| records::cargo_step_started(&t))
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            if crate::exec::runner::interrupted() {
+                return Ok((0, 0));
+            }
+            records::remove(&gone)
+        })();
+        // other runs may build again at once, not only after this run's probe
+        engine_use::with(EngineUse::share);
+        removed
     });
     Some(Tidy {
         handle,

@@ -26,7 +26,12 @@ pub struct Splitter {
 impl Splitter {
     pub fn push_line(&mut self, line: &str) -> Option<Chunk> {
         // buildx 0.14 and later: one object per line
-        if self.depth == 0 && line.starts_with('{') && line.ends_with('}') && line.len() > 1 {
+        let status_keys = ["\"vertexes\"", "\"statuses\"", "\"logs\"", "\"warnings\""];
+        if self.depth == 0
+            && line.starts_with('{')
+            && line.ends_with('}')
+            && status_keys.iter().any(|k| line.contains(k))
+        {
             if let Ok(status) = serde_json::from_str::<SolveStatus>(line) {
                 return Some(Chunk::Status(Box::new(status)));
             }
@@ -371,6 +376,7 @@ mod tests {
             r#"{"logs":[{"vertex":"sha256:a","stream":1,"data":"aGVsbG8K","timestamp":"x"}]}"#.to_string(),
             compact(&format!(r#"{{"digest":"sha256:a","name":"{RUN}","started":"2026-11-29T12:00:00Z","completed":"2026-11-29T12:00:30.5Z"}}"#)),
             "{not json}".to_string(),
+            r#"{"message":"an object of something else"}"#.to_string(),
             "ERROR: failed to solve: something".to_string(),
         ]
         .join("\n");
@@ -378,7 +384,7 @@ mod tests {
         let (log, _) = feed(&mut tracker, &mut Splitter::default(), &stream);
         assert_eq!(
             log,
-            format!("#1 {RUN}\n#1 hello\n#1 DONE 30.5s\n{{not json}}\nERROR: failed to solve: something\n")
+            format!("#1 {RUN}\n#1 hello\n#1 DONE 30.5s\n{{not json}}\n{{\"message\":\"an object of something else\"}}\nERROR: failed to solve: something\n")
         );
         assert_eq!(tracker.cargo_step(), CargoStep::Ran);
     }
