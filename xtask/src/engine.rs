@@ -51,8 +51,12 @@ const OLD_APT_FILES: [&str; 2] = [
 
 /// The major version in `dockerd --version`'s output (`Docker version 26.1.5+dfsg1, build ...`).
 pub fn docker_major(version_text: &str) -> Option<u32> {
-    let version = version_text.split("version").nth(1)?.trim_start();
-    version.split('.').next()?.trim().parse().ok()
+    major(version_text.split("version").nth(1)?)
+}
+
+/// The major version of a version (`26.1.5+dfsg1-9` -> 26).
+fn major(version: &str) -> Option<u32> {
+    version.trim_start().split('.').next()?.trim().parse().ok()
 }
 
 /// The major version of Debian's docker.io package, when it is installed (`26.1.5+dfsg1-9`):
@@ -65,8 +69,7 @@ fn installed_major() -> Option<u32> {
     ]))
     .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
-    let version = text.strip_prefix("installed ")?;
-    docker_major(&format!("Docker version {version}"))
+    major(text.strip_prefix("installed ")?)
 }
 
 /// Whether the installed docker.io is older than [`ENGINE_MAJOR`].

@@ -111,7 +111,10 @@ struct Tidy {
 fn joined(tidy: Option<Tidy>) -> (usize, u64) {
     let joined = tidy.map(|t| {
         (t.probe_ended).store(true, std::sync::atomic::Ordering::SeqCst);
-        t.handle.join()
+        let joined = t.handle.join();
+        // the thread gives the engine back itself; this covers one that panicked
+        engine_use::with(EngineUse::share);
+        joined
     });
     match joined {
         Some(Ok(Ok(done))) => done,
@@ -451,7 +454,6 @@ fn probe_binaries(ctx: &mut Ctx) {
     // ended before any image starts: removing a record costs BuildKit the cache of its parent
     // step (docs/SCALING.md, run 7), which a build resolving that step meanwhile would meet
     let tidied = joined(tidy);
-    engine_use::with(EngineUse::share);
     probe.read(snapshot, &ctx.todo.builds, &ran.images[0]);
     if let Some(r) = probe.report.as_mut() {
         (r.superseded_records, r.superseded_bytes) = tidied;

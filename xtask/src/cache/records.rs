@@ -180,26 +180,24 @@ fn docker(args: &[String]) -> anyhow::Result<String> {
 /// record walks them: docs/SCALING.md).
 pub fn copy_steps(log: &str, from: &str) -> BTreeSet<String> {
     let needle = format!("] COPY --from={from} ");
-    (log.lines())
-        .filter_map(|line| {
-            let (num, rest) = line.strip_prefix('#')?.split_once(' ')?;
-            let step = num.chars().all(|c| c.is_ascii_digit()) && rest.starts_with('[');
-            (step && rest.contains(&needle)).then(|| rest.to_string())
-        })
+    (step_lines(log))
+        .filter(|step| step.contains(&needle))
+        .map(str::to_string)
         .collect()
 }
 
 /// Whether a build log shows its cargo step begun (`#14 [builder 6/6] RUN ... cargo build ...`):
 /// the build's lookups of the steps before it are over.
 pub fn cargo_step_started(log: &str) -> bool {
-    (log.lines()).any(|line| {
-        line.strip_prefix('#')
-            .and_then(|l| l.split_once(' '))
-            .is_some_and(|(num, rest)| {
-                num.chars().all(|c| c.is_ascii_digit())
-                    && rest.starts_with('[')
-                    && crate::exec::events::is_cargo_step(rest)
-            })
+    step_lines(log).any(crate::exec::events::is_cargo_step)
+}
+
+/// The steps a rendered build log names (`#12 [service 1/1] COPY ...` -> `[service 1/1] COPY
+/// ...`), not their output or status lines (`#12 DONE 0.1s`, `#12 1.2 Compiling ...`).
+fn step_lines(log: &str) -> impl Iterator<Item = &str> {
+    (log.lines()).filter_map(|line| {
+        let (num, rest) = line.strip_prefix('#')?.split_once(' ')?;
+        (num.chars().all(|c| c.is_ascii_digit()) && rest.starts_with('[')).then_some(rest)
     })
 }
 
