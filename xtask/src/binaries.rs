@@ -45,6 +45,10 @@ pub struct BinariesReport {
     /// The probe's cargo step: it ran there for the images built after it (`first`).
     pub cargo_step: crate::exec::events::CargoStep,
     pub log: PathBuf,
+    /// The bake files the images after it ran from ([`crate::plan::Plan::bakes`]): one buildx
+    /// client and session for many images; empty: one `buildx build` each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub bakes: Vec<PathBuf>,
 }
 
 /// The stage `binary-digests` copies from (the builder), when the Dockerfile has one.

@@ -468,6 +468,20 @@ fn probe_binaries(ctx: &mut Ctx) {
         .collect();
     ctx.todo.builds.retain(|b| !left_out.contains(&b.image));
     ctx.current.extend(left_out.iter().cloned());
+    // the images after it only copy from the built builder stage: one bake (one buildx client
+    // and session for all) instead of a process each (docs/SCALING.md, run 10); --jobs N: bakes
+    // of N, one after another
+    ctx.todo.bake = Some(if args.jobs == 0 {
+        usize::MAX
+    } else {
+        args.jobs
+    });
+    let all: Vec<usize> = (0..ctx.todo.builds.len()).collect();
+    if let Some(report) = probe.report.as_mut() {
+        report.bakes = (ctx.todo.bakes(&all).into_iter().flatten())
+            .map(|b| b.file)
+            .collect();
+    }
     if let Some(report) = probe.report.as_mut() {
         report.left_out = left_out;
     }
@@ -573,6 +587,7 @@ impl Probe {
             superseded_bytes: 0,
             cargo_step: ran.cargo_step,
             log: ran.log.clone(),
+            bakes: Vec::new(),
         });
     }
 }

@@ -171,6 +171,22 @@ pub struct Plan {
     /// The builder names that are docker contexts (see [`Options::contexts`]).
     #[serde(skip)]
     pub contexts: Vec<String>,
+    /// A wave's builds run as `docker buildx bake`s of at most this many targets, one after
+    /// another, instead of one `buildx build` each (see [`Plan::bakes`]): docker-build sets it
+    /// for the images after the binaries' probe, whose builder stage the probe built.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bake: Option<usize>,
+}
+
+/// One `docker buildx bake` of some of a plan's builds: its command line, and the bake file it
+/// reads (where to write it, what to write). Pure: [`Plan::bakes`] makes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BakeRun {
+    /// Indexes into the plan's builds.
+    pub builds: Vec<usize>,
+    pub file: PathBuf,
+    pub definition: serde_json::Value,
+    pub argv: Vec<String>,
 }
 
 impl Build {
@@ -224,6 +240,65 @@ impl Plan {
             }
             None => vec![all],
         }
+    }
+
+    /// How `wave` runs as bakes ([`Plan::bake`]), or None: one `buildx build` per build. Only
+    /// two or more builds that a bake file expresses whole and that read nothing outside the
+    /// workspace bake needs a permission for: on the default builder, no named contexts,
+    /// secrets, ssh, layer cache or metadata file, no secret-looking build argument (the file
+    /// stays beside the logs). The file is `bake-N.json` beside the first build's log.
+    pub fn bakes(&self, wave: &[usize]) -> Option<Vec<BakeRun>> {
+        let size = self.bake?.max(1);
+        let builds: Vec<&Build> = wave.iter().map(|&i| &self.builds[i]).collect();
+        // bake asks for a permission (`--allow fs=...`) to read or write outside its directory
+        let inside = |p: &Path| {
+            p.is_relative()
+                && (p.components()).all(|c| !matches!(c, std::path::Component::ParentDir))
+        };
+        let plain = |b: &&Build| {
+            let t = &b.target;
+            t.builder.is_none()
+                && t.docker_context.is_none()
+                && t.contexts.is_empty()
+                && t.secrets.is_empty()
+                && t.ssh.is_empty()
+                && t.cache_from.is_empty()
+                && t.cache_to.is_empty()
+                && t.metadata_file.is_none()
+                && !t.args.iter().any(|(k, _)| is_secret_name(k))
+                && [&t.context, &t.dockerfile].into_iter().all(|p| inside(p))
+                && !matches!(&t.output, Output::Local(dest) if !inside(dest))
+        };
+        // bake's target names
+        let named = |b: &&Build| {
+            (b.target.name.chars()).all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        };
+        if builds.len() < 2 || !builds.iter().all(|b| plain(b) && named(b)) {
+            return None;
+        }
+        let dir = builds[0]
+            .log
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        (wave.chunks(size).enumerate())
+            .map(|(n, chunk)| {
+                let targets = chunk.iter().map(|&i| &self.builds[i].target);
+                let definition = crate::target::bake_file(targets).ok()?;
+                let file = dir.join(format!("bake-{}.json", n + 1));
+                let argv = ["docker", "buildx", "bake", "--progress=rawjson", "--file"]
+                    .map(String::from)
+                    .into_iter()
+                    .chain([file.to_string_lossy().into_owned()])
+                    .collect();
+                Some(BakeRun {
+                    builds: chunk.to_vec(),
+                    file,
+                    definition,
+                    argv,
+                })
+            })
+            .collect()
     }
 
     /// Whether the tags move only after every build has pushed (an atomic publish).
@@ -306,6 +381,7 @@ pub fn plan(
         cache_ref,
         retry: options.builders.len() > 1 && !options.no_retry,
         contexts: options.contexts.clone(),
+        bake: None,
     })
 }
 
@@ -650,6 +726,58 @@ mod tests {
                  --output type=local,dest=target/pack-binaries .",
             ]
         );
+    }
+
+    #[test]
+    fn a_wave_runs_as_bakes_of_its_builds_only_when_the_plan_says_so_and_bake_can_express_them() {
+        let decl = decl();
+        let images = decl.select(&[]).unwrap();
+        let mut plan = plan(&decl, &images, &options()).unwrap();
+        let wave: Vec<usize> = (0..plan.builds.len()).collect();
+        assert!(wave.len() >= 2, "the test needs two builds or more");
+        assert_eq!(plan.bakes(&wave), None, "no bake unless the plan says so");
+
+        plan.bake = Some(usize::MAX);
+        let bakes = plan.bakes(&wave).expect("one bake");
+        assert_eq!(bakes.len(), 1);
+        let bake = &bakes[0];
+        assert_eq!(bake.builds, wave);
+        assert_eq!(bake.file, Path::new("target/xtask/logs/bake-1.json"));
+        assert_eq!(
+            shell_line(&bake.argv),
+            "docker buildx bake --progress=rawjson --file target/xtask/logs/bake-1.json"
+        );
+        // the file holds each build's own target, as `cargo xtask bake` writes it
+        let targets = plan.builds.iter().map(|b| &b.target);
+        assert_eq!(bake.definition, crate::target::bake_file(targets).unwrap());
+
+        // --jobs N: bakes of N, in the wave's order
+        plan.bake = Some(2);
+        let bakes = plan.bakes(&wave).unwrap();
+        let chunks: Vec<Vec<usize>> = bakes.iter().map(|b| b.builds.clone()).collect();
+        assert_eq!(
+            chunks,
+            wave.chunks(2).map(<[usize]>::to_vec).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            bakes.last().unwrap().file,
+            Path::new("target/xtask/logs").join(format!("bake-{}.json", chunks.len()))
+        );
+
+        // one build, or any build bake would need more than the file for: one build each
+        assert_eq!(plan.bakes(&wave[..1]), None);
+        for change in [
+            |t: &mut Target| t.builder = Some("farm".into()),
+            |t: &mut Target| t.metadata_file = Some("m.json".into()),
+            |t: &mut Target| t.args.push(("NPM_TOKEN".into(), "x".into())),
+            |t: &mut Target| t.contexts.push(("src".into(), "/elsewhere".into())),
+            |t: &mut Target| t.output = Output::Local("../elsewhere".into()),
+            |t: &mut Target| t.dockerfile = "/elsewhere/Dockerfile".into(),
+        ] {
+            let mut other = plan.clone();
+            change(&mut other.builds[1].target);
+            assert_eq!(other.bakes(&wave), None, "{:?}", other.builds[1].target);
+        }
     }
 
     #[test]

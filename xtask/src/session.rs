@@ -372,8 +372,13 @@ fn run_waves(root: &Path, plan: &Plan, reporter: &dyn runner::Reporter) -> Vec<R
         }
     }
     for wave in plan.waves() {
-        let jobs: Vec<Job> = wave.iter().map(|&i| job_of(&plan.builds[i])).collect();
-        let results = runner::run_all(&jobs, plan.jobs, reporter);
+        let results = match plan.bakes(&wave) {
+            Some(bakes) => run_bakes(root, &bakes, plan, reporter),
+            None => {
+                let jobs: Vec<Job> = wave.iter().map(|&i| job_of(&plan.builds[i])).collect();
+                runner::run_all(&jobs, plan.jobs, reporter)
+            }
+        };
         let mut again = Vec::new();
         for (&i, result) in wave.iter().zip(results) {
             let failed_on = (plan.retry && result.outcome == Outcome::Failed)
@@ -414,6 +419,39 @@ fn run_waves(root: &Path, plan: &Plan, reporter: &dyn runner::Reporter) -> Vec<R
             retried_from,
         })
         .collect()
+}
+
+/// Runs the bakes one after another (their builds' results in their order), each from its file
+/// written beside the logs; a file that cannot be written fails its builds.
+fn run_bakes(
+    root: &Path,
+    bakes: &[plan::BakeRun],
+    plan: &Plan,
+    reporter: &dyn runner::Reporter,
+) -> Vec<JobResult> {
+    let mut results = Vec::new();
+    for bake in bakes {
+        let job = runner::Bake {
+            argv: bake.argv.clone(),
+            cwd: root.to_path_buf(),
+            targets: (bake.builds.iter())
+                .map(|&i| (plan.builds[i].image.clone(), root.join(&plan.builds[i].log)))
+                .collect(),
+        };
+        let path = root.join(&bake.file);
+        let written = (path.parent().map(std::fs::create_dir_all).unwrap_or(Ok(())))
+            .and_then(|_| std::fs::write(&path, format!("{:#}\n", bake.definition)));
+        match written {
+            Ok(()) => results.extend(runner::run_bake(&job, reporter)),
+            Err(err) => results.extend(job.targets.iter().map(|(name, log)| {
+                let why = format!("cannot write the bake file {}: {err}", path.display());
+                let result = runner::failed_to_start(name, log, why);
+                reporter.finished(&result);
+                result
+            })),
+        }
+    }
+    results
 }
 
 /// One image's line of the report: its result, cargo step, image id and size (`inspected`:
@@ -593,6 +631,16 @@ pub fn render_summary(report: &Report) -> String {
             if b.superseded_records == 1 { "" } else { "s" },
             human_size(b.superseded_bytes),
         );
+        if !b.bakes.is_empty() {
+            let files: Vec<String> = b.bakes.iter().map(|f| f.display().to_string()).collect();
+            let _ = writeln!(
+                out,
+                "binaries: the images after them ran as {} buildx bake{} ({})",
+                files.len(),
+                if files.len() == 1 { "" } else { "s" },
+                files.join(", ")
+            );
+        }
     }
     if let Some(publish) = &report.publish {
         out.push('\n');

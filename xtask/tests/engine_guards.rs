@@ -364,6 +364,33 @@ fn a_change_in_one_service_builds_only_the_images_of_its_binary() {
     for same in &same_binary {
         assert!(built.contains(same), "{same} was not built: {left_out:?}");
     }
+    // two or more images after the probe: one buildx bake, each image's log its own
+    let bakes = report["binaries"]["bakes"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        bakes,
+        usize::from(built.len() >= 2),
+        "{}",
+        report["binaries"]
+    );
+    for image in (report["images"].as_array().unwrap().iter()).filter(|i| i["up_to_date"] == false)
+    {
+        let log = fs::read_to_string(ws.join(image["log"].as_str().unwrap())).unwrap();
+        let name = image["image"].as_str().unwrap();
+        let first = log.lines().next().unwrap_or_default();
+        assert_eq!(
+            first.starts_with("$ docker buildx bake "),
+            bakes == 1,
+            "{name}: {first}"
+        );
+        assert!(
+            log.contains("] COPY --from=builder "),
+            "{name}'s log names its own copy: {log}"
+        );
+        assert!(
+            !log.contains(&format!("[{name} internal]")),
+            "{name}'s log keeps bake's prefix: {log}"
+        );
+    }
     // a second change: the layer record the first change's build of those images left is now
     // superseded by the second's, and goes beside the probe
     let second = fs::read_to_string(&main)

@@ -58,7 +58,7 @@ impl Splitter {
     }
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct SolveStatus {
     #[serde(default)]
     pub vertexes: Vec<Vertex>,
@@ -66,7 +66,7 @@ pub struct SolveStatus {
     pub logs: Vec<VertexLog>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct Vertex {
     pub digest: String,
     #[serde(default)]
@@ -78,7 +78,7 @@ pub struct Vertex {
     pub error: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct VertexLog {
     pub vertex: String,
     #[serde(default)]

@@ -85,7 +85,7 @@ pub fn run_all(jobs: &[Job], parallel: usize, reporter: &dyn Reporter) -> Vec<Jo
                 };
                 let job = &jobs[index];
                 let result = if interrupted() {
-                    not_started(job)
+                    not_started(&job.name, &job.log)
                 } else {
                     run_one(job, reporter)
                 };
@@ -133,9 +133,9 @@ fn install_signal_handler() {
     });
 }
 
-fn not_started(job: &Job) -> JobResult {
+fn not_started(name: &str, log: &std::path::Path) -> JobResult {
     JobResult {
-        name: job.name.clone(),
+        name: name.to_string(),
         outcome: Outcome::NotStarted,
         exit_code: None,
         started_at: unix_now(),
@@ -143,7 +143,16 @@ fn not_started(job: &Job) -> JobResult {
         cargo_step: CargoStep::None,
         steps: Vec::new(),
         tail: Vec::new(),
-        log: job.log.clone(),
+        log: log.to_path_buf(),
+    }
+}
+
+/// The result of a build that could not start (`why` is its log's tail).
+pub fn failed_to_start(name: &str, log: &std::path::Path, why: String) -> JobResult {
+    JobResult {
+        outcome: Outcome::Failed,
+        tail: vec![why],
+        ..not_started(name, log)
     }
 }
 
@@ -176,6 +185,134 @@ fn run_one(job: &Job, reporter: &dyn Reporter) -> JobResult {
     }
 }
 
+/// Several builds as one process, `docker buildx bake` of their targets: one buildx client and
+/// one session for all of them ([`super::demux`] gives each target its own log and progress).
+#[derive(Debug, Clone)]
+pub struct Bake {
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    /// Each target's name (bake's and the reporter's) and log.
+    pub targets: Vec<(String, PathBuf)>,
+}
+
+/// What one target of a bake has seen.
+#[derive(Default)]
+struct Part {
+    tracker: Tracker,
+    tail: VecDeque<String>,
+    /// Seconds from the bake's start to the target's last status.
+    last: f64,
+}
+
+/// Runs `bake` and returns one result per target, in its order: what a [`run_all`] of the
+/// targets' own builds would return. When bake fails, a target whose image was exported
+/// without an error of its own succeeded; the others failed (bake stops them all at the first
+/// failure) or were interrupted.
+pub fn run_bake(bake: &Bake, reporter: &dyn Reporter) -> Vec<JobResult> {
+    install_signal_handler();
+    crate::engine_use::hold_shared();
+    if interrupted() {
+        return (bake.targets.iter())
+            .map(|(name, log)| not_started(name, log))
+            .inspect(|r| reporter.finished(r))
+            .collect();
+    }
+    let started_at = unix_now();
+    let clock = Instant::now();
+    for (name, _) in &bake.targets {
+        reporter.started(name);
+    }
+    let mut parts: Vec<Part> = bake.targets.iter().map(|_| Part::default()).collect();
+    let code = bake_stream(bake, reporter, &mut parts, &clock);
+    let wall = clock.elapsed().as_secs_f64();
+    let results: Vec<JobResult> = (bake.targets.iter().zip(parts))
+        .map(|((name, log), mut part)| {
+            let (outcome, exit_code) = match &code {
+                Ok(Some(0)) => (Outcome::Succeeded, Some(0)),
+                Ok(code) if interrupted() => (Outcome::Interrupted, *code),
+                Ok(_) if exported(part.tracker.steps()) => (Outcome::Succeeded, Some(0)),
+                Ok(code) => (Outcome::Failed, *code),
+                Err(err) => {
+                    push_tail(&mut part.tail, &format!("{err:#}"));
+                    (Outcome::Failed, None)
+                }
+            };
+            let ok = outcome == Outcome::Succeeded;
+            JobResult {
+                name: name.clone(),
+                outcome,
+                exit_code,
+                started_at,
+                wall_seconds: if ok && part.last > 0.0 {
+                    part.last
+                } else {
+                    wall
+                },
+                cargo_step: part.tracker.cargo_step(),
+                steps: part.tracker.steps().to_vec(),
+                tail: part.tail.into_iter().collect(),
+                log: log.clone(),
+            }
+        })
+        .collect();
+    for result in &results {
+        reporter.finished(result);
+    }
+    results
+}
+
+/// Whether a target's image was exported and none of its steps failed.
+fn exported(steps: &[Step]) -> bool {
+    steps.iter().all(|s| s.error.is_none())
+        && (steps.iter()).any(|s| s.name.starts_with("exporting to") && s.completed.is_some())
+}
+
+/// Runs the bake, each target's statuses to its own log, tracker and progress; plain text (bake's
+/// own errors) to every target's.
+fn bake_stream(
+    bake: &Bake,
+    reporter: &dyn Reporter,
+    parts: &mut [Part],
+    clock: &Instant,
+) -> anyhow::Result<Option<i32>> {
+    let mut logs: Vec<fs::File> = (bake.targets.iter())
+        .map(|(_, log)| open_log(log, &bake.argv))
+        .collect::<anyhow::Result<_>>()?;
+    let names: Vec<String> = bake.targets.iter().map(|(n, _)| n.clone()).collect();
+    let mut demux = super::demux::Demux::new(names.clone());
+    let mut splitter = Splitter::default();
+    let code = drive(&bake.argv, &bake.cwd, |text| {
+        match splitter.push_line(text) {
+            Some(Chunk::Status(status)) => {
+                for (i, own) in demux.split(&status) {
+                    let part = &mut parts[i];
+                    let (rendered, updates) = part.tracker.apply(&own);
+                    logs[i].write_all(rendered.as_bytes())?;
+                    for l in rendered.lines() {
+                        push_tail(&mut part.tail, l);
+                    }
+                    for update in &updates {
+                        reporter.update(&names[i], update);
+                    }
+                    part.last = clock.elapsed().as_secs_f64();
+                }
+            }
+            Some(Chunk::Text(text)) => {
+                for (log, part) in logs.iter_mut().zip(parts.iter_mut()) {
+                    writeln!(log, "{text}")?;
+                    push_tail(&mut part.tail, &text);
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    })?;
+    for log in &mut logs {
+        close_log(log, code)?;
+    }
+    Ok(code)
+}
+
 /// Runs the process, writing its log; returns its exit code (None when killed by a signal).
 fn stream(
     job: &Job,
@@ -183,41 +320,9 @@ fn stream(
     tracker: &mut Tracker,
     tail: &mut VecDeque<String>,
 ) -> anyhow::Result<Option<i32>> {
-    if let Some(dir) = job.log.parent() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-    let mut log = fs::File::create(&job.log)
-        .with_context(|| format!("cannot write {}", job.log.display()))?;
-    // secret-looking build-argument values never reach the log
-    writeln!(log, "$ {}", shell_line(&crate::proc::redacted(&job.argv)))?;
-    // under a supervisor that kills the build's process group when the xtask dies, even by SIGKILL
-    let argv = super::supervise::supervised(&job.argv);
-    let expression = duct::cmd(&argv[0], &argv[1..])
-        .dir(&job.cwd)
-        .stdin_null()
-        .stderr_to_stdout()
-        .unchecked();
-    let expression = expression.before_spawn(|cmd| {
-        std::os::unix::process::CommandExt::process_group(cmd, 0);
-        Ok(())
-    });
-    let reader = expression
-        .reader()
-        .with_context(|| format!("cannot start `{}`", job.argv[0]))?;
-    let pids = reader.pids();
-    RUNNING.lock().unwrap().extend(&pids);
+    let mut log = open_log(&job.log, &job.argv)?;
     let mut splitter = Splitter::default();
-    let mut lines = BufReader::new(&reader);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        match lines.read_line(&mut line) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::InvalidData => continue,
-            Err(_) => break,
-        }
-        let text = line.trim_end_matches(['\n', '\r']);
+    let code = drive(&job.argv, &job.cwd, |text| {
         match splitter.push_line(text) {
             Some(Chunk::Status(status)) => {
                 let (rendered, updates) = tracker.apply(&status);
@@ -235,16 +340,72 @@ fn stream(
             }
             None => {}
         }
+        Ok(())
+    })?;
+    close_log(&mut log, code)?;
+    Ok(code)
+}
+
+/// A build's log, begun with its command line (secret-looking build-argument values redacted).
+fn open_log(path: &std::path::Path, argv: &[String]) -> anyhow::Result<fs::File> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut log =
+        fs::File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(log, "$ {}", shell_line(&crate::proc::redacted(argv)))?;
+    Ok(log)
+}
+
+fn close_log(log: &mut fs::File, code: Option<i32>) -> std::io::Result<()> {
+    let code = code.map(|c| c.to_string()).unwrap_or("killed".into());
+    writeln!(log, "# exit: {code}")
+}
+
+/// Runs `argv` in `cwd` in its own process group (so Ctrl-C stops all of it), its stderr and
+/// stdout line by line to `each`; returns its exit code (None when killed by a signal).
+fn drive(
+    argv: &[String],
+    cwd: &std::path::Path,
+    mut each: impl FnMut(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<Option<i32>> {
+    // under a supervisor that kills the build's process group when the xtask dies, even by SIGKILL
+    let supervised = super::supervise::supervised(argv);
+    let expression = duct::cmd(&supervised[0], &supervised[1..])
+        .dir(cwd)
+        .stdin_null()
+        .stderr_to_stdout()
+        .unchecked();
+    let expression = expression.before_spawn(|cmd| {
+        std::os::unix::process::CommandExt::process_group(cmd, 0);
+        Ok(())
+    });
+    let reader = expression
+        .reader()
+        .with_context(|| format!("cannot start `{}`", argv[0]))?;
+    let pids = reader.pids();
+    RUNNING.lock().unwrap().extend(&pids);
+    let mut lines = BufReader::new(&reader);
+    let mut line = String::new();
+    let read = loop {
+        line.clear();
+        match lines.read_line(&mut line) {
+            Ok(0) => break Ok(()),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::InvalidData => continue,
+            Err(_) => break Ok(()),
+        }
+        if let Err(err) = each(line.trim_end_matches(['\n', '\r'])) {
+            break Err(err);
+        }
+    };
+    if read.is_err() {
+        let _ = reader.kill();
     }
     let status = reader.try_wait().ok().flatten().map(|o| o.status);
     RUNNING.lock().unwrap().retain(|p| !pids.contains(p));
-    let code = status.and_then(|s| s.code());
-    writeln!(
-        log,
-        "# exit: {}",
-        code.map(|c| c.to_string()).unwrap_or("killed".into())
-    )?;
-    Ok(code)
+    read?;
+    Ok(status.and_then(|s| s.code()))
 }
 
 fn push_tail(tail: &mut VecDeque<String>, line: &str) {
