@@ -198,6 +198,9 @@ pub struct DockerBuildArgs {
     #[arg(long)]
     pub force: bool,
     /// How many builds run at once (0: up to 16 at once; more failed on one engine, docs/SCALING.md)
+    ///
+    /// The images built after the builder's binaries were exported first run as one `docker
+    /// buildx bake` (one buildx client for all); with N, as bakes of N targets, one after another.
     #[arg(long, short = 'j', default_value_t = 0)]
     pub jobs: usize,
     /// Print the exact commands, in the order and grouping in which they would run; run nothing

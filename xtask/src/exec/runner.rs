@@ -228,10 +228,7 @@ pub fn run_bake(bake: &Bake, reporter: &dyn Reporter) -> Vec<JobResult> {
     let results: Vec<JobResult> = (bake.targets.iter().zip(parts))
         .map(|((name, log), mut part)| {
             let (outcome, exit_code) = match &code {
-                Ok(Some(0)) => (Outcome::Succeeded, Some(0)),
-                Ok(code) if interrupted() => (Outcome::Interrupted, *code),
-                Ok(_) if exported(part.tracker.steps()) => (Outcome::Succeeded, Some(0)),
-                Ok(code) => (Outcome::Failed, *code),
+                Ok(code) => bake_outcome(*code, interrupted(), part.tracker.steps()),
                 Err(err) => {
                     push_tail(&mut part.tail, &format!("{err:#}"));
                     (Outcome::Failed, None)
@@ -261,10 +258,18 @@ pub fn run_bake(bake: &Bake, reporter: &dyn Reporter) -> Vec<JobResult> {
     results
 }
 
-/// Whether a target's image was exported and none of its steps failed.
-fn exported(steps: &[Step]) -> bool {
-    steps.iter().all(|s| s.error.is_none())
-        && (steps.iter()).any(|s| s.name.starts_with("exporting to") && s.completed.is_some())
+/// What became of one target of a bake that exited with `code`, from its own steps: bake stops
+/// every target at the first failure (or Ctrl-C), so after a failed bake a target succeeded only
+/// when its image was exported and none of its steps failed.
+fn bake_outcome(code: Option<i32>, interrupted: bool, steps: &[Step]) -> (Outcome, Option<i32>) {
+    let exported = steps.iter().all(|s| s.error.is_none())
+        && (steps.iter()).any(|s| s.name.starts_with("exporting to") && s.completed.is_some());
+    match code {
+        Some(0) => (Outcome::Succeeded, code),
+        _ if exported => (Outcome::Succeeded, Some(0)),
+        _ if interrupted => (Outcome::Interrupted, code),
+        _ => (Outcome::Failed, code),
+    }
 }
 
 /// Runs the bake, each target's statuses to its own log, tracker and progress; plain text (bake's
@@ -420,4 +425,56 @@ pub fn unix_now() -> f64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::{demux::Demux, events::SolveStatus};
+
+    /// Each target's steps after `lines` of bake's stream.
+    fn steps_after(targets: &[&str], lines: &[&str]) -> Vec<Vec<Step>> {
+        let mut demux = Demux::new(targets.iter().map(|t| t.to_string()).collect());
+        let mut trackers: Vec<Tracker> = targets.iter().map(|_| Tracker::default()).collect();
+        for line in lines {
+            let status: SolveStatus = serde_json::from_str(line).unwrap();
+            for (i, own) in demux.split(&status) {
+                trackers[i].apply(&own);
+            }
+        }
+        trackers.iter().map(|t| t.steps().to_vec()).collect()
+    }
+
+    #[test]
+    fn after_a_failed_bake_only_a_target_whose_image_was_exported_succeeded() {
+        let lines = [
+            r#"{"vertexes":[{"digest":"sha256:b","name":"[api builder 6/6] RUN cargo build","started":"2026-12-07T02:00:00Z","completed":"2026-12-07T02:00:05Z","cached":true}]}"#,
+            r#"{"vertexes":[{"digest":"sha256:b","name":"[sensor builder 6/6] RUN cargo build","started":"2026-12-07T02:00:00Z","completed":"2026-12-07T02:00:05Z","cached":true}]}"#,
+            r#"{"vertexes":[{"digest":"sha256:x1","name":"[api] exporting to image","started":"2026-12-07T02:00:06Z","completed":"2026-12-07T02:00:07Z"}]}"#,
+            r#"{"vertexes":[{"digest":"sha256:c2","name":"[sensor service 1/1] COPY --from=builder /out/svc/sensor/ /usr/local/bin/","started":"2026-12-07T02:00:06Z","completed":"2026-12-07T02:00:06Z","error":"failed to compute cache key"}]}"#,
+        ];
+        let targets = ["api", "sensor", "executor"];
+        let steps = steps_after(&targets, &lines);
+        assert_eq!(
+            bake_outcome(Some(1), false, &steps[0]),
+            (Outcome::Succeeded, Some(0))
+        );
+        assert_eq!(
+            bake_outcome(Some(1), false, &steps[1]),
+            (Outcome::Failed, Some(1))
+        );
+        // stopped before it began: failed, as bake says
+        assert_eq!(
+            bake_outcome(Some(1), false, &steps[2]),
+            (Outcome::Failed, Some(1))
+        );
+        // Ctrl-C: interrupted, unless its image was exported; a bake that succeeded: every
+        // target did
+        assert_eq!(bake_outcome(None, true, &steps[1]).0, Outcome::Interrupted);
+        assert_eq!(bake_outcome(None, true, &steps[0]).0, Outcome::Succeeded);
+        assert_eq!(
+            bake_outcome(Some(0), false, &steps[2]),
+            (Outcome::Succeeded, Some(0))
+        );
+    }
 }
