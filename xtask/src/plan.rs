@@ -267,6 +267,11 @@ impl Plan {
                 && t.metadata_file.is_none()
                 && !t.args.iter().any(|(k, _)| is_secret_name(k))
                 && [&t.context, &t.dockerfile].into_iter().all(|p| inside(p))
+                // bake reads the Dockerfile relative to the context
+                && t.context == Path::new(".")
+                // bake reads a value as an HCL template
+                && !(t.args.iter().map(|(_, v)| v).chain(&t.tags).chain(t.labels.iter().map(|(_, v)| v)))
+                    .any(|v| v.contains("${") || v.contains("%{"))
                 && !matches!(&t.output, Output::Local(dest) if !inside(dest))
         };
         // bake's target names
@@ -773,6 +778,8 @@ mod tests {
             |t: &mut Target| t.contexts.push(("src".into(), "/elsewhere".into())),
             |t: &mut Target| t.output = Output::Local("../elsewhere".into()),
             |t: &mut Target| t.dockerfile = "/elsewhere/Dockerfile".into(),
+            |t: &mut Target| t.context = "sub".into(),
+            |t: &mut Target| t.args.push(("NOTE".into(), "${HOME}".into())),
         ] {
             let mut other = plan.clone();
             change(&mut other.builds[1].target);

@@ -373,7 +373,7 @@ fn run_waves(root: &Path, plan: &Plan, reporter: &dyn runner::Reporter) -> Vec<R
     }
     for wave in plan.waves() {
         let results = match plan.bakes(&wave) {
-            Some(bakes) => run_bakes(root, &bakes, plan, reporter),
+            Some(bakes) => run_bakes(root, &bakes, plan, &job_of, reporter),
             None => {
                 let jobs: Vec<Job> = wave.iter().map(|&i| job_of(&plan.builds[i])).collect();
                 runner::run_all(&jobs, plan.jobs, reporter)
@@ -422,8 +422,48 @@ fn run_waves(root: &Path, plan: &Plan, reporter: &dyn runner::Reporter) -> Vec<R
 }
 
 /// Runs the bakes one after another (their builds' results in their order), each from its file
-/// written beside the logs; a file that cannot be written fails its builds.
+/// written beside the logs; a file that cannot be written fails its builds. bake stops every
+/// target at the first failure: the builds it stopped (failed with no error of their own) run
+/// again, each on its own, as they would have without bake.
 fn run_bakes(
+    root: &Path,
+    bakes: &[plan::BakeRun],
+    plan: &Plan,
+    job_of: &dyn Fn(&plan::Build) -> Job,
+    reporter: &dyn runner::Reporter,
+) -> Vec<JobResult> {
+    let mut results = baked(root, bakes, plan, reporter);
+    let builds = bakes.iter().flat_map(|b| b.builds.iter().copied());
+    let stopped: Vec<(usize, usize)> = (builds.enumerate())
+        .filter(|(at, _)| {
+            let r = &results[*at];
+            r.outcome == Outcome::Failed && !runner::failed_itself(&r.steps)
+        })
+        .collect();
+    if stopped.is_empty() || runner::interrupted() {
+        return results;
+    }
+    eprintln!(
+        "docker-build: bake stopped {} image{} at another's failure; building {} on {} own",
+        stopped.len(),
+        if stopped.len() == 1 { "" } else { "s" },
+        if stopped.len() == 1 { "it" } else { "each" },
+        if stopped.len() == 1 { "its" } else { "their" },
+    );
+    let jobs: Vec<Job> = stopped
+        .iter()
+        .map(|&(_, i)| job_of(&plan.builds[i]))
+        .collect();
+    for ((at, _), result) in stopped
+        .iter()
+        .zip(runner::run_all(&jobs, plan.jobs, reporter))
+    {
+        results[*at] = result;
+    }
+    results
+}
+
+fn baked(
     root: &Path,
     bakes: &[plan::BakeRun],
     plan: &Plan,

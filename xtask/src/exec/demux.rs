@@ -6,7 +6,9 @@
 //! once per target. A step's output and progress carry only its digest, so they go to every
 //! target that named that digest. The prefix is taken off the names, so a target's log reads like
 //! a single build's (`[builder 6/6] RUN ...`) and everything that reads logs
-//! ([`crate::cache::records::copy_steps`], the history) reads it the same way.
+//! ([`crate::cache::records::copy_steps`], the history) reads it the same way. (Measured with
+//! buildx 0.29: a shared step's output arrives once, not once per target; a bake of one target
+//! names nothing after it.)
 
 use std::collections::HashMap;
 
@@ -32,6 +34,10 @@ impl Demux {
     /// step named after no target (bake's own `[internal] load local bake definitions`) and
     /// output of a step no target named yet are dropped.
     pub fn split(&mut self, status: &SolveStatus) -> Vec<(usize, SolveStatus)> {
+        // buildx names steps after their target only when a bake has two or more
+        if self.targets.len() == 1 {
+            return vec![(0, status.clone())];
+        }
         let mut out: Vec<SolveStatus> = vec![SolveStatus::default(); self.targets.len()];
         let mut touched = vec![false; self.targets.len()];
         for vertex in &status.vertexes {
@@ -56,6 +62,26 @@ impl Demux {
         (out.into_iter().enumerate())
             .filter(|(i, _)| touched[*i])
             .collect()
+    }
+}
+
+impl Demux {
+    /// The one target a plain-text line names (`ERROR: target api: ...`, `target "api"`), if
+    /// exactly one does: bake's own messages at its end, otherwise for every target.
+    pub fn text_owner(&self, line: &str) -> Option<usize> {
+        let mut named = (self.targets.iter().enumerate()).filter(|(_, t)| {
+            [
+                format!("target {t}:"),
+                format!("target \"{t}\""),
+                format!("target {t} "),
+            ]
+            .iter()
+            .any(|form| line.contains(form.as_str()))
+        });
+        match (named.next(), named.next()) {
+            (Some((i, _)), None) => Some(i),
+            _ => None,
+        }
     }
 }
 
@@ -135,6 +161,25 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("#1 Compiling x\n"), "{text}");
+    }
+
+    #[test]
+    fn a_bake_of_one_target_passes_through_whole() {
+        let mut demux = Demux::new(vec!["api".into()]);
+        let line = r#"{"vertexes":[{"digest":"sha256:a","name":"[builder 6/6] RUN cargo build"}],"logs":[{"vertex":"sha256:a","data":"eAo="}]}"#;
+        assert_eq!(demux.split(&status(line)), vec![(0, status(line))]);
+    }
+
+    #[test]
+    fn bakes_own_text_goes_to_the_one_target_it_names() {
+        let demux = Demux::new(names());
+        let line = "ERROR: target worker-shell: failed to solve: process did not complete";
+        assert_eq!(demux.text_owner(line), Some(1));
+        assert_eq!(demux.text_owner(r#"target "api" failed"#), Some(2));
+        assert_eq!(
+            demux.text_owner("ERROR: failed to build: 2 targets failed"),
+            None
+        );
     }
 
     #[test]

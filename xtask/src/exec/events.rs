@@ -25,6 +25,10 @@ pub struct Splitter {
 
 impl Splitter {
     pub fn push_line(&mut self, line: &str) -> Option<Chunk> {
+        // an empty status (bake prints them between its targets' updates)
+        if self.depth == 0 && line == "{}" {
+            return None;
+        }
         // buildx 0.14 and later: one object per line
         let status_keys = ["\"vertexes\"", "\"statuses\"", "\"logs\"", "\"warnings\""];
         if self.depth == 0

@@ -262,14 +262,26 @@ pub fn run_bake(bake: &Bake, reporter: &dyn Reporter) -> Vec<JobResult> {
 /// every target at the first failure (or Ctrl-C), so after a failed bake a target succeeded only
 /// when its image was exported and none of its steps failed.
 fn bake_outcome(code: Option<i32>, interrupted: bool, steps: &[Step]) -> (Outcome, Option<i32>) {
-    let exported = steps.iter().all(|s| s.error.is_none())
-        && (steps.iter()).any(|s| s.name.starts_with("exporting to") && s.completed.is_some());
+    let exported = !failed_itself(steps)
+        && (steps.iter()).any(|s| {
+            s.name.starts_with("exporting to") && s.completed.is_some() && s.error.is_none()
+        });
     match code {
         Some(0) => (Outcome::Succeeded, code),
         _ if exported => (Outcome::Succeeded, Some(0)),
         _ if interrupted => (Outcome::Interrupted, code),
         _ => (Outcome::Failed, code),
     }
+}
+
+/// Whether a build's own step failed: an error other than the cancellation that stops a bake's
+/// other targets at the first failure (`context canceled`).
+pub fn failed_itself(steps: &[Step]) -> bool {
+    (steps.iter()).any(|s| {
+        s.error
+            .as_deref()
+            .is_some_and(|e| !e.ends_with("context canceled"))
+    })
 }
 
 /// Runs the bake, each target's statuses to its own log, tracker and progress; plain text (bake's
@@ -303,7 +315,10 @@ fn bake_stream(
                 }
             }
             Some(Chunk::Text(text)) => {
-                for (log, part) in logs.iter_mut().zip(parts.iter_mut()) {
+                let owner = demux.text_owner(&text);
+                let each = (logs.iter_mut().zip(parts.iter_mut()).enumerate())
+                    .filter(|(i, _)| owner.is_none_or(|o| o == *i));
+                for (_, (log, part)) in each {
                     writeln!(log, "{text}")?;
                     push_tail(&mut part.tail, &text);
                 }
@@ -405,6 +420,10 @@ fn drive(
         }
     };
     if read.is_err() {
+        // the whole process group: docker and its buildx plugin, not only the supervisor
+        for pid in &pids {
+            send_signal(-(*pid as i32), rustix::process::Signal::KILL);
+        }
         let _ = reader.kill();
     }
     let status = reader.try_wait().ok().flatten().map(|o| o.status);
@@ -454,7 +473,11 @@ mod tests {
             r#"{"vertexes":[{"digest":"sha256:c2","name":"[sensor service 1/1] COPY --from=builder /out/svc/sensor/ /usr/local/bin/","started":"2026-12-07T02:00:06Z","completed":"2026-12-07T02:00:06Z","error":"failed to compute cache key"}]}"#,
         ];
         let targets = ["api", "sensor", "executor"];
+        let mut lines = lines.to_vec();
+        // stopped by bake at another target's failure: not an error of its own
+        lines.push(r#"{"vertexes":[{"digest":"sha256:x3","name":"[executor] exporting to image","started":"2026-12-07T02:00:06Z","completed":"2026-12-07T02:00:07Z","error":"context canceled"}]}"#);
         let steps = steps_after(&targets, &lines);
+        assert!(failed_itself(&steps[1]) && !failed_itself(&steps[2]));
         assert_eq!(
             bake_outcome(Some(1), false, &steps[0]),
             (Outcome::Succeeded, Some(0))
