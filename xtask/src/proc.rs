@@ -7,11 +7,11 @@
 
 use std::{
     ffi::OsStr,
-    process::{Child, ExitStatus, Output},
+    process::{Child, Output},
     time::{Duration, Instant},
 };
 
-pub use std::process::{Command, Stdio};
+pub use std::process::{Command, ExitStatus, Stdio};
 
 use anyhow::{bail, Context};
 

@@ -23,7 +23,7 @@ use std::{
     time::Instant,
 };
 
-use crate::proc::{Command, Stdio};
+use crate::proc::{Command, ExitStatus, Stdio};
 
 use anyhow::Context;
 use serde::Serialize;
@@ -189,6 +189,23 @@ pub struct Sample {
     /// docker-build's `recording_seconds`: what writing its history record took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recording_seconds: Option<f64>,
+    /// Of `seconds`: how long the private engine's dockerd stayed busy after the command
+    /// returned ([`crate::engine_idle`]); none when the engine is not the private one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_seconds: Option<f64>,
+}
+
+/// Runs a contender's command: its exit status and seconds, with the work it left the private
+/// engine added (a bake's build records: [`crate::engine_idle`]), and that work's seconds.
+fn timed(cmd: &mut Command, argv: &[String]) -> anyhow::Result<(ExitStatus, f64, Option<f64>)> {
+    let dockerd = crate::engine_idle::private_dockerd();
+    let clock = Instant::now();
+    let status =
+        crate::proc::status(cmd).with_context(|| format!("cannot run {}", argv.join(" ")))?;
+    let command = clock.elapsed().as_secs_f64();
+    let limit = std::time::Duration::from_secs(60);
+    let engine = dockerd.map(|pid| crate::engine_idle::busy_after(pid, limit));
+    Ok((status, command + engine.unwrap_or(0.0), engine))
 }
 
 /// Medians per scenario and contender, with ratios.
@@ -572,14 +589,15 @@ impl<'a> ContenderRun<'a> {
             cmd.stdout(file.try_clone()?).stderr(file);
         }
         eprintln!("bench: rep {} {} {scenario} ...", rep + 1, contender.name());
-        let clock = Instant::now();
-        let status = crate::proc::status(&mut cmd)
-            .with_context(|| format!("cannot run {}", argv.join(" ")))?;
-        let seconds = clock.elapsed().as_secs_f64();
+        let (status, seconds, engine_seconds) = timed(&mut cmd, &argv)?;
         eprintln!(
-            "bench: rep {} {} {scenario}: {seconds:.1}s{}",
+            "bench: rep {} {} {scenario}: {seconds:.1}s{}{}",
             rep + 1,
             contender.name(),
+            match engine_seconds {
+                Some(e) if e > 0.0 => format!(" (the engine {e:.1}s after it)"),
+                _ => String::new(),
+            },
             if status.success() {
                 String::new()
             } else {
@@ -620,6 +638,7 @@ impl<'a> ContenderRun<'a> {
             compiled,
             compiled_twice,
             recording_seconds,
+            engine_seconds,
         })
     }
 }
@@ -990,6 +1009,7 @@ mod tests {
             compiled: 0,
             compiled_twice: None,
             recording_seconds: None,
+            engine_seconds: None,
         }
     }
 
