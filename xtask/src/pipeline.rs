@@ -481,8 +481,6 @@ fn probe_binaries(ctx: &mut Ctx) {
         report.bakes = (ctx.todo.bakes(&all).into_iter().flatten())
             .map(|b| b.file)
             .collect();
-    }
-    if let Some(report) = probe.report.as_mut() {
         report.left_out = left_out;
     }
     probe.ran = ran.images.into_iter().next();

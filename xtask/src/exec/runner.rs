@@ -160,9 +160,17 @@ fn run_one(job: &Job, reporter: &dyn Reporter) -> JobResult {
     let started_at = unix_now();
     let clock = Instant::now();
     reporter.started(&job.name);
-    let mut tracker = Tracker::default();
-    let mut tail: VecDeque<String> = VecDeque::new();
-    let outcome = stream(job, reporter, &mut tracker, &mut tail);
+    // one build is a stream of one target (Demux passes it through whole)
+    let one = Bake {
+        argv: job.argv.clone(),
+        cwd: job.cwd.clone(),
+        targets: vec![(job.name.clone(), job.log.clone())],
+    };
+    let mut parts = [Part::default()];
+    let outcome = bake_stream(&one, reporter, &mut parts, &clock);
+    let [Part {
+        tracker, mut tail, ..
+    }] = parts;
     let (outcome, exit_code) = match outcome {
         Ok(code) if code == Some(0) => (Outcome::Succeeded, code),
         Ok(code) if interrupted() => (Outcome::Interrupted, code),
@@ -284,8 +292,9 @@ pub fn failed_itself(steps: &[Step]) -> bool {
     })
 }
 
-/// Runs the bake, each target's statuses to its own log, tracker and progress; plain text (bake's
-/// own errors) to every target's.
+/// Runs the bake (or one build: a bake of one target), each target's statuses to its own log,
+/// tracker and progress; plain text (bake's own errors) to the target it names, else to every
+/// target's. Returns the exit code (None when killed by a signal).
 fn bake_stream(
     bake: &Bake,
     reporter: &dyn Reporter,
@@ -330,39 +339,6 @@ fn bake_stream(
     for log in &mut logs {
         close_log(log, code)?;
     }
-    Ok(code)
-}
-
-/// Runs the process, writing its log; returns its exit code (None when killed by a signal).
-fn stream(
-    job: &Job,
-    reporter: &dyn Reporter,
-    tracker: &mut Tracker,
-    tail: &mut VecDeque<String>,
-) -> anyhow::Result<Option<i32>> {
-    let mut log = open_log(&job.log, &job.argv)?;
-    let mut splitter = Splitter::default();
-    let code = drive(&job.argv, &job.cwd, |text| {
-        match splitter.push_line(text) {
-            Some(Chunk::Status(status)) => {
-                let (rendered, updates) = tracker.apply(&status);
-                log.write_all(rendered.as_bytes())?;
-                for l in rendered.lines() {
-                    push_tail(tail, l);
-                }
-                for update in &updates {
-                    reporter.update(&job.name, update);
-                }
-            }
-            Some(Chunk::Text(text)) => {
-                writeln!(log, "{text}")?;
-                push_tail(tail, &text);
-            }
-            None => {}
-        }
-        Ok(())
-    })?;
-    close_log(&mut log, code)?;
     Ok(code)
 }
 
