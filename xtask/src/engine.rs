@@ -116,15 +116,17 @@ impl EngineDir {
             format!("--config-file={}", self.config_file().display()),
         ]
     }
-    /// The daemon's configuration: the containerd image store, without which the default docker
-    /// driver refuses `--cache-to type=local|registry` (the layer cache could not leave the engine).
+    /// The daemon's configuration ([`crate::engine_config`]): the containerd image store, without
+    /// which the default docker driver refuses `--cache-to type=local|registry` (the layer cache
+    /// could not leave the engine), and the build cache's garbage collection.
     pub fn config_file(&self) -> PathBuf {
         self.root.join("daemon.json")
     }
     /// Whether the running daemon was started with this version's configuration (an engine
-    /// started by an older xtask has no `--config-file`, hence no containerd image store) and
+    /// started by an older xtask has no `--config-file`, hence no containerd image store, or an
+    /// older `daemon.json`, such as one without the build cache's sizes) and
     /// from the installed binary (an upgrade replaced it: `/proc/PID/exe` says `(deleted)`).
-    fn runs_current_config(&self, pid: u32) -> bool {
+    pub fn runs_current_config(&self, pid: u32) -> bool {
         let replaced = fs::read_link(format!("/proc/{pid}/exe"))
             .is_ok_and(|exe| exe.to_string_lossy().ends_with(" (deleted)"));
         if replaced {
@@ -135,7 +137,9 @@ impl EngineDir {
         cmdline
             .split(|b| *b == 0)
             .any(|arg| arg == config.as_bytes())
-            && fs::read_to_string(self.config_file()).is_ok_and(|text| text == DAEMON_JSON)
+            && crate::engine_config::for_dir(&self.root).is_ok_and(|(_, config)| {
+                fs::read_to_string(self.config_file()).is_ok_and(|text| text == config)
+            })
     }
     /// The pid of the dockerd this directory's pid file names, if that process is alive and
     /// really is our dockerd (a pid file left by a killed daemon is stale).
@@ -434,9 +438,6 @@ fn mirror_from_sources(text: &str) -> Option<String> {
     })
 }
 
-/// The private daemon's daemon.json: the containerd image store (see `EngineDir::config_file`).
-const DAEMON_JSON: &str = "{\"features\": {\"containerd-snapshotter\": true}}\n";
-
 fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
     start_dockerd_with(dir, &[])
 }
@@ -454,7 +455,15 @@ pub fn start_dockerd_with(dir: &EngineDir, extra: &[String]) -> anyhow::Result<(
     }
     fs::create_dir_all(&dir.root)
         .with_context(|| format!("cannot create {}", dir.root.display()))?;
-    write_if_changed(&dir.config_file(), DAEMON_JSON)?;
+    let (gc, config) = crate::engine_config::for_dir(&dir.root)?;
+    write_if_changed(&dir.config_file(), &config)?;
+    eprintln!(
+        "engine: build cache kept up to {} GiB; pruned above {} GiB or under {} GiB free ({})",
+        gc.reserved_gib,
+        gc.max_used_gib,
+        gc.min_free_gib,
+        dir.config_file().display()
+    );
     // a pid file or socket left by a daemon that was killed is stale
     let _ = fs::remove_file(dir.pidfile());
     let _ = fs::remove_file(dir.socket());

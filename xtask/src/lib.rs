@@ -9,6 +9,7 @@ pub mod compose;
 pub mod docker;
 pub mod dockerfile;
 pub mod engine;
+pub mod engine_config;
 pub mod engine_idle;
 pub mod engine_use;
 pub mod exec;

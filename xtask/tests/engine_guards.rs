@@ -9,7 +9,9 @@
 //!   before any build, and with that line added the new image builds and runs (item 5);
 //! - a published set where one image fails moves no tag in the local registry (issue 15);
 //! - a change in one service builds only the images of its binary: the builder's digests first,
-//!   the others left out (issue 22).
+//!   the others left out (issue 22);
+//! - the private engine's BuildKit prunes its cache by the sizes its daemon.json names (issue 22:
+//!   Docker 28's defaults pruned the cargo cache mounts between builds).
 
 #[allow(dead_code)] // shared with cache_flow.rs
 mod engine_support;
@@ -47,6 +49,37 @@ fn a_build_arg_the_declaration_owns_is_refused_before_any_build() {
     // nothing was built under that tag
     let inspect = docker(&["image", "inspect", "attune-api:guard-owned-arg"]);
     assert!(!inspect.status.success());
+}
+
+#[test]
+fn the_private_engine_prunes_its_build_cache_by_the_sizes_engine_status_names() {
+    if !enabled("build cache gc") {
+        return;
+    }
+    let out = xtask(&workspace_root(), &["engine", "status", "--json"], &[]);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let private = status["private_engine_socket"].as_str().unwrap();
+    if status["docker_host"].as_str() != Some(&format!("unix://{private}")) {
+        eprintln!("build cache gc: the engine is not the private one; its config is not ours");
+        return;
+    }
+    let gc = &status["cache_gc"];
+    assert!(gc.is_object(), "engine status names no cache gc: {status}");
+    // BuildKit's own account of its policy: every size rule carries the three sizes
+    let inspect = docker(&["buildx", "inspect"]);
+    let text = String::from_utf8_lossy(&inspect.stdout);
+    for (field, label) in [
+        ("reserved_gib", "Reserved Space:"),
+        ("max_used_gib", "Max Used Space:"),
+        ("min_free_gib", "Min Free Space:"),
+    ] {
+        let want = format!("{}GiB", gc[field]);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains(label)).collect();
+        assert!(
+            lines.iter().any(|l| l.trim().ends_with(&want)),
+            "no `{label} {want}` in buildx inspect:\n{text}"
+        );
+    }
 }
 
 #[test]

@@ -39,6 +39,9 @@ struct EngineStatus {
     /// Base image reference -> present (only when the engine is reachable).
     base_images: BTreeMap<String, bool>,
     registry: Option<registry::RegistryStatus>,
+    /// The private engine's build-cache garbage collection (its `daemon.json`), when it runs
+    /// with this xtask's configuration (`up` restarts one that does not).
+    cache_gc: Option<crate::engine_config::CacheGc>,
     /// The second engine (`engine up --second`), a second builder for `--builders`.
     second_engine: second_engine::SecondStatus,
 }
@@ -64,6 +67,11 @@ fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
         private_engine_socket: dir.socket(),
         base_images: base_images_present,
         registry: Registry::new(&dir.root).ok().map(|r| r.status()),
+        cache_gc: dir
+            .running_pid()
+            .filter(|pid| dir.runs_current_config(*pid))
+            .and_then(|_| crate::engine_config::for_dir(&dir.root).ok())
+            .map(|(gc, _)| gc),
         second_engine: second_engine::status(dir),
     };
     if json {
@@ -95,6 +103,15 @@ fn print_status(report: &EngineStatus, dir: &EngineDir) {
             dir.docker_host()
         ),
         None => println!("private engine: not running ({})", dir.root.display()),
+    }
+    if let Some(gc) = &report.cache_gc {
+        println!(
+            "build cache: kept up to {} GiB; pruned above {} GiB or under {} GiB free ({})",
+            gc.reserved_gib,
+            gc.max_used_gib,
+            gc.min_free_gib,
+            dir.config_file().display()
+        );
     }
     for (image, present) in &report.base_images {
         println!(

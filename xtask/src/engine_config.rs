@@ -1,0 +1,116 @@
+//! The private daemon's `daemon.json`: the containerd image store, and a build-cache garbage
+//! collection sized for this workspace's cache mounts.
+//!
+//! Docker 28's own defaults keep at least a fifth of the disk free and reserve only a tenth of it
+//! for the cache. On this project's machines (252 GB, 18-27 GB free during a bench at 64 images)
+//! that pruned the cargo target and registry cache mounts between two builds: cargo in a probe ran
+//! 3 s slower, and a service change in CI recompiled every crate (docs/SCALING.md, run 10). These
+//! sizes, a pure function of the disk's size, keep up to a fifth of the disk for the cache and
+//! prune only when less than a twentieth of the disk is free or the cache passes three fifths.
+
+use std::path::Path;
+
+use anyhow::Context;
+
+/// Build-cache garbage-collection sizes, in GiB (`daemon.json` writes them as `NGB`, which
+/// dockerd reads as binary units).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct CacheGc {
+    /// Cache below this size is never pruned (bar cache mounts unused for 48 h).
+    pub reserved_gib: u64,
+    /// Above this size unused cache is pruned down to `reserved_gib`.
+    pub max_used_gib: u64,
+    /// With less free disk than this, unused cache is pruned down to `reserved_gib`.
+    pub min_free_gib: u64,
+}
+
+/// The sizes for a disk of `disk_bytes`.
+pub fn cache_gc(disk_bytes: u64) -> CacheGc {
+    let gib = disk_bytes >> 30;
+    CacheGc {
+        reserved_gib: (gib / 5).max(1),
+        max_used_gib: (gib * 3 / 5).max(2),
+        min_free_gib: (gib / 20).max(1),
+    }
+}
+
+/// The daemon.json text for `gc`: one line, so that a config an older xtask wrote compares
+/// unequal and its daemon is restarted.
+pub fn daemon_json(gc: CacheGc) -> String {
+    let config = serde_json::json!({
+        "features": {"containerd-snapshotter": true},
+        "builder": {"gc": {
+            "enabled": true,
+            "defaultReservedSpace": format!("{}GB", gc.reserved_gib),
+            "defaultMaxUsedSpace": format!("{}GB", gc.max_used_gib),
+            "defaultMinFreeSpace": format!("{}GB", gc.min_free_gib),
+        }},
+    });
+    format!("{config}\n")
+}
+
+/// The size of the filesystem that holds `dir`.
+pub fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let stat = rustix::fs::statvfs(dir).with_context(|| {
+        format!(
+            "cannot read the size of the disk that holds {}",
+            dir.display()
+        )
+    })?;
+    Ok(stat.f_blocks.saturating_mul(stat.f_frsize))
+}
+
+/// The sizes and config for the engine directory `root` (which must exist).
+pub fn for_dir(root: &Path) -> anyhow::Result<(CacheGc, String)> {
+    let gc = cache_gc(disk_bytes(root)?);
+    Ok((gc, daemon_json(gc)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_shares_of_the_disk() {
+        let gc = cache_gc(252 << 30);
+        assert_eq!(
+            gc,
+            CacheGc {
+                reserved_gib: 50,
+                max_used_gib: 151,
+                min_free_gib: 12
+            }
+        );
+        // the cache is kept well past what Docker 28 reserves (a tenth), and pruning for free
+        // space starts well below its fifth
+        assert!(gc.reserved_gib * 10 > 252);
+        assert!(gc.min_free_gib * 5 < 252);
+    }
+
+    #[test]
+    fn a_tiny_disk_still_gets_sizes_dockerd_accepts() {
+        let gc = cache_gc(512 << 20);
+        assert!(gc.reserved_gib >= 1 && gc.min_free_gib >= 1);
+        assert!(gc.max_used_gib > gc.reserved_gib);
+    }
+
+    #[test]
+    fn daemon_json_keeps_the_image_store_and_names_the_sizes() {
+        let text = daemon_json(cache_gc(100 << 30));
+        let value: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(value["features"]["containerd-snapshotter"], true);
+        let gc = &value["builder"]["gc"];
+        assert_eq!(gc["enabled"], true);
+        assert_eq!(gc["defaultReservedSpace"], "20GB");
+        assert_eq!(gc["defaultMaxUsedSpace"], "60GB");
+        assert_eq!(gc["defaultMinFreeSpace"], "5GB");
+        assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn the_disk_of_a_real_directory_has_a_size() {
+        let dir = std::env::temp_dir();
+        assert!(disk_bytes(&dir).unwrap() > 0);
+        assert!(disk_bytes(Path::new("/no/such/dir")).is_err());
+    }
+}
