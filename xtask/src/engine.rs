@@ -458,10 +458,7 @@ pub fn start_dockerd_with(dir: &EngineDir, extra: &[String]) -> anyhow::Result<(
     let (gc, config) = crate::engine_config::for_dir(&dir.root)?;
     write_if_changed(&dir.config_file(), &config)?;
     eprintln!(
-        "engine: build cache kept up to {} GiB; pruned above {} GiB or under {} GiB free ({})",
-        gc.reserved_gib,
-        gc.max_used_gib,
-        gc.min_free_gib,
+        "engine: build cache: {gc} ({})",
         dir.config_file().display()
     );
     // a pid file or socket left by a daemon that was killed is stale

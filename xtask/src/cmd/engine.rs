@@ -105,13 +105,7 @@ fn print_status(report: &EngineStatus, dir: &EngineDir) {
         None => println!("private engine: not running ({})", dir.root.display()),
     }
     if let Some(gc) = &report.cache_gc {
-        println!(
-            "build cache: kept up to {} GiB; pruned above {} GiB or under {} GiB free ({})",
-            gc.reserved_gib,
-            gc.max_used_gib,
-            gc.min_free_gib,
-            dir.config_file().display()
-        );
+        println!("build cache: {gc} ({})", dir.config_file().display());
     }
     for (image, present) in &report.base_images {
         println!(
