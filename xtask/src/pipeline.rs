@@ -332,6 +332,26 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
             binaries::STAGE,
             build.log.display()
         ));
+        let mut baked = ctx.todo.clone();
+        baked.bake = Some(bake_size(ctx.args.jobs));
+        let all: Vec<usize> = (0..baked.builds.len()).collect();
+        if let Some(bakes) = baked.bakes(&all) {
+            before.push_str(&format!(
+                "# then the images it does not leave out, as {} buildx bake{}; an image a failed bake stopped builds again with its own line below:\n",
+                bakes.len(),
+                if bakes.len() == 1 { "" } else { "s, one after another" }
+            ));
+            for bake in bakes {
+                let images: Vec<&str> = (bake.builds.iter())
+                    .map(|&i| baked.builds[i].image.as_str())
+                    .collect();
+                before.push_str(&format!(
+                    "{}   # {}\n",
+                    crate::proc::shell_line(&bake.argv),
+                    images.join(", ")
+                ));
+            }
+        }
     }
     if let Some(build) = &ctx.timings {
         after.push_str(&timings::render_dry_run(build));
@@ -471,11 +491,7 @@ fn probe_binaries(ctx: &mut Ctx) {
     // the images after it only copy from the built builder stage: one bake (one buildx client
     // and session for all) instead of a process each (docs/SCALING.md, run 10); --jobs N: bakes
     // of N, one after another
-    ctx.todo.bake = Some(if args.jobs == 0 {
-        usize::MAX
-    } else {
-        args.jobs
-    });
+    ctx.todo.bake = Some(bake_size(args.jobs));
     let all: Vec<usize> = (0..ctx.todo.builds.len()).collect();
     if let Some(report) = probe.report.as_mut() {
         report.bakes = (ctx.todo.bakes(&all).into_iter().flatten())
@@ -485,6 +501,15 @@ fn probe_binaries(ctx: &mut Ctx) {
     }
     probe.ran = ran.images.into_iter().next();
     ctx.probe = Some(probe);
+}
+
+/// How many images one bake after the probe runs: all of them, or --jobs N.
+fn bake_size(jobs: usize) -> usize {
+    if jobs == 0 {
+        usize::MAX
+    } else {
+        jobs
+    }
 }
 
 /// The probe's build, the builder stage and the Dockerfile's text, when the run may leave images

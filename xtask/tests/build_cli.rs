@@ -237,6 +237,52 @@ fn snapshot_dry_run_workspace_strategy() {
     assert_snapshot("docker_build_dry_run_workspace", &out.stdout);
 }
 
+#[test]
+fn dry_run_shows_the_bakes_after_the_probe_in_chunks_of_jobs() {
+    let images = one_of_each_kind();
+    let line = |out: &str, what: &str| (out.lines()).filter(|l| l.contains(what)).count();
+    let all = Test::new()
+        .args(["docker-build", "--dry-run", "--strategy", "workspace"])
+        .args(images.clone())
+        .no_docker()
+        .run();
+    all.expect_code(0);
+    assert_eq!(
+        line(&all.stdout, "docker buildx bake "),
+        1,
+        "{}",
+        all.stdout
+    );
+    // every image of the bake is named on its line
+    let bake = (all.stdout.lines())
+        .find(|l| l.contains("docker buildx bake "))
+        .unwrap();
+    for image in &images {
+        assert!(bake.contains(image), "{image} not in {bake}");
+    }
+    let two = Test::new()
+        .args([
+            "docker-build",
+            "--dry-run",
+            "--strategy",
+            "workspace",
+            "--jobs",
+            "2",
+        ])
+        .args(images.clone())
+        .no_docker()
+        .run();
+    two.expect_code(0);
+    assert_eq!(
+        line(&two.stdout, "docker buildx bake "),
+        images.len().div_ceil(2),
+        "{}",
+        two.stdout
+    );
+    assert!(two.stdout.contains("bake-2.json"), "{}", two.stdout);
+    assert!(two.stdout.contains("one after another"), "{}", two.stdout);
+}
+
 /// Compares `actual` with tests/snapshots/<name>.txt (expect-test: a diff on failure;
 /// `UPDATE_EXPECT=1 cargo test -p xtask --test build_cli` rewrites the files).
 #[track_caller]
