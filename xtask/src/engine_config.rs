@@ -72,6 +72,32 @@ pub fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(stat.f_blocks.saturating_mul(stat.f_frsize))
 }
 
+/// The space free to use on the filesystem that holds `dir`.
+pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
+    let stat = rustix::fs::statvfs(dir).with_context(|| {
+        format!(
+            "cannot read the free space of the disk that holds {}",
+            dir.display()
+        )
+    })?;
+    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
+
+/// Whether `free_bytes` is under the GC's floor: BuildKit then prunes unused cache down to the
+/// reserve, which may take the cache mounts the next build uses (measured: a service change at
+/// 64 images downloaded all 548 crates again; docs/SCALING.md, run 11).
+pub fn under_floor(gc: CacheGc, free_bytes: u64) -> bool {
+    free_bytes < gc.min_free_gib << 30
+}
+
+/// The disk of the engine directory `root` under its GC floor now: the free GiB and the floor,
+/// if so.
+pub fn dir_under_floor(root: &Path) -> Option<(u64, u64)> {
+    let (gc, _) = for_dir(root).ok()?;
+    let free = free_bytes(root).ok()?;
+    under_floor(gc, free).then_some((free >> 30, gc.min_free_gib))
+}
+
 /// The sizes and config for the engine directory `root` (which must exist).
 pub fn for_dir(root: &Path) -> anyhow::Result<(CacheGc, String)> {
     let gc = cache_gc(disk_bytes(root)?);
@@ -118,9 +144,17 @@ mod tests {
     }
 
     #[test]
+    fn the_floor_is_the_min_free_size() {
+        let gc = cache_gc(100 << 30);
+        assert!(under_floor(gc, (5 << 30) - 1));
+        assert!(!under_floor(gc, 5 << 30));
+    }
+
+    #[test]
     fn the_disk_of_a_real_directory_has_a_size() {
         let dir = std::env::temp_dir();
         assert!(disk_bytes(&dir).unwrap() > 0);
         assert!(disk_bytes(Path::new("/no/such/dir")).is_err());
+        assert!(free_bytes(&dir).unwrap() <= disk_bytes(&dir).unwrap());
     }
 }

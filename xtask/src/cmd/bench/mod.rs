@@ -193,6 +193,11 @@ pub struct Sample {
     /// returned ([`crate::engine_idle`]); none when the engine is not the private one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_seconds: Option<f64>,
+    /// The private engine's disk was under its GC floor when the run ended
+    /// ([`crate::engine_config::under_floor`]): BuildKit may have pruned cache this run or a
+    /// later one used, so their times may include downloads and compiles that are not theirs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub under_gc_floor: bool,
 }
 
 /// Runs a contender's command: its exit status and seconds, with the work it left the private
@@ -604,6 +609,7 @@ impl<'a> ContenderRun<'a> {
                 format!(" FAILED ({status}); log {}", log.display())
             }
         );
+        let under_gc_floor = engine_seconds.is_some() && warn_under_gc_floor();
         if !status.success() {
             // CI keeps only what is printed: the end of the log says which build failed and why
             let text = fs::read_to_string(&log).unwrap_or_default();
@@ -639,8 +645,21 @@ impl<'a> ContenderRun<'a> {
             compiled_twice,
             recording_seconds,
             engine_seconds,
+            under_gc_floor,
         })
     }
+}
+
+/// Whether the private engine's disk is under its GC floor now (said on stderr when it is).
+fn warn_under_gc_floor() -> bool {
+    let root = crate::engine::EngineDir::from_env().root;
+    let Some((free, min)) = crate::engine_config::dir_under_floor(&root) else {
+        return false;
+    };
+    eprintln!(
+        "bench: the engine's disk has {free} GiB free, under its GC floor of {min} GiB: BuildKit prunes unused cache, the cache mounts of later steps included; free disk and run again"
+    );
+    true
 }
 
 /// The last `n` lines of `text`.
@@ -1010,6 +1029,7 @@ mod tests {
             compiled_twice: None,
             recording_seconds: None,
             engine_seconds: None,
+            under_gc_floor: false,
         }
     }
 

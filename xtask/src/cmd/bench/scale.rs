@@ -870,6 +870,17 @@ pub fn render(report: &Report, markdown: bool) -> String {
             }
         );
     }
+    let floored = (report.sizes.iter())
+        .flat_map(|s| &s.samples)
+        .filter(|x| x.under_gc_floor)
+        .count();
+    if floored > 0 {
+        let _ = writeln!(
+            out,
+            "{}{floored} run(s) ended with the engine's disk under its GC floor: BuildKit may have pruned cache mounts they or later runs used (their times may include downloads and compiles that are not theirs)",
+            if markdown { "- " } else { "" },
+        );
+    }
     if !markdown {
         let _ = writeln!(
             out,
@@ -1114,6 +1125,45 @@ mod tests {
         assert!(text.contains("data-series=\"cold xtask\""), "{text}");
         // no ephemeral step in these sizes: no empty chart of what was carried
         assert!(!text.contains("carried between ephemeral runs"), "{text}");
+    }
+
+    #[test]
+    fn runs_under_the_engines_gc_floor_are_named_in_the_report() {
+        let report = |floored: bool| {
+            let mut one = size(8, Deps::Real, 0.2, 3.0, 2.0);
+            let mut sample = crate::cmd::bench::Sample {
+                contender: "xtask workspace".into(),
+                scenario: "common".into(),
+                rep: 1,
+                seconds: 3.0,
+                ok: true,
+                log: Default::default(),
+                compiled: 9,
+                compiled_twice: None,
+                recording_seconds: None,
+                engine_seconds: Some(0.0),
+                under_gc_floor: false,
+            };
+            one.samples.push(sample.clone());
+            sample.under_gc_floor = floored;
+            one.samples.push(sample);
+            Report {
+                date: String::new(),
+                command: String::new(),
+                cores: 2,
+                engine: String::new(),
+                buildx: String::new(),
+                reps: 1,
+                sizes: vec![one],
+                goals: vec![],
+            }
+        };
+        let text = render(&report(true), false);
+        assert!(
+            text.contains("1 run(s) ended with the engine's disk under its GC floor"),
+            "{text}"
+        );
+        assert!(!render(&report(false), false).contains("GC floor"));
     }
 
     #[test]
