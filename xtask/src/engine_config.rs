@@ -2,10 +2,10 @@
 //! collection sized for this workspace's cache mounts.
 //!
 //! Docker 28's own defaults reserve a tenth of the disk for the cache and prune the rest whenever
-//! less than a fifth of the disk is free. On this project's machines (252 GB, 18-27 GB free during
-//! a bench at 64 images) that pruned the cargo target and registry cache mounts between two
-//! builds: cargo in a probe ran 3 s slower, and a service change in CI recompiled every crate
-//! (docs/SCALING.md, run 10). These sizes, a pure function of the disk's size, keep Docker's
+//! less than a fifth of the disk is free. This project's machines often have less free (18-27 of
+//! 252 GB during the real-size bench), so BuildKit could prune the cargo target and registry cache
+//! mounts between two builds; at the floor, a change in common compiled every crate again
+//! (docs/SCALING.md, run 11). These sizes, a pure function of the disk's size, keep Docker's
 //! reserve (a tenth) but prune only when less than a twentieth of the disk is free or the cache
 //! passes three fifths of it. The reserve stays a tenth because BuildKit never prunes below it,
 //! even when the disk is full.
@@ -84,8 +84,8 @@ pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
 }
 
 /// Whether `free_bytes` is under the GC's floor: BuildKit then prunes unused cache down to the
-/// reserve, which may take the cache mounts the next build uses (measured: a service change at
-/// 64 images downloaded all 548 crates again; docs/SCALING.md, run 11).
+/// reserve, which may take the cache mounts the next build uses (measured by hand at the floor:
+/// a change in common compiled every crate again; docs/SCALING.md, run 11).
 pub fn under_floor(gc: CacheGc, free_bytes: u64) -> bool {
     free_bytes < gc.min_free_gib << 30
 }
