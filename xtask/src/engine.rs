@@ -137,9 +137,12 @@ impl EngineDir {
         cmdline
             .split(|b| *b == 0)
             .any(|arg| arg == config.as_bytes())
-            && crate::engine_config::for_dir(&self.root).is_ok_and(|(_, config)| {
-                fs::read_to_string(self.config_file()).is_ok_and(|text| text == config)
-            })
+            && self.cache_gc().is_some()
+    }
+    /// The build-cache sizes this directory's `daemon.json` names, when it has this xtask's shape
+    /// (the sizes were fixed when the daemon started: [`crate::engine_config`]).
+    pub fn cache_gc(&self) -> Option<crate::engine_config::CacheGc> {
+        crate::engine_config::parse(&fs::read_to_string(self.config_file()).ok()?)
     }
     /// The pid of the dockerd this directory's pid file names, if that process is alive and
     /// really is our dockerd (a pid file left by a killed daemon is stale).
@@ -450,12 +453,15 @@ pub fn start_dockerd_with(dir: &EngineDir, extra: &[String]) -> anyhow::Result<(
             eprintln!("engine: private dockerd already running (pid {pid})");
             return wait_for_socket(dir);
         }
-        eprintln!("engine: private dockerd (pid {pid}) runs an older binary or configuration; restarting it");
-        stop_dockerd(dir);
     }
     fs::create_dir_all(&dir.root)
         .with_context(|| format!("cannot create {}", dir.root.display()))?;
+    // before any daemon stops: a disk whose size cannot be read leaves the running one alone
     let (gc, config) = crate::engine_config::for_dir(&dir.root)?;
+    if let Some(pid) = dir.running_pid() {
+        eprintln!("engine: private dockerd (pid {pid}) runs an older binary or configuration; restarting it");
+        stop_dockerd(dir);
+    }
     write_if_changed(&dir.config_file(), &config)?;
     eprintln!(
         "engine: build cache: {gc} ({})",

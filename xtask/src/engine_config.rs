@@ -1,14 +1,20 @@
 //! The private daemon's `daemon.json`: the containerd image store, and a build-cache garbage
 //! collection sized for this workspace's cache mounts.
 //!
-//! Docker 28's own defaults reserve a tenth of the disk for the cache and prune the rest whenever
-//! less than a fifth of the disk is free. This project's machines often have less free (18-27 of
-//! 252 GB during the real-size bench), so BuildKit could prune the cargo target and registry cache
-//! mounts between two builds; at the floor, a change in common compiled every crate again
-//! (docs/SCALING.md, run 11). These sizes, a pure function of the disk's size, keep Docker's
-//! reserve (a tenth) but prune only when less than a twentieth of the disk is free or the cache
-//! passes three fifths of it. The reserve stays a tenth because BuildKit never prunes below it,
-//! even when the disk is full.
+//! Docker 28's own defaults reserve a tenth of the disk for the cache and prune unused cache
+//! whenever less than a fifth of the disk is free, cargo's target and registry cache mounts
+//! included: on a disk that is four fifths full, every build may start without them. These
+//! sizes, a pure function of the disk's size, keep Docker's reserve (a tenth) but prune only
+//! when less than a twentieth of the disk is free or the cache passes three fifths of it. BuildKit
+//! counts free blocks (`f_bfree`), which can be far more than df's available space (on this
+//! project's machine 199 GiB against 38 GiB: docs/SCALING.md, run 11). The reserve stays a tenth
+//! because BuildKit never prunes below it,
+//! even when the disk is full. A second engine on the same disk (`engine up --second`) gets the
+//! same sizes: together the two reserve a fifth.
+//!
+//! The sizes are fixed when the daemon starts: a running daemon counts as current when its
+//! `daemon.json` has this shape ([`parse`]), whatever the disk's size is now, so a disk that
+//! grows or shrinks never restarts a daemon under other builds.
 
 use std::path::Path;
 
@@ -20,9 +26,10 @@ use anyhow::Context;
 pub struct CacheGc {
     /// Cache below this size is never pruned (bar cache mounts unused for 48 h).
     pub reserved_gib: u64,
-    /// Above this size unused cache is pruned down to `reserved_gib`.
+    /// Above this size unused cache is pruned back to it.
     pub max_used_gib: u64,
-    /// With less free disk than this, unused cache is pruned down to `reserved_gib`.
+    /// With less free disk than this, unused cache is pruned until this much is free again (or
+    /// the cache is down to `reserved_gib`).
     pub min_free_gib: u64,
 }
 
@@ -30,7 +37,7 @@ impl std::fmt::Display for CacheGc {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} GiB never pruned; unused cache pruned above {} GiB or with under {} GiB free",
+            "{} GiB always kept; unused cache pruned when over {} GiB, or while under {} GiB of the disk is free",
             self.reserved_gib, self.max_used_gib, self.min_free_gib
         )
     }
@@ -46,8 +53,7 @@ pub fn cache_gc(disk_bytes: u64) -> CacheGc {
     }
 }
 
-/// The daemon.json text for `gc`: one line, so that a config an older xtask wrote compares
-/// unequal and its daemon is restarted.
+/// The daemon.json text for `gc`.
 pub fn daemon_json(gc: CacheGc) -> String {
     let config = serde_json::json!({
         "features": {"containerd-snapshotter": true},
@@ -61,6 +67,26 @@ pub fn daemon_json(gc: CacheGc) -> String {
     format!("{config}\n")
 }
 
+/// The sizes a daemon.json names, when it has this module's shape (the image store, and the three
+/// sizes in whole `GB`); none for one an older xtask wrote, which had no sizes.
+pub fn parse(text: &str) -> Option<CacheGc> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    if value["features"]["containerd-snapshotter"] != true
+        || value["builder"]["gc"]["enabled"] != true
+    {
+        return None;
+    }
+    let size = |key: &str| {
+        let text = value["builder"]["gc"][key].as_str()?;
+        text.strip_suffix("GB")?.parse::<u64>().ok()
+    };
+    Some(CacheGc {
+        reserved_gib: size("defaultReservedSpace")?,
+        max_used_gib: size("defaultMaxUsedSpace")?,
+        min_free_gib: size("defaultMinFreeSpace")?,
+    })
+}
+
 /// The size of the filesystem that holds `dir`.
 pub fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
     let stat = rustix::fs::statvfs(dir).with_context(|| {
@@ -72,7 +98,8 @@ pub fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
     Ok(stat.f_blocks.saturating_mul(stat.f_frsize))
 }
 
-/// The space free to use on the filesystem that holds `dir`.
+/// The free space of the filesystem that holds `dir`, counted as BuildKit counts it for its
+/// min-free rule (free blocks, root's reserve included).
 pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
     let stat = rustix::fs::statvfs(dir).with_context(|| {
         format!(
@@ -80,20 +107,19 @@ pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
             dir.display()
         )
     })?;
-    Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    Ok(stat.f_bfree.saturating_mul(stat.f_frsize))
 }
 
-/// Whether `free_bytes` is under the GC's floor: BuildKit then prunes unused cache down to the
-/// reserve, which may take the cache mounts the next build uses (measured by hand at the floor:
-/// a change in common compiled every crate again; docs/SCALING.md, run 11).
+/// Whether `free_bytes` is under the GC's floor: BuildKit then prunes unused cache until the
+/// floor is free again, which may take the cache mounts the next build uses.
 pub fn under_floor(gc: CacheGc, free_bytes: u64) -> bool {
     free_bytes < gc.min_free_gib << 30
 }
 
-/// The disk of the engine directory `root` under its GC floor now: the free GiB and the floor,
-/// if so.
+/// The disk of the engine directory `root` under its daemon's GC floor now (the sizes its
+/// `daemon.json` names): the free GiB and the floor, if so.
 pub fn dir_under_floor(root: &Path) -> Option<(u64, u64)> {
-    let (gc, _) = for_dir(root).ok()?;
+    let gc = parse(&std::fs::read_to_string(root.join("daemon.json")).ok()?)?;
     let free = free_bytes(root).ok()?;
     under_floor(gc, free).then_some((free >> 30, gc.min_free_gib))
 }
@@ -119,8 +145,6 @@ mod tests {
                 min_free_gib: 12
             }
         );
-        // pruning for free space starts well below Docker 28's fifth of the disk
-        assert!(gc.min_free_gib * 5 < 252);
     }
 
     #[test]
@@ -141,6 +165,20 @@ mod tests {
         assert_eq!(gc["defaultMaxUsedSpace"], "60GB");
         assert_eq!(gc["defaultMinFreeSpace"], "5GB");
         assert_eq!(text.lines().count(), 1);
+    }
+
+    #[test]
+    fn parse_reads_back_what_daemon_json_wrote_and_nothing_older() {
+        let gc = cache_gc(300 << 30);
+        assert_eq!(parse(&daemon_json(gc)), Some(gc));
+        // what xtask wrote before the sizes: the image store alone
+        assert_eq!(
+            parse("{\"features\": {\"containerd-snapshotter\": true}}\n"),
+            None
+        );
+        assert_eq!(parse("not json"), None);
+        let other = daemon_json(gc).replace("GB", "MB");
+        assert_eq!(parse(&other), None);
     }
 
     #[test]

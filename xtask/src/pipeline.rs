@@ -337,7 +337,7 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
         let all: Vec<usize> = (0..baked.builds.len()).collect();
         if let Some(bakes) = baked.bakes(&all) {
             before.push_str(&format!(
-                "# then the images it does not leave out, as {} buildx bake{}; an image a failed bake stopped builds again with its own line below:\n",
+                "# then, when the probe ran first, the images it does not leave out, as {} buildx bake{}; an image a failed bake stopped builds again with its own line below:\n",
                 bakes.len(),
                 if bakes.len() == 1 { "" } else { "s, one after another" }
             ));

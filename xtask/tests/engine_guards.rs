@@ -65,19 +65,34 @@ fn the_private_engine_prunes_its_build_cache_by_the_sizes_engine_status_names() 
     }
     let gc = &status["cache_gc"];
     assert!(gc.is_object(), "engine status names no cache gc: {status}");
-    // BuildKit's own account of its policy: every size rule carries the three sizes
-    let inspect = docker(&["buildx", "inspect"]);
+    // BuildKit's own account of its policy (the daemon's own builder): every size rule carries
+    // the three sizes, printed in GiB or, past 1024 GiB, TiB
+    let inspect = docker(&["buildx", "inspect", "default"]);
     let text = String::from_utf8_lossy(&inspect.stdout);
+    let gib = |value: &str| {
+        let value = value.trim();
+        let (number, scale) = if let Some(n) = value.strip_suffix("TiB") {
+            (n, 1024.0)
+        } else if let Some(n) = value.strip_suffix("GiB") {
+            (n, 1.0)
+        } else {
+            (value.strip_suffix("MiB")?, 1.0 / 1024.0)
+        };
+        number.trim().parse::<f64>().ok().map(|n| n * scale)
+    };
     for (field, label) in [
         ("reserved_gib", "Reserved Space:"),
         ("max_used_gib", "Max Used Space:"),
         ("min_free_gib", "Min Free Space:"),
     ] {
-        let want = format!("{}GiB", gc[field]);
-        let lines: Vec<&str> = text.lines().filter(|l| l.contains(label)).collect();
+        let want = gc[field].as_f64().unwrap();
+        let seen: Vec<f64> = (text.lines())
+            .filter_map(|l| l.split_once(label))
+            .filter_map(|(_, v)| gib(v))
+            .collect();
         assert!(
-            lines.iter().any(|l| l.trim().ends_with(&want)),
-            "no `{label} {want}` in buildx inspect:\n{text}"
+            seen.iter().any(|v| (v - want).abs() < 0.01 * want.max(1.0)),
+            "no `{label}` of {want} GiB in buildx inspect (saw {seen:?}):\n{text}"
         );
     }
 }

@@ -70,8 +70,7 @@ fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
         cache_gc: dir
             .running_pid()
             .filter(|pid| dir.runs_current_config(*pid))
-            .and_then(|_| crate::engine_config::for_dir(&dir.root).ok())
-            .map(|(gc, _)| gc),
+            .and_then(|_| dir.cache_gc()),
         second_engine: second_engine::status(dir),
     };
     if json {
@@ -104,8 +103,12 @@ fn print_status(report: &EngineStatus, dir: &EngineDir) {
         ),
         None => println!("private engine: not running ({})", dir.root.display()),
     }
-    if let Some(gc) = &report.cache_gc {
-        println!("build cache: {gc} ({})", dir.config_file().display());
+    match (&report.cache_gc, report.private_engine_pid) {
+        (Some(gc), _) => println!("build cache: {gc} ({})", dir.config_file().display()),
+        (None, Some(_)) => println!(
+            "build cache: the private engine runs an older binary or configuration; `cargo xtask engine up` restarts it"
+        ),
+        (None, None) => {}
     }
     for (image, present) in &report.base_images {
         println!(
