@@ -1,11 +1,13 @@
-//! `cargo xtask engine up|down|status`: a real Docker engine with BuildKit on a machine that has none.
+//! `cargo xtask engine up|down|status`: a real Docker engine with BuildKit on a machine that has
+//! none.
 //!
 //! When no Docker daemon is reachable, `up` installs Debian's docker.io, docker-buildx and
 //! docker-compose (from Debian testing, pinned low, through the mirror the machine's own apt
-//! sources name; a private engine older than [`ENGINE_MAJOR`] is upgraded and restarted), starts a private dockerd on its own socket under the engine directory
-//! (default `/var/lib/attune-engine`, or `ATTUNE_ENGINE_DIR`), and, when no registry can be
-//! reached, creates the base images the Dockerfiles name from debootstrap plus the host's Rust
-//! toolchain and CA bundle. Every step checks first and does nothing when already done.
+//! sources name; a private engine older than [`ENGINE_MAJOR`] is upgraded and restarted), starts a
+//! private dockerd on its own socket under the engine directory (default `/var/lib/attune-engine`,
+//! or `ATTUNE_ENGINE_DIR`), and, when no registry can be reached, creates the base images the
+//! Dockerfiles name from debootstrap plus the host's Rust toolchain and CA bundle. Every step
+//! checks first and does nothing when already done.
 //!
 //! The rest of the xtask finds this engine by itself: [`use_private_engine_if_needed`] points
 //! `DOCKER_HOST` at the private socket when no other engine is configured.
@@ -155,7 +157,8 @@ impl EngineDir {
 }
 
 /// Points `DOCKER_HOST` at the private engine when the caller configured none, the default socket
-/// does not accept connections, and the private engine is running. Call once at startup, before threads.
+/// does not accept connections, and the private engine is running. Call once at startup, before
+/// threads.
 pub fn use_private_engine_if_needed() {
     let default_answers = std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok();
     if user_configured_engine().is_some() || default_answers {

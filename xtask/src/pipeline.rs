@@ -100,8 +100,8 @@ struct Probe {
     products: BTreeMap<String, String>,
 }
 
-/// [`records::list_superseded`] and [`records::remove`] on their thread (how many records and bytes went), and the
-/// flag that tells it the probe has ended.
+/// [`records::list_superseded`] and [`records::remove`] on their thread (how many records and bytes
+/// went), and the flag that tells it the probe has ended.
 struct Tidy {
     handle: std::thread::JoinHandle<anyhow::Result<(usize, u64)>>,
     probe_ended: std::sync::Arc<std::sync::atomic::AtomicBool>,

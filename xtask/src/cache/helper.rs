@@ -21,7 +21,8 @@ use crate::{
 pub const NONCE_ARG: &str = "ATTUNE_CACHE_NONCE";
 /// The automatic platform argument the target caches' ids carry (`id=...-${TARGETPLATFORM}`).
 pub const TARGETPLATFORM: &str = "TARGETPLATFORM";
-/// The import helper's stages that hold the unpacked archives, `-<n>` each (bind-mounted by its RUN).
+/// The import helper's stages that hold the unpacked archives, `-<n>` each (bind-mounted by its
+/// RUN).
 pub const ARCHIVES_CONTEXT: &str = "attune-cache-archives";
 /// What of a cargo home is worth carrying (the Cargo book's advice): `registry/src` is
 /// re-extracted from `registry/cache` when missing, and the lock files are per process.

@@ -1,9 +1,10 @@
 //! An entry's `manifest.json`: its key and inputs, and every file it carries with its sha256.
 //! Pure: parsing and validation only.
 //!
-//! Format 2: a cache travels in parts (`more`), unpacked side by side: its stable part (split
-//! when large) and the rest; format 1, one archive per cache, is still read. The layer cache is named by kind so that a registry-backed entry (layers and
-//! archives as registry blobs) can use the same manifest with another `kind`.
+//! Format 2: a cache travels in parts (`more`), unpacked side by side: its stable part (split when
+//! large) and the rest; format 1, one archive per cache, is still read. The layer cache is named by
+//! kind so that a registry-backed entry (layers and archives as registry blobs) can use the same
+//! manifest with another `kind`.
 
 use serde::{Deserialize, Serialize};
 

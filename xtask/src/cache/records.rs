@@ -1,7 +1,8 @@
 //! BuildKit's cache records as `docker buildx du --verbose` lists them: the parse, the layer
 //! records later builds superseded and the prune of them (pure), and the listing and the prune
 //! themselves (processes). `cache du|prune` show and remove this workspace's cache mounts;
-//! docker-build removes the superseded layer records of its images ([`list_superseded`], [`remove`]).
+//! docker-build removes the superseded layer records of its images ([`list_superseded`],
+//! [`remove`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,9 +1,10 @@
 //! BuildKit's `--progress=rawjson` stream -> steps started, finished, cached or failed.
 //!
 //! buildx prints one JSON object per status update (0.13: pretty-printed, `{` and `}` alone on
-//! their lines; 0.14 and later: one object per line) and, at the end, plain-text lines such as `ERROR: failed to solve: ...`. [`Splitter`]
-//! separates the two; [`Tracker`] folds the updates into per-step state and renders the
-//! human-readable log that lands in `target/xtask/logs/<image>.log`.
+//! their lines; 0.14 and later: one object per line) and, at the end, plain-text lines such as
+//! `ERROR: failed to solve: ...`. [`Splitter`] separates the two; [`Tracker`] folds the updates
+//! into per-step state and renders the human-readable log that lands in
+//! `target/xtask/logs/<image>.log`.
 
 use std::collections::HashMap;
 
