@@ -146,6 +146,19 @@ impl EngineDir {
     pub fn cache_gc(&self) -> Option<crate::engine_config::CacheGc> {
         crate::engine_config::parse(&fs::read_to_string(self.config_file()).ok()?)
     }
+    /// This directory's disk under its daemon's GC floor now (the sizes its `daemon.json` names):
+    /// the free GiB and the floor, if so.
+    pub fn under_gc_floor(&self) -> Option<(u64, u64)> {
+        let gc = self.cache_gc()?;
+        let free = crate::engine_config::disk_space(&self.root)
+            .ok()?
+            .free_bytes;
+        crate::engine_config::under_floor(gc, free).then_some((free >> 30, gc.min_free_gib))
+    }
+    /// Whether the configured engine (`DOCKER_HOST`) is this one.
+    pub fn in_use(&self) -> bool {
+        std::env::var("DOCKER_HOST").ok() == Some(self.docker_host())
+    }
     /// The pid of the dockerd this directory's pid file names, if that process is alive and
     /// really is our dockerd (a pid file left by a killed daemon is stale).
     pub fn running_pid(&self) -> Option<u32> {
@@ -214,7 +227,7 @@ pub fn up(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
     let ours_outdated = dir
         .running_pid()
         .is_some_and(|pid| !dir.runs_current_config(pid) || installed_outdated())
-        && std::env::var("DOCKER_HOST").ok() == Some(dir.docker_host());
+        && dir.in_use();
     if before.reachable() && before.buildx_version.is_some() && !ours_outdated {
         eprintln!(
             "engine: Docker {} reachable{}",

@@ -87,27 +87,22 @@ pub fn parse(text: &str) -> Option<CacheGc> {
     })
 }
 
-/// The size of the filesystem that holds `dir`.
-pub fn disk_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let stat = rustix::fs::statvfs(dir).with_context(|| {
-        format!(
-            "cannot read the size of the disk that holds {}",
-            dir.display()
-        )
-    })?;
-    Ok(stat.f_blocks.saturating_mul(stat.f_frsize))
+/// The size of a filesystem, and its free space counted as BuildKit counts it for its min-free
+/// rule (free blocks, root's reserve included).
+#[derive(Debug, Clone, Copy)]
+pub struct DiskSpace {
+    pub total_bytes: u64,
+    pub free_bytes: u64,
 }
 
-/// The free space of the filesystem that holds `dir`, counted as BuildKit counts it for its
-/// min-free rule (free blocks, root's reserve included).
-pub fn free_bytes(dir: &Path) -> anyhow::Result<u64> {
-    let stat = rustix::fs::statvfs(dir).with_context(|| {
-        format!(
-            "cannot read the free space of the disk that holds {}",
-            dir.display()
-        )
-    })?;
-    Ok(stat.f_bfree.saturating_mul(stat.f_frsize))
+/// The space of the filesystem that holds `dir`.
+pub fn disk_space(dir: &Path) -> anyhow::Result<DiskSpace> {
+    let stat = rustix::fs::statvfs(dir)
+        .with_context(|| format!("cannot read the disk that holds {}", dir.display()))?;
+    Ok(DiskSpace {
+        total_bytes: stat.f_blocks.saturating_mul(stat.f_frsize),
+        free_bytes: stat.f_bfree.saturating_mul(stat.f_frsize),
+    })
 }
 
 /// Whether `free_bytes` is under the GC's floor: BuildKit then prunes unused cache until the
@@ -116,17 +111,9 @@ pub fn under_floor(gc: CacheGc, free_bytes: u64) -> bool {
     free_bytes < gc.min_free_gib << 30
 }
 
-/// The disk of the engine directory `root` under its daemon's GC floor now (the sizes its
-/// `daemon.json` names): the free GiB and the floor, if so.
-pub fn dir_under_floor(root: &Path) -> Option<(u64, u64)> {
-    let gc = parse(&std::fs::read_to_string(root.join("daemon.json")).ok()?)?;
-    let free = free_bytes(root).ok()?;
-    under_floor(gc, free).then_some((free >> 30, gc.min_free_gib))
-}
-
 /// The sizes and config for the engine directory `root` (which must exist).
 pub fn for_dir(root: &Path) -> anyhow::Result<(CacheGc, String)> {
-    let gc = cache_gc(disk_bytes(root)?);
+    let gc = cache_gc(disk_space(root)?.total_bytes);
     Ok((gc, daemon_json(gc)))
 }
 
@@ -190,9 +177,8 @@ mod tests {
 
     #[test]
     fn the_disk_of_a_real_directory_has_a_size() {
-        let dir = std::env::temp_dir();
-        assert!(disk_bytes(&dir).unwrap() > 0);
-        assert!(disk_bytes(Path::new("/no/such/dir")).is_err());
-        assert!(free_bytes(&dir).unwrap() <= disk_bytes(&dir).unwrap());
+        let space = disk_space(&std::env::temp_dir()).unwrap();
+        assert!(space.total_bytes > 0 && space.free_bytes <= space.total_bytes);
+        assert!(disk_space(Path::new("/no/such/dir")).is_err());
     }
 }

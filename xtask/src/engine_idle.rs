@@ -9,18 +9,11 @@ use std::time::{Duration, Instant};
 const WINDOW: Duration = Duration::from_millis(250);
 const IDLE_SHARE: f64 = 0.1;
 
-/// The private engine's dockerd (`cargo xtask engine up`), when `DOCKER_HOST` names it and its
-/// process can be read; another engine's work cannot be watched from here.
+/// The private engine's dockerd (`cargo xtask engine up`), when `DOCKER_HOST` names it and it
+/// runs; another engine's work cannot be watched from here.
 pub fn private_dockerd() -> Option<u32> {
     let dir = crate::engine::EngineDir::from_env();
-    if std::env::var("DOCKER_HOST").ok()? != dir.docker_host() {
-        return None;
-    }
-    let pid: u32 = (std::fs::read_to_string(dir.pidfile()).ok()?)
-        .trim()
-        .parse()
-        .ok()?;
-    cpu_seconds(pid).map(|_| pid)
+    dir.in_use().then(|| dir.running_pid()).flatten()
 }
 
 /// Seconds dockerd `pid` stayed busy from now: until a window in which it used under a tenth

@@ -332,10 +332,7 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
             binaries::STAGE,
             build.log.display()
         ));
-        let mut baked = ctx.todo.clone();
-        baked.bake = Some(bake_size(ctx.args.jobs));
-        let all: Vec<usize> = (0..baked.builds.len()).collect();
-        if let Some(bakes) = baked.bakes(&all) {
+        if let Some(bakes) = bakes_after_probe(&mut ctx.todo.clone(), ctx.args.jobs) {
             before.push_str(&format!(
                 "# then, when the probe ran first, the images it does not leave out, as {} buildx bake{}; an image a failed bake stopped builds again with its own line below:\n",
                 bakes.len(),
@@ -343,7 +340,7 @@ fn dry_run(ctx: &mut Ctx) -> anyhow::Result<Status> {
             ));
             for bake in bakes {
                 let images: Vec<&str> = (bake.builds.iter())
-                    .map(|&i| baked.builds[i].image.as_str())
+                    .map(|&i| ctx.todo.builds[i].image.as_str())
                     .collect();
                 before.push_str(&format!(
                     "{}   # {}\n",
@@ -488,28 +485,23 @@ fn probe_binaries(ctx: &mut Ctx) {
         .collect();
     ctx.todo.builds.retain(|b| !left_out.contains(&b.image));
     ctx.current.extend(left_out.iter().cloned());
-    // the images after it only copy from the built builder stage: one bake (one buildx client
-    // and session for all) instead of a process each (docs/SCALING.md, run 10); --jobs N: bakes
-    // of N, one after another
-    ctx.todo.bake = Some(bake_size(args.jobs));
-    let all: Vec<usize> = (0..ctx.todo.builds.len()).collect();
+    let bakes = bakes_after_probe(&mut ctx.todo, args.jobs);
     if let Some(report) = probe.report.as_mut() {
-        report.bakes = (ctx.todo.bakes(&all).into_iter().flatten())
-            .map(|b| b.file)
-            .collect();
+        report.bakes = bakes.into_iter().flatten().map(|b| b.file).collect();
         report.left_out = left_out;
     }
     probe.ran = ran.images.into_iter().next();
     ctx.probe = Some(probe);
 }
 
-/// How many images one bake after the probe runs: all of them, or --jobs N.
-fn bake_size(jobs: usize) -> usize {
-    if jobs == 0 {
-        usize::MAX
-    } else {
-        jobs
-    }
+/// Makes `plan`'s builds, the images after a probe that ran first, run as bakes, and returns
+/// them: they only copy from the built builder stage, so one bake (one buildx client and session
+/// for all) instead of a process each (docs/SCALING.md, run 10); --jobs N: bakes of N, one after
+/// another. The run and `--dry-run` both take them from here.
+fn bakes_after_probe(plan: &mut Plan, jobs: usize) -> Option<Vec<plan::BakeRun>> {
+    plan.bake = Some(if jobs == 0 { usize::MAX } else { jobs });
+    let all: Vec<usize> = (0..plan.builds.len()).collect();
+    plan.bakes(&all)
 }
 
 /// The probe's build, the builder stage and the Dockerfile's text, when the run may leave images

@@ -240,47 +240,30 @@ fn snapshot_dry_run_workspace_strategy() {
 #[test]
 fn dry_run_shows_the_bakes_after_the_probe_in_chunks_of_jobs() {
     let images = one_of_each_kind();
-    let line = |out: &str, what: &str| (out.lines()).filter(|l| l.contains(what)).count();
-    let all = Test::new()
-        .args(["docker-build", "--dry-run", "--strategy", "workspace"])
-        .args(images.clone())
-        .no_docker()
-        .run();
-    all.expect_code(0);
-    assert_eq!(
-        line(&all.stdout, "docker buildx bake "),
-        1,
-        "{}",
-        all.stdout
-    );
+    let dry_run = |extra: &[&str]| {
+        let out = Test::new()
+            .args(["docker-build", "--dry-run", "--strategy", "workspace"])
+            .args(extra.iter().copied())
+            .args(images.clone())
+            .no_docker()
+            .run();
+        out.expect_code(0);
+        let bakes: Vec<String> = (out.stdout.lines())
+            .filter(|l| l.contains("docker buildx bake "))
+            .map(String::from)
+            .collect();
+        (out.stdout, bakes)
+    };
+    let (all, bakes) = dry_run(&[]);
+    assert_eq!(bakes.len(), 1, "{all}");
     // every image of the bake is named on its line
-    let bake = (all.stdout.lines())
-        .find(|l| l.contains("docker buildx bake "))
-        .unwrap();
     for image in &images {
-        assert!(bake.contains(image), "{image} not in {bake}");
+        assert!(bakes[0].contains(image), "{image} not in {}", bakes[0]);
     }
-    let two = Test::new()
-        .args([
-            "docker-build",
-            "--dry-run",
-            "--strategy",
-            "workspace",
-            "--jobs",
-            "2",
-        ])
-        .args(images.clone())
-        .no_docker()
-        .run();
-    two.expect_code(0);
-    assert_eq!(
-        line(&two.stdout, "docker buildx bake "),
-        images.len().div_ceil(2),
-        "{}",
-        two.stdout
-    );
-    assert!(two.stdout.contains("bake-2.json"), "{}", two.stdout);
-    assert!(two.stdout.contains("one after another"), "{}", two.stdout);
+    let (two, bakes) = dry_run(&["--jobs", "2"]);
+    assert_eq!(bakes.len(), images.len().div_ceil(2), "{two}");
+    assert!(two.contains("bake-2.json"), "{two}");
+    assert!(two.contains("one after another"), "{two}");
 }
 
 /// Compares `actual` with tests/snapshots/<name>.txt (expect-test: a diff on failure;

@@ -194,7 +194,7 @@ pub struct Sample {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_seconds: Option<f64>,
     /// The private engine's disk was under its GC floor when the run ended
-    /// ([`crate::engine_config::under_floor`]): BuildKit may have pruned cache this run or a
+    /// ([`crate::engine::EngineDir::under_gc_floor`]): BuildKit may have pruned cache this run or a
     /// later one used, so their times may include downloads and compiles that are not theirs.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub under_gc_floor: bool,
@@ -609,7 +609,7 @@ impl<'a> ContenderRun<'a> {
                 format!(" FAILED ({status}); log {}", log.display())
             }
         );
-        let under_gc_floor = engine_seconds.is_some() && warn_under_gc_floor();
+        let under_gc_floor = warn_under_gc_floor();
         if !status.success() {
             // CI keeps only what is printed: the end of the log says which build failed and why
             let text = fs::read_to_string(&log).unwrap_or_default();
@@ -650,10 +650,11 @@ impl<'a> ContenderRun<'a> {
     }
 }
 
-/// Whether the private engine's disk is under its GC floor now (said on stderr when it is).
+/// Whether the private engine, when it is the one in use, has its disk under its GC floor now
+/// (said on stderr when it has).
 fn warn_under_gc_floor() -> bool {
-    let root = crate::engine::EngineDir::from_env().root;
-    let Some((free, min)) = crate::engine_config::dir_under_floor(&root) else {
+    let dir = crate::engine::EngineDir::from_env();
+    let Some((free, min)) = dir.in_use().then(|| dir.under_gc_floor()).flatten() else {
         return false;
     };
     eprintln!(
@@ -1017,7 +1018,7 @@ mod tests {
         assert!(last_lines("", 5).is_empty());
     }
 
-    fn sample(contender: &str, scenario: &str, seconds: f64, ok: bool) -> Sample {
+    pub(super) fn sample(contender: &str, scenario: &str, seconds: f64, ok: bool) -> Sample {
         Sample {
             contender: contender.into(),
             scenario: scenario.into(),

@@ -1074,6 +1074,19 @@ mod tests {
         }
     }
 
+    fn report(sizes: Vec<SizeReport>, goals: Vec<ephemeral::Goal>) -> Report {
+        Report {
+            date: String::new(),
+            command: String::new(),
+            cores: 2,
+            engine: String::new(),
+            buildx: String::new(),
+            reps: 1,
+            sizes,
+            goals,
+        }
+    }
+
     #[test]
     fn goals_per_size_and_growth_between_sizes() {
         let sizes = vec![
@@ -1097,30 +1110,8 @@ mod tests {
             2,
             "the small set's two growth goals: {small:?}"
         );
-        assert!(render(
-            &Report {
-                date: String::new(),
-                command: String::new(),
-                cores: 2,
-                engine: String::new(),
-                buildx: String::new(),
-                reps: 1,
-                sizes: sizes.clone(),
-                goals: goals.clone(),
-            },
-            true
-        )
-        .contains("NOT MET"));
-        let text = svg(&Report {
-            date: String::new(),
-            command: String::new(),
-            cores: 2,
-            engine: String::new(),
-            buildx: String::new(),
-            reps: 1,
-            sizes,
-            goals,
-        });
+        assert!(render(&report(sizes.clone(), goals.clone()), true).contains("NOT MET"));
+        let text = svg(&report(sizes, goals));
         assert!(text.contains("data-series=\"real: noop xtask\""), "{text}");
         assert!(text.contains("data-series=\"cold xtask\""), "{text}");
         // no ephemeral step in these sizes: no empty chart of what was carried
@@ -1129,41 +1120,21 @@ mod tests {
 
     #[test]
     fn runs_under_the_engines_gc_floor_are_named_in_the_report() {
-        let report = |floored: bool| {
+        let floored = |floored: bool| {
             let mut one = size(8, Deps::Real, 0.2, 3.0, 2.0);
-            let mut sample = crate::cmd::bench::Sample {
-                contender: "xtask workspace".into(),
-                scenario: "common".into(),
-                rep: 1,
-                seconds: 3.0,
-                ok: true,
-                log: Default::default(),
-                compiled: 9,
-                compiled_twice: None,
-                recording_seconds: None,
-                engine_seconds: Some(0.0),
-                under_gc_floor: false,
-            };
+            let mut sample =
+                crate::cmd::bench::tests::sample("xtask workspace", "common", 3.0, true);
             one.samples.push(sample.clone());
             sample.under_gc_floor = floored;
             one.samples.push(sample);
-            Report {
-                date: String::new(),
-                command: String::new(),
-                cores: 2,
-                engine: String::new(),
-                buildx: String::new(),
-                reps: 1,
-                sizes: vec![one],
-                goals: vec![],
-            }
+            report(vec![one], vec![])
         };
-        let text = render(&report(true), false);
+        let text = render(&floored(true), false);
         assert!(
             text.contains("1 run(s) ended with the engine's disk under its GC floor"),
             "{text}"
         );
-        assert!(!render(&report(false), false).contains("GC floor"));
+        assert!(!render(&floored(false), false).contains("GC floor"));
     }
 
     #[test]
