@@ -30,6 +30,7 @@ use anyhow::{bail, Context};
 
 use crate::{
     docker::{missing_images, probe},
+    engine_config::ImageStore,
     proc::{capture_with_timeout, run_checked, send_signal},
     registry::{self, Registry},
 };
@@ -139,17 +140,24 @@ impl EngineDir {
         cmdline
             .split(|b| *b == 0)
             .any(|arg| arg == config.as_bytes())
-            && self.cache_gc().is_some()
+            && self.config().is_some()
     }
-    /// The build-cache sizes this directory's `daemon.json` names, when it has this xtask's shape
-    /// (the sizes were fixed when the daemon started: [`crate::engine_config`]).
-    pub fn cache_gc(&self) -> Option<crate::engine_config::CacheGc> {
+    /// The image store and build-cache sizes this directory's `daemon.json` names, when it has
+    /// this xtask's shape (fixed when the daemon started: [`crate::engine_config`]).
+    pub fn config(&self) -> Option<crate::engine_config::Config> {
         crate::engine_config::parse(&fs::read_to_string(self.config_file()).ok()?)
+    }
+    /// The image store of the running daemon, when it runs with this xtask's configuration.
+    pub fn running_store(&self) -> Option<ImageStore> {
+        let pid = self.running_pid()?;
+        self.runs_current_config(pid)
+            .then(|| self.config().map(|c| c.store))
+            .flatten()
     }
     /// This directory's disk under its daemon's GC floor now (the sizes its `daemon.json` names):
     /// the free GiB and the floor, if so.
     pub fn under_gc_floor(&self) -> Option<(u64, u64)> {
-        let gc = self.cache_gc()?;
+        let gc = self.config()?.gc;
         let free = crate::engine_config::disk_space(&self.root)
             .ok()?
             .free_bytes;
@@ -222,12 +230,23 @@ fn configured_engine(
 
 /// Makes sure an engine with buildx and the base images is reachable, starting the private one if
 /// needed. Used by `engine up` and by every command that needs an engine.
-pub fn up(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
+/// `store`: the image store the private engine must use (none: the one it uses, containerd's for
+/// a new one); a private engine on the other store is restarted.
+pub fn up(root: &Path, dir: &EngineDir, store: Option<ImageStore>) -> anyhow::Result<()> {
     let before = probe();
+    let other_store = store.is_some_and(|s| dir.running_store() != Some(s));
     let ours_outdated = dir
         .running_pid()
-        .is_some_and(|pid| !dir.runs_current_config(pid) || installed_outdated())
+        .is_some_and(|pid| !dir.runs_current_config(pid) || installed_outdated() || other_store)
         && dir.in_use();
+    if other_store && !dir.in_use() && before.reachable() {
+        bail!(
+            "engine up --image-store {}: the engine in use is not the private one ({}); the store is the private engine's\n  hint: unset DOCKER_HOST/DOCKER_CONTEXT, or export DOCKER_HOST={}",
+            store.unwrap_or_default().name(),
+            user_configured_engine().unwrap_or_else(|| "the default socket".into()),
+            dir.docker_host()
+        );
+    }
     if before.reachable() && before.buildx_version.is_some() && !ours_outdated {
         eprintln!(
             "engine: Docker {} reachable{}",
@@ -237,7 +256,7 @@ pub fn up(root: &Path, dir: &EngineDir) -> anyhow::Result<()> {
     } else {
         require_root("start a private Docker engine")?;
         install_packages()?;
-        start_dockerd(dir)?;
+        start_dockerd_with(dir, &[], store)?;
         std::env::set_var("DOCKER_HOST", dir.docker_host());
         let after = probe();
         if !after.reachable() {
@@ -457,30 +476,48 @@ fn mirror_from_sources(text: &str) -> Option<String> {
     })
 }
 
-fn start_dockerd(dir: &EngineDir) -> anyhow::Result<()> {
-    start_dockerd_with(dir, &[])
-}
-
-/// Starts a dockerd for `dir` (unless it already runs with this configuration), with `extra`
-/// arguments after the directory's own (a second engine's bridge, for instance).
-pub fn start_dockerd_with(dir: &EngineDir, extra: &[String]) -> anyhow::Result<()> {
+/// Starts a dockerd for `dir` (unless it already runs with this configuration and `store`), with
+/// `extra` arguments after the directory's own (a second engine's bridge, for instance). `store`
+/// none: the store its `daemon.json` names, else containerd's.
+pub fn start_dockerd_with(
+    dir: &EngineDir,
+    extra: &[String],
+    store: Option<ImageStore>,
+) -> anyhow::Result<()> {
+    let running = dir.running_store();
+    let store = store
+        .or(running)
+        .or(dir.config().map(|c| c.store))
+        .unwrap_or_default();
     if let Some(pid) = dir.running_pid() {
-        if dir.runs_current_config(pid) {
-            eprintln!("engine: private dockerd already running (pid {pid})");
+        if running == Some(store) {
+            eprintln!(
+                "engine: private dockerd already running (pid {pid}, {} image store)",
+                store.name()
+            );
             return wait_for_socket(dir);
         }
     }
     fs::create_dir_all(&dir.root)
         .with_context(|| format!("cannot create {}", dir.root.display()))?;
     // before any daemon stops: a disk whose size cannot be read leaves the running one alone
-    let (gc, config) = crate::engine_config::for_dir(&dir.root)?;
+    let (config, text) = crate::engine_config::for_dir(&dir.root, store)?;
     if let Some(pid) = dir.running_pid() {
-        eprintln!("engine: private dockerd (pid {pid}) runs an older binary or configuration; restarting it");
+        match running {
+            Some(other) => eprintln!(
+                "engine: private dockerd (pid {pid}) uses the {} image store; restarting it with the {} one (each store keeps its own images; switch back to see them again)",
+                other.name(),
+                store.name()
+            ),
+            None => eprintln!("engine: private dockerd (pid {pid}) runs an older binary or configuration; restarting it"),
+        }
         stop_dockerd(dir);
     }
-    write_if_changed(&dir.config_file(), &config)?;
+    write_if_changed(&dir.config_file(), &text)?;
     eprintln!(
-        "engine: build cache: {gc} ({})",
+        "engine: {} image store; build cache: {} ({})",
+        store.name(),
+        config.gc,
         dir.config_file().display()
     );
     // a pid file or socket left by a daemon that was killed is stale

@@ -28,6 +28,7 @@ use crate::{
         records,
         transfer::{self, Outcome},
     },
+    engine_config::ImageStore,
     engine_use::{self, EngineUse},
     exec::{events::CargoStep, progress, runner::Outcome as Ran},
     flags::{self, DockerBuildArgs},
@@ -138,6 +139,7 @@ struct Carry {
 /// `cargo xtask docker-build`: the checks, then the phases around one execution of the plan.
 pub fn run(root: &Path, args: &DockerBuildArgs) -> anyhow::Result<Status> {
     refuse(args)?;
+    refuse_on_store(args, private_store(args))?;
     let (decl, check, platform) = declaration_and_engine(root, args);
     let decl = decl?;
     let plan = session::plan_from_args(&decl, &args.build, &args.log_dir, args.jobs)?;
@@ -227,6 +229,46 @@ pub fn refuse(args: &DockerBuildArgs) -> Result<(), UsageError> {
         )));
     }
     Ok(())
+}
+
+/// The image store of the engine the builds run on, when that is the private engine (`None` for
+/// any other engine: its own driver says what it cannot do).
+fn private_store(args: &DockerBuildArgs) -> Option<ImageStore> {
+    let dir = crate::engine::EngineDir::from_env();
+    (args.build.builder.is_none() && dir.in_use())
+        .then(|| dir.running_store())
+        .flatten()
+}
+
+/// The flags the private engine's classic image store (`engine up --image-store classic`) cannot
+/// serve, because its docker driver exports no layer cache and builds one platform: exit 2 naming
+/// the flag and the store, before anything runs.
+pub fn refuse_on_store(
+    args: &DockerBuildArgs,
+    store: Option<ImageStore>,
+) -> Result<(), UsageError> {
+    if store != Some(ImageStore::Classic) {
+        return Ok(());
+    }
+    let build = &args.build;
+    let layer_cache_to =
+        (build.cache_to.iter()).find(|c| !c.replace(' ', "").contains("type=inline"));
+    let flag = if args.layers.cache_layers {
+        "--cache-layers".to_string()
+    } else if let Some(to) = layer_cache_to {
+        format!("--cache-to {to}")
+    } else if build.builders.first().is_some_and(|b| b == "default") {
+        // the first builder exports the builder stage's layers to the registry for the others
+        format!("--builders {}", build.builders.join(","))
+    } else if build.platform.len() > 1 {
+        format!("--platform {}", build.platform.join(","))
+    } else {
+        return Ok(());
+    };
+    Err(UsageError(format!(
+        "{flag}: the private engine uses the classic image store, whose docker driver exports no layer cache and builds one platform\n  hint: `cargo xtask engine up --image-store containerd` (each store keeps its own images), or leave out {}",
+        flag.split(' ').next().unwrap_or_default()
+    )))
 }
 
 type Checked = Option<anyhow::Result<EngineCheck>>;
@@ -546,7 +588,7 @@ fn tidy_beside(root: &Path, builds: &[Build], cut: &str, probe: &Build) -> Optio
     let ended = probe_ended.clone();
     let handle = std::thread::spawn(move || {
         let removed = (|| {
-            // the listing only reads: at once; the prune waits
+            // the listing (of layer records only: no cache mount is held) at once; the prune waits
             let gone = records::list_superseded(&steps)?;
             while !gone.is_empty()
                 && !ended.load(std::sync::atomic::Ordering::SeqCst)

@@ -95,7 +95,7 @@ fn quiet(cmd: &mut Command) -> bool {
     crate::proc::succeeds(cmd)
 }
 
-pub fn up(root: &Path) -> anyhow::Result<()> {
+pub fn up(root: &Path, store: Option<crate::engine_config::ImageStore>) -> anyhow::Result<()> {
     if !crate::proc::is_root() {
         bail!("engine up --second: needs root (a bridge, NAT rules and a dockerd)");
     }
@@ -141,6 +141,7 @@ pub fn up(root: &Path) -> anyhow::Result<()> {
     engine::start_dockerd_with(
         &dir,
         &[format!("--bridge={BRIDGE}"), "--iptables=false".to_string()],
+        store,
     )?;
     for image in engine::base_images(root)? {
         let present = quiet(Command::new("docker").args([

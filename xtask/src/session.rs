@@ -272,7 +272,7 @@ pub fn preflight_with(
     if which::which("docker").is_err() {
         if mode == flags::EngineMode::Auto {
             eprintln!("engine: no `docker` client on PATH; installing the private engine (cargo xtask engine up)");
-            return engine::up(root, &engine::EngineDir::from_env());
+            return engine::up(root, &engine::EngineDir::from_env(), None);
         }
         bail!("no `docker` client on PATH\n  hint: install Docker's CLI, or run `cargo xtask engine up` (as root), which installs one with a private engine");
     }
@@ -289,7 +289,7 @@ pub fn preflight_with(
         }
         if mode == flags::EngineMode::Auto {
             eprintln!("engine: no Docker engine reachable ({why}); starting the private engine (cargo xtask engine up)");
-            return engine::up(root, &engine::EngineDir::from_env());
+            return engine::up(root, &engine::EngineDir::from_env(), None);
         }
         bail!("the Docker daemon is unreachable: {why}\n  hint: start Docker or set DOCKER_HOST; on a machine without one, `cargo xtask engine up` (as root) starts a private engine");
     }
@@ -301,7 +301,7 @@ pub fn preflight_with(
             "engine: base images missing ({}); making them (cargo xtask engine up)",
             missing.join(", ")
         );
-        return engine::up(root, &engine::EngineDir::from_env());
+        return engine::up(root, &engine::EngineDir::from_env(), None);
     }
     Ok(())
 }

@@ -47,3 +47,20 @@ fn status_reports_the_second_engine() {
         socket.display().to_string()
     );
 }
+
+#[test]
+fn status_names_the_private_engines_image_store() {
+    use build_support::FakeDockerd;
+    use xtask::engine_config::ImageStore;
+    for (store, name) in [
+        (ImageStore::Classic, "classic"),
+        (ImageStore::Containerd, "containerd"),
+    ] {
+        let engine = FakeDockerd::start(store);
+        let report = status(engine.dir.path());
+        assert_eq!(report["image_store"], name, "{report}");
+        assert!(report["cache_gc"]["min_free_gib"].is_u64(), "{report}");
+    }
+    let none = tempfile::tempdir().unwrap();
+    assert_eq!(status(none.path())["image_store"], Value::Null);
+}

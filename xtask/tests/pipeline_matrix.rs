@@ -388,3 +388,70 @@ fn a_failed_set_with_cache_and_push_moves_no_tag() {
     out.expect_code(0);
     assert_eq!(moves(&t), 2, "{}", out.stdout);
 }
+
+/// The private engine on the classic image store (`engine up --image-store classic`): each flag
+/// that needs the containerd store (its docker driver exports the layer cache and builds several
+/// platforms) exits 2 naming the flag and the store before any build. The same flags on the
+/// containerd store, and a run without them on the classic one, are not refused.
+#[test]
+fn the_classic_image_store_refuses_what_only_the_containerd_store_serves() {
+    use build_support::FakeDockerd;
+    use xtask::engine_config::ImageStore;
+    let ws = TempWorkspace::new();
+    let cache = ws.path().join("ci-cache").display().to_string();
+    let needs: Vec<(&str, Vec<String>)> = vec![
+        (
+            "--cache-layers",
+            strings(&["--cache", &cache, "--cache-layers"]),
+        ),
+        (
+            "--cache-to",
+            strings(&["--cache-to", "type=local,dest=layers-{image}"]),
+        ),
+        (
+            "--builders",
+            strings(&["--builders", "default,two", "--registry", REGISTRY]),
+        ),
+        (
+            "--platform",
+            strings(&["--platform", "linux/amd64,linux/arm64"]),
+        ),
+    ];
+    let run = |engine: &FakeDockerd, args: &[String]| {
+        let test = Test::docker_build(args.iter().chain(&strings(&["api", "executor"])))
+            .cwd(ws.path())
+            .env("ATTUNE_ENGINE_DIR", engine.dir.path())
+            .env("DOCKER_HOST", engine.host());
+        let out = test.run();
+        (out, test.builds().len())
+    };
+    let classic = FakeDockerd::start(ImageStore::Classic);
+    for (flag, args) in &needs {
+        let (out, builds) = run(&classic, args);
+        assert!(
+            out.code == Some(2)
+                && out.stderr.contains(flag)
+                && out.stderr.contains("classic image store")
+                && builds == 0,
+            "{flag} on the classic store: exit {:?}, {builds} builds, stderr: {}",
+            out.code,
+            out.stderr
+        );
+    }
+    let (out, builds) = run(&classic, &[]);
+    out.expect_code(0);
+    assert!(builds > 0, "no build ran: {}", out.stderr);
+    drop(classic);
+    let containerd = FakeDockerd::start(ImageStore::Containerd);
+    for (flag, args) in &needs {
+        let mut args = args.clone();
+        args.push("--dry-run".into());
+        let (out, _) = run(&containerd, &args);
+        assert!(
+            out.code == Some(0) && !out.stderr.contains("image store"),
+            "{flag} on the containerd store: exit {:?}, stderr: {}",
+            out.code,
+            out.stderr
+        );
+    }
+}

@@ -18,8 +18,14 @@ use crate::{
 pub fn run(root: &Path, args: flags::EngineArgs) -> anyhow::Result<Status> {
     let dir = EngineDir::from_env();
     match args.cmd {
-        flags::EngineCmd::Up { second: false } => up(root, &dir).map(|()| Status::Ok),
-        flags::EngineCmd::Up { second: true } => second_engine::up(root).map(|()| Status::Ok),
+        flags::EngineCmd::Up {
+            second: false,
+            image_store,
+        } => up(root, &dir, image_store).map(|()| Status::Ok),
+        flags::EngineCmd::Up {
+            second: true,
+            image_store,
+        } => second_engine::up(root, image_store).map(|()| Status::Ok),
         flags::EngineCmd::Down { second: false } => down(&dir).map(|()| Status::Ok),
         flags::EngineCmd::Down { second: true } => second_engine::down().map(|()| Status::Ok),
         flags::EngineCmd::Status { json } => status(root, &dir, json),
@@ -42,6 +48,9 @@ struct EngineStatus {
     /// The private engine's build-cache garbage collection (its `daemon.json`), when it runs
     /// with this xtask's configuration (`up` restarts one that does not).
     cache_gc: Option<crate::engine_config::CacheGc>,
+    /// The private engine's image store (`engine up --image-store`), when it runs with this
+    /// xtask's configuration.
+    image_store: Option<crate::engine_config::ImageStore>,
     /// The second engine (`engine up --second`), a second builder for `--builders`.
     second_engine: second_engine::SecondStatus,
 }
@@ -67,10 +76,10 @@ fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
         private_engine_socket: dir.socket(),
         base_images: base_images_present,
         registry: Registry::new(&dir.root).ok().map(|r| r.status()),
-        cache_gc: dir
-            .running_pid()
-            .filter(|pid| dir.runs_current_config(*pid))
-            .and_then(|_| dir.cache_gc()),
+        cache_gc: (dir.running_store())
+            .and_then(|_| dir.config())
+            .map(|c| c.gc),
+        image_store: dir.running_store(),
         second_engine: second_engine::status(dir),
     };
     if json {
@@ -102,6 +111,16 @@ fn print_status(report: &EngineStatus, dir: &EngineDir) {
             dir.docker_host()
         ),
         None => println!("private engine: not running ({})", dir.root.display()),
+    }
+    if let Some(store) = report.image_store {
+        println!(
+            "image store: {} (`cargo xtask engine up --image-store {}` switches)",
+            store.name(),
+            match store {
+                crate::engine_config::ImageStore::Containerd => "classic",
+                crate::engine_config::ImageStore::Classic => "containerd",
+            }
+        );
     }
     match (&report.cache_gc, report.private_engine_pid) {
         (Some(gc), _) => println!("build cache: {gc} ({})", dir.config_file().display()),

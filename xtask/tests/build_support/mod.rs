@@ -492,3 +492,48 @@ pub fn arg_after<'a>(argv: &'a [String], flag: &str) -> Vec<&'a str> {
         .map(|w| w[1].as_str())
         .collect()
 }
+
+/// A process that passes for the private dockerd of its engine directory (its command line names
+/// dockerd, the directory's socket and `--config-file=<dir>/daemon.json`, as `engine up` starts
+/// it), behind the directory's pid file, with a `daemon.json` naming `store`. Runs given
+/// `ATTUNE_ENGINE_DIR` = [`FakeDockerd::dir`] and `DOCKER_HOST` = [`FakeDockerd::host`] take it for
+/// the private engine in use. Killed when dropped.
+#[allow(dead_code)] // pipeline_matrix.rs and engine_cli.rs use it, build_cli.rs does not
+pub struct FakeDockerd {
+    pub dir: tempfile::TempDir,
+    child: Child,
+}
+
+#[allow(dead_code)]
+impl FakeDockerd {
+    pub fn start(store: xtask::engine_config::ImageStore) -> FakeDockerd {
+        use xtask::engine_config::{cache_gc, daemon_json, Config};
+        let dir = tempfile::Builder::new()
+            .prefix("xtask-engine-")
+            .tempdir()
+            .expect("a temporary directory");
+        let config = dir.path().join("daemon.json");
+        let gc = cache_gc(100 << 30);
+        fs::write(&config, daemon_json(Config { store, gc })).unwrap();
+        let socket = dir.path().join("docker.sock");
+        let child = Command::new("sh")
+            .args(["-c", "sleep 60", "dockerd"])
+            .arg(format!("--host=unix://{}", socket.display()))
+            .arg(format!("--config-file={}", config.display()))
+            .spawn()
+            .expect("sh runs");
+        fs::write(dir.path().join("docker.pid"), child.id().to_string()).unwrap();
+        FakeDockerd { dir, child }
+    }
+
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+}
+
+impl Drop for FakeDockerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
