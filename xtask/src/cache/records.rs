@@ -243,13 +243,23 @@ pub fn prune_argv(records: &[&DuRecord]) -> Vec<String> {
         .collect()
 }
 
+/// `docker buildx du --verbose` of the layer records alone (`--filter type=regular`): a listing
+/// makes BuildKit work out the size of each record it lists whose size is unknown, and while it
+/// does so for a cache mount, no build can take that mount: a build that asks for it meanwhile
+/// gets a new, empty one (measured: a change in common downloaded all 548 crates again;
+/// docs/SCALING.md, run 12). The filter applies before the sizing, so no cache mount is touched.
+pub fn buildx_du_layers() -> anyhow::Result<String> {
+    docker(&["buildx", "du", "--verbose", "--filter", "type=regular"].map(String::from))
+}
+
 /// The layer records of `steps` that later builds superseded ([`superseded`]), as one listing
-/// shows them now. Reading only: it may run while builds resolve their cache.
+/// shows them now. It may run while builds resolve their cache: it lists layer records only
+/// ([`buildx_du_layers`]).
 pub fn list_superseded(steps: &BTreeSet<String>) -> anyhow::Result<Vec<DuRecord>> {
     if steps.is_empty() {
         return Ok(Vec::new());
     }
-    let du = parse_du(&buildx_du()?);
+    let du = parse_du(&buildx_du_layers()?);
     Ok(superseded(&du, steps).into_iter().cloned().collect())
 }
 
