@@ -119,9 +119,9 @@ impl EngineDir {
             format!("--config-file={}", self.config_file().display()),
         ]
     }
-    /// The daemon's configuration ([`crate::engine_config`]): the containerd image store, without
-    /// which the default docker driver refuses `--cache-to type=local|registry` (the layer cache
-    /// could not leave the engine), and the build cache's garbage collection.
+    /// The daemon's configuration ([`crate::engine_config`]): its image store (containerd's by
+    /// default, without which the default docker driver refuses `--cache-to type=local|registry`:
+    /// the layer cache could not leave the engine), and the build cache's garbage collection.
     pub fn config_file(&self) -> PathBuf {
         self.root.join("daemon.json")
     }
@@ -239,11 +239,14 @@ pub fn up(root: &Path, dir: &EngineDir, store: Option<ImageStore>) -> anyhow::Re
         .running_pid()
         .is_some_and(|pid| !dir.runs_current_config(pid) || installed_outdated() || other_store)
         && dir.in_use();
-    if other_store && !dir.in_use() && before.reachable() {
+    if let Some(wanted) = store.filter(|_| other_store && !dir.in_use() && before.reachable()) {
+        let (engine, hint) = match user_configured_engine() {
+            Some(engine) => (engine, "unset it"),
+            None => ("the default socket's".to_string(), "stop that engine"),
+        };
         bail!(
-            "engine up --image-store {}: the engine in use is not the private one ({}); the store is the private engine's\n  hint: unset DOCKER_HOST/DOCKER_CONTEXT, or export DOCKER_HOST={}",
-            store.unwrap_or_default().name(),
-            user_configured_engine().unwrap_or_else(|| "the default socket".into()),
+            "engine up --image-store {}: the engine in use is {engine}, not the private one, whose image store this sets\n  hint: {hint}, or export DOCKER_HOST={}",
+            wanted.name(),
             dir.docker_host()
         );
     }
@@ -505,7 +508,7 @@ pub fn start_dockerd_with(
     if let Some(pid) = dir.running_pid() {
         match running {
             Some(other) => eprintln!(
-                "engine: private dockerd (pid {pid}) uses the {} image store; restarting it with the {} one (each store keeps its own images; switch back to see them again)",
+                "engine: private dockerd (pid {pid}) uses the {} image store; restarting it with the {} one (each store keeps its own images and build cache; switch back to see them again)",
                 other.name(),
                 store.name()
             ),

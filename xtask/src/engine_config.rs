@@ -70,6 +70,14 @@ pub enum ImageStore {
 }
 
 impl ImageStore {
+    /// The store `engine up --image-store` switches to from this one.
+    pub fn other(self) -> ImageStore {
+        match self {
+            ImageStore::Containerd => ImageStore::Classic,
+            ImageStore::Classic => ImageStore::Containerd,
+        }
+    }
+
     /// As the flag spells it.
     pub fn name(self) -> &'static str {
         match self {

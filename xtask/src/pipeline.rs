@@ -139,10 +139,11 @@ struct Carry {
 /// `cargo xtask docker-build`: the checks, then the phases around one execution of the plan.
 pub fn run(root: &Path, args: &DockerBuildArgs) -> anyhow::Result<Status> {
     refuse(args)?;
-    refuse_on_store(args, private_store(args))?;
     let (decl, check, platform) = declaration_and_engine(root, args);
     let decl = decl?;
     let plan = session::plan_from_args(&decl, &args.build, &args.log_dir, args.jobs)?;
+    let layers = args.layers.cache_layers;
+    refuse_on_store(private_store(&args.build), &plan, layers, &args.build)?;
     session::check_stages(root, &decl, &plan)?;
     let mut ctx = Ctx {
         root,
@@ -175,6 +176,8 @@ pub fn run(root: &Path, args: &DockerBuildArgs) -> anyhow::Result<Status> {
     // one run at a time writes a log directory: concurrent runs would tear each other's logs
     let _lock = session::lock_log_dir(&root.join(&args.log_dir), &args.log_dir)?;
     session::preflight_with(root, &ctx.plan, args.engine, check)?;
+    // a private engine the preflight started is in use only now
+    refuse_on_store(private_store(&args.build), &ctx.plan, layers, &args.build)?;
     for phase in PIPELINE {
         tracing::debug!(?phase, "prepare");
         if let Flow::Stop(status) = prepare(phase, &mut ctx)? {
@@ -186,6 +189,7 @@ pub fn run(root: &Path, args: &DockerBuildArgs) -> anyhow::Result<Status> {
         tracing::debug!(?phase, "finish");
         finish(phase, &mut ctx, &mut report)?;
     }
+    settle_cache_mounts(&ctx, &report);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -231,43 +235,55 @@ pub fn refuse(args: &DockerBuildArgs) -> Result<(), UsageError> {
     Ok(())
 }
 
-/// The image store of the engine the builds run on, when that is the private engine (`None` for
-/// any other engine: its own driver says what it cannot do).
-fn private_store(args: &DockerBuildArgs) -> Option<ImageStore> {
+/// The image store of the private engine, when it is the engine in use (`None` for any other
+/// engine: its own driver says what it cannot do): the store its `daemon.json` names, which a
+/// daemon restarted on demand keeps too.
+pub fn private_store(options: &flags::BuildOptions) -> Option<ImageStore> {
     let dir = crate::engine::EngineDir::from_env();
-    (args.build.builder.is_none() && dir.in_use())
-        .then(|| dir.running_store())
+    (options.builder.is_none() && dir.in_use())
+        .then(|| dir.config().map(|c| c.store))
         .flatten()
 }
 
-/// The flags the private engine's classic image store (`engine up --image-store classic`) cannot
-/// serve, because its docker driver exports no layer cache and builds one platform: exit 2 naming
-/// the flag and the store, before anything runs.
+/// What the private engine's classic image store (`engine up --image-store classic`) cannot
+/// serve, because its docker driver exports no layer cache and builds one platform: the layer
+/// cache (`cache_layers`, a `--cache-to` other than inline, the farm's seed export when the
+/// engine is one of the builders: the seed, or its retry) and several platforms. Exit 2 naming
+/// the flag and the store, before anything runs. Nothing with `--builders` that leaves the
+/// private engine (`default`) out.
 pub fn refuse_on_store(
-    args: &DockerBuildArgs,
     store: Option<ImageStore>,
+    plan: &Plan,
+    cache_layers: bool,
+    options: &flags::BuildOptions,
 ) -> Result<(), UsageError> {
-    if store != Some(ImageStore::Classic) {
+    let builders = &options.builders;
+    let builds_here = builders.is_empty() || builders.iter().any(|b| b == "default");
+    if store != Some(ImageStore::Classic) || !builds_here {
         return Ok(());
     }
-    let build = &args.build;
-    let layer_cache_to =
-        (build.cache_to.iter()).find(|c| !c.replace(' ', "").contains("type=inline"));
-    let flag = if args.layers.cache_layers {
-        "--cache-layers".to_string()
-    } else if let Some(to) = layer_cache_to {
-        format!("--cache-to {to}")
-    } else if build.builders.first().is_some_and(|b| b == "default") {
-        // the first builder exports the builder stage's layers to the registry for the others
-        format!("--builders {}", build.builders.join(","))
-    } else if build.platform.len() > 1 {
-        format!("--platform {}", build.platform.join(","))
+    let exports = |to: &&String| {
+        Spec::parse(to).map_or(true, |s| !s.0.contains(&("type".into(), "inline".into())))
+    };
+    let (flag, instead) = if cache_layers {
+        ("--cache-layers".to_string(), "leave out --cache-layers")
+    } else if let Some(to) = options.cache_to.iter().find(exports) {
+        (format!("--cache-to {to}"), "leave out --cache-to")
+    } else if plan.cache_ref.is_some() {
+        (
+            format!("--builders {}", builders.join(",")),
+            "name only builders on the containerd store",
+        )
+    } else if options.platform.len() > 1 {
+        (
+            format!("--platform {}", options.platform.join(",")),
+            "build one platform",
+        )
     } else {
         return Ok(());
     };
     Err(UsageError(format!(
-        "{flag}: the private engine uses the classic image store, whose docker driver exports no layer cache and builds one platform\n  hint: `cargo xtask engine up --image-store containerd` (each store keeps its own images), or leave out {}",
-        flag.split(' ').next().unwrap_or_default()
+        "{flag}: the private engine uses the classic image store, whose docker driver exports no layer cache and builds one platform\n  hint: `cargo xtask engine up --image-store containerd` (each store keeps its own images and build cache), or {instead}"
     )))
 }
 
@@ -773,6 +789,26 @@ fn finish(phase: Phase, ctx: &mut Ctx, report: &mut Report) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// After the builds, when a cargo step ran on the engine in use (not on a named builder or
+/// docker context): its cache mounts sized now ([`records::size_cache_mounts`]), while this run
+/// holds the engine alone and before it returns, so that the engine's GC a second later does not
+/// hold them while the next build asks for them. A failure is a warning.
+fn settle_cache_mounts(ctx: &Ctx, report: &Report) {
+    let ran = |step: CargoStep| matches!(step, CargoStep::Ran | CargoStep::Shared);
+    let probe = (ctx.probe.as_ref()).and_then(|p| p.ran.as_ref());
+    let cargo_ran =
+        report.images.iter().any(|i| ran(i.cargo_step)) || probe.is_some_and(|p| ran(p.cargo_step));
+    let elsewhere = (ctx.todo.builds.iter())
+        .any(|b| b.target.builder.is_some() || b.target.docker_context.is_some());
+    if !cargo_ran || elsewhere || !engine_use::with(EngineUse::try_alone) {
+        return;
+    }
+    if let Err(err) = records::size_cache_mounts() {
+        eprintln!("warning: docker-build: the cache mounts' sizes not worked out: {err:#}");
+    }
+    engine_use::with(EngineUse::share);
 }
 
 /// The history phase: the run's record, appended (bench's docker-build in a sandbox records into

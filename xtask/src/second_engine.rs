@@ -168,8 +168,13 @@ pub fn up(root: &Path, store: Option<crate::engine_config::ImageStore>) -> anyho
             "docker context create",
         )?;
     }
+    // the first engine builds in a farm only on containerd's store (its seed exports layers)
+    let with_first = match first.config().map(|c| c.store) {
+        Some(crate::engine_config::ImageStore::Classic) => "",
+        _ => "default,",
+    };
     eprintln!(
-        "engine: second dockerd up (pid {}), bridge {BRIDGE} ({BRIDGE_ADDR}), docker context and builder `{CONTEXT}`\n  use it with: cargo xtask docker-build --builders default,{CONTEXT} --registry 127.0.0.1:5000/attune ...",
+        "engine: second dockerd up (pid {}), bridge {BRIDGE} ({BRIDGE_ADDR}), docker context and builder `{CONTEXT}`\n  use it with: cargo xtask docker-build --builders {with_first}{CONTEXT} --registry 127.0.0.1:5000/attune ...",
         dir.running_pid().map(|p| p.to_string()).unwrap_or_else(|| "?".into())
     );
     Ok(())

@@ -1690,3 +1690,31 @@ fn builders_spread_the_images_and_a_failed_build_is_retried_on_another() {
     t.run().expect_code(1);
     assert_eq!(t.builds().len(), 2);
 }
+
+/// After a run whose cargo step ran on the engine in use, docker-build has BuildKit size the cache
+/// mounts (`buildx du --filter type=exec.cachemount`), so that BuildKit's GC, a second later,
+/// holds none of them while the next build asks for them (docs/SCALING.md, run 12). Not in a dry
+/// run, and not when the builds ran on a named builder (the listing would size the default one's).
+#[test]
+fn a_run_whose_cargo_step_ran_has_the_cache_mounts_sized() {
+    let sized = |t: &Test| {
+        (t.docker_calls().iter())
+            .filter(|c| c[1..] == ["buildx", "du", "--filter", "type=exec.cachemount"])
+            .count()
+    };
+    // an engine of its own: the sizing waits to hold the engine alone (`engine_use`), which the
+    // other tests' runs on the shared fake engine would deny it
+    let own = |args: &[&str]| {
+        let test = Test::docker_build(args);
+        let host = format!("unix://{}/own.sock", test.tmp.path().display());
+        test.env("DOCKER_HOST", host)
+    };
+    let run = own(&["api"]);
+    run.run().expect_code(0);
+    assert_eq!(sized(&run), 1, "{:?}", run.docker_calls());
+    for args in [vec!["--dry-run", "api"], vec!["--builder", "remote", "api"]] {
+        let test = own(&args);
+        test.run().expect_code(0);
+        assert_eq!(sized(&test), 0, "{args:?}: {:?}", test.docker_calls());
+    }
+}

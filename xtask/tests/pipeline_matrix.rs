@@ -391,8 +391,9 @@ fn a_failed_set_with_cache_and_push_moves_no_tag() {
 
 /// The private engine on the classic image store (`engine up --image-store classic`): each flag
 /// that needs the containerd store (its docker driver exports the layer cache and builds several
-/// platforms) exits 2 naming the flag and the store before any build. The same flags on the
-/// containerd store, and a run without them on the classic one, are not refused.
+/// platforms) exits 2 naming the flag and the store before any build, in a dry run too. The same
+/// flags on the containerd store are not refused; on the classic one, an inline cache, `--cache`
+/// (the cache mounts), builders that leave the private engine out, and a plain run build.
 #[test]
 fn the_classic_image_store_refuses_what_only_the_containerd_store_serves() {
     use build_support::FakeDockerd;
@@ -410,12 +411,38 @@ fn the_classic_image_store_refuses_what_only_the_containerd_store_serves() {
         ),
         (
             "--builders",
-            strings(&["--builders", "default,two", "--registry", REGISTRY]),
+            strings(&[
+                "--builders",
+                "two,default",
+                "--registry",
+                REGISTRY,
+                "--strategy",
+                "workspace",
+            ]),
         ),
         (
             "--platform",
             strings(&["--platform", "linux/amd64,linux/arm64"]),
         ),
+        (
+            "--platform",
+            strings(&["--platform", "linux/amd64,linux/arm64", "--dry-run"]),
+        ),
+    ];
+    // what the classic store serves: an inline layer cache, and builders that leave it out
+    let served: Vec<Vec<String>> = vec![
+        strings(&["--cache-to", "type=inline"]),
+        strings(&["--cache", &cache]),
+        strings(&[
+            "--builders",
+            "one,two",
+            "--registry",
+            REGISTRY,
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--strategy",
+            "workspace",
+        ]),
     ];
     let run = |engine: &FakeDockerd, args: &[String]| {
         let test = Test::docker_build(args.iter().chain(&strings(&["api", "executor"])))
@@ -438,14 +465,35 @@ fn the_classic_image_store_refuses_what_only_the_containerd_store_serves() {
             out.stderr
         );
     }
-    let (out, builds) = run(&classic, &[]);
-    out.expect_code(0);
-    assert!(builds > 0, "no build ran: {}", out.stderr);
+    // `cache export --cache-layers` asks the same of the engine
+    let export = Test::new()
+        .args(["cache", "export", "--to", &cache, "--cache-layers", "api"])
+        .cwd(ws.path())
+        .env("ATTUNE_ENGINE_DIR", classic.dir.path())
+        .env("DOCKER_HOST", classic.host());
+    let out = export.run();
+    assert!(
+        out.code == Some(2) && out.stderr.contains("--cache-layers") && export.builds().is_empty(),
+        "cache export --cache-layers on the classic store: exit {:?}, stderr: {}",
+        out.code,
+        out.stderr
+    );
+    for args in served.iter().chain([&Vec::new()]) {
+        let (out, builds) = run(&classic, args);
+        assert!(
+            out.code == Some(0) && builds > 0,
+            "{args:?} on the classic store: exit {:?}, {builds} builds, stderr: {}",
+            out.code,
+            out.stderr
+        );
+    }
     drop(classic);
     let containerd = FakeDockerd::start(ImageStore::Containerd);
     for (flag, args) in &needs {
         let mut args = args.clone();
-        args.push("--dry-run".into());
+        if !args.contains(&"--dry-run".to_string()) {
+            args.push("--dry-run".into());
+        }
         let (out, _) = run(&containerd, &args);
         assert!(
             out.code == Some(0) && !out.stderr.contains("image store"),

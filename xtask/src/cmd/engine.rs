@@ -66,6 +66,10 @@ fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
             base_images_present.insert(image, present);
         }
     }
+    // the daemon's config, when it runs with this xtask's
+    let config = (dir.running_pid())
+        .filter(|pid| dir.runs_current_config(*pid))
+        .and_then(|_| dir.config());
     let report = EngineStatus {
         reachable: probe.reachable(),
         server_version: probe.server_version.clone(),
@@ -76,10 +80,8 @@ fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
         private_engine_socket: dir.socket(),
         base_images: base_images_present,
         registry: Registry::new(&dir.root).ok().map(|r| r.status()),
-        cache_gc: (dir.running_store())
-            .and_then(|_| dir.config())
-            .map(|c| c.gc),
-        image_store: dir.running_store(),
+        cache_gc: config.map(|c| c.gc),
+        image_store: config.map(|c| c.store),
         second_engine: second_engine::status(dir),
     };
     if json {
@@ -116,10 +118,7 @@ fn print_status(report: &EngineStatus, dir: &EngineDir) {
         println!(
             "image store: {} (`cargo xtask engine up --image-store {}` switches)",
             store.name(),
-            match store {
-                crate::engine_config::ImageStore::Containerd => "classic",
-                crate::engine_config::ImageStore::Classic => "containerd",
-            }
+            store.other().name()
         );
     }
     match (&report.cache_gc, report.private_engine_pid) {

@@ -111,6 +111,8 @@ fn export(
             .push(setup.layer_cache_to(location).to_string());
     }
     let plan = plan_of(&decl, &options, &args)?;
+    let store = crate::pipeline::private_store(&options);
+    crate::pipeline::refuse_on_store(store, &plan, layers, &options)?;
     if args.dry_run {
         print!("{}", plan::render_dry_run(&plan));
         print!("{}", transfer::render_helper(&setup.export_build()));
