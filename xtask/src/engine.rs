@@ -241,8 +241,11 @@ pub fn up(root: &Path, dir: &EngineDir, store: Option<ImageStore>) -> anyhow::Re
         && dir.in_use();
     if let Some(wanted) = store.filter(|_| other_store && !dir.in_use() && before.reachable()) {
         let (engine, hint) = match user_configured_engine() {
-            Some(engine) => (engine, "unset it"),
-            None => ("the default socket's".to_string(), "stop that engine"),
+            Some(engine) => (engine, "unset it (or switch the docker context)"),
+            None => (
+                "the default socket's engine".to_string(),
+                "stop that engine",
+            ),
         };
         bail!(
             "engine up --image-store {}: the engine in use is {engine}, not the private one, whose image store this sets\n  hint: {hint}, or export DOCKER_HOST={}",

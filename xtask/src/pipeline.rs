@@ -793,16 +793,23 @@ fn finish(phase: Phase, ctx: &mut Ctx, report: &mut Report) -> anyhow::Result<()
 
 /// After the builds, when a cargo step ran on the engine in use (not on a named builder or
 /// docker context): its cache mounts sized now ([`records::size_cache_mounts`]), while this run
-/// holds the engine alone and before it returns, so that the engine's GC a second later does not
-/// hold them while the next build asks for them. A failure is a warning.
+/// holds the engine alone and before it returns, so that the engine's GC, when it runs after the
+/// run's last build, finds their sizes known and holds none of them while the next run's build
+/// asks for them. Within one run the GC may still meet a later build (`--jobs` waves, the images
+/// after the probe do not use the mounts). A failure is a warning.
 fn settle_cache_mounts(ctx: &Ctx, report: &Report) {
     let ran = |step: CargoStep| matches!(step, CargoStep::Ran | CargoStep::Shared);
     let probe = (ctx.probe.as_ref()).and_then(|p| p.ran.as_ref());
     let cargo_ran =
         report.images.iter().any(|i| ran(i.cargo_step)) || probe.is_some_and(|p| ran(p.cargo_step));
-    let elsewhere = (ctx.todo.builds.iter())
+    // the whole selection: a probe on a named builder may leave every image out
+    let elsewhere = (ctx.plan.builds.iter())
         .any(|b| b.target.builder.is_some() || b.target.docker_context.is_some());
-    if !cargo_ran || elsewhere || !engine_use::with(EngineUse::try_alone) {
+    if !cargo_ran
+        || elsewhere
+        || crate::exec::runner::interrupted()
+        || !engine_use::with(EngineUse::try_alone)
+    {
         return;
     }
     if let Err(err) = records::size_cache_mounts() {

@@ -256,9 +256,9 @@ pub fn buildx_du_layers() -> anyhow::Result<String> {
 /// wrote to since it was last sized), now. BuildKit's GC, which runs a second after a build ends
 /// (then at most once a minute), works out every unknown size before it prunes, holding each
 /// mount meanwhile; a build that asks for a cache mount (`sharing=shared`) while it is held gets
-/// a new, empty one (measured: the next change in common downloaded all 548 crates again,
-/// docs/SCALING.md, run 12). Sized, a mount is skipped by the GC's listing until a build uses it
-/// again.
+/// a new, empty one (seen: the next change in common downloaded all 548 crates again, and did
+/// not once this ran first; docs/SCALING.md, run 12). Sized, a mount is skipped by the GC's
+/// listing until a build uses it again.
 pub fn size_cache_mounts() -> anyhow::Result<()> {
     docker(&["buildx", "du", "--filter", "type=exec.cachemount"].map(String::from)).map(drop)
 }
