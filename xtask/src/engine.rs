@@ -147,12 +147,16 @@ impl EngineDir {
     pub fn config(&self) -> Option<crate::engine_config::Config> {
         crate::engine_config::parse(&fs::read_to_string(self.config_file()).ok()?)
     }
-    /// The image store of the running daemon, when it runs with this xtask's configuration.
-    pub fn running_store(&self) -> Option<ImageStore> {
+    /// The running daemon's config, when it runs with this xtask's configuration.
+    pub fn running_config(&self) -> Option<crate::engine_config::Config> {
         let pid = self.running_pid()?;
         self.runs_current_config(pid)
-            .then(|| self.config().map(|c| c.store))
+            .then(|| self.config())
             .flatten()
+    }
+    /// The image store of the running daemon, when it runs with this xtask's configuration.
+    pub fn running_store(&self) -> Option<ImageStore> {
+        self.running_config().map(|c| c.store)
     }
     /// This directory's disk under its daemon's GC floor now (the sizes its `daemon.json` names):
     /// the free GiB and the floor, if so.

@@ -587,7 +587,7 @@ fn probe_of(root: &Path, args: &DockerBuildArgs, todo: &Plan) -> Option<(Build, 
 /// over) or the probe ended. Not on a named builder or docker context: the listing and the
 /// prune would act on the default one.
 fn tidy_beside(root: &Path, builds: &[Build], cut: &str, probe: &Build) -> Option<Tidy> {
-    if (builds.iter()).any(|b| b.target.builder.is_some() || b.target.docker_context.is_some()) {
+    if builds.iter().any(|b| b.runs_on().is_some()) {
         return None;
     }
     let steps: BTreeSet<String> = (builds.iter())
@@ -695,7 +695,7 @@ fn binaries_found(ctx: &mut Ctx, report: &mut Report) {
         probe.read(snapshot, &builds, &ran);
     } else if let Some(ran) = &probe.ran {
         report.totals.wall_seconds += ran.wall_seconds;
-        let lent = matches!(ran.cargo_step, CargoStep::Ran | CargoStep::Shared);
+        let lent = ran.cargo_step.ran();
         for image in report.images.iter_mut().filter(|_| lent) {
             if matches!(image.cargo_step, CargoStep::Cached | CargoStep::None)
                 && image.result == Ran::Succeeded
@@ -798,13 +798,11 @@ fn finish(phase: Phase, ctx: &mut Ctx, report: &mut Report) -> anyhow::Result<()
 /// asks for them. Within one run the GC may still meet a later build (`--jobs` waves, the images
 /// after the probe do not use the mounts). A failure is a warning.
 fn settle_cache_mounts(ctx: &Ctx, report: &Report) {
-    let ran = |step: CargoStep| matches!(step, CargoStep::Ran | CargoStep::Shared);
     let probe = (ctx.probe.as_ref()).and_then(|p| p.ran.as_ref());
-    let cargo_ran =
-        report.images.iter().any(|i| ran(i.cargo_step)) || probe.is_some_and(|p| ran(p.cargo_step));
+    let cargo_ran = report.images.iter().any(|i| i.cargo_step.ran())
+        || probe.is_some_and(|p| p.cargo_step.ran());
     // the whole selection: a probe on a named builder may leave every image out
-    let elsewhere = (ctx.plan.builds.iter())
-        .any(|b| b.target.builder.is_some() || b.target.docker_context.is_some());
+    let elsewhere = ctx.plan.builds.iter().any(|b| b.runs_on().is_some());
     if !cargo_ran
         || elsewhere
         || crate::exec::runner::interrupted()
@@ -874,8 +872,7 @@ fn export_timings(
     build: Build,
     report: &Report,
 ) -> timings::TimingsReport {
-    let ran = |step: CargoStep| matches!(step, CargoStep::Ran | CargoStep::Shared);
-    let mut fresh = report.images.iter().any(|i| ran(i.cargo_step));
+    let mut fresh = report.images.iter().any(|i| i.cargo_step.ran());
     if report.totals.failed + report.totals.interrupted + report.totals.not_started > 0 {
         let why = "a build did not succeed; not exported".to_string();
         return timings::report(root, fresh, Err(why));
@@ -883,7 +880,7 @@ fn export_timings(
     let one = plan.single(build);
     let exported = session::execute(root, &one, progress::detect_mode());
     let export = &exported.images[0];
-    fresh |= ran(export.cargo_step);
+    fresh |= export.cargo_step.ran();
     let outcome = match export.result {
         crate::exec::runner::Outcome::Succeeded => Ok(()),
         _ => Err(format!(

@@ -157,7 +157,19 @@ pub fn parse_ago(text: &str) -> Option<u64> {
 
 /// `docker buildx du --verbose`, as text.
 pub fn buildx_du() -> anyhow::Result<String> {
-    docker(&["buildx", "du", "--verbose"].map(String::from))
+    buildx_du_of(None)
+}
+
+/// `docker buildx du --verbose`, of the records `filter` (`--filter`) names when given.
+fn buildx_du_of(filter: Option<&str>) -> anyhow::Result<String> {
+    let mut args: Vec<String> = ["buildx", "du", "--verbose"].map(String::from).into();
+    args.extend(
+        filter
+            .map(|f| ["--filter".to_string(), f.to_string()])
+            .into_iter()
+            .flatten(),
+    );
+    docker(&args)
 }
 
 /// `docker ARGS`' standard output; an error names the command and carries its stderr.
@@ -249,7 +261,7 @@ pub fn prune_argv(records: &[&DuRecord]) -> Vec<String> {
 /// gets a new, empty one (measured: a change in common downloaded all 548 crates again;
 /// docs/SCALING.md, run 12). The filter applies before the sizing, so no cache mount is touched.
 pub fn buildx_du_layers() -> anyhow::Result<String> {
-    docker(&["buildx", "du", "--verbose", "--filter", "type=regular"].map(String::from))
+    buildx_du_of(Some("type=regular"))
 }
 
 /// Has BuildKit work out the size of every cache mount whose size is unknown (each one a build
@@ -260,7 +272,7 @@ pub fn buildx_du_layers() -> anyhow::Result<String> {
 /// not once this ran first; docs/SCALING.md, run 12). Sized, a mount is skipped by the GC's
 /// listing until a build uses it again.
 pub fn size_cache_mounts() -> anyhow::Result<()> {
-    docker(&["buildx", "du", "--filter", "type=exec.cachemount"].map(String::from)).map(drop)
+    buildx_du_of(Some("type=exec.cachemount")).map(drop)
 }
 
 /// The layer records of `steps` that later builds superseded ([`superseded`]), as one listing

@@ -66,10 +66,7 @@ fn status(root: &Path, dir: &EngineDir, json: bool) -> anyhow::Result<Status> {
             base_images_present.insert(image, present);
         }
     }
-    // the daemon's config, when it runs with this xtask's
-    let config = (dir.running_pid())
-        .filter(|pid| dir.runs_current_config(*pid))
-        .and_then(|_| dir.config());
+    let config = dir.running_config();
     let report = EngineStatus {
         reachable: probe.reachable(),
         server_version: probe.server_version.clone(),

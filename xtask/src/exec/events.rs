@@ -138,6 +138,13 @@ pub enum CargoStep {
     None,
 }
 
+impl CargoStep {
+    /// Whether cargo ran for this build: here, or in the concurrent build it waited for.
+    pub fn ran(self) -> bool {
+        matches!(self, CargoStep::Ran | CargoStep::Shared)
+    }
+}
+
 /// An update worth showing: a step started, finished, or printed a line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Update {
